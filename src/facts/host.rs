@@ -1,0 +1,133 @@
+//! Host facts: the host profile of `../shared/host-profile.md`, from a file or from the host.
+//!
+//! File-based facts are read under `host_root` (default `/`), so tests and "what if" runs use a
+//! fixture host directory instead of this machine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gpu {
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default)]
+    pub uuid: String,
+    #[serde(default)]
+    pub name: String,
+    /// `major.minor`
+    #[serde(default)]
+    pub compute_capability: String,
+    #[serde(default)]
+    pub brand: String,
+    #[serde(default)]
+    pub nvml_brand: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_free_mib: Option<u64>,
+    #[serde(default)]
+    pub mig: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostProfile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    /// Highest CUDA version the driver supports, `major.minor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_driver_version: Option<String>,
+    /// Character-device majors from `/proc/devices`: `nvidia`, `nvidia-uvm`, `nvidia-caps`.
+    #[serde(default)]
+    pub device_majors: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub gpus: Vec<Gpu>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{path}: cannot read host profile: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a host profile: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+}
+
+/// Host profiles are small; a larger file is not one.
+const MAX_PROFILE_BYTES: u64 = 4 << 20;
+
+impl HostProfile {
+    pub fn load(path: &Path) -> Result<HostProfile, HostError> {
+        let text = crate::input::read_capped(path, MAX_PROFILE_BYTES)
+            .map_err(|source| HostError::Read { path: path.to_path_buf(), source })?;
+        serde_json::from_slice(&text).map_err(|source| HostError::Parse { path: path.to_path_buf(), source })
+    }
+
+    pub fn major(&self, name: &str) -> Option<u32> {
+        self.device_majors.get(name).copied()
+    }
+}
+
+/// Character-device majors of the NVIDIA drivers, from `<host_root>/proc/devices`.
+/// `nvidiactl` shares the `nvidia` major; only the names we judge are kept.
+pub fn device_majors_from_proc(host_root: &Path) -> BTreeMap<String, u32> {
+    let text = std::fs::read_to_string(host_root.join("proc/devices")).unwrap_or_default();
+    parse_proc_devices(&text)
+}
+
+pub fn parse_proc_devices(text: &str) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    let mut in_char = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Character devices") {
+            in_char = true;
+            continue;
+        }
+        if line.starts_with("Block devices") {
+            in_char = false;
+            continue;
+        }
+        if !in_char {
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        if let (Some(num), Some(name)) = (it.next(), it.next())
+            && let Ok(major) = num.parse::<u32>()
+            && name.starts_with("nvidia")
+        {
+            out.entry(name.to_string()).or_insert(major);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_devices_of_the_h100_host() {
+        // As read on the H100 machine (../shared/FACTS.md).
+        let text = "Character devices:\n  1 mem\n195 nvidia-frontend\n195 nvidia\n195 nvidiactl\n238 nvidia-uvm\n\
+                    239 nvidia-nvswitch\n240 nvidia-nvlink\n241 nvidia-caps\n242 nvidia-caps-imex-channels\n\n\
+                    Block devices:\n  7 loop\n195 nvidia-bogus\n";
+        let m = parse_proc_devices(text);
+        assert_eq!(m.get("nvidia"), Some(&195));
+        assert_eq!(m.get("nvidiactl"), Some(&195));
+        assert_eq!(m.get("nvidia-uvm"), Some(&238));
+        assert_eq!(m.get("nvidia-caps"), Some(&241));
+        assert!(!m.contains_key("nvidia-bogus"), "block devices are not character majors");
+    }
+
+    #[test]
+    fn profile_example_parses_and_tolerates_unknown_fields() {
+        let p: HostProfile = serde_json::from_str(
+            r#"{"driver_version":"580.159.04","cuda_driver_version":"13.0","future":1,
+                "device_majors":{"nvidia":195},"gpus":[{"index":0,"compute_capability":"9.0","extra":true}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.major("nvidia"), Some(195));
+        assert_eq!(p.gpus[0].compute_capability, "9.0");
+    }
+}

@@ -1,0 +1,109 @@
+//! The finding: the one shape every rule produces and every output prints
+//! (`../shared/DESIGN.md`, "Shapes every part shares"). Findings are data, not errors.
+
+use serde::{Deserialize, Serialize};
+
+use crate::knowledge;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warn,
+    Block,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warn => "warn",
+            Severity::Block => "block",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        match s {
+            "info" => Some(Severity::Info),
+            "warn" => Some(Severity::Warn),
+            "block" => Some(Severity::Block),
+            _ => None,
+        }
+    }
+}
+
+/// Which layer would report the predicted error to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    Driver,
+    Runtime,
+    Nvml,
+    Loader,
+    Toolkit,
+}
+
+/// What the user would see if the container started anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Predicted {
+    pub api: Api,
+    pub code: Option<i64>,
+    pub name: Option<String>,
+    pub message: String,
+}
+
+impl Predicted {
+    /// A driver error, named and worded from the knowledge table so that no rule spells a
+    /// driver name by hand.
+    pub fn driver(code: i64) -> Predicted {
+        let e = knowledge::driver_error(code)
+            .unwrap_or_else(|| panic!("CUDA driver error {code} is not in knowledge/cuda_errors.tsv"));
+        Predicted {
+            api: Api::Driver,
+            code: Some(e.code),
+            name: Some(e.name.to_string()),
+            message: e.text.to_string(),
+        }
+    }
+
+    /// A message with no error code (NVML, loader, toolkit), quoted verbatim.
+    pub fn message(api: Api, message: impl Into<String>) -> Predicted {
+        Predicted { api, code: None, name: None, message: message.into() }
+    }
+
+    /// One line for people: `100 CUDA_ERROR_NO_DEVICE ("no CUDA-capable device is detected")`.
+    pub fn headline(&self) -> String {
+        match (&self.code, &self.name) {
+            (Some(c), Some(n)) => format!("{c} {n} (\"{}\")", self.message),
+            (None, Some(n)) => format!("{n} (\"{}\")", self.message),
+            _ => format!("\"{}\"", self.message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable kebab-case id; listed in `rules::FINDING_IDS`.
+    pub id: String,
+    pub severity: Severity,
+    pub predicted: Option<Predicted>,
+    pub evidence: String,
+    pub fix: String,
+}
+
+impl Finding {
+    pub fn new(
+        id: &str,
+        severity: Severity,
+        predicted: Option<Predicted>,
+        evidence: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Finding {
+        Finding { id: id.to_string(), severity, predicted, evidence: evidence.into(), fix: fix.into() }
+    }
+
+    /// A rule whose facts are missing: info, id `…-skipped`, never a pass and never a block.
+    pub fn skipped(rule: &str, why: impl Into<String>) -> Finding {
+        Finding::new(&format!("{rule}-skipped"), Severity::Info, None, why, "")
+    }
+}

@@ -1,0 +1,71 @@
+//! Knowledge tables: data with their sources, in one place. Each table is a file in this
+//! directory whose header cites where its rows come from; code only looks rows up.
+
+use std::sync::OnceLock;
+
+/// One row of the CUDA driver error table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverError {
+    pub code: i64,
+    pub name: &'static str,
+    pub text: &'static str,
+}
+
+const CUDA_ERRORS_TSV: &str = include_str!("cuda_errors.tsv");
+
+/// Rows of a tab-separated table: `#` lines are the header comment, the first other line names
+/// the columns and is skipped.
+pub(crate) fn tsv_rows(table: &'static str) -> impl Iterator<Item = Vec<&'static str>> {
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .skip(1)
+        .map(|l| l.split('\t').collect())
+}
+
+pub fn driver_errors() -> &'static [DriverError] {
+    static TABLE: OnceLock<Vec<DriverError>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        tsv_rows(CUDA_ERRORS_TSV)
+            .map(|c| DriverError {
+                code: c[0].parse().expect("cuda_errors.tsv: code column is numeric"),
+                name: c[1],
+                text: c[2],
+            })
+            .collect()
+    })
+}
+
+pub fn driver_error(code: i64) -> Option<&'static DriverError> {
+    driver_errors().iter().find(|e| e.code == code)
+}
+
+pub fn driver_error_by_name(name: &str) -> Option<&'static DriverError> {
+    driver_errors().iter().find(|e| e.name.eq_ignore_ascii_case(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_table_is_well_formed_and_unique() {
+        let t = driver_errors();
+        assert!(t.len() >= 14);
+        for (i, a) in t.iter().enumerate() {
+            assert!(a.name.starts_with("CUDA_"), "{}", a.name);
+            assert!(!a.text.is_empty());
+            for b in &t[i + 1..] {
+                assert_ne!(a.code, b.code);
+                assert_ne!(a.name, b.name);
+            }
+        }
+    }
+
+    #[test]
+    fn error_304_is_operating_system_not_invalid_context() {
+        assert_eq!(driver_error(304).unwrap().name, "CUDA_ERROR_OPERATING_SYSTEM");
+        assert_eq!(driver_error(201).unwrap().name, "CUDA_ERROR_INVALID_CONTEXT");
+        assert_eq!(driver_error_by_name("cuda_error_no_device").unwrap().code, 100);
+    }
+}

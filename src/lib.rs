@@ -1,0 +1,8 @@
+//! cuda-preflight: will CUDA work in this container on this host? Pipeline stages as modules:
+//! input → facts → rules → verdict → output (`../shared/DESIGN.md`).
+
+pub mod facts;
+pub mod finding;
+pub mod input;
+pub mod knowledge;
+pub mod rules;
