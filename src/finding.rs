@@ -56,8 +56,9 @@ impl Predicted {
     /// A driver error, named and worded from the knowledge table so that no rule spells a
     /// driver name by hand.
     pub fn driver(code: i64) -> Predicted {
-        let e = knowledge::driver_error(code)
-            .unwrap_or_else(|| panic!("CUDA driver error {code} is not in knowledge/cuda_errors.tsv"));
+        let e = knowledge::driver_error(code).unwrap_or_else(|| {
+            panic!("CUDA driver error {code} is not in knowledge/cuda_errors.tsv")
+        });
         Predicted {
             api: Api::Driver,
             code: Some(e.code),
@@ -68,7 +69,12 @@ impl Predicted {
 
     /// A message with no error code (NVML, loader, toolkit), quoted verbatim.
     pub fn message(api: Api, message: impl Into<String>) -> Predicted {
-        Predicted { api, code: None, name: None, message: message.into() }
+        Predicted {
+            api,
+            code: None,
+            name: None,
+            message: message.into(),
+        }
     }
 
     /// One line for people: `100 CUDA_ERROR_NO_DEVICE ("no CUDA-capable device is detected")`.
@@ -99,7 +105,13 @@ impl Finding {
         evidence: impl Into<String>,
         fix: impl Into<String>,
     ) -> Finding {
-        Finding { id: id.to_string(), severity, predicted, evidence: evidence.into(), fix: fix.into() }
+        Finding {
+            id: id.to_string(),
+            severity,
+            predicted,
+            evidence: evidence.into(),
+            fix: fix.into(),
+        }
     }
 
     /// A rule whose facts are missing: info, id `…-skipped`, never a pass and never a block.

@@ -1,8 +1,12 @@
 //! cuda-preflight: will CUDA work in this container on this host? Pipeline stages as modules:
 //! input → facts → rules → verdict → output (`../shared/DESIGN.md`).
 
+pub mod commands;
+pub mod config;
 pub mod facts;
 pub mod finding;
 pub mod input;
 pub mod knowledge;
+pub mod output;
 pub mod rules;
+pub mod verdict;

@@ -1,1 +1,42 @@
-fn main() {}
+//! argv → command → exit code. Nothing else lives here.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cuda_preflight::commands::{check, hook};
+
+/// Will CUDA work in this container on this host? An OCI hook and its offline tools.
+#[derive(Parser)]
+#[command(name = "cuda-preflight", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// OCI hook: reads the container state on stdin; exits 1 only to block the start
+    Hook(hook::HookArgs),
+    /// Judge a bundle without starting it; exit 0 allow/warn, 1 block, 2 bad input
+    Check(check::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Hook(args) => hook::run_guarded(&args, std::io::stdin()),
+        Command::Check(args) => report(check::run(&args, &mut std::io::stdout().lock())),
+    };
+    ExitCode::from(code as u8)
+}
+
+/// Map a command's result to its exit code: bad input is 2, with one line naming what was wrong.
+fn report(r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cuda-preflight: {e:#}");
+            2
+        }
+    }
+}

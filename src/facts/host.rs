@@ -48,9 +48,15 @@ pub struct HostProfile {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{path}: cannot read host profile: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a host profile: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// Host profiles are small; a larger file is not one.
@@ -58,9 +64,16 @@ const MAX_PROFILE_BYTES: u64 = 4 << 20;
 
 impl HostProfile {
     pub fn load(path: &Path) -> Result<HostProfile, HostError> {
-        let text = crate::input::read_capped(path, MAX_PROFILE_BYTES)
-            .map_err(|source| HostError::Read { path: path.to_path_buf(), source })?;
-        serde_json::from_slice(&text).map_err(|source| HostError::Parse { path: path.to_path_buf(), source })
+        let text = crate::input::read_capped(path, MAX_PROFILE_BYTES).map_err(|source| {
+            HostError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        serde_json::from_slice(&text).map_err(|source| HostError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     pub fn major(&self, name: &str) -> Option<u32> {
@@ -117,7 +130,10 @@ mod tests {
         assert_eq!(m.get("nvidiactl"), Some(&195));
         assert_eq!(m.get("nvidia-uvm"), Some(&238));
         assert_eq!(m.get("nvidia-caps"), Some(&241));
-        assert!(!m.contains_key("nvidia-bogus"), "block devices are not character majors");
+        assert!(
+            !m.contains_key("nvidia-bogus"),
+            "block devices are not character majors"
+        );
     }
 
     #[test]

@@ -75,7 +75,10 @@ pub fn open_regular(root: &Path, path: &Path) -> io::Result<(File, Metadata)> {
     let host = resolve(root, path)?;
     let meta = std::fs::symlink_metadata(&host)?;
     if !meta.file_type().is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     let f = std::fs::OpenOptions::new()
         .read(true)
@@ -83,7 +86,10 @@ pub fn open_regular(root: &Path, path: &Path) -> io::Result<(File, Metadata)> {
         .open(&host)?;
     let meta = f.metadata()?;
     if !meta.file_type().is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
     }
     Ok((f, meta))
 }
@@ -92,7 +98,9 @@ pub fn open_regular(root: &Path, path: &Path) -> io::Result<(File, Metadata)> {
 /// `/dev/nvidia0` is judged as itself).
 pub fn lstat(root: &Path, path: &Path) -> io::Result<Metadata> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let name = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
     let dir = resolve(root, parent)?;
     std::fs::symlink_metadata(dir.join(name))
 }

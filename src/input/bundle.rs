@@ -10,9 +10,15 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not an OCI runtime spec: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("{path}: rootfs does not exist (root.path {root:?})")]
     NoRootfs { path: PathBuf, root: PathBuf },
 }
@@ -29,13 +35,33 @@ pub struct Bundle {
 impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
         let config_path = dir.join("config.json");
-        let bytes = crate::input::read_capped(&config_path, MAX_CONFIG_BYTES)
-            .map_err(|source| BundleError::Read { path: config_path.clone(), source })?;
-        let spec: Spec = serde_json::from_slice(&bytes)
-            .map_err(|source| BundleError::Parse { path: config_path.clone(), source })?;
-        let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
-        let rootfs = if root.is_absolute() { root.clone() } else { dir.join(&root) };
-        Ok(Bundle { dir: dir.to_path_buf(), config_path, spec, rootfs })
+        let bytes =
+            crate::input::read_capped(&config_path, MAX_CONFIG_BYTES).map_err(|source| {
+                BundleError::Read {
+                    path: config_path.clone(),
+                    source,
+                }
+            })?;
+        let spec: Spec = serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse {
+            path: config_path.clone(),
+            source,
+        })?;
+        let root = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| "rootfs".into());
+        let rootfs = if root.is_absolute() {
+            root.clone()
+        } else {
+            dir.join(&root)
+        };
+        Ok(Bundle {
+            dir: dir.to_path_buf(),
+            config_path,
+            spec,
+            rootfs,
+        })
     }
 
     /// The rootfs must exist for anything that reads the image; the GPU detection does not
@@ -44,8 +70,16 @@ impl Bundle {
         if self.rootfs.is_dir() {
             Ok(())
         } else {
-            let root = self.spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_default();
-            Err(BundleError::NoRootfs { path: self.config_path.clone(), root })
+            let root = self
+                .spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .unwrap_or_default();
+            Err(BundleError::NoRootfs {
+                path: self.config_path.clone(),
+                root,
+            })
         }
     }
 
@@ -70,7 +104,11 @@ mod tests {
         std::fs::write(d.path().join("config.json"), r#"{"ociVersion": 3}"#).unwrap();
         let e = Bundle::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("config.json: not an OCI runtime spec"), "{e}");
-        std::fs::write(d.path().join("config.json"), r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}}"#).unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"}}"#,
+        )
+        .unwrap();
         let b = Bundle::load(d.path()).unwrap();
         assert_eq!(b.rootfs, d.path().join("rootfs"));
         let e = b.require_rootfs().unwrap_err().to_string();

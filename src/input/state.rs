@@ -45,7 +45,10 @@ pub fn parse(bytes: &[u8]) -> Result<HookState, StateError> {
     // oci-spec's enum knows four. The hook does not decide anything on it, so drop it rather
     // than refuse a start over a word.
     if let Some(s) = obj.get("status")
-        && !matches!(s.as_str(), Some("creating" | "created" | "running" | "stopped"))
+        && !matches!(
+            s.as_str(),
+            Some("creating" | "created" | "running" | "stopped")
+        )
     {
         obj.remove("status");
     }
@@ -82,13 +85,29 @@ mod tests {
                 Some(4242),
             ),
             // crun adds "root"
-            (r#"{"ociVersion":"1.0.0","id":"c2","status":"created","pid":7,"bundle":"/b","root":"/run/crun"}"#, "c2", Some(7)),
+            (
+                r#"{"ociVersion":"1.0.0","id":"c2","status":"created","pid":7,"bundle":"/b","root":"/run/crun"}"#,
+                "c2",
+                Some(7),
+            ),
             // legacy bundlePath
-            (r#"{"ociVersion":"1.0.0-rc1","id":"c3","status":"created","pid":7,"bundlePath":"/b"}"#, "c3", Some(7)),
+            (
+                r#"{"ociVersion":"1.0.0-rc1","id":"c3","status":"created","pid":7,"bundlePath":"/b"}"#,
+                "c3",
+                Some(7),
+            ),
             // runtime-spec 1.2 and a status word oci-spec does not know
-            (r#"{"ociVersion":"1.2.0","id":"c4","status":"paused","bundle":"/b"}"#, "c4", None),
+            (
+                r#"{"ociVersion":"1.2.0","id":"c4","status":"paused","bundle":"/b"}"#,
+                "c4",
+                None,
+            ),
             // no annotations, pid 0 means none
-            (r#"{"ociVersion":"1.0.2","id":"c5","status":"creating","pid":0,"bundle":"/b"}"#, "c5", None),
+            (
+                r#"{"ociVersion":"1.0.2","id":"c5","status":"creating","pid":0,"bundle":"/b"}"#,
+                "c5",
+                None,
+            ),
         ];
         for (json, id, pid) in cases {
             let s = parse(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
@@ -112,4 +131,10 @@ mod tests {
             assert!(e.contains(want), "{json}: {e}");
         }
     }
+}
+
+/// Read and parse the state from the hook's stdin, capped.
+pub fn read_stdin(r: impl std::io::Read) -> Result<HookState, StateError> {
+    let bytes = crate::input::read_capped_from(r, MAX_STATE_BYTES).map_err(StateError::Read)?;
+    parse(&bytes)
 }

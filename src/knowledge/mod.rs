@@ -28,7 +28,9 @@ pub fn driver_errors() -> &'static [DriverError] {
     TABLE.get_or_init(|| {
         tsv_rows(CUDA_ERRORS_TSV)
             .map(|c| DriverError {
-                code: c[0].parse().expect("cuda_errors.tsv: code column is numeric"),
+                code: c[0]
+                    .parse()
+                    .expect("cuda_errors.tsv: code column is numeric"),
                 name: c[1],
                 text: c[2],
             })
@@ -41,7 +43,9 @@ pub fn driver_error(code: i64) -> Option<&'static DriverError> {
 }
 
 pub fn driver_error_by_name(name: &str) -> Option<&'static DriverError> {
-    driver_errors().iter().find(|e| e.name.eq_ignore_ascii_case(name))
+    driver_errors()
+        .iter()
+        .find(|e| e.name.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -64,8 +68,77 @@ mod tests {
 
     #[test]
     fn error_304_is_operating_system_not_invalid_context() {
-        assert_eq!(driver_error(304).unwrap().name, "CUDA_ERROR_OPERATING_SYSTEM");
-        assert_eq!(driver_error(201).unwrap().name, "CUDA_ERROR_INVALID_CONTEXT");
-        assert_eq!(driver_error_by_name("cuda_error_no_device").unwrap().code, 100);
+        assert_eq!(
+            driver_error(304).unwrap().name,
+            "CUDA_ERROR_OPERATING_SYSTEM"
+        );
+        assert_eq!(
+            driver_error(201).unwrap().name,
+            "CUDA_ERROR_INVALID_CONTEXT"
+        );
+        assert_eq!(
+            driver_error_by_name("cuda_error_no_device").unwrap().code,
+            100
+        );
+    }
+}
+
+const DEVICE_ERRORS_TSV: &str = include_str!("device_errors.tsv");
+
+/// Which NVIDIA node a container lacks, as the device-error table names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeClass {
+    Ctl,
+    Uvm,
+    Gpu,
+}
+
+impl NodeClass {
+    fn key(self) -> &'static str {
+        match self {
+            NodeClass::Ctl => "nvidiactl",
+            NodeClass::Uvm => "nvidia-uvm",
+            NodeClass::Gpu => "gpu",
+        }
+    }
+}
+
+/// The driver call that fails and its error code when `node` is missing (`denied == false`) or
+/// denied by the device cgroup (`denied == true`), as measured on a real GPU.
+pub fn device_error(node: NodeClass, denied: bool) -> (&'static str, i64) {
+    let condition = if denied { "denied" } else { "missing" };
+    tsv_rows(DEVICE_ERRORS_TSV)
+        .find(|c| c[0] == node.key() && c[1] == condition)
+        .map(|c| {
+            (
+                c[2],
+                c[3].parse()
+                    .expect("device_errors.tsv: code column is numeric"),
+            )
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "device_errors.tsv has no row for {} {condition}",
+                node.key()
+            )
+        })
+}
+
+#[cfg(test)]
+mod device_table_tests {
+    use super::*;
+
+    #[test]
+    fn every_node_and_condition_has_a_known_driver_error() {
+        for node in [NodeClass::Ctl, NodeClass::Uvm, NodeClass::Gpu] {
+            for denied in [false, true] {
+                let (call, code) = device_error(node, denied);
+                assert!(call.starts_with("cu"), "{call}");
+                assert!(
+                    driver_error(code).is_some(),
+                    "{code} not in cuda_errors.tsv"
+                );
+            }
+        }
     }
 }

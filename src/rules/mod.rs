@@ -1,1 +1,28 @@
 //! Rules: pure functions from facts to findings. No I/O here.
+
+pub mod devices;
+
+/// Every finding id the rules can produce, by rule file. Ids are a stable interface: people grep
+/// logs and write alerts on them.
+pub fn finding_ids() -> Vec<&'static str> {
+    let mut ids: Vec<&'static str> = Vec::new();
+    ids.extend_from_slice(devices::FINDING_IDS);
+    ids.extend_from_slice(crate::verdict::FINDING_IDS);
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn finding_ids_are_unique_and_kebab_case() {
+        let ids = super::finding_ids();
+        for (i, a) in ids.iter().enumerate() {
+            assert!(
+                a.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{a}"
+            );
+            assert!(!ids[i + 1..].contains(a), "{a} twice");
+        }
+    }
+}

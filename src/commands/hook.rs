@@ -1,0 +1,277 @@
+//! `cuda-preflight hook`: OCI state on stdin → verdict → exit code. The one command whose
+//! non-zero exit stops a container start: it exits 1 only to block; on its own errors it follows
+//! `on_error`.
+//!
+//! Order matters for cost: the state and `config.json` are parsed and the GPU request detected
+//! before anything else is read, so a container that asks for no GPU costs a process start and a
+//! JSON parse.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::time::Instant;
+
+use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
+use crate::config::{Config, OnFailure};
+use crate::facts::container::{self, GpuRequest};
+use crate::input::bundle::Bundle;
+use crate::input::state::{self, HookState};
+use crate::output;
+use crate::verdict::{self, Decision, MODE_ANNOTATION};
+
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HookArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Host profile JSON instead of asking the host [config: host_profile]
+    #[arg(long, value_name = "FILE")]
+    pub host_profile: Option<PathBuf>,
+    /// Where /proc/<pid>/root is looked up (tests use a fixture) [default: /proc]
+    #[arg(long, value_name = "DIR", hide = true, default_value = "/proc")]
+    pub proc_root: PathBuf,
+}
+
+/// Exit code on a passed deadline and the message printed then; set before the timer is armed,
+/// read only by the signal handler.
+static TIMEOUT_EXIT: AtomicI32 = AtomicI32::new(0);
+static TIMEOUT_MSG: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_alarm(_: libc::c_int) {
+    // Only async-signal-safe calls: write(2) and _exit(2).
+    let msg = TIMEOUT_MSG.load(Ordering::SeqCst);
+    if !msg.is_null() {
+        // SAFETY: the pointer comes from Box::leak and is never freed.
+        let m = unsafe { &*msg };
+        unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
+    }
+    unsafe { libc::_exit(TIMEOUT_EXIT.load(Ordering::SeqCst)) };
+}
+
+/// Arm (or re-arm) the whole-hook deadline. A start never waits on us longer than this: at the
+/// deadline the process prints why and exits as `on_timeout` says.
+fn arm_deadline(ms: u64, on_timeout: OnFailure, container: &str) {
+    let (code, msg) = match on_timeout {
+        OnFailure::Allow => (
+            0,
+            format!(
+                "cuda-preflight: deadline of {ms} ms passed for container {container}; allowed (on_timeout = allow)\n"
+            ),
+        ),
+        OnFailure::Block => (
+            1,
+            format!(
+                "cuda-preflight: blocked container {container}: the hook's deadline of {ms} ms passed (on_timeout = block)\n"
+            ),
+        ),
+    };
+    TIMEOUT_EXIT.store(code, Ordering::SeqCst);
+    let old = TIMEOUT_MSG.swap(Box::leak(Box::new(msg.into_bytes())), Ordering::SeqCst);
+    let _ = old; // leaked on purpose: the handler may still hold it
+    let tv = libc::timeval {
+        tv_sec: (ms / 1000) as libc::time_t,
+        tv_usec: ((ms % 1000) * 1000) as libc::suseconds_t,
+    };
+    let it = libc::itimerval {
+        it_interval: libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        it_value: tv,
+    };
+    // SAFETY: installing a handler that only calls async-signal-safe functions.
+    unsafe {
+        libc::signal(libc::SIGALRM, on_alarm as *const () as libc::sighandler_t);
+        libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut());
+    }
+}
+
+/// Run the hook with a panic treated as the hook's own error: it follows `on_error` instead of
+/// taking down the start with it.
+pub fn run_guarded(args: &HookArgs, stdin: impl Read + std::panic::UnwindSafe) -> i32 {
+    match std::panic::catch_unwind(|| run(args, stdin)) {
+        Ok(code) => code,
+        Err(_) => match args
+            .settings
+            .load()
+            .map(|c| c.on_error)
+            .unwrap_or(OnFailure::Allow)
+        {
+            OnFailure::Allow => 0,
+            OnFailure::Block => 1,
+        },
+    }
+}
+
+/// Run the hook; returns the process exit code.
+pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
+    let started = Instant::now();
+    let defaults = Config::default();
+    arm_deadline(defaults.deadline_ms, defaults.on_timeout, "?");
+    let state = match state::read_stdin(stdin) {
+        Ok(s) => s,
+        Err(e) => return own_error(args, None, None, &e.to_string(), started),
+    };
+    let bundle = match Bundle::load(&state.bundle) {
+        Ok(b) => b,
+        Err(e) => return own_error(args, Some(&state), None, &e.to_string(), started),
+    };
+    let request = container::detect(&bundle.spec, Some(&state.annotations));
+    if request == GpuRequest::None {
+        return 0;
+    }
+    let config = match args.settings.load() {
+        Ok(c) => c,
+        Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
+    };
+    arm_deadline(config.deadline_ms, config.on_timeout, &state.id);
+    if request.wants_gpu()
+        && let Err(e) = bundle.require_rootfs()
+    {
+        return own_error(args, Some(&state), Some(&request), &e.to_string(), started);
+    }
+    let profile = args
+        .host_profile
+        .as_deref()
+        .or(config.host_profile.as_deref());
+    let host = match host_facts(profile, &config.host_root) {
+        Ok(h) => h,
+        Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
+    };
+    let facts = container_facts(&bundle, request, state.pid, &args.proc_root);
+    let mut findings = run_rules(&facts, &host);
+    let annotation = state.annotations.get(MODE_ANNOTATION).or_else(|| {
+        bundle
+            .spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(MODE_ANNOTATION))
+    });
+    let (mode, note) = verdict::effective_mode(&config, annotation.map(String::as_str));
+    findings.extend(note);
+    let v = verdict::decide(&config, mode, findings);
+    let report = output::report::Report {
+        container_id: &state.id,
+        time: now_secs(),
+        verdict: v.verdict.as_str(),
+        mode: mode_str(v.mode),
+        request: &facts.request,
+        bundle: &bundle.dir,
+        findings: &v.findings,
+        error: None,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    let written = output::report::write(&config.state_dir, &report, config.max_reports);
+    let ids: Vec<&str> = v
+        .findings
+        .iter()
+        .filter(|f| f.severity != crate::finding::Severity::Info)
+        .map(|f| f.id.as_str())
+        .collect();
+    let mut line = format!(
+        "cuda-preflight: container={} verdict={} mode={} findings={} ms={:.1}",
+        state.id,
+        v.verdict.as_str(),
+        mode_str(v.mode),
+        if ids.is_empty() {
+            "-".to_string()
+        } else {
+            ids.join(",")
+        },
+        report.duration_ms
+    );
+    if let Err(e) = &written {
+        line.push_str(&format!(
+            " report-error=\"{}: {e}\"",
+            config.state_dir.display()
+        ));
+    }
+    // The message comes first: runc shows the hook's stderr as one line, and its start must be
+    // the headline, not the log line (which falls back to stderr where there is no syslog).
+    let code = match v.verdict {
+        Decision::Block => {
+            eprint!("{}", output::message::render(&state.id, &v));
+            1
+        }
+        Decision::Warn if v.mode != crate::config::Mode::Audit => {
+            eprint!("{}", output::message::render(&state.id, &v));
+            0
+        }
+        _ => 0,
+    };
+    output::log::line(&config.host_root, &line);
+    code
+}
+
+fn mode_str(m: crate::config::Mode) -> &'static str {
+    match m {
+        crate::config::Mode::Enforce => "enforce",
+        crate::config::Mode::Warn => "warn",
+        crate::config::Mode::Audit => "audit",
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The hook itself failed (bad state, unreadable bundle, bad config). Record it where we can and
+/// follow `on_error`: by default the start goes on.
+fn own_error(
+    args: &HookArgs,
+    state: Option<&HookState>,
+    request: Option<&GpuRequest>,
+    err: &str,
+    started: Instant,
+) -> i32 {
+    // A broken config file cannot tell us its own on_error: then the documented default holds.
+    let config = args.settings.load().unwrap_or_default();
+    let id = state.map(|s| s.id.as_str()).unwrap_or("?");
+    let decision = match config.on_error {
+        OnFailure::Allow => Decision::Allow,
+        OnFailure::Block => Decision::Block,
+    };
+    let none = GpuRequest::None;
+    let finding = crate::finding::Finding::new(
+        "hook-error",
+        crate::finding::Severity::Warn,
+        None,
+        err,
+        "Fix the input named in the evidence; until then this container was not checked.",
+    );
+    let report = output::report::Report {
+        container_id: id,
+        time: now_secs(),
+        verdict: decision.as_str(),
+        mode: mode_str(config.mode),
+        request: request.unwrap_or(&none),
+        bundle: state.map(|s| s.bundle.as_path()).unwrap_or(Path::new("")),
+        findings: std::slice::from_ref(&finding),
+        error: Some(err),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    if state.is_some() {
+        let _ = output::report::write(&config.state_dir, &report, config.max_reports);
+    }
+    output::log::line(
+        &config.host_root,
+        &format!(
+            "cuda-preflight: container={id} verdict={} hook-error=\"{err}\"",
+            decision.as_str()
+        ),
+    );
+    match config.on_error {
+        OnFailure::Allow => {
+            eprintln!("cuda-preflight: error, start allowed (on_error = allow): {err}");
+            0
+        }
+        OnFailure::Block => {
+            eprintln!(
+                "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}"
+            );
+            1
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! `/etc/cuda-preflight/config.toml`: host settings (`../shared/DESIGN.md`, Configuration).
+//! A missing file means the documented defaults; a file with errors is refused with a message
+//! that names the file and the key (the hook then follows its `on_error` default, allow).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::finding::Severity;
+
+pub const DEFAULT_PATH: &str = "/etc/cuda-preflight/config.toml";
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Block findings stop the start.
+    Enforce,
+    /// Block findings are recorded as warnings; the start goes on.
+    Warn,
+    /// Everything is recorded, nothing is shown to the container's user.
+    Audit,
+}
+
+impl Mode {
+    pub fn parse(s: &str) -> Option<Mode> {
+        match s {
+            "enforce" => Some(Mode::Enforce),
+            "warn" => Some(Mode::Warn),
+            "audit" => Some(Mode::Audit),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    Allow,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbePolicy {
+    Always,
+    Auto,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub mode: Mode,
+    /// Finding id → severity override.
+    pub severity: BTreeMap<String, Severity>,
+    pub deadline_ms: u64,
+    pub probe: ProbePolicy,
+    pub probe_deadline_ms: u64,
+    pub on_timeout: OnFailure,
+    pub on_error: OnFailure,
+    pub allow_container_override: bool,
+    pub host_profile: Option<PathBuf>,
+    pub host_root: PathBuf,
+    pub state_dir: PathBuf,
+    pub metrics_dir: Option<PathBuf>,
+    pub runtime: Option<PathBuf>,
+    /// Reports kept in the state directory; older ones are pruned.
+    pub max_reports: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mode: Mode::Enforce,
+            severity: BTreeMap::new(),
+            deadline_ms: 10_000,
+            probe: ProbePolicy::Auto,
+            probe_deadline_ms: 5_000,
+            on_timeout: OnFailure::Allow,
+            on_error: OnFailure::Allow,
+            allow_container_override: false,
+            host_profile: None,
+            host_root: PathBuf::from("/"),
+            state_dir: PathBuf::from("/run/cuda-preflight"),
+            metrics_dir: None,
+            runtime: None,
+            max_reports: 1000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read config: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Load `path`. The default path may be absent (defaults); a path given explicitly must exist.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_PATH), false),
+        };
+        let bytes = match crate::input::read_capped(&path, MAX_CONFIG_BYTES) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Invalid {
+            path: path.clone(),
+            message: "not UTF-8 text".into(),
+        })?;
+        Config::parse(&text).map_err(|message| ConfigError::Invalid { path, message })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text)
+            .map_err(|e| e.message().to_string() + &location(text, e.span()))?;
+        if c.deadline_ms == 0 {
+            return Err("deadline_ms must be at least 1".into());
+        }
+        if let Some(id) = c
+            .severity
+            .keys()
+            .find(|id| !crate::rules::finding_ids().contains(&id.as_str()))
+        {
+            return Err(format!("[severity] names an unknown finding id {id:?}"));
+        }
+        Ok(c)
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => format!(
+            " (line {})",
+            text[..r.start.min(text.len())].matches('\n').count() + 1
+        ),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_table() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("", Ok("enforce")),
+            ("mode = \"warn\"", Ok("warn")),
+            (
+                "mode = \"audit\"\n[severity]\ndevice-node-missing = \"warn\"",
+                Ok("audit"),
+            ),
+            ("mode = \"loud\"", Err("unknown variant `loud`")),
+            ("mdoe = \"warn\"", Err("unknown field `mdoe`")),
+            ("deadline_ms = 0", Err("deadline_ms must be at least 1")),
+            (
+                "[severity]\nno-such-id = \"warn\"",
+                Err("unknown finding id"),
+            ),
+            (
+                "[severity]\ndevice-node-missing = \"fatal\"",
+                Err("unknown variant `fatal`"),
+            ),
+            ("mode = ", Err("line 1")),
+        ];
+        for (text, want) in cases {
+            match (Config::parse(text), want) {
+                (Ok(c), Ok(mode)) => {
+                    assert_eq!(serde_json::to_value(c.mode).unwrap(), *mode, "{text}")
+                }
+                (Err(e), Err(w)) => assert!(e.contains(w), "{text}: {e}"),
+                (got, _) => panic!("{text}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn missing_default_file_is_defaults_but_missing_explicit_file_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Config::load(Some(&d.path().join("nope.toml")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope.toml: cannot read config"), "{e}");
+    }
+}

@@ -1,0 +1,148 @@
+//! The JSON report of one container start, in `<state_dir>/reports/<id>.json`, written
+//! atomically (temporary file, fsync, rename: a reader sees the old report or the new one, never
+//! a part), with the oldest reports pruned beyond a count.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::facts::container::GpuRequest;
+use crate::finding::Finding;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report<'a> {
+    pub container_id: &'a str,
+    /// Seconds since the epoch.
+    pub time: u64,
+    pub verdict: &'a str,
+    pub mode: &'a str,
+    pub request: &'a GpuRequest,
+    pub bundle: &'a Path,
+    pub findings: &'a [Finding],
+    /// The hook's own error, where it failed and `on_error` decided.
+    pub error: Option<&'a str>,
+    pub duration_ms: f64,
+}
+
+/// A container id as a file name: runtimes use `[A-Za-z0-9_.-]`; anything else is replaced, so
+/// no id can name a path outside the reports directory.
+pub fn file_name(id: &str) -> String {
+    let clean: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    let clean = if clean.is_empty() || clean.starts_with('.') {
+        format!("_{clean}")
+    } else {
+        clean
+    };
+    format!("{clean}.json")
+}
+
+pub fn reports_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("reports")
+}
+
+pub fn write(state_dir: &Path, report: &Report, keep: usize) -> std::io::Result<PathBuf> {
+    let dir = reports_dir(state_dir);
+    std::fs::create_dir_all(&dir)?;
+    let final_path = dir.join(file_name(report.container_id));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        file_name(report.container_id),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, report)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &final_path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    prune(&dir, keep);
+    Ok(final_path)
+}
+
+/// Keep the newest `keep` reports. Best effort: pruning never fails a start.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    if reports.len() <= keep {
+        return;
+    }
+    reports.sort();
+    let excess = reports.len() - keep;
+    for (_, p) in reports.into_iter().take(excess) {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_escape_the_reports_dir() {
+        assert_eq!(file_name("abc-123_x.y"), "abc-123_x.y.json");
+        assert_eq!(file_name("../../etc/passwd"), "_.._.._etc_passwd.json");
+        assert_eq!(file_name(""), "_.json");
+        assert_eq!(file_name(".."), "_...json");
+    }
+
+    #[test]
+    fn write_replaces_atomically_and_prunes_oldest() {
+        let d = tempfile::tempdir().unwrap();
+        let req = GpuRequest::SpecDevices;
+        for i in 0..5 {
+            let id = format!("c{i}");
+            let r = Report {
+                container_id: &id,
+                time: 0,
+                verdict: "allow",
+                mode: "enforce",
+                request: &req,
+                bundle: Path::new("/b"),
+                findings: &[],
+                error: None,
+                duration_ms: 0.0,
+            };
+            write(d.path(), &r, 3).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
+        let mut names: Vec<String> = std::fs::read_dir(reports_dir(d.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec!["c2.json", "c3.json", "c4.json"]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(reports_dir(d.path()).join("c4.json")).unwrap())
+                .unwrap();
+        assert_eq!(v["request"]["kind"], "spec-devices");
+    }
+}

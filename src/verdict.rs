@@ -1,0 +1,173 @@
+//! Verdict: policy applied to findings. Nothing else decides whether a container starts.
+
+use serde::Serialize;
+
+use crate::config::{Config, Mode};
+use crate::finding::{Finding, Severity};
+
+pub const FINDING_IDS: &[&str] = &["hook-error", "container-override-refused"];
+
+/// The annotation a container may set to choose its own mode, where the config allows it.
+pub const MODE_ANNOTATION: &str = "cuda-preflight/mode";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Allow,
+    Warn,
+    Block,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Warn => "warn",
+            Decision::Block => "block",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub verdict: Decision,
+    pub mode: Mode,
+    pub findings: Vec<Finding>,
+}
+
+/// The mode in force: the config's, or the container's annotation where the config lets
+/// containers choose. A refused override is itself a finding, so nobody wonders why it was
+/// ignored.
+pub fn effective_mode(config: &Config, annotation: Option<&str>) -> (Mode, Option<Finding>) {
+    let Some(a) = annotation else {
+        return (config.mode, None);
+    };
+    match (config.allow_container_override, Mode::parse(a)) {
+        (true, Some(m)) => (m, None),
+        (true, None) => (
+            config.mode,
+            Some(Finding::new(
+                "container-override-refused",
+                Severity::Info,
+                None,
+                format!("annotation {MODE_ANNOTATION}={a:?} is not enforce, warn or audit"),
+                "Use one of enforce, warn, audit.",
+            )),
+        ),
+        (false, _) => (
+            config.mode,
+            Some(Finding::new(
+                "container-override-refused",
+                Severity::Info,
+                None,
+                format!(
+                    "annotation {MODE_ANNOTATION}={a:?} ignored: the host config does not allow container overrides"
+                ),
+                "Set allow_container_override = true in the host's config.toml to honour it.",
+            )),
+        ),
+    }
+}
+
+/// Apply severity overrides and the mode. `enforce`: any block finding blocks. `warn`: block
+/// findings become warnings. `audit`: the start always goes on; findings are kept as they are
+/// for the record.
+pub fn decide(config: &Config, mode: Mode, mut findings: Vec<Finding>) -> Verdict {
+    for f in &mut findings {
+        if let Some(s) = config.severity.get(&f.id) {
+            f.severity = *s;
+        }
+    }
+    let worst = findings.iter().map(|f| f.severity).max();
+    let verdict = match (mode, worst) {
+        (Mode::Enforce, Some(Severity::Block)) => Decision::Block,
+        (Mode::Enforce | Mode::Warn, Some(Severity::Block | Severity::Warn)) => Decision::Warn,
+        _ => Decision::Allow,
+    };
+    Verdict {
+        verdict,
+        mode,
+        findings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn f(id: &str, s: Severity) -> Finding {
+        Finding::new(id, s, None, "e", "f")
+    }
+
+    #[test]
+    fn policy_table() {
+        let cases: Vec<(Mode, Vec<Finding>, BTreeMap<String, Severity>, Decision)> = vec![
+            (Mode::Enforce, vec![], BTreeMap::new(), Decision::Allow),
+            (
+                Mode::Enforce,
+                vec![f("device-nodes-skipped", Severity::Info)],
+                BTreeMap::new(),
+                Decision::Allow,
+            ),
+            (
+                Mode::Enforce,
+                vec![f("gpu-env-without-runtime", Severity::Warn)],
+                BTreeMap::new(),
+                Decision::Warn,
+            ),
+            (
+                Mode::Enforce,
+                vec![f("device-node-missing", Severity::Block)],
+                BTreeMap::new(),
+                Decision::Block,
+            ),
+            (
+                Mode::Warn,
+                vec![f("device-node-missing", Severity::Block)],
+                BTreeMap::new(),
+                Decision::Warn,
+            ),
+            (
+                Mode::Audit,
+                vec![f("device-node-missing", Severity::Block)],
+                BTreeMap::new(),
+                Decision::Allow,
+            ),
+            (
+                Mode::Enforce,
+                vec![f("device-node-missing", Severity::Block)],
+                [("device-node-missing".to_string(), Severity::Warn)].into(),
+                Decision::Warn,
+            ),
+            (
+                Mode::Enforce,
+                vec![f("gpu-env-without-runtime", Severity::Warn)],
+                [("gpu-env-without-runtime".to_string(), Severity::Block)].into(),
+                Decision::Block,
+            ),
+        ];
+        for (i, (mode, findings, severity, want)) in cases.into_iter().enumerate() {
+            let config = Config {
+                severity,
+                ..Config::default()
+            };
+            assert_eq!(decide(&config, mode, findings).verdict, want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn override_only_where_allowed() {
+        let strict = Config::default();
+        let (m, note) = effective_mode(&strict, Some("audit"));
+        assert_eq!(m, Mode::Enforce);
+        assert_eq!(note.unwrap().id, "container-override-refused");
+        let open = Config {
+            allow_container_override: true,
+            ..Config::default()
+        };
+        assert_eq!(effective_mode(&open, Some("audit")), (Mode::Audit, None));
+        assert_eq!(effective_mode(&open, Some("nonsense")).0, Mode::Enforce);
+        assert_eq!(effective_mode(&open, None), (Mode::Enforce, None));
+    }
+}

@@ -1,0 +1,258 @@
+//! The binary's contract outside a runtime: `check`'s output and exit codes, and the hook's
+//! behaviour on bad input (its own errors follow `on_error`).
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn check(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).arg("check").args(args).output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn example(name: &str) -> String {
+    repo()
+        .join("examples/bundles")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn check_exit_codes_and_json() {
+    let profile = h100_profile().display().to_string();
+    let (code, out, _) = check(&[
+        "--bundle",
+        &example("cdi-gpu"),
+        "--host-profile",
+        &profile,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "allow");
+    assert!(v["findings"].as_array().unwrap().is_empty());
+
+    let (code, out, _) = check(&[
+        "--bundle",
+        &example("cdi-no-uvm"),
+        "--host-profile",
+        &profile,
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "block");
+    let f = &v["findings"][0];
+    assert_eq!(f["id"], "device-node-missing");
+    assert_eq!(f["severity"], "block");
+    assert_eq!(f["predicted"]["api"], "driver");
+    assert!(
+        f["predicted"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("CUDA_ERROR_")
+    );
+    assert!(f["evidence"].as_str().unwrap().contains("/dev/nvidia-uvm"));
+    assert!(!f["fix"].as_str().unwrap().is_empty());
+
+    let (code, out, _) = check(&[
+        "--bundle",
+        &example("cdi-no-uvm"),
+        "--host-profile",
+        &profile,
+    ]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("cuda-preflight: blocked bundle "), "{out}");
+}
+
+#[test]
+fn check_several_hosts_gives_one_verdict_per_host() {
+    let profile = h100_profile().display().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    // A host whose nvidia-uvm major differs (the driver was reloaded and got another major).
+    let other = dir.path().join("other.json");
+    std::fs::write(
+        &other,
+        r#"{"device_majors":{"nvidia":195,"nvidia-uvm":511},"gpus":[]}"#,
+    )
+    .unwrap();
+    let (code, out, _) = check(&[
+        "--bundle",
+        &example("cdi-gpu"),
+        "--host-profile",
+        &profile,
+        "--host-profile",
+        other.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "block");
+    assert_eq!(v["hosts"][0]["verdict"], "allow");
+    assert_eq!(v["hosts"][1]["verdict"], "block");
+    assert_eq!(
+        v["hosts"][1]["findings"][0]["id"],
+        "device-node-wrong-major"
+    );
+    let (_, table, _) = check(&[
+        "--bundle",
+        &example("cdi-gpu"),
+        "--host-profile",
+        &profile,
+        "--host-profile",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(table.lines().count(), 2, "{table}");
+}
+
+#[test]
+fn check_bad_input_is_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    let (code, _, err) = check(&["--bundle", &d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("config.json: cannot read"), "{err}");
+    std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+    let (code, _, err) = check(&["--bundle", &d]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("config.json: not an OCI runtime spec"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // A GPU bundle whose rootfs is missing.
+    let spec =
+        std::fs::read_to_string(repo().join("examples/bundles/cdi-gpu/config.json")).unwrap();
+    std::fs::write(dir.path().join("config.json"), spec).unwrap();
+    let (code, _, err) = check(&["--bundle", &d]);
+    assert_eq!(code, 2);
+    assert!(err.contains("rootfs does not exist"), "{err}");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "mode = \"sometimes\"\n").unwrap();
+    let (code, _, err) = check(&[
+        "--bundle",
+        &example("cdi-gpu"),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("c.toml") && err.contains("sometimes"), "{err}");
+}
+
+fn hook(stdin: &[u8], extra: &[&str]) -> (i32, String) {
+    let mut child = Command::new(BIN)
+        .arg("hook")
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn hook_bad_input_follows_on_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let allow = dir.path().join("allow.toml");
+    std::fs::write(&allow, "").unwrap();
+    let block = dir.path().join("block.toml");
+    std::fs::write(&block, "on_error = \"block\"\n").unwrap();
+    let missing_bundle = br#"{"ociVersion":"1.0.2","id":"c1","status":"creating","pid":1,"bundle":"/nonexistent/bundle"}"#;
+    let cases: Vec<(&str, &[u8], &std::path::Path, i32, &str)> = vec![
+        (
+            "garbage state, allow",
+            b"not json",
+            &allow,
+            0,
+            "OCI state on stdin is not JSON",
+        ),
+        (
+            "garbage state, block",
+            b"not json",
+            &block,
+            1,
+            "cuda-preflight: blocked container ?: the hook failed",
+        ),
+        (
+            "missing bundle, allow",
+            missing_bundle,
+            &allow,
+            0,
+            "/nonexistent/bundle/config.json: cannot read",
+        ),
+        (
+            "missing bundle, block",
+            missing_bundle,
+            &block,
+            1,
+            "/nonexistent/bundle/config.json: cannot read",
+        ),
+    ];
+    for (name, stdin, cfg, want, msg) in cases {
+        let (code, err) = hook(
+            stdin,
+            &[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--state-dir",
+                state_dir.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, want, "{name}: {err}");
+        assert!(err.contains(msg), "{name}: {err}");
+    }
+    // The error is recorded in the report of the container it concerns.
+    let rep = read_report(&state_dir, "c1").expect("report for c1");
+    assert!(
+        rep["error"]
+            .as_str()
+            .unwrap()
+            .contains("config.json: cannot read"),
+        "{rep}"
+    );
+    assert_eq!(finding_ids(&rep), vec!["hook-error"]);
+}
+
+#[test]
+fn hook_with_a_broken_config_allows_by_documented_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "mode = [\n").unwrap();
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"c2","status":"creating","pid":1,"bundle":"{}"}}"#,
+        repo().join("examples/bundles/cdi-no-uvm").display()
+    );
+    let (code, err) = hook(
+        state.as_bytes(),
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--state-dir",
+            dir.path().join("s").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+}
+
+#[test]
+fn oversized_state_is_refused_without_reading_it_all() {
+    let big = vec![b' '; 2 << 20];
+    let (code, err) = hook(&big, &["--state-dir", "/nonexistent-state"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("larger than"), "{err}");
+}
