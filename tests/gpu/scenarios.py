@@ -1,0 +1,195 @@
+"""The GPU scenario matrix (run by scripts/gpu-scenarios.sh run on the GPU machine).
+
+Each scenario is a runc container whose rootfs is the host's own /usr, /lib, /etc (read-only
+binds) so the real driver libraries load, with a chosen set of NVIDIA device nodes and device
+cgroup rules. cuda-preflight runs as its createRuntime hook in audit mode (records, never blocks),
+so every container starts and cuprobe inside reports what the driver really returns. The table
+compares the hook's prediction with the driver's answer.
+"""
+import json, os, re, shutil, statistics, subprocess, sys, tempfile, time
+
+KIT = os.path.abspath(sys.argv[1])
+RUNC = [os.path.join(KIT, "runc")]
+ENV = dict(os.environ, LD_LIBRARY_PATH=os.path.join(KIT, "lib"))
+HOOK = os.path.join(KIT, "cuda-preflight")
+CUPROBE = os.path.join(KIT, "cuprobe")
+
+
+def majors():
+    out, section = {}, None
+    for line in open("/proc/devices"):
+        line = line.strip()
+        if line.endswith(":"):
+            section = line
+            continue
+        parts = line.split()
+        if section == "Character devices:" and len(parts) == 2:
+            out.setdefault(parts[1], int(parts[0]))
+    return out
+
+
+def libcuda_dir():
+    out = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+    m = re.search(r"libcuda\.so\.1 .*=> (\S+)", out)
+    return os.path.dirname(os.path.realpath(m.group(1))) if m else "/usr/local/nvidia/lib64"
+
+
+M = majors()
+NV, UVM = M["nvidia"], M["nvidia-uvm"]
+NODES = {"/dev/nvidiactl": (NV, 255), "/dev/nvidia-uvm": (UVM, 0), "/dev/nvidia0": (NV, 0)}
+LIBDIR = libcuda_dir()
+
+
+def base_spec(bundle):
+    subprocess.run(RUNC + ["spec", "--bundle", bundle], check=True, env=ENV)
+    spec = json.load(open(os.path.join(bundle, "config.json")))
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = ["/cuprobe"]
+    spec["process"]["env"].append("LD_LIBRARY_PATH=" + LIBDIR)
+    spec["root"] = {"path": "rootfs", "readonly": False}
+    for d in ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/usr/local/nvidia"]:
+        if os.path.isdir(d) and not os.path.islink(d):
+            spec["mounts"].append({"destination": d, "type": "bind", "source": d, "options": ["rbind", "ro"]})
+        elif os.path.islink(d):
+            os.symlink(os.readlink(d), os.path.join(bundle, "rootfs", d.lstrip("/")))
+    spec["mounts"].append({"destination": "/cuprobe", "type": "bind", "source": CUPROBE, "options": ["bind", "ro"]})
+    return spec
+
+
+def dev(path):
+    ma, mi = NODES[path]
+    return {"path": path, "type": "c", "major": ma, "minor": mi, "fileMode": 0o666}
+
+
+def allow(major, minor=None):
+    r = {"allow": True, "type": "c", "major": major, "access": "rwm"}
+    if minor is not None:
+        r["minor"] = minor
+    return r
+
+
+def standin_hook(bundle, nodes):
+    """Stand-in for nvidia-container-runtime-hook: mknod inside the container's mount ns."""
+    d = os.path.join(bundle, "nvbin")
+    os.makedirs(d)
+    p = os.path.join(d, "nvidia-container-runtime-hook")
+    lines = ["#!/bin/bash", "set -eu",
+             "read -r pid < <(python3 -c 'import json,sys; print(json.load(sys.stdin)[\"pid\"])')"]
+    for n in nodes:
+        ma, mi = NODES[n]
+        lines.append(f'nsenter -t "$pid" -m mknod -m 666 "{bundle}/rootfs{n}" c {ma} {mi}')
+    open(p, "w").write("\n".join(lines) + "\n")
+    os.chmod(p, 0o755)
+    return {"path": p, "args": ["nvidia-container-runtime-hook", "prestart"]}
+
+
+ALL = list(NODES)
+ALLOW_ALL = [allow(NV), allow(UVM)]
+SCENARIOS = [
+    # name, devices in spec, extra cgroup rules, injected nodes (None = not via hook)
+    ("all nodes", ALL, ALLOW_ALL, None),
+    ("no nvidiactl", ["/dev/nvidia-uvm", "/dev/nvidia0"], ALLOW_ALL, None),
+    ("no nvidia-uvm", ["/dev/nvidiactl", "/dev/nvidia0"], ALLOW_ALL, None),
+    ("no nvidia0", ["/dev/nvidiactl", "/dev/nvidia-uvm"], ALLOW_ALL, None),
+    ("nvidiactl denied", ALL, [allow(NV, 0), allow(UVM)], None),
+    ("nvidia-uvm denied", ALL, [allow(NV)], None),
+    ("nvidia0 denied", ALL, [allow(NV, 255), allow(UVM)], None),
+    ("hook: all", [], ALLOW_ALL, ALL),
+    ("hook: no nvidia-uvm", [], ALLOW_ALL, ["/dev/nvidiactl", "/dev/nvidia0"]),
+    ("hook: no nvidiactl", [], ALLOW_ALL, ["/dev/nvidia-uvm", "/dev/nvidia0"]),
+]
+
+
+def run_scenario(name, devices, rules, injected):
+    bundle = tempfile.mkdtemp(prefix="cpf-gpu-")
+    os.makedirs(os.path.join(bundle, "rootfs"))
+    spec = base_spec(bundle)
+    spec["linux"]["devices"] = [dev(p) for p in devices]
+    spec["linux"]["resources"]["devices"] += rules
+    state = os.path.join(bundle, "state")
+    cfg = os.path.join(bundle, "config.toml")
+    open(cfg, "w").write('mode = "audit"\n')
+    hooks = spec.setdefault("hooks", {})
+    if injected is not None:
+        spec["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all")
+        hooks.setdefault("prestart", []).append(standin_hook(bundle, injected))
+    hooks.setdefault("createRuntime", []).append(
+        {"path": HOOK, "args": ["cuda-preflight", "hook", "--config", cfg, "--state-dir", state]})
+    json.dump(spec, open(os.path.join(bundle, "config.json"), "w"), indent=1)
+    cid = "cpf-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    t = time.time()
+    p = subprocess.run(["timeout", "-k", "5", "120"] + RUNC + ["--root", os.path.join(bundle, "runc-root"),
+                       "run", "--bundle", bundle, cid], capture_output=True, text=True, env=ENV)
+    wall = (time.time() - t) * 1000
+    actual = None
+    for line in p.stdout.splitlines():
+        if line.startswith("{"):
+            actual = json.loads(line)
+    rep_path = os.path.join(state, "reports", cid + ".json")
+    report = json.load(open(rep_path)) if os.path.exists(rep_path) else None
+    shutil.rmtree(bundle, ignore_errors=True)
+    return p, actual, report, wall
+
+
+def predicted_of(report):
+    if report is None:
+        return None, None, "no report"
+    blocks = [f for f in report["findings"] if f["severity"] == "block"]
+    if not blocks:
+        return 0, "CUDA_SUCCESS", "-"
+    pr = blocks[0]["predicted"]
+    return pr["code"], pr["name"], blocks[0]["id"]
+
+
+def bench_fast_path(n=200):
+    bundle = tempfile.mkdtemp(prefix="cpf-bench-")
+    os.makedirs(os.path.join(bundle, "rootfs"))
+    spec = {"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/",
+            "env": ["PATH=/bin"] + [f"V{i}=" + "x" * 60 for i in range(40)]}, "root": {"path": "rootfs"}}
+    json.dump(spec, open(os.path.join(bundle, "config.json"), "w"))
+    state = json.dumps({"ociVersion": "1.0.2", "id": "b", "status": "creating", "pid": 1, "bundle": bundle}).encode()
+
+    def once(cmd):
+        t = time.perf_counter()
+        subprocess.run(cmd, input=state, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return (time.perf_counter() - t) * 1000
+
+    hook, bare = [], []
+    for _ in range(n):
+        bare.append(once(["/bin/true"]))
+        hook.append(once([HOOK, "hook"]))
+    shutil.rmtree(bundle, ignore_errors=True)
+    return statistics.median(bare), statistics.median(hook)
+
+
+def main():
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
+                         capture_output=True, text=True).stdout.strip()
+    cg = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
+    print(f"GPU: {smi}; libcuda from {LIBDIR}; majors nvidia={NV} nvidia-uvm={UVM}; cgroup {cg}")
+    host = subprocess.run([CUPROBE], capture_output=True, text=True, env=dict(os.environ, LD_LIBRARY_PATH=LIBDIR))
+    print("host cuprobe:", host.stdout.strip())
+    rows = []
+    for sc in SCENARIOS:
+        p, actual, report, wall = run_scenario(*sc)
+        pcode, pname, pid_ = predicted_of(report)
+        if actual is None:
+            print(f"--- {sc[0]}: no probe output; runc rc={p.returncode}\n{p.stderr[-2000:]}")
+        acode = actual.get("code") if actual else None
+        aname = actual.get("name") if actual else "?"
+        call = actual.get("failed_call") if actual else "?"
+        hook_ms = report["duration_ms"] if report else float("nan")
+        rows.append((sc[0], pid_, pcode, pname, call, acode, aname, "yes" if pcode == acode else "NO", hook_ms, wall))
+        print(f"--- {sc[0]}: report findings={[f['id'] for f in report['findings']] if report else None} probe={actual}")
+    bare, fast = bench_fast_path()
+    print()
+    print("| scenario | finding | predicted | driver: failing call | driver: actual | agree | hook ms | start ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} {r[3]} | {r[4]} | {r[5]} {r[6]} | {r[7]} | {r[8]:.2f} | {r[9]:.0f} |")
+    print(f"\nfast path (no GPU), median of 200: /bin/true {bare:.3f} ms, cuda-preflight hook {fast:.3f} ms")
+    agree = sum(1 for r in rows if r[7] == "yes")
+    print(f"agreement: {agree}/{len(rows)}")
+
+
+main()
