@@ -2,4 +2,5 @@
 //! has a file-based form (host profile, host root, rootfs directory) so rules run without a GPU.
 
 pub mod host;
+pub mod loader;
 pub mod rootfs;
