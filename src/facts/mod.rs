@@ -2,5 +2,6 @@
 //! has a file-based form (host profile, host root, rootfs directory) so rules run without a GPU.
 
 pub mod host;
+pub mod image;
 pub mod loader;
 pub mod rootfs;
