@@ -1,1 +1,3 @@
 //! Rules: pure functions from facts to findings. No I/O here.
+
+pub mod requirements;
