@@ -1,3 +1,4 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
 pub mod requirements;
+pub mod versions;
