@@ -4,4 +4,5 @@
 pub mod host;
 pub mod image;
 pub mod loader;
+pub mod nvml;
 pub mod rootfs;
