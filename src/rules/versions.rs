@@ -466,3 +466,55 @@ mod tests {
         }
     }
 }
+
+/// The shipped example hosts (`examples/hosts/`) against typical images.
+#[cfg(test)]
+mod example_hosts {
+    use super::*;
+    use crate::facts::image::CudaRuntime;
+    use std::path::{Path, PathBuf};
+
+    fn load(name: &str) -> HostProfile {
+        HostProfile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts").join(name)).unwrap()
+    }
+
+    fn image(rt: &str) -> ImageFacts {
+        ImageFacts {
+            runtimes: vec![CudaRuntime { path: PathBuf::from("/usr/local/cuda/lib64/libcudart.so"), version: Version::parse(rt).unwrap(), exact: true }],
+            ..ImageFacts::default()
+        }
+    }
+
+    fn blocks(f: &[Finding]) -> Vec<&str> {
+        f.iter().filter(|f| f.severity == Severity::Block).map(|f| f.id.as_str()).collect()
+    }
+
+    #[test]
+    fn profiles_are_consistent() {
+        for name in ["h100-580.json", "a100-535.json", "rtx5070ti-570.json", "t4-470.json"] {
+            let p = load(name);
+            let drv = Version::parse(p.driver_version.as_deref().unwrap()).unwrap();
+            assert_eq!(cuda_for_driver(&drv).map(|v| v.to_string()), p.cuda_driver_version, "{name}");
+            for g in &p.gpus {
+                assert_eq!(crate::facts::host::brand_class(&g.nvml_brand, &g.name), g.brand, "{name}");
+                assert!(Version::parse(&g.compute_capability).is_some(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn images_across_the_fleet() {
+        let cases = [
+            ("13.0.96", "h100-580.json", vec![]),
+            ("13.0.96", "a100-535.json", vec!["cuda-driver-insufficient"]),
+            ("13.0.96", "rtx5070ti-570.json", vec!["cuda-driver-insufficient"]),
+            ("12.8.90", "a100-535.json", vec![]), // minor-version compatibility
+            ("12.0.146", "rtx5070ti-570.json", vec![]),
+            ("12.0.146", "t4-470.json", vec!["cuda-driver-insufficient"]),
+            ("11.8.89", "t4-470.json", vec![]), // 470.82.01 >= 450.80.02
+        ];
+        for (rt, host, want) in cases {
+            assert_eq!(blocks(&check(&image(rt), &load(host))), want, "{rt} on {host}");
+        }
+    }
+}
