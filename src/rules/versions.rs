@@ -518,3 +518,71 @@ mod example_hosts {
         }
     }
 }
+
+/// Predictions against what was measured on the H100 (tests/fixtures/h100-580/README.md).
+#[cfg(test)]
+mod measured_on_h100 {
+    use super::*;
+    use crate::facts::image::gather_rootfs;
+    use crate::facts::loader::tests::elf64;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    /// The H100's library layout, with its real ld.so.cache, as an image rootfs.
+    fn h100_like_rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/h100-580");
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::copy(fixture.join("etc/ld.so.cache"), r.join("etc/ld.so.cache")).unwrap();
+        elf64(&r.join("usr/local/nvidia/lib64/libcuda.so.580.159.04"));
+        symlink("libcuda.so.580.159.04", r.join("usr/local/nvidia/lib64/libcuda.so.1")).unwrap();
+        let compat = r.join("usr/local/cuda-13.0/compat");
+        elf64(&compat.join("libcuda.so.580.95.05"));
+        symlink("libcuda.so.580.95.05", compat.join("libcuda.so.1")).unwrap();
+        elf64(&r.join("usr/local/cuda-13.0/targets/x86_64-linux/lib/libcudart.so.13.0.96"));
+        symlink("cuda-13.0", r.join("usr/local/cuda")).unwrap();
+        d
+    }
+
+    fn host() -> HostProfile {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/h100-580");
+        let mut p = crate::facts::nvml::gather(&root, false).profile;
+        // /proc has no compute capability or NVML brand; nvidia-smi there said 9.0 and "NVIDIA".
+        p.gpus[0].compute_capability = "9.0".into();
+        p.gpus[0].nvml_brand = "nvidia".into();
+        p
+    }
+
+    #[test]
+    fn proc_fallback_on_the_real_files() {
+        let p = host();
+        assert_eq!(p.driver_version.as_deref(), Some("580.159.04"));
+        assert_eq!(p.cuda_driver_version.as_deref(), Some("13.0")); // cuDriverGetVersion: 13000
+        assert_eq!(p.gpus[0].name, "NVIDIA H100 80GB HBM3");
+        assert_eq!(p.gpus[0].brand, "datacenter");
+        assert_eq!(p.major("nvidia-caps"), Some(241));
+    }
+
+    /// Actual: cuInit 803 with the compat directory first in LD_LIBRARY_PATH.
+    #[test]
+    fn compat_first_predicts_803() {
+        let d = h100_like_rootfs();
+        let f = gather_rootfs(d.path(), &["LD_LIBRARY_PATH=/usr/local/cuda-13.0/compat".to_string()]);
+        let got = check(&f, &host());
+        assert_eq!(got.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["forward-compat-driver-mismatch"]);
+        assert_eq!(got[0].predicted.as_ref().unwrap().code, Some(803));
+    }
+
+    /// Actual: cuInit 0 when the real cache picks /usr/local/nvidia/lib64/libcuda.so.1.
+    #[test]
+    fn cache_picks_the_host_driver_predicts_nothing() {
+        let d = h100_like_rootfs();
+        let f = gather_rootfs(d.path(), &[]);
+        let lib = f.libcuda.as_ref().unwrap();
+        assert_eq!(lib.via, crate::facts::loader::Source::LdSoCache);
+        assert_eq!(lib.path_in_image, Path::new("/usr/local/nvidia/lib64/libcuda.so.1"));
+        assert!(f.compat_in_use.is_none());
+        assert!(check(&f, &host()).is_empty());
+    }
+}
