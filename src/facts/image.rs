@@ -394,6 +394,29 @@ mod tests {
     }
 
     #[test]
+    fn gather_from_a_bundle() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("config.json"),
+            r#"{"ociVersion":"1.0.2","root":{"path":"rootfs"},"process":{"user":{"uid":0,"gid":0},"cwd":"/","args":["sh"],
+               "env":["CUDA_VERSION=12.8.1","NVIDIA_REQUIRE_CUDA=cuda>=12.8","LD_LIBRARY_PATH=/usr/local/nvidia/lib64"]}}"#,
+        )
+        .unwrap();
+        let b = Bundle::load(d.path()).unwrap();
+        // No rootfs yet: the environment facts still come through, with a note.
+        let f = gather(&b);
+        assert!(!f.rootfs_read);
+        assert_eq!(f.requires[0].value, "cuda>=12.8");
+        assert!(f.notes[0].contains("rootfs does not exist"), "{:?}", f.notes);
+        elf64(&d.path().join("rootfs/usr/local/nvidia/lib64/libcuda.so.1"));
+        elf64(&d.path().join("rootfs/usr/local/cuda-12.8/lib64/libcudart.so.12.8.90"));
+        let f = gather(&b);
+        assert!(f.rootfs_read);
+        assert_eq!(f.runtimes[0].version.to_string(), "12.8.90");
+        assert_eq!(f.libcuda.unwrap().via, crate::facts::loader::Source::LdLibraryPath);
+    }
+
+    #[test]
     fn missing_rootfs_is_a_note() {
         let f = gather_rootfs(Path::new("/nonexistent/rootfs"), &env(&["CUDA_VERSION=12.0.0"]));
         assert!(!f.rootfs_read);

@@ -455,7 +455,7 @@ pub(crate) mod tests {
         d.push(0);
         d.extend_from_slice(&1u32.to_le_bytes());
         d.extend_from_slice(&[0u8; OLD_ENTRY_LEN]);
-        while d.len() % 8 != 0 {
+        while !d.len().is_multiple_of(8) {
             d.push(0);
         }
         d.extend(new);

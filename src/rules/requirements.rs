@@ -423,7 +423,11 @@ mod tests {
         f
     }
 
+    /// Ids of the findings; every id a rule emits must be listed in FINDING_IDS.
     fn ids(f: &[Finding]) -> Vec<&str> {
+        for x in f {
+            assert!(FINDING_IDS.contains(&x.id.as_str()), "{} not in FINDING_IDS", x.id);
+        }
         f.iter().map(|f| f.id.as_str()).collect()
     }
 
