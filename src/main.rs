@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cuda_preflight::commands::{check, hook};
+use cuda_preflight::commands::{check, facts, hook};
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
 #[derive(Parser)]
@@ -19,6 +19,8 @@ enum Command {
     Hook(hook::HookArgs),
     /// Judge a bundle without starting it; exit 0 allow/warn, 1 block, 2 bad input
     Check(check::CheckArgs),
+    /// Print the host profile (driver, CUDA version, GPUs, device majors); --json is the profile format
+    Facts(facts::FactsArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Hook(args) => hook::run_guarded(&args, std::io::stdin()),
         Command::Check(args) => report(check::run(&args, &mut std::io::stdout().lock())),
+        Command::Facts(args) => report(facts::run(&args, &mut std::io::stdout().lock())),
     };
     ExitCode::from(code as u8)
 }

@@ -189,11 +189,11 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     // the headline, not the log line (which falls back to stderr where there is no syslog).
     let code = match v.verdict {
         Decision::Block => {
-            eprint!("{}", output::message::render(&state.id, &v));
+            eprint!("{}", output::message::render(&state.id, &v, true));
             1
         }
         Decision::Warn if v.mode != crate::config::Mode::Audit => {
-            eprint!("{}", output::message::render(&state.id, &v));
+            eprint!("{}", output::message::render(&state.id, &v, true));
             0
         }
         _ => 0,

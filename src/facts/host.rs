@@ -81,6 +81,26 @@ impl HostProfile {
     }
 }
 
+/// The brand class cuda-preflight judges by (`../shared/DESIGN.md`), from NVML's brand (lower
+/// case, as `NVIDIA_REQUIRE_*` spells it) and the product name. NVML reports current datacenter
+/// parts (H100, …) as plain "NVIDIA", older ones as "Tesla"; professional RTX cards as
+/// "NVIDIA RTX"/"Quadro RTX". Where the brand says nothing (`unknown`), the name decides.
+pub fn brand_class(nvml_brand: &str, name: &str) -> &'static str {
+    let n = name.to_ascii_lowercase();
+    match nvml_brand.to_ascii_lowercase().as_str() {
+        "tesla" => "datacenter",
+        "nvidia" if n.contains("rtx") => "workstation",
+        "nvidia" => "datacenter",
+        "geforce" | "geforcertx" | "titan" | "titanrtx" => "geforce",
+        "quadro" | "quadrortx" | "nvidiartx" | "nvs" => "workstation",
+        "grid" | "vapps" | "vpc" | "vcs" | "vws" | "cloudgaming" | "vgaming" => "virtual",
+        _ if n.contains("geforce") || n.contains("titan") => "geforce",
+        _ if n.contains("quadro") || n.contains("rtx") => "workstation",
+        _ if n.contains("tesla") || ["a100", "h100", "h200", "h800", "a800", "b200", "b100", "gb200", "l40", "l4", "t4", "a10", "a30", "a40", "v100", "p100"].iter().any(|p| n.split([' ', '-']).any(|w| w == *p)) => "datacenter",
+        _ => "unknown",
+    }
+}
+
 /// Character-device majors of the NVIDIA drivers, from `<host_root>/proc/devices`.
 /// `nvidiactl` shares the `nvidia` major; only the names we judge are kept.
 pub fn device_majors_from_proc(host_root: &Path) -> BTreeMap<String, u32> {
@@ -134,6 +154,27 @@ mod tests {
             !m.contains_key("nvidia-bogus"),
             "block devices are not character majors"
         );
+    }
+
+    #[test]
+    fn brand_classes() {
+        let cases = [
+            ("nvidia", "NVIDIA H100 80GB HBM3", "datacenter"), // the H100 reports brand NVIDIA
+            ("tesla", "Tesla T4", "datacenter"),
+            ("nvidia", "NVIDIA A100-SXM4-80GB", "datacenter"),
+            ("geforcertx", "NVIDIA GeForce RTX 5070 Ti", "geforce"),
+            ("titan", "NVIDIA TITAN Xp", "geforce"),
+            ("nvidiartx", "NVIDIA RTX A6000", "workstation"),
+            ("nvidia", "NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "workstation"),
+            ("quadro", "Quadro RTX 8000", "workstation"),
+            ("grid", "GRID A100-40C", "virtual"),
+            ("unknown", "NVIDIA H100 PCIe", "datacenter"),
+            ("", "NVIDIA GeForce GTX 1080", "geforce"),
+            ("", "Mystery", "unknown"),
+        ];
+        for (b, n, want) in cases {
+            assert_eq!(brand_class(b, n), want, "{b} {n}");
+        }
     }
 
     #[test]

@@ -3,4 +3,7 @@
 
 pub mod container;
 pub mod host;
+pub mod image;
+pub mod loader;
+pub mod nvml;
 pub mod rootfs;

@@ -1,6 +1,8 @@
 //! Knowledge tables: data with their sources, in one place. Each table is a file in this
 //! directory whose header cites where its rows come from; code only looks rows up.
 
+pub mod cuda;
+
 use std::sync::OnceLock;
 
 /// One row of the CUDA driver error table.

@@ -30,8 +30,9 @@ pub fn headline(findings: &[Finding]) -> Option<String> {
     })
 }
 
-/// The full message printed on stderr when the hook blocks (or warns, in `check`).
-pub fn render(container: &str, v: &Verdict) -> String {
+/// The full message printed on stderr when the hook blocks or warns; `report_hint` adds the
+/// command that shows the recorded report (the hook records one; `check` does not).
+pub fn render(container: &str, v: &Verdict, report_hint: bool) -> String {
     let mut s = String::new();
     let word = match v.verdict {
         Decision::Block => "blocked",
@@ -52,7 +53,7 @@ pub fn render(container: &str, v: &Verdict) -> String {
             let _ = writeln!(s, "    fix: {}", f.fix);
         }
     }
-    if v.verdict != Decision::Allow {
+    if v.verdict != Decision::Allow && report_hint {
         let _ = writeln!(s, "  full report: cuda-preflight report {container}");
     }
     s

@@ -1,12 +1,16 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
 pub mod devices;
+pub mod requirements;
+pub mod versions;
 
 /// Every finding id the rules can produce, by rule file. Ids are a stable interface: people grep
 /// logs and write alerts on them.
 pub fn finding_ids() -> Vec<&'static str> {
     let mut ids: Vec<&'static str> = Vec::new();
     ids.extend_from_slice(devices::FINDING_IDS);
+    ids.extend_from_slice(requirements::FINDING_IDS);
+    ids.extend_from_slice(versions::FINDING_IDS);
     ids.extend_from_slice(crate::verdict::FINDING_IDS);
     ids
 }

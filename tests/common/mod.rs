@@ -238,11 +238,17 @@ pub fn read_report(state_dir: &Path, id: &str) -> Option<Value> {
         .map(|b| serde_json::from_slice(&b).expect("report is whole JSON"))
 }
 
+/// Ids of the findings that judge (warn or block); info findings say what was not checked.
 pub fn finding_ids(report: &Value) -> Vec<String> {
     report["findings"]
         .as_array()
         .unwrap()
         .iter()
+        .filter(|f| f["severity"] != "info")
         .map(|f| f["id"].as_str().unwrap().to_string())
         .collect()
+}
+
+pub fn all_finding_ids(report: &Value) -> Vec<String> {
+    report["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
 }
