@@ -9,7 +9,10 @@ use cuda_preflight::rules::{requirements, versions};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(args.len() >= 2, "usage: predict ROOTFS HOST_PROFILE.json [KEY=VALUE...]");
+    anyhow::ensure!(
+        args.len() >= 2,
+        "usage: predict ROOTFS HOST_PROFILE.json [KEY=VALUE...]"
+    );
     let host = HostProfile::load(Path::new(&args[1]))?;
     let facts = image::gather_rootfs(Path::new(&args[0]), &args[2..]);
     let mut findings = requirements::check(&facts, &host);

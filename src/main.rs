@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cuda_preflight::commands::{check, facts, hook};
+use cuda_preflight::commands::{check, explain, facts, hook, report as reports};
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
 #[derive(Parser)]
@@ -21,6 +21,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the host profile (driver, CUDA version, GPUs, device majors); --json is the profile format
     Facts(facts::FactsArgs),
+    /// Show the report the hook recorded for a container, or list the latest
+    Report(reports::ReportArgs),
+    /// Explain a CUDA error: its driver name and text, causes in containers, the check that catches it
+    Explain(explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
         Command::Hook(args) => hook::run_guarded(&args, std::io::stdin()),
         Command::Check(args) => report(check::run(&args, &mut std::io::stdout().lock())),
         Command::Facts(args) => report(facts::run(&args, &mut std::io::stdout().lock())),
+        Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
+        Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),
     };
     ExitCode::from(code as u8)
 }

@@ -256,3 +256,81 @@ fn oversized_state_is_refused_without_reading_it_all() {
     assert_eq!(code, 0);
     assert!(err.contains("larger than"), "{err}");
 }
+
+#[test]
+fn report_shows_what_the_hook_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let sd = state_dir.to_str().unwrap();
+    let profile = h100_profile().display().to_string();
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"gpu-1","status":"creating","bundle":"{}"}}"#,
+        repo().join("examples/bundles/cdi-no-uvm").display()
+    );
+    let (code, err) = hook(
+        state.as_bytes(),
+        &["--state-dir", sd, "--host-profile", &profile],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("full report: cuda-preflight report gpu-1"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["report", "gpu-1", "--state-dir", sd])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.starts_with("container gpu-1: block"), "{text}");
+    assert!(
+        text.contains("device-node-missing: /dev/nvidia-uvm is missing"),
+        "{text}"
+    );
+    let out = Command::new(BIN)
+        .args(["report", "--json", "--state-dir", sd])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["reports"][0]["container_id"], "gpu-1");
+    let out = Command::new(BIN)
+        .args(["report", "nope", "--state-dir", sd])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no report for container nope"));
+}
+
+#[test]
+fn explain_corrects_the_folklore_on_304() {
+    let out = Command::new(BIN)
+        .args(["explain", "304", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "CUDA_ERROR_OPERATING_SYSTEM");
+    assert_eq!(
+        v["message"],
+        "OS call failed or operation not supported on this OS"
+    );
+    for code in [
+        "3", "34", "35", "100", "101", "201", "209", "218", "221", "222", "304", "803", "804",
+        "999",
+    ] {
+        let out = Command::new(BIN).args(["explain", code]).output().unwrap();
+        assert!(out.status.success(), "{code}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("no container-specific notes"),
+            "{code}"
+        );
+    }
+    assert_eq!(
+        Command::new(BIN)
+            .args(["explain", "4242"])
+            .output()
+            .unwrap()
+            .status
+            .code(),
+        Some(2)
+    );
+}

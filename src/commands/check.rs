@@ -80,7 +80,11 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         write!(
             out,
             "{}",
-            output::message::render(&name, &verdicts[0].1, false).replacen("container ", "bundle ", 1)
+            output::message::render(&name, &verdicts[0].1, false).replacen(
+                "container ",
+                "bundle ",
+                1
+            )
         )?;
     } else {
         let width = verdicts

@@ -26,9 +26,16 @@ pub struct FactsArgs {
 pub fn host_facts(args: &FactsArgs) -> anyhow::Result<HostFacts> {
     if let Some(p) = &args.host_profile {
         let profile = HostProfile::load(p).context("--host-profile")?;
-        return Ok(HostFacts { profile, source: FactSource::None, notes: Vec::new() });
+        return Ok(HostFacts {
+            profile,
+            source: FactSource::None,
+            notes: Vec::new(),
+        });
     }
-    Ok(nvml::gather(&args.host_root, args.host_root == std::path::Path::new("/")))
+    Ok(nvml::gather(
+        &args.host_root,
+        args.host_root == std::path::Path::new("/"),
+    ))
 }
 
 /// Exit 0 when a driver is known, 1 when neither NVML nor /proc (nor the profile) names one.
@@ -42,7 +49,9 @@ pub fn run(args: &FactsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         let source = match (&args.host_profile, f.source) {
             (Some(path), _) => format!("profile {}", path.display()),
             (None, FactSource::Nvml) => "NVML".to_string(),
-            (None, FactSource::Proc) => format!("{}", args.host_root.join("proc/driver/nvidia").display()),
+            (None, FactSource::Proc) => {
+                format!("{}", args.host_root.join("proc/driver/nvidia").display())
+            }
             (None, FactSource::None) => "none".to_string(),
         };
         let driver = match (&p.driver_version, &p.cuda_driver_version) {
@@ -53,7 +62,11 @@ pub fn run(args: &FactsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         writeln!(out, "{:<9} {driver}", "driver")?;
         writeln!(out, "{:<9} {source}", "source")?;
         if !p.device_majors.is_empty() {
-            let m: Vec<String> = p.device_majors.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let m: Vec<String> = p
+                .device_majors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
             writeln!(out, "{:<9} {}", "majors", m.join(", "))?;
         }
         let rows: Vec<[String; 6]> = p
@@ -63,14 +76,30 @@ pub fn run(args: &FactsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 [
                     format!("gpu {}", g.index),
                     g.name.clone(),
-                    if g.compute_capability.is_empty() { "cc ?".into() } else { format!("cc {}", g.compute_capability) },
-                    if g.nvml_brand.is_empty() { g.brand.clone() } else { format!("{} ({})", g.brand, g.nvml_brand) },
-                    g.memory_total_mib.map(|m| format!("{m} MiB")).unwrap_or_default(),
-                    if g.mig { "mig on".into() } else { "mig off".into() },
+                    if g.compute_capability.is_empty() {
+                        "cc ?".into()
+                    } else {
+                        format!("cc {}", g.compute_capability)
+                    },
+                    if g.nvml_brand.is_empty() {
+                        g.brand.clone()
+                    } else {
+                        format!("{} ({})", g.brand, g.nvml_brand)
+                    },
+                    g.memory_total_mib
+                        .map(|m| format!("{m} MiB"))
+                        .unwrap_or_default(),
+                    if g.mig {
+                        "mig on".into()
+                    } else {
+                        "mig off".into()
+                    },
                 ]
             })
             .collect();
-        let w: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+        let w: Vec<usize> = (0..6)
+            .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+            .collect();
         for r in &rows {
             let line: Vec<String> = r.iter().zip(&w).map(|(c, w)| format!("{c:<w$}")).collect();
             writeln!(out, "{:<9} {}", line[0], line[1..].join("  ").trim_end())?;
@@ -82,7 +111,10 @@ pub fn run(args: &FactsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             writeln!(out, "{:<9} {n}", "note")?;
         }
         if p.driver_version.is_none() {
-            writeln!(out, "no NVIDIA driver found: is the driver loaded (lsmod | grep nvidia)?")?;
+            writeln!(
+                out,
+                "no NVIDIA driver found: is the driver loaded (lsmod | grep nvidia)?"
+            )?;
         }
     }
     Ok(if p.driver_version.is_some() { 0 } else { 1 })
@@ -97,13 +129,23 @@ mod tests {
         let args = FactsArgs {
             json: true,
             host_root: "/".into(),
-            host_profile: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hosts/h100-580.json").into()),
+            host_profile: Some(
+                concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hosts/h100-580.json").into(),
+            ),
         };
         let mut out = Vec::new();
         assert_eq!(run(&args, &mut out).unwrap(), 0);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        assert_eq!(keys, ["cuda_driver_version", "device_majors", "driver_version", "gpus"]);
+        assert_eq!(
+            keys,
+            [
+                "cuda_driver_version",
+                "device_majors",
+                "driver_version",
+                "gpus"
+            ]
+        );
         assert_eq!(v["gpus"][0]["nvml_brand"], "nvidia");
         assert_eq!(v["gpus"][0]["brand"], "datacenter");
         assert_eq!(v["device_majors"]["nvidia-caps"], 241);
@@ -118,7 +160,11 @@ mod tests {
             "NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.104.05  Sat Aug 19 01:15:15 UTC 2023\n",
         )
         .unwrap();
-        let args = FactsArgs { json: false, host_root: d.path().into(), host_profile: None };
+        let args = FactsArgs {
+            json: false,
+            host_root: d.path().into(),
+            host_profile: None,
+        };
         let mut out = Vec::new();
         assert_eq!(run(&args, &mut out).unwrap(), 0);
         let s = String::from_utf8(out).unwrap();
@@ -126,7 +172,11 @@ mod tests {
         assert!(s.contains("gpus      none found"), "{s}");
 
         let empty = tempfile::tempdir().unwrap();
-        let args = FactsArgs { json: false, host_root: empty.path().into(), host_profile: None };
+        let args = FactsArgs {
+            json: false,
+            host_root: empty.path().into(),
+            host_profile: None,
+        };
         let mut out = Vec::new();
         assert_eq!(run(&args, &mut out).unwrap(), 1);
     }

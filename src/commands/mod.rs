@@ -2,8 +2,10 @@
 //! arguments and maps what these return to exit codes.
 
 pub mod check;
+pub mod explain;
 pub mod facts;
 pub mod hook;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
@@ -45,7 +47,10 @@ impl SettingsArgs {
 /// The host as the rules see it: a profile file where one is given (device majors from
 /// `<host_root>/proc/devices` where the profile has none), else NVML (only when the host root is
 /// `/`, since NVML describes this machine) with `/proc` as fallback.
-pub fn host_facts(profile: Option<&Path>, host_root: &Path) -> Result<HostProfile, host::HostError> {
+pub fn host_facts(
+    profile: Option<&Path>,
+    host_root: &Path,
+) -> Result<HostProfile, host::HostError> {
     match profile {
         Some(path) => {
             let mut p = HostProfile::load(path)?;
@@ -78,9 +83,17 @@ pub fn container_facts(
     proc_root: &Path,
 ) -> ContainerFacts {
     let image_facts = request.wants_gpu().then(|| {
-        let env = bundle.spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default();
+        let env = bundle
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
         match pid {
-            Some(pid) => image::gather_rootfs(&container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root), &env),
+            Some(pid) => image::gather_rootfs(
+                &container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
+                &env,
+            ),
             None => image::gather(bundle),
         }
     });
@@ -98,7 +111,11 @@ pub fn container_facts(
             Err("the container asks for no GPU".to_string())
         }
     };
-    ContainerFacts { request, image: image_facts, devices }
+    ContainerFacts {
+        request,
+        image: image_facts,
+        devices,
+    }
 }
 
 /// All rules over the facts.

@@ -235,7 +235,10 @@ pub fn view_from_spec(spec: &Spec) -> DeviceView {
 /// The rootfs as the container's mount namespace shows it: before `pivot_root` it is mounted at
 /// its own absolute path there, with whatever the NVIDIA hook mounted into it.
 pub fn rootfs_in_namespace(pid: i32, rootfs: &Path, proc_root: &Path) -> PathBuf {
-    proc_root.join(pid.to_string()).join("root").join(rootfs.strip_prefix("/").unwrap_or(rootfs))
+    proc_root
+        .join(pid.to_string())
+        .join("root")
+        .join(rootfs.strip_prefix("/").unwrap_or(rootfs))
 }
 
 /// The device view from the container's mount namespace: `/dev/nvidia*` under

@@ -96,7 +96,16 @@ pub fn brand_class(nvml_brand: &str, name: &str) -> &'static str {
         "grid" | "vapps" | "vpc" | "vcs" | "vws" | "cloudgaming" | "vgaming" => "virtual",
         _ if n.contains("geforce") || n.contains("titan") => "geforce",
         _ if n.contains("quadro") || n.contains("rtx") => "workstation",
-        _ if n.contains("tesla") || ["a100", "h100", "h200", "h800", "a800", "b200", "b100", "gb200", "l40", "l4", "t4", "a10", "a30", "a40", "v100", "p100"].iter().any(|p| n.split([' ', '-']).any(|w| w == *p)) => "datacenter",
+        _ if n.contains("tesla")
+            || [
+                "a100", "h100", "h200", "h800", "a800", "b200", "b100", "gb200", "l40", "l4", "t4",
+                "a10", "a30", "a40", "v100", "p100",
+            ]
+            .iter()
+            .any(|p| n.split([' ', '-']).any(|w| w == *p)) =>
+        {
+            "datacenter"
+        }
         _ => "unknown",
     }
 }
@@ -165,7 +174,11 @@ mod tests {
             ("geforcertx", "NVIDIA GeForce RTX 5070 Ti", "geforce"),
             ("titan", "NVIDIA TITAN Xp", "geforce"),
             ("nvidiartx", "NVIDIA RTX A6000", "workstation"),
-            ("nvidia", "NVIDIA RTX PRO 6000 Blackwell Workstation Edition", "workstation"),
+            (
+                "nvidia",
+                "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+                "workstation",
+            ),
             ("quadro", "Quadro RTX 8000", "workstation"),
             ("grid", "GRID A100-40C", "virtual"),
             ("unknown", "NVIDIA H100 PCIe", "datacenter"),

@@ -72,7 +72,10 @@ impl ImageFacts {
     /// Go's `strconv.ParseBool` truth values, which nvidia-container-toolkit applies to
     /// `NVIDIA_DISABLE_REQUIRE`; any other value leaves the checks on.
     pub fn require_disabled(&self) -> bool {
-        matches!(self.disable_require.as_deref(), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
+        matches!(
+            self.disable_require.as_deref(),
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True")
+        )
     }
 }
 
@@ -106,7 +109,10 @@ pub fn gather_env(env: &[String]) -> ImageFacts {
     let requires = vars
         .iter()
         .filter(|(k, _)| k.starts_with("NVIDIA_REQUIRE_"))
-        .map(|(k, v)| Requirement { name: k.to_string(), value: v.to_string() })
+        .map(|(k, v)| Requirement {
+            name: k.to_string(),
+            value: v.to_string(),
+        })
         .collect();
     ImageFacts {
         cuda_version: vars.get("CUDA_VERSION").map(|s| s.to_string()),
@@ -120,11 +126,15 @@ pub fn gather_env(env: &[String]) -> ImageFacts {
 pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
     let mut f = gather_env(env);
     if !root.is_dir() {
-        f.notes.push(format!("{}: rootfs is not a directory", root.display()));
+        f.notes
+            .push(format!("{}: rootfs is not a directory", root.display()));
         return f;
     }
     f.rootfs_read = true;
-    let ld_path = env.iter().rev().find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="));
+    let ld_path = env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="));
     let loader = Loader::from_image(root, ld_path);
     f.notes.extend(loader.notes().iter().cloned());
 
@@ -151,7 +161,11 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
     }
     f.runtimes = find_runtimes(root, &lib_dirs, &wheel_versions, &mut f.notes);
 
-    match read_image_file(root, Path::new("/usr/local/cuda/version.json"), MAX_VERSION_JSON_BYTES) {
+    match read_image_file(
+        root,
+        Path::new("/usr/local/cuda/version.json"),
+        MAX_VERSION_JSON_BYTES,
+    ) {
         Ok(bytes) => match parse_version_json(&bytes) {
             Ok(v) => f.toolkit_version = Some(v),
             Err(e) => f.toolkit_version_error = Some(format!("/usr/local/cuda/version.json: {e}")),
@@ -165,19 +179,28 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
     for d in &cuda_dirs {
         let dir = d.join("compat");
         for name in list(root, &dir, &mut f.notes) {
-            let Some(rest) = name.strip_prefix("libcuda.so.") else { continue };
+            let Some(rest) = name.strip_prefix("libcuda.so.") else {
+                continue;
+            };
             let path = dir.join(&name);
             // libcuda.so.1 is the link to the versioned file; judge files, once each.
-            let Ok(meta) = rootfs::lstat(root, &path) else { continue };
+            let Ok(meta) = rootfs::lstat(root, &path) else {
+                continue;
+            };
             if !meta.file_type().is_file() {
                 continue;
             }
-            let Ok(host) = rootfs::resolve(root, &path) else { continue };
+            let Ok(host) = rootfs::resolve(root, &path) else {
+                continue;
+            };
             if seen_hosts.contains(&host) {
                 continue;
             }
             seen_hosts.push(host.clone());
-            let lib = CompatLib { path, version: Version::parse(rest) };
+            let lib = CompatLib {
+                path,
+                version: Version::parse(rest),
+            };
             compat_hosts.push((host, lib.clone()));
             f.compat_libs.push(lib);
         }
@@ -185,15 +208,20 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
 
     f.libcuda = loader.resolve("libcuda.so.1");
     if let Some(r) = &f.libcuda {
-        f.compat_in_use = compat_hosts.iter().find(|(h, _)| *h == r.host_path).map(|(_, l)| l.clone()).or_else(|| {
-            // A compat directory outside /usr/local/cuda* (copied elsewhere) still counts.
-            let in_compat_dir = r.real_path_in_image.parent().and_then(|p| p.file_name()) == Some("compat".as_ref());
-            let name = r.real_path_in_image.file_name()?.to_str()?;
-            in_compat_dir.then(|| CompatLib {
-                path: r.real_path_in_image.clone(),
-                version: name.strip_prefix("libcuda.so.").and_then(Version::parse),
-            })
-        });
+        f.compat_in_use = compat_hosts
+            .iter()
+            .find(|(h, _)| *h == r.host_path)
+            .map(|(_, l)| l.clone())
+            .or_else(|| {
+                // A compat directory outside /usr/local/cuda* (copied elsewhere) still counts.
+                let in_compat_dir = r.real_path_in_image.parent().and_then(|p| p.file_name())
+                    == Some("compat".as_ref());
+                let name = r.real_path_in_image.file_name()?.to_str()?;
+                in_compat_dir.then(|| CompatLib {
+                    path: r.real_path_in_image.clone(),
+                    version: name.strip_prefix("libcuda.so.").and_then(Version::parse),
+                })
+            });
     }
     f
 }
@@ -212,8 +240,17 @@ fn cuda_dirs(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
 /// Python package directories of the usual interpreters and conda/venv prefixes.
 fn site_packages(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
-    for prefix in ["/usr/local/lib", "/usr/lib", "/opt/conda/lib", "/opt/venv/lib", "/root/.local/lib"] {
-        for py in list(root, Path::new(prefix), notes).into_iter().filter(|n| n.starts_with("python3")) {
+    for prefix in [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/opt/conda/lib",
+        "/opt/venv/lib",
+        "/root/.local/lib",
+    ] {
+        for py in list(root, Path::new(prefix), notes)
+            .into_iter()
+            .filter(|n| n.starts_with("python3"))
+        {
             for sub in ["site-packages", "dist-packages"] {
                 out.push(Path::new(prefix).join(&py).join(sub));
             }
@@ -230,7 +267,12 @@ fn runtime_wheel_version(entry: &str) -> Option<Version> {
     Version::parse(ver)
 }
 
-fn find_runtimes(root: &Path, dirs: &[PathBuf], wheels: &[Version], notes: &mut Vec<String>) -> Vec<CudaRuntime> {
+fn find_runtimes(
+    root: &Path,
+    dirs: &[PathBuf],
+    wheels: &[Version],
+    notes: &mut Vec<String>,
+) -> Vec<CudaRuntime> {
     let mut out: Vec<CudaRuntime> = Vec::new();
     let mut seen_hosts: Vec<PathBuf> = Vec::new();
     for dir in dirs {
@@ -249,7 +291,9 @@ fn find_runtimes(root: &Path, dirs: &[PathBuf], wheels: &[Version], notes: &mut 
         for (name, ver, v) in names {
             let ver = ver.as_str();
             let path = dir.join(&name);
-            let Ok(host) = rootfs::resolve(root, &path) else { continue };
+            let Ok(host) = rootfs::resolve(root, &path) else {
+                continue;
+            };
             if seen_hosts.contains(&host) || !host.is_file() {
                 continue;
             }
@@ -263,8 +307,15 @@ fn find_runtimes(root: &Path, dirs: &[PathBuf], wheels: &[Version], notes: &mut 
                 }
             };
             // The same runtime under several names (libcudart.so.12 → .so.12.4.127) counts once.
-            if !out.iter().any(|r| r.version == version && r.path.parent() == path.parent()) {
-                out.push(CudaRuntime { path, version, exact });
+            if !out
+                .iter()
+                .any(|r| r.version == version && r.path.parent() == path.parent())
+            {
+                out.push(CudaRuntime {
+                    path,
+                    version,
+                    exact,
+                });
             }
         }
     }
@@ -284,19 +335,30 @@ pub enum VersionJsonError {
 /// `{"cuda": {"name": "CUDA SDK", "version": "12.4.1"}, …}`
 pub fn parse_version_json(bytes: &[u8]) -> Result<Version, VersionJsonError> {
     let v: serde_json::Value = serde_json::from_slice(bytes)?;
-    let s = v.get("cuda").and_then(|c| c.get("version")).and_then(|s| s.as_str()).ok_or(VersionJsonError::NoVersion)?;
+    let s = v
+        .get("cuda")
+        .and_then(|c| c.get("version"))
+        .and_then(|s| s.as_str())
+        .ok_or(VersionJsonError::NoVersion)?;
     Version::parse(s).ok_or_else(|| VersionJsonError::BadVersion(s.to_string()))
 }
 
 /// Names in an image directory (following links inside the rootfs), bounded and sorted; a
 /// missing directory is simply empty.
 fn list(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> {
-    let Ok(host) = rootfs::resolve(root, dir) else { return Vec::new() };
-    let Ok(rd) = std::fs::read_dir(&host) else { return Vec::new() };
+    let Ok(host) = rootfs::resolve(root, dir) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(&host) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for e in rd.filter_map(|e| e.ok()) {
         if out.len() >= MAX_DIR_ENTRIES {
-            notes.push(format!("{}: more than {MAX_DIR_ENTRIES} entries, rest not read", dir.display()));
+            notes.push(format!(
+                "{}: more than {MAX_DIR_ENTRIES} entries, rest not read",
+                dir.display()
+            ));
             break;
         }
         if let Some(n) = e.file_name().to_str() {
@@ -329,7 +391,13 @@ mod tests {
         ]));
         assert_eq!(f.cuda_version.as_deref(), Some("12.4.1"));
         assert_eq!(f.requires.len(), 2);
-        assert_eq!(f.requires[0], Requirement { name: "NVIDIA_REQUIRE_ARCH".into(), value: "arch>=9.0".into() });
+        assert_eq!(
+            f.requires[0],
+            Requirement {
+                name: "NVIDIA_REQUIRE_ARCH".into(),
+                value: "arch>=9.0".into()
+            }
+        );
         assert!(f.require_disabled());
         assert!(!gather_env(&env(&["NVIDIA_DISABLE_REQUIRE=no"])).require_disabled());
         assert!(!gather_env(&env(&[])).require_disabled());
@@ -341,11 +409,22 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         elf64(&r.join("usr/local/cuda-13.0/targets/x86_64-linux/lib/libcudart.so.13.0.96"));
-        symlink("libcudart.so.13.0.96", r.join("usr/local/cuda-13.0/targets/x86_64-linux/lib/libcudart.so.13")).unwrap();
-        symlink("targets/x86_64-linux/lib", r.join("usr/local/cuda-13.0/lib64")).unwrap();
+        symlink(
+            "libcudart.so.13.0.96",
+            r.join("usr/local/cuda-13.0/targets/x86_64-linux/lib/libcudart.so.13"),
+        )
+        .unwrap();
+        symlink(
+            "targets/x86_64-linux/lib",
+            r.join("usr/local/cuda-13.0/lib64"),
+        )
+        .unwrap();
         symlink("cuda-13.0", r.join("usr/local/cuda")).unwrap();
-        std::fs::write(r.join("usr/local/cuda-13.0/version.json"), r#"{"cuda":{"name":"CUDA SDK","version":"13.0.2"}}"#)
-            .unwrap();
+        std::fs::write(
+            r.join("usr/local/cuda-13.0/version.json"),
+            r#"{"cuda":{"name":"CUDA SDK","version":"13.0.2"}}"#,
+        )
+        .unwrap();
         let compat = r.join("usr/local/cuda-13.0/compat");
         elf64(&compat.join("libcuda.so.580.95.05"));
         symlink("libcuda.so.580.95.05", compat.join("libcuda.so.1")).unwrap();
@@ -357,22 +436,46 @@ mod tests {
         std::fs::create_dir_all(r.join("etc")).unwrap();
         std::fs::write(
             r.join("etc/ld.so.cache"),
-            build_cache(&[(0x0303, "libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1")]),
+            build_cache(&[(
+                0x0303,
+                "libcuda.so.1",
+                "/usr/local/cuda/compat/libcuda.so.1",
+            )]),
         )
         .unwrap();
 
-        let f = gather_rootfs(r, &env(&["CUDA_VERSION=13.0.2", "LD_LIBRARY_PATH=/usr/local/nvidia/lib64"]));
+        let f = gather_rootfs(
+            r,
+            &env(&[
+                "CUDA_VERSION=13.0.2",
+                "LD_LIBRARY_PATH=/usr/local/nvidia/lib64",
+            ]),
+        );
         assert!(f.rootfs_read);
-        let mut got: Vec<(String, bool)> = f.runtimes.iter().map(|r| (r.version.to_string(), r.exact)).collect();
+        let mut got: Vec<(String, bool)> = f
+            .runtimes
+            .iter()
+            .map(|r| (r.version.to_string(), r.exact))
+            .collect();
         got.sort();
-        assert_eq!(got, [("11.0".to_string(), true), ("12.8.90".into(), true), ("13.0.96".into(), true)]);
+        assert_eq!(
+            got,
+            [
+                ("11.0".to_string(), true),
+                ("12.8.90".into(), true),
+                ("13.0.96".into(), true)
+            ]
+        );
         assert_eq!(f.toolkit_version, Some(Version::parse("13.0.2").unwrap()));
         // One compat lib (cuda and cuda-13.0 are the same directory) plus the non-version name.
         assert_eq!(f.compat_libs.len(), 2, "{:?}", f.compat_libs);
         assert!(f.compat_libs.iter().any(|c| c.version.is_none()));
         let used = f.compat_in_use.as_ref().unwrap();
         assert_eq!(used.version, Some(Version::parse("580.95.05").unwrap()));
-        assert_eq!(f.libcuda.as_ref().unwrap().via, crate::facts::loader::Source::LdSoCache);
+        assert_eq!(
+            f.libcuda.as_ref().unwrap().via,
+            crate::facts::loader::Source::LdSoCache
+        );
 
         // The host driver injected into LD_LIBRARY_PATH wins: compat no longer in use.
         elf64(&r.join("usr/local/nvidia/lib64/libcuda.so.1"));
@@ -383,14 +486,30 @@ mod tests {
         std::fs::write(r.join("usr/local/cuda-13.0/version.json"), b"{not json").unwrap();
         let f = gather_rootfs(r, &[]);
         assert!(f.toolkit_version.is_none());
-        assert!(f.toolkit_version_error.as_deref().unwrap().contains("not JSON"));
+        assert!(
+            f.toolkit_version_error
+                .as_deref()
+                .unwrap()
+                .contains("not JSON")
+        );
     }
 
     #[test]
     fn version_json_errors() {
-        assert!(matches!(parse_version_json(b"{}"), Err(VersionJsonError::NoVersion)));
-        assert!(matches!(parse_version_json(br#"{"cuda":{"version":"twelve"}}"#), Err(VersionJsonError::BadVersion(_))));
-        assert_eq!(parse_version_json(br#"{"cuda":{"version":"12.4.1"}}"#).unwrap().to_string(), "12.4.1");
+        assert!(matches!(
+            parse_version_json(b"{}"),
+            Err(VersionJsonError::NoVersion)
+        ));
+        assert!(matches!(
+            parse_version_json(br#"{"cuda":{"version":"twelve"}}"#),
+            Err(VersionJsonError::BadVersion(_))
+        ));
+        assert_eq!(
+            parse_version_json(br#"{"cuda":{"version":"12.4.1"}}"#)
+                .unwrap()
+                .to_string(),
+            "12.4.1"
+        );
     }
 
     #[test]
@@ -407,18 +526,31 @@ mod tests {
         let f = gather(&b);
         assert!(!f.rootfs_read);
         assert_eq!(f.requires[0].value, "cuda>=12.8");
-        assert!(f.notes[0].contains("rootfs does not exist"), "{:?}", f.notes);
+        assert!(
+            f.notes[0].contains("rootfs does not exist"),
+            "{:?}",
+            f.notes
+        );
         elf64(&d.path().join("rootfs/usr/local/nvidia/lib64/libcuda.so.1"));
-        elf64(&d.path().join("rootfs/usr/local/cuda-12.8/lib64/libcudart.so.12.8.90"));
+        elf64(
+            &d.path()
+                .join("rootfs/usr/local/cuda-12.8/lib64/libcudart.so.12.8.90"),
+        );
         let f = gather(&b);
         assert!(f.rootfs_read);
         assert_eq!(f.runtimes[0].version.to_string(), "12.8.90");
-        assert_eq!(f.libcuda.unwrap().via, crate::facts::loader::Source::LdLibraryPath);
+        assert_eq!(
+            f.libcuda.unwrap().via,
+            crate::facts::loader::Source::LdLibraryPath
+        );
     }
 
     #[test]
     fn missing_rootfs_is_a_note() {
-        let f = gather_rootfs(Path::new("/nonexistent/rootfs"), &env(&["CUDA_VERSION=12.0.0"]));
+        let f = gather_rootfs(
+            Path::new("/nonexistent/rootfs"),
+            &env(&["CUDA_VERSION=12.0.0"]),
+        );
         assert!(!f.rootfs_read);
         assert_eq!(f.cuda_version.as_deref(), Some("12.0.0"));
         assert_eq!(f.notes.len(), 1);

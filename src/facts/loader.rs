@@ -24,8 +24,14 @@ const MAX_CONF_FILES: usize = 256;
 const MAX_DIRS: usize = 1024;
 
 /// The default directories, after the cache (Debian multiarch and the lib64 layouts).
-pub const DEFAULT_DIRS: &[&str] =
-    &["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib"];
+pub const DEFAULT_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+];
 
 const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
 const OLD_MAGIC: &[u8] = b"ld.so-1.7.0";
@@ -70,11 +76,16 @@ pub fn parse_ld_so_cache(data: &[u8]) -> Result<Vec<CacheEntry>, LoaderError> {
             .checked_mul(OLD_ENTRY_LEN)
             .and_then(|x| x.checked_add(16))
             .ok_or(LoaderError::Corrupt("old entry count overflows"))?;
-        let aligned = end.checked_add(7).ok_or(LoaderError::Corrupt("old part too long"))? & !7;
+        let aligned = end
+            .checked_add(7)
+            .ok_or(LoaderError::Corrupt("old part too long"))?
+            & !7;
         [aligned, end]
             .into_iter()
             .find(|&o| data.get(o..).is_some_and(|d| d.starts_with(NEW_MAGIC)))
-            .ok_or(LoaderError::Corrupt("old-format cache without a new-format part"))?
+            .ok_or(LoaderError::Corrupt(
+                "old-format cache without a new-format part",
+            ))?
     } else {
         return Err(LoaderError::Corrupt("not a glibc ld.so.cache"));
     };
@@ -99,22 +110,36 @@ pub fn parse_ld_so_cache(data: &[u8]) -> Result<Vec<CacheEntry>, LoaderError> {
         let key = u32_at(d, off + 4).ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
         let value = u32_at(d, off + 8).ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
         let hwcap = u64_at(d, off + 16).ok_or(LoaderError::Corrupt("truncated entry"))?;
-        out.push(CacheEntry { flags, name: cstr_at(d, key)?, path: cstr_at(d, value)?, hwcap });
+        out.push(CacheEntry {
+            flags,
+            name: cstr_at(d, key)?,
+            path: cstr_at(d, value)?,
+            hwcap,
+        });
     }
     Ok(out)
 }
 
 fn u32_at(d: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(d.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        d.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(d: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(d.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        d.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 fn cstr_at(d: &[u8], off: usize) -> Result<String, LoaderError> {
-    let rest = d.get(off..).ok_or(LoaderError::Corrupt("string offset past the end"))?;
-    let len = rest.iter().position(|&b| b == 0).ok_or(LoaderError::Corrupt("unterminated string"))?;
+    let rest = d
+        .get(off..)
+        .ok_or(LoaderError::Corrupt("string offset past the end"))?;
+    let len = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(LoaderError::Corrupt("unterminated string"))?;
     String::from_utf8(rest[..len].to_vec()).map_err(|_| LoaderError::Corrupt("string is not UTF-8"))
 }
 
@@ -155,7 +180,9 @@ impl Loader {
     /// [`Loader::notes`] and that source is left out, as `ld.so` would skip it.
     pub fn from_image(rootfs: &Path, env_ld_library_path: Option<&str>) -> Loader {
         let mut notes = Vec::new();
-        let ld_library_path = env_ld_library_path.map(|v| split_ld_library_path(v, &mut notes)).unwrap_or_default();
+        let ld_library_path = env_ld_library_path
+            .map(|v| split_ld_library_path(v, &mut notes))
+            .unwrap_or_default();
         let cache = match read_image_file(rootfs, Path::new("/etc/ld.so.cache"), MAX_CACHE_BYTES) {
             Ok(bytes) => match parse_ld_so_cache(&bytes) {
                 Ok(c) => Some(c),
@@ -173,9 +200,22 @@ impl Loader {
         let mut conf_dirs = Vec::new();
         if cache.is_none() {
             let mut files = 0;
-            read_conf(rootfs, Path::new("/etc/ld.so.conf"), 0, &mut files, &mut conf_dirs, &mut notes);
+            read_conf(
+                rootfs,
+                Path::new("/etc/ld.so.conf"),
+                0,
+                &mut files,
+                &mut conf_dirs,
+                &mut notes,
+            );
         }
-        Loader { root: rootfs.to_path_buf(), ld_library_path, cache, conf_dirs, notes }
+        Loader {
+            root: rootfs.to_path_buf(),
+            ld_library_path,
+            cache,
+            conf_dirs,
+            notes,
+        }
     }
 
     /// Problems met while reading the configuration.
@@ -229,7 +269,10 @@ impl Loader {
         if let Some(c) = &self.cache {
             // The cache is searched by name; hwcap subdirectory entries (hwcap != 0) need CPU
             // feature matching, which libcuda and its kin do not use, so only plain entries count.
-            for e in c.iter().filter(|e| e.flags == NATIVE_FLAGS && e.hwcap == 0 && e.name == name) {
+            for e in c
+                .iter()
+                .filter(|e| e.flags == NATIVE_FLAGS && e.hwcap == 0 && e.name == name)
+            {
                 if let Some(r) = self.try_path(Path::new(&e.path), Source::LdSoCache) {
                     return Some(r);
                 }
@@ -240,7 +283,9 @@ impl Loader {
                 return Some(r);
             }
         }
-        DEFAULT_DIRS.iter().find_map(|d| self.try_dir(Path::new(d), name, Source::Default))
+        DEFAULT_DIRS
+            .iter()
+            .find_map(|d| self.try_dir(Path::new(d), name, Source::Default))
     }
 
     fn try_dir(&self, dir: &Path, name: &str, via: Source) -> Option<Resolved> {
@@ -258,7 +303,12 @@ impl Loader {
             return None;
         }
         let real = Path::new("/").join(host.strip_prefix(&self.root).ok()?);
-        Some(Resolved { path_in_image: path.to_path_buf(), real_path_in_image: real, host_path: host, via })
+        Some(Resolved {
+            path_in_image: path.to_path_buf(),
+            real_path_in_image: real,
+            host_path: host,
+            via,
+        })
     }
 }
 
@@ -268,7 +318,9 @@ fn split_ld_library_path(v: &str, notes: &mut Vec<String>) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for p in v.split([':', ';']).filter(|p| !p.is_empty()) {
         if !p.starts_with('/') || p.contains('$') {
-            notes.push(format!("LD_LIBRARY_PATH entry {p:?} not followed (relative or $TOKEN)"));
+            notes.push(format!(
+                "LD_LIBRARY_PATH entry {p:?} not followed (relative or $TOKEN)"
+            ));
             continue;
         }
         if out.len() < MAX_DIRS {
@@ -311,7 +363,10 @@ fn read_conf(
         if line.is_empty() || line.starts_with("hwcap ") {
             continue;
         }
-        if let Some(pat) = line.strip_prefix("include").filter(|r| r.starts_with([' ', '\t'])) {
+        if let Some(pat) = line
+            .strip_prefix("include")
+            .filter(|r| r.starts_with([' ', '\t']))
+        {
             for pat in pat.split_whitespace() {
                 let pat = if pat.starts_with('/') {
                     PathBuf::from(pat)
@@ -325,7 +380,10 @@ fn read_conf(
             continue;
         }
         // A line may list several directories; `dir=TYPE` is a legacy form.
-        for d in line.split([' ', '\t', ',', ':']).filter(|d| d.starts_with('/')) {
+        for d in line
+            .split([' ', '\t', ',', ':'])
+            .filter(|d| d.starts_with('/'))
+        {
             let d = PathBuf::from(d.split('=').next().unwrap_or(d));
             if dirs.len() < MAX_DIRS && !dirs.contains(&d) {
                 dirs.push(d);
@@ -337,14 +395,21 @@ fn read_conf(
 /// Expand a `*` in the last component of `pattern` (the form `ld.so.conf` uses), sorted as
 /// ldconfig sorts glob results.
 fn glob_file_name(root: &Path, pattern: &Path) -> Vec<PathBuf> {
-    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name().and_then(|n| n.to_str())) else {
+    let (Some(dir), Some(name)) = (
+        pattern.parent(),
+        pattern.file_name().and_then(|n| n.to_str()),
+    ) else {
         return Vec::new();
     };
     if !name.contains('*') {
         return vec![pattern.to_path_buf()];
     }
-    let Ok(host_dir) = rootfs::resolve(root, dir) else { return Vec::new() };
-    let Ok(rd) = std::fs::read_dir(&host_dir) else { return Vec::new() };
+    let Ok(host_dir) = rootfs::resolve(root, dir) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(&host_dir) else {
+        return Vec::new();
+    };
     let mut out: Vec<PathBuf> = rd
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
@@ -421,15 +486,24 @@ pub(crate) mod tests {
     #[test]
     fn parses_this_machines_cache() {
         // A real cache written by this machine's ldconfig, where there is one.
-        let Ok(bytes) = std::fs::read("/etc/ld.so.cache") else { return };
+        let Ok(bytes) = std::fs::read("/etc/ld.so.cache") else {
+            return;
+        };
         let c = parse_ld_so_cache(&bytes).unwrap();
         assert!(!c.is_empty());
-        assert!(c.iter().any(|e| e.name.starts_with("libc.so.") && e.path.starts_with('/')));
+        assert!(
+            c.iter()
+                .any(|e| e.name.starts_with("libc.so.") && e.path.starts_with('/'))
+        );
     }
 
     #[test]
     fn corrupt_caches_are_errors() {
-        let good = build_cache(&[(0x0303, "libcuda.so.1", "/usr/lib/x86_64-linux-gnu/libcuda.so.1")]);
+        let good = build_cache(&[(
+            0x0303,
+            "libcuda.so.1",
+            "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        )]);
         assert_eq!(parse_ld_so_cache(&good).unwrap().len(), 1);
         // Every truncation of a good cache, and a few poisoned fields, fail cleanly.
         for n in 0..good.len() {
@@ -443,7 +517,10 @@ pub(crate) mod tests {
         assert!(parse_ld_so_cache(&off).is_err());
         let mut be = good.clone();
         be[28] = 3;
-        assert!(matches!(parse_ld_so_cache(&be), Err(LoaderError::ForeignEndian)));
+        assert!(matches!(
+            parse_ld_so_cache(&be),
+            Err(LoaderError::ForeignEndian)
+        ));
         assert!(parse_ld_so_cache(b"garbage").is_err());
         assert!(parse_ld_so_cache(b"ld.so-1.7.0\0\xff\xff\xff\xff").is_err());
     }
@@ -467,17 +544,33 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         elf64(&r.join("usr/local/nvidia/lib64/libcuda.so.580.159.04"));
-        symlink("libcuda.so.580.159.04", r.join("usr/local/nvidia/lib64/libcuda.so.1")).unwrap();
+        symlink(
+            "libcuda.so.580.159.04",
+            r.join("usr/local/nvidia/lib64/libcuda.so.1"),
+        )
+        .unwrap();
         elf64(&r.join("usr/local/cuda-13.0/compat/libcuda.so.580.95.05"));
-        symlink("libcuda.so.580.95.05", r.join("usr/local/cuda-13.0/compat/libcuda.so.1")).unwrap();
+        symlink(
+            "libcuda.so.580.95.05",
+            r.join("usr/local/cuda-13.0/compat/libcuda.so.1"),
+        )
+        .unwrap();
         symlink("cuda-13.0", r.join("usr/local/cuda")).unwrap();
         elf64(&r.join("usr/lib/x86_64-linux-gnu/libz.so.1"));
-        std::fs::write(r.join("usr/lib/x86_64-linux-gnu/libnot.so.1"), b"not an elf").unwrap();
+        std::fs::write(
+            r.join("usr/lib/x86_64-linux-gnu/libnot.so.1"),
+            b"not an elf",
+        )
+        .unwrap();
         std::fs::create_dir_all(r.join("etc")).unwrap();
         std::fs::write(
             r.join("etc/ld.so.cache"),
             build_cache(&[
-                (0x0303, "libcuda.so.1", "/usr/local/cuda/compat/libcuda.so.1"),
+                (
+                    0x0303,
+                    "libcuda.so.1",
+                    "/usr/local/cuda/compat/libcuda.so.1",
+                ),
                 (0x0003, "libz.so.1", "/usr/lib32/libz.so.1"), // 32-bit entry: not ours
             ]),
         )
@@ -487,22 +580,43 @@ pub(crate) mod tests {
         let l = Loader::from_image(r, None);
         let got = l.resolve("libcuda.so.1").unwrap();
         assert_eq!(got.via, Source::LdSoCache);
-        assert_eq!(got.path_in_image, Path::new("/usr/local/cuda/compat/libcuda.so.1"));
-        assert_eq!(got.real_path_in_image, Path::new("/usr/local/cuda-13.0/compat/libcuda.so.580.95.05"));
-        assert_eq!(got.host_path, r.join("usr/local/cuda-13.0/compat/libcuda.so.580.95.05"));
+        assert_eq!(
+            got.path_in_image,
+            Path::new("/usr/local/cuda/compat/libcuda.so.1")
+        );
+        assert_eq!(
+            got.real_path_in_image,
+            Path::new("/usr/local/cuda-13.0/compat/libcuda.so.580.95.05")
+        );
+        assert_eq!(
+            got.host_path,
+            r.join("usr/local/cuda-13.0/compat/libcuda.so.580.95.05")
+        );
         // Default dirs after the cache; non-ELF files are skipped.
         assert_eq!(l.resolve("libz.so.1").unwrap().via, Source::Default);
         assert!(l.resolve("libnot.so.1").is_none());
         assert!(l.resolve("../../etc/passwd").is_none());
 
         // LD_LIBRARY_PATH wins over the cache.
-        let l = Loader::from_image(r, Some("relative:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"));
+        let l = Loader::from_image(
+            r,
+            Some("relative:/usr/local/nvidia/lib:/usr/local/nvidia/lib64"),
+        );
         let got = l.resolve("libcuda.so.1").unwrap();
         assert_eq!(got.via, Source::LdLibraryPath);
-        assert_eq!(got.real_path_in_image, Path::new("/usr/local/nvidia/lib64/libcuda.so.580.159.04"));
+        assert_eq!(
+            got.real_path_in_image,
+            Path::new("/usr/local/nvidia/lib64/libcuda.so.580.159.04")
+        );
         assert_eq!(l.notes().len(), 1, "{:?}", l.notes());
         let dirs = l.search_dirs();
-        assert_eq!(dirs[0], (PathBuf::from("/usr/local/nvidia/lib"), Source::LdLibraryPath));
+        assert_eq!(
+            dirs[0],
+            (
+                PathBuf::from("/usr/local/nvidia/lib"),
+                Source::LdLibraryPath
+            )
+        );
         assert!(dirs.contains(&(PathBuf::from("/usr/local/cuda/compat"), Source::LdSoCache)));
         assert!(!dirs.iter().any(|(p, _)| p == Path::new("/usr/lib32")));
     }
@@ -512,17 +626,33 @@ pub(crate) mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         elf64(&r.join("usr/local/cuda-12.8/compat/libcuda.so.570.124.06"));
-        symlink("libcuda.so.570.124.06", r.join("usr/local/cuda-12.8/compat/libcuda.so.1")).unwrap();
+        symlink(
+            "libcuda.so.570.124.06",
+            r.join("usr/local/cuda-12.8/compat/libcuda.so.1"),
+        )
+        .unwrap();
         std::fs::create_dir_all(r.join("etc/ld.so.conf.d")).unwrap();
-        std::fs::write(r.join("etc/ld.so.conf"), "# comment\ninclude /etc/ld.so.conf.d/*.conf\n").unwrap();
-        std::fs::write(r.join("etc/ld.so.conf.d/000_cuda.conf"), "/usr/local/cuda-12.8/compat\n").unwrap();
+        std::fs::write(
+            r.join("etc/ld.so.conf"),
+            "# comment\ninclude /etc/ld.so.conf.d/*.conf\n",
+        )
+        .unwrap();
+        std::fs::write(
+            r.join("etc/ld.so.conf.d/000_cuda.conf"),
+            "/usr/local/cuda-12.8/compat\n",
+        )
+        .unwrap();
         std::fs::write(r.join("etc/ld.so.conf.d/.hidden.conf"), "/nope\n").unwrap();
         // A self-include must stop at the limit, not loop.
         std::fs::write(r.join("etc/ld.so.conf.d/loop.conf"), "include loop.conf\n").unwrap();
         std::fs::write(r.join("etc/ld.so.cache"), b"corrupt").unwrap();
         let l = Loader::from_image(r, None);
         assert!(!l.has_cache());
-        assert!(l.notes().iter().any(|n| n.contains("ld.so.cache ignored")), "{:?}", l.notes());
+        assert!(
+            l.notes().iter().any(|n| n.contains("ld.so.cache ignored")),
+            "{:?}",
+            l.notes()
+        );
         let got = l.resolve("libcuda.so.1").unwrap();
         assert_eq!(got.via, Source::LdSoConf);
         assert!(l.search_dirs().iter().all(|(p, _)| p != Path::new("/nope")));

@@ -32,7 +32,10 @@ pub enum NvmlFactsError {
     #[error("NVML unavailable: {0}")]
     Init(#[source] nvml_wrapper::error::NvmlError),
     #[error("NVML: {what}: {source}")]
-    Query { what: &'static str, source: nvml_wrapper::error::NvmlError },
+    Query {
+        what: &'static str,
+        source: nvml_wrapper::error::NvmlError,
+    },
 }
 
 /// Bounds on what `/proc` offers; a host with more GPU directories than this is not real.
@@ -48,15 +51,30 @@ pub fn gather(host_root: &Path, use_nvml: bool) -> HostFacts {
         match from_nvml() {
             Ok(mut p) => {
                 p.device_majors = majors;
-                return HostFacts { profile: p, source: FactSource::Nvml, notes };
+                return HostFacts {
+                    profile: p,
+                    source: FactSource::Nvml,
+                    notes,
+                };
             }
-            Err(e) => notes.push(format!("{e}; falling back to {}", host_root.join("proc/driver/nvidia").display())),
+            Err(e) => notes.push(format!(
+                "{e}; falling back to {}",
+                host_root.join("proc/driver/nvidia").display()
+            )),
         }
     }
     let mut p = from_proc(host_root, &mut notes);
     p.device_majors = majors;
-    let source = if p.driver_version.is_some() { FactSource::Proc } else { FactSource::None };
-    HostFacts { profile: p, source, notes }
+    let source = if p.driver_version.is_some() {
+        FactSource::Proc
+    } else {
+        FactSource::None
+    };
+    HostFacts {
+        profile: p,
+        source,
+        notes,
+    }
 }
 
 /// Driver and GPUs through NVML.
@@ -64,17 +82,25 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
     use nvml_wrapper::Nvml;
     use std::ffi::OsStr;
     // The versioned name: the unversioned `libnvidia-ml.so` exists only with development packages.
-    let nvml = Nvml::builder().lib_path(OsStr::new("libnvidia-ml.so.1")).init().map_err(NvmlFactsError::Init)?;
+    let nvml = Nvml::builder()
+        .lib_path(OsStr::new("libnvidia-ml.so.1"))
+        .init()
+        .map_err(NvmlFactsError::Init)?;
     let q = |what: &'static str| move |source| NvmlFactsError::Query { what, source };
     let driver = nvml.sys_driver_version().map_err(q("driver version"))?;
-    let cuda = nvml.sys_cuda_driver_version().map_err(q("CUDA driver version"))?;
+    let cuda = nvml
+        .sys_cuda_driver_version()
+        .map_err(q("CUDA driver version"))?;
     let count = nvml.device_count().map_err(q("device count"))?;
     let mut gpus = Vec::new();
     for i in 0..count {
         let d = nvml.device_by_index(i).map_err(q("device handle"))?;
         let name = d.name().unwrap_or_default();
         let nvml_brand = d.brand().map(brand_name).unwrap_or("unknown").to_string();
-        let cc = d.cuda_compute_capability().map(|c| format!("{}.{}", c.major, c.minor)).unwrap_or_default();
+        let cc = d
+            .cuda_compute_capability()
+            .map(|c| format!("{}.{}", c.major, c.minor))
+            .unwrap_or_default();
         let mem = d.memory_info().ok();
         gpus.push(Gpu {
             index: d.index().unwrap_or(i),
@@ -132,7 +158,9 @@ pub fn from_proc(host_root: &Path, notes: &mut Vec<String>) -> HostProfile {
             Some(v) => {
                 p.cuda_driver_version = cuda_for_driver(&v).map(|c| c.to_string());
                 if p.cuda_driver_version.is_some() {
-                    notes.push(format!("CUDA version of driver {v} taken from the knowledge table"));
+                    notes.push(format!(
+                        "CUDA version of driver {v} taken from the knowledge table"
+                    ));
                 }
                 p.driver_version = Some(v.to_string());
             }
@@ -142,17 +170,29 @@ pub fn from_proc(host_root: &Path, notes: &mut Vec<String>) -> HostProfile {
     }
     let gdir = host_root.join("proc/driver/nvidia/gpus");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&gdir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).take(MAX_PROC_GPUS).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .take(MAX_PROC_GPUS)
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     for (i, d) in dirs.iter().enumerate() {
-        let Ok(b) = crate::input::read_capped(&d.join("information"), MAX_PROC_FILE) else { continue };
+        let Ok(b) = crate::input::read_capped(&d.join("information"), MAX_PROC_FILE) else {
+            continue;
+        };
         let text = String::from_utf8_lossy(&b);
         let field = |k: &str| {
-            text.lines().find_map(|l| l.strip_prefix(k).map(|r| r.trim_start_matches(':').trim().to_string()))
+            text.lines().find_map(|l| {
+                l.strip_prefix(k)
+                    .map(|r| r.trim_start_matches(':').trim().to_string())
+            })
         };
         let name = field("Model").unwrap_or_default();
-        let index = field("Device Minor").and_then(|m| m.parse().ok()).unwrap_or(i as u32);
+        let index = field("Device Minor")
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(i as u32);
         p.gpus.push(Gpu {
             index,
             uuid: field("GPU UUID").unwrap_or_default(),
@@ -205,14 +245,21 @@ mod tests {
             "Model: \t\t NVIDIA H100 80GB HBM3\nIRQ:   \t\t 42\nGPU UUID: \t GPU-2f6a8e1c-0000-4000-8000-000000000001\nDevice Minor: \t 0\n",
         )
         .unwrap();
-        std::fs::write(r.join("proc/devices"), "Character devices:\n195 nvidia\n238 nvidia-uvm\n\nBlock devices:\n").unwrap();
+        std::fs::write(
+            r.join("proc/devices"),
+            "Character devices:\n195 nvidia\n238 nvidia-uvm\n\nBlock devices:\n",
+        )
+        .unwrap();
         let f = gather(r, false);
         assert_eq!(f.source, FactSource::Proc);
         assert_eq!(f.profile.driver_version.as_deref(), Some("580.159.04"));
         assert_eq!(f.profile.cuda_driver_version.as_deref(), Some("13.0"));
         assert_eq!(f.profile.major("nvidia-uvm"), Some(238));
         let g = &f.profile.gpus[0];
-        assert_eq!((g.name.as_str(), g.brand.as_str()), ("NVIDIA H100 80GB HBM3", "datacenter"));
+        assert_eq!(
+            (g.name.as_str(), g.brand.as_str()),
+            ("NVIDIA H100 80GB HBM3", "datacenter")
+        );
         assert_eq!(g.uuid, "GPU-2f6a8e1c-0000-4000-8000-000000000001");
 
         let empty = tempfile::tempdir().unwrap();

@@ -37,12 +37,22 @@ impl Version {
                 return None;
             }
         }
-        Some(Version { parts, text: s.to_string() })
+        Some(Version {
+            parts,
+            text: s.to_string(),
+        })
     }
 
     pub fn from_parts(parts: &[u64]) -> Version {
-        let text = parts.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(".");
-        Version { parts: parts.to_vec(), text }
+        let text = parts
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(".");
+        Version {
+            parts: parts.to_vec(),
+            text,
+        }
     }
 
     pub fn part(&self, i: usize) -> u64 {
@@ -86,7 +96,10 @@ impl PartialOrd for Version {
 impl Ord for Version {
     fn cmp(&self, other: &Self) -> Ordering {
         let n = self.parts.len().max(other.parts.len());
-        (0..n).map(|i| self.part(i).cmp(&other.part(i))).find(|o| o.is_ne()).unwrap_or(Ordering::Equal)
+        (0..n)
+            .map(|i| self.part(i).cmp(&other.part(i)))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
     }
 }
 
@@ -141,7 +154,11 @@ pub fn toolkit_min_driver(cuda: &Version) -> Option<&'static ToolkitRelease> {
 
 /// The newest toolkit `major.minor` in the table.
 pub fn newest_known_cuda() -> Version {
-    toolkit_releases().iter().map(|r| r.release.major_minor()).max().expect("table is not empty")
+    toolkit_releases()
+        .iter()
+        .map(|r| r.release.major_minor())
+        .max()
+        .expect("table is not empty")
 }
 
 /// The highest CUDA `major.minor` a driver version supports: the newest toolkit whose GA driver
@@ -199,9 +216,13 @@ pub fn compute_capabilities() -> &'static [CcRow] {
 pub enum CcSupport {
     Supported,
     /// The toolkit predates the architecture; the first toolkit that knows it.
-    TooNew { first_cuda: Version },
+    TooNew {
+        first_cuda: Version,
+    },
     /// The toolkit no longer builds for it; the last toolkit that did.
-    Dropped { last_cuda: Version },
+    Dropped {
+        last_cuda: Version,
+    },
     /// The compute capability is not in the table.
     Unknown,
 }
@@ -212,10 +233,14 @@ pub fn cc_support(cc: &Version, cuda: &Version) -> CcSupport {
     };
     let cuda = cuda.major_minor();
     if cuda < row.first_cuda {
-        return CcSupport::TooNew { first_cuda: row.first_cuda.clone() };
+        return CcSupport::TooNew {
+            first_cuda: row.first_cuda.clone(),
+        };
     }
     match &row.last_cuda {
-        Some(last) if cuda > *last => CcSupport::Dropped { last_cuda: last.clone() },
+        Some(last) if cuda > *last => CcSupport::Dropped {
+            last_cuda: last.clone(),
+        },
         _ => CcSupport::Supported,
     }
 }
@@ -235,7 +260,16 @@ mod tests {
         assert!(v("580.95.05") < v("580.159.04"));
         assert_eq!(v("535.104.05").part(2), 5);
         assert_eq!(v("580.159.04").to_string(), "580.159.04");
-        for bad in ["", "12.", ".4", "12.x", "abc", "1.2.3.4.5.6.7.8.9", "-1", "99999999999999999999"] {
+        for bad in [
+            "",
+            "12.",
+            ".4",
+            "12.x",
+            "abc",
+            "1.2.3.4.5.6.7.8.9",
+            "-1",
+            "99999999999999999999",
+        ] {
             assert!(Version::parse(bad).is_none(), "{bad}");
         }
         assert_eq!(Version::from_cuda_int(13000).unwrap(), v("13.0"));
@@ -248,8 +282,16 @@ mod tests {
         let rel = toolkit_releases();
         assert!(rel.len() > 40);
         for w in rel.windows(2) {
-            assert!(w[0].release < w[1].release, "rows sorted and unique: {}", w[1].release);
-            assert!(w[0].min_driver <= w[1].min_driver, "driver minimum never drops: {}", w[1].release);
+            assert!(
+                w[0].release < w[1].release,
+                "rows sorted and unique: {}",
+                w[1].release
+            );
+            assert!(
+                w[0].min_driver <= w[1].min_driver,
+                "driver minimum never drops: {}",
+                w[1].release
+            );
         }
         for m in [11, 12, 13] {
             let min = minor_compat_min_driver(m).unwrap();
@@ -270,19 +312,26 @@ mod tests {
     #[test]
     fn toolkit_rows_from_the_release_notes() {
         let cases = [
-            ("13.0", "580.65.06"),  // CUDA 13.0 GA >= 580.65.06
-            ("13.1", "590.44.01"),  // CUDA 13.1 GA >= 590.44.01
-            ("12.8", "570.26"),     // CUDA 12.8 GA >= 570.26
-            ("12.4", "550.54.14"),  // CUDA 12.4 GA >= 550.54.14
-            ("12.0", "525.60.13"),  // CUDA 12.0 GA >= 525.60.13
-            ("11.8", "520.61.05"),  // CUDA 11.8 GA >= 520.61.05
-            ("11.4", "470.42.01"),  // CUDA 11.4.0 GA >= 470.42.01
-            ("10.2", "440.33"),     // CUDA 10.2.89 >= 440.33
+            ("13.0", "580.65.06"), // CUDA 13.0 GA >= 580.65.06
+            ("13.1", "590.44.01"), // CUDA 13.1 GA >= 590.44.01
+            ("12.8", "570.26"),    // CUDA 12.8 GA >= 570.26
+            ("12.4", "550.54.14"), // CUDA 12.4 GA >= 550.54.14
+            ("12.0", "525.60.13"), // CUDA 12.0 GA >= 525.60.13
+            ("11.8", "520.61.05"), // CUDA 11.8 GA >= 520.61.05
+            ("11.4", "470.42.01"), // CUDA 11.4.0 GA >= 470.42.01
+            ("10.2", "440.33"),    // CUDA 10.2.89 >= 440.33
         ];
         for (cuda, drv) in cases {
-            assert_eq!(toolkit_min_driver(&v(cuda)).unwrap().min_driver, v(drv), "{cuda}");
+            assert_eq!(
+                toolkit_min_driver(&v(cuda)).unwrap().min_driver,
+                v(drv),
+                "{cuda}"
+            );
         }
-        assert!(toolkit_min_driver(&v("12.7")).is_none(), "there was no CUDA 12.7");
+        assert!(
+            toolkit_min_driver(&v("12.7")).is_none(),
+            "there was no CUDA 12.7"
+        );
     }
 
     #[test]
@@ -313,9 +362,24 @@ mod tests {
     #[test]
     fn compute_capability_support() {
         assert_eq!(cc_support(&v("9.0"), &v("12.4")), CcSupport::Supported);
-        assert_eq!(cc_support(&v("12.0"), &v("12.0")), CcSupport::TooNew { first_cuda: v("12.8") });
-        assert_eq!(cc_support(&v("6.1"), &v("13.0")), CcSupport::Dropped { last_cuda: v("12.9") });
-        assert_eq!(cc_support(&v("3.5"), &v("12.0")), CcSupport::Dropped { last_cuda: v("11.8") });
+        assert_eq!(
+            cc_support(&v("12.0"), &v("12.0")),
+            CcSupport::TooNew {
+                first_cuda: v("12.8")
+            }
+        );
+        assert_eq!(
+            cc_support(&v("6.1"), &v("13.0")),
+            CcSupport::Dropped {
+                last_cuda: v("12.9")
+            }
+        );
+        assert_eq!(
+            cc_support(&v("3.5"), &v("12.0")),
+            CcSupport::Dropped {
+                last_cuda: v("11.8")
+            }
+        );
         assert_eq!(cc_support(&v("7.5"), &v("13.1")), CcSupport::Supported);
         assert_eq!(cc_support(&v("42.0"), &v("13.0")), CcSupport::Unknown);
     }

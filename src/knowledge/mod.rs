@@ -144,3 +144,56 @@ mod device_table_tests {
         }
     }
 }
+
+const ERROR_EXPLANATIONS_TSV: &str = include_str!("error_explanations.tsv");
+
+/// What an error means in a container, its usual causes and the findings that catch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Explanation {
+    pub code: i64,
+    pub api: &'static str,
+    pub meaning: &'static str,
+    pub causes: &'static str,
+    pub caught_by: &'static str,
+}
+
+pub fn explanations() -> impl Iterator<Item = Explanation> {
+    tsv_rows(ERROR_EXPLANATIONS_TSV).map(|c| Explanation {
+        code: c[0]
+            .parse()
+            .expect("error_explanations.tsv: code column is numeric"),
+        api: c[1],
+        meaning: c[2],
+        causes: c[3],
+        caught_by: c[4],
+    })
+}
+
+#[cfg(test)]
+mod explanation_tests {
+    use super::*;
+
+    #[test]
+    fn every_explained_driver_error_is_named_and_every_catcher_is_a_finding_id() {
+        let ids = crate::rules::finding_ids();
+        let mut n = 0;
+        for e in explanations() {
+            n += 1;
+            if e.api == "driver" {
+                assert!(
+                    driver_error(e.code).is_some(),
+                    "{} not in cuda_errors.tsv",
+                    e.code
+                );
+            }
+            for id in e.caught_by.split(", ").filter(|s| *s != "-") {
+                assert!(
+                    ids.contains(&id) || id.starts_with("kernel-"),
+                    "{}: {id} is not a finding id",
+                    e.code
+                );
+            }
+        }
+        assert!(n >= 14);
+    }
+}

@@ -33,8 +33,13 @@ use crate::facts::image::ImageFacts;
 use crate::finding::{Api, Finding, Predicted, Severity};
 use crate::knowledge::cuda::{Version, toolkit_min_driver};
 
-pub const FINDING_IDS: &[&str] =
-    &["require-unsatisfied", "require-invalid", "require-unknown-key", "require-disabled", "require-skipped"];
+pub const FINDING_IDS: &[&str] = &[
+    "require-unsatisfied",
+    "require-invalid",
+    "require-unknown-key",
+    "require-disabled",
+    "require-skipped",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
@@ -113,21 +118,29 @@ pub type ParsedCondition = Result<Condition, ConditionError>;
 pub fn parse(s: &str) -> Vec<Vec<ParsedCondition>> {
     s.split(' ')
         .filter(|a| !a.is_empty())
-        .map(|alt| alt.split(',').filter(|c| !c.is_empty()).map(parse_condition).collect())
+        .map(|alt| {
+            alt.split(',')
+                .filter(|c| !c.is_empty())
+                .map(parse_condition)
+                .collect()
+        })
         .collect()
 }
 
 pub fn parse_condition(text: &str) -> ParsedCondition {
     let err_text = || text.to_string();
     let is_op = |c: char| matches!(c, '<' | '>' | '=' | '!');
-    let k_end = text.find(is_op).ok_or_else(|| ConditionError::NoOperator(err_text()))?;
+    let k_end = text
+        .find(is_op)
+        .ok_or_else(|| ConditionError::NoOperator(err_text()))?;
     if k_end == 0 {
         return Err(ConditionError::NoKey(err_text()));
     }
     let rest = &text[k_end..];
     let op_len = rest.find(|c: char| !is_op(c)).unwrap_or(rest.len());
     let op_s = &rest[..op_len];
-    let op = Op::parse(op_s).ok_or_else(|| ConditionError::BadOperator(err_text(), op_s.to_string()))?;
+    let op =
+        Op::parse(op_s).ok_or_else(|| ConditionError::BadOperator(err_text(), op_s.to_string()))?;
     let value = &rest[op_len..];
     if value.is_empty() {
         return Err(ConditionError::EmptyValue(err_text()));
@@ -143,10 +156,17 @@ pub fn parse_condition(text: &str) -> ParsedCondition {
         Key::Cuda | Key::Driver | Key::Arch if Version::parse(value).is_none() => {
             return Err(ConditionError::BadVersion(err_text(), value.to_string()));
         }
-        Key::Brand if !matches!(op, Op::Eq | Op::Ne) => return Err(ConditionError::BadBrandOperator(err_text())),
+        Key::Brand if !matches!(op, Op::Eq | Op::Ne) => {
+            return Err(ConditionError::BadBrandOperator(err_text()));
+        }
         _ => {}
     }
-    Ok(Condition { text: text.to_string(), key, op, value: value.to_string() })
+    Ok(Condition {
+        text: text.to_string(),
+        key,
+        op,
+        value: value.to_string(),
+    })
 }
 
 /// What one pass (the host, or one GPU) knows.
@@ -184,11 +204,20 @@ fn eval_condition(c: &Condition, ctx: &Ctx) -> Outcome {
         if c.op == Op::Eq { eq } else { !eq }
     } else {
         let (Some(h), Some(w)) = (Version::parse(host_value), Version::parse(&c.value)) else {
-            return Outcome::Unknown(vec![format!("{fact_name} ({host_value:?} is not a version)")]);
+            return Outcome::Unknown(vec![format!(
+                "{fact_name} ({host_value:?} is not a version)"
+            )]);
         };
         c.op.holds(h.cmp(&w))
     };
-    if holds { Outcome::True } else { Outcome::False(vec![(c.text.clone(), format!("{fact_name} is {host_value}"))]) }
+    if holds {
+        Outcome::True
+    } else {
+        Outcome::False(vec![(
+            c.text.clone(),
+            format!("{fact_name} is {host_value}"),
+        )])
+    }
 }
 
 fn eval(alts: &[Vec<ParsedCondition>], ctx: &Ctx) -> Outcome {
@@ -243,11 +272,18 @@ pub fn toolkit_message(value: &str) -> String {
 /// The requirements the toolkit checks: every `NVIDIA_REQUIRE_*`, plus `cuda>=X.Y` from
 /// `CUDA_VERSION` for a legacy image (one without `NVIDIA_REQUIRE_CUDA`).
 pub fn effective_requirements(image: &ImageFacts) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = image.requires.iter().map(|r| (r.name.clone(), r.value.clone())).collect();
+    let mut out: Vec<(String, String)> = image
+        .requires
+        .iter()
+        .map(|r| (r.name.clone(), r.value.clone()))
+        .collect();
     if !out.iter().any(|(n, _)| n == "NVIDIA_REQUIRE_CUDA")
         && let Some(v) = image.cuda_version.as_deref().and_then(Version::parse)
     {
-        out.push(("CUDA_VERSION (legacy image)".to_string(), format!("cuda>={}", v.major_minor())));
+        out.push((
+            "CUDA_VERSION (legacy image)".to_string(),
+            format!("cuda>={}", v.major_minor()),
+        ));
     }
     out
 }
@@ -259,12 +295,20 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
         return out;
     }
     let disabled = image.require_disabled();
-    let mut contexts = vec![Ctx { cuda: host.cuda_driver_version.as_deref(), driver: host.driver_version.as_deref(), gpu: None }];
+    let mut contexts = vec![Ctx {
+        cuda: host.cuda_driver_version.as_deref(),
+        driver: host.driver_version.as_deref(),
+        gpu: None,
+    }];
     for g in &host.gpus {
         contexts.push(Ctx {
             cuda: host.cuda_driver_version.as_deref(),
             driver: host.driver_version.as_deref(),
-            gpu: Some((g.index, Some(g.compute_capability.as_str()), Some(g.nvml_brand.as_str()))),
+            gpu: Some((
+                g.index,
+                Some(g.compute_capability.as_str()),
+                Some(g.nvml_brand.as_str()),
+            )),
         });
     }
     let no_gpus = host.gpus.is_empty();
@@ -299,7 +343,14 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
             }
         }
         // Arch and brand need a GPU list; the host pass alone cannot decide them.
-        if no_gpus && outcome == Outcome::True && alts.iter().flatten().flatten().any(|c| matches!(c.key, Key::Arch | Key::Brand)) {
+        if no_gpus
+            && outcome == Outcome::True
+            && alts
+                .iter()
+                .flatten()
+                .flatten()
+                .any(|c| matches!(c.key, Key::Arch | Key::Brand))
+        {
             outcome = Outcome::Unknown(vec!["the host's GPUs (arch, brand)".to_string()]);
         }
         if disabled {
@@ -336,7 +387,9 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     // Malformed conditions the evaluation never reached still deserve a word.
     if !disabled {
         for (name, value) in &reqs {
-            let reached = out.iter().any(|f| f.id == "require-invalid" && f.evidence.starts_with(&format!("{name}=")));
+            let reached = out
+                .iter()
+                .any(|f| f.id == "require-invalid" && f.evidence.starts_with(&format!("{name}=")));
             if let Some(e) = parse(value).into_iter().flatten().find_map(|c| c.err())
                 && !reached
             {
@@ -372,7 +425,11 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
 fn fix_for(failed: &[(String, String)], host: &HostProfile) -> String {
     let drv = host.driver_version.as_deref().unwrap_or("unknown");
     for (c, _) in failed {
-        if let Ok(Condition { key: Key::Cuda, value, .. }) = parse_condition(c)
+        if let Ok(Condition {
+            key: Key::Cuda,
+            value,
+            ..
+        }) = parse_condition(c)
             && let Some(want) = Version::parse(&value)
         {
             let need = toolkit_min_driver(&want)
@@ -384,7 +441,9 @@ fn fix_for(failed: &[(String, String)], host: &HostProfile) -> String {
             );
         }
     }
-    format!("run on a host that meets one alternative (driver here: {drv}), or use an image whose requirement this host meets")
+    format!(
+        "run on a host that meets one alternative (driver here: {drv}), or use an image whose requirement this host meets"
+    )
 }
 
 #[cfg(test)]
@@ -417,7 +476,10 @@ mod tests {
             match *k {
                 "CUDA_VERSION" => f.cuda_version = Some(v.to_string()),
                 "NVIDIA_DISABLE_REQUIRE" => f.disable_require = Some(v.to_string()),
-                _ => f.requires.push(Requirement { name: k.to_string(), value: v.to_string() }),
+                _ => f.requires.push(Requirement {
+                    name: k.to_string(),
+                    value: v.to_string(),
+                }),
             }
         }
         f
@@ -426,7 +488,11 @@ mod tests {
     /// Ids of the findings; every id a rule emits must be listed in FINDING_IDS.
     fn ids(f: &[Finding]) -> Vec<&str> {
         for x in f {
-            assert!(FINDING_IDS.contains(&x.id.as_str()), "{} not in FINDING_IDS", x.id);
+            assert!(
+                FINDING_IDS.contains(&x.id.as_str()),
+                "{} not in FINDING_IDS",
+                x.id
+            );
         }
         f.iter().map(|f| f.id.as_str()).collect()
     }
@@ -435,7 +501,10 @@ mod tests {
     /// alternatives for older branches; on a 570 driver (CUDA 12.8) none holds.
     #[test]
     fn cuda_13_image_on_570_blocks_with_the_driver_needed() {
-        let img = image(&[("NVIDIA_REQUIRE_CUDA", "cuda>=13.0 brand=unknown,driver>=535,driver<536")]);
+        let img = image(&[(
+            "NVIDIA_REQUIRE_CUDA",
+            "cuda>=13.0 brand=unknown,driver>=535,driver<536",
+        )]);
         let f = check(&img, &host("570.133.20", "12.8", &[("12.0", "geforcertx")]));
         assert_eq!(ids(&f), ["require-unsatisfied"]);
         let p = f[0].predicted.as_ref().unwrap();
@@ -444,15 +513,27 @@ mod tests {
             p.message,
             "unsatisfied condition: cuda>=13.0, please update your driver to a newer version, or use an earlier cuda container"
         );
-        assert!(f[0].evidence.contains("cuda>=13.0 fails: cuda is 12.8"), "{}", f[0].evidence);
+        assert!(
+            f[0].evidence.contains("cuda>=13.0 fails: cuda is 12.8"),
+            "{}",
+            f[0].evidence
+        );
         // The host pass fails first; brand is judged per GPU, after it.
-        assert!(f[0].evidence.contains("driver<536 fails: driver is 570.133.20"), "{}", f[0].evidence);
+        assert!(
+            f[0].evidence
+                .contains("driver<536 fails: driver is 570.133.20"),
+            "{}",
+            f[0].evidence
+        );
         assert!(f[0].fix.contains("580.65.06"), "{}", f[0].fix);
     }
 
     #[test]
     fn cuda_12_0_image_on_570_starts() {
-        let img = image(&[("NVIDIA_REQUIRE_CUDA", "cuda>=12.0 brand=tesla,driver>=470,driver<471")]);
+        let img = image(&[(
+            "NVIDIA_REQUIRE_CUDA",
+            "cuda>=12.0 brand=tesla,driver>=470,driver<471",
+        )]);
         assert!(check(&img, &host("570.133.20", "12.8", &[("8.0", "nvidia")])).is_empty());
     }
 
@@ -464,21 +545,21 @@ mod tests {
         let cases = [
             ("cuda>=13.0", true),
             ("cuda>13.0", false),
-            ("cuda=13", true),          // missing components are 0
+            ("cuda=13", true), // missing components are 0
             ("driver>=580", true),
-            ("driver=580", false),      // 580.159.04 is not 580
+            ("driver=580", false),       // 580.159.04 is not 580
             ("driver>=580.159.4", true), // 04 == 4
             ("driver<580.159.04", false),
             ("driver!=535", true),
             ("arch>=9.0", true),
             ("arch<9.0", false),
-            ("brand=tesla", false),     // the H100 reports "NVIDIA", not Tesla
-            ("brand=NVIDIA", true),     // case-insensitive
+            ("brand=tesla", false), // the H100 reports "NVIDIA", not Tesla
+            ("brand=NVIDIA", true), // case-insensitive
             ("brand!=geforce", true),
-            ("cuda>=14.0 driver>=580", true),        // OR
-            ("cuda>=12.0,driver<580", false),        // AND
+            ("cuda>=14.0 driver>=580", true),            // OR
+            ("cuda>=12.0,driver<580", false),            // AND
             ("cuda>=14.0  arch=9.0,brand=nvidia", true), // double space: empty alternative skipped
-            ("CUDA>=12", true),                      // keys are case-insensitive
+            ("CUDA>=12", true),                          // keys are case-insensitive
         ];
         for (req, want) in cases {
             let f = check(&image(&[("NVIDIA_REQUIRE_X", req)]), &h);
@@ -491,11 +572,22 @@ mod tests {
 
     #[test]
     fn arch_and_brand_must_hold_on_every_gpu() {
-        let h = host("580.159.04", "13.0", &[("9.0", "nvidia"), ("8.0", "nvidia")]);
+        let h = host(
+            "580.159.04",
+            "13.0",
+            &[("9.0", "nvidia"), ("8.0", "nvidia")],
+        );
         let f = check(&image(&[("NVIDIA_REQUIRE_ARCH", "arch>=9.0")]), &h);
         assert_eq!(ids(&f), ["require-unsatisfied"]);
-        assert!(f[0].evidence.contains("arch of GPU 1 is 8.0"), "{}", f[0].evidence);
-        assert_eq!(f[0].predicted.as_ref().unwrap().message, "unsatisfied condition: arch>=9.0");
+        assert!(
+            f[0].evidence.contains("arch of GPU 1 is 8.0"),
+            "{}",
+            f[0].evidence
+        );
+        assert_eq!(
+            f[0].predicted.as_ref().unwrap().message,
+            "unsatisfied condition: arch>=9.0"
+        );
     }
 
     /// Decision: a missing host fact is unknown → require-skipped (info), never pass or block.
@@ -506,12 +598,18 @@ mod tests {
         assert_eq!(ids(&f), ["require-skipped"]);
         assert_eq!(f[0].severity, Severity::Info);
         // No GPU list: arch cannot be judged.
-        let f = check(&image(&[("NVIDIA_REQUIRE_ARCH", "arch>=8.0")]), &host("580.159.04", "13.0", &[]));
+        let f = check(
+            &image(&[("NVIDIA_REQUIRE_ARCH", "arch>=8.0")]),
+            &host("580.159.04", "13.0", &[]),
+        );
         assert_eq!(ids(&f), ["require-skipped"]);
         // A false condition decides even when another fact is missing.
         let mut h = host("535.104.05", "12.2", &[]);
         h.driver_version = None;
-        let f = check(&image(&[("NVIDIA_REQUIRE_CUDA", "cuda>=12.4,driver>=550")]), &h);
+        let f = check(
+            &image(&[("NVIDIA_REQUIRE_CUDA", "cuda>=12.4,driver>=550")]),
+            &h,
+        );
         assert_eq!(ids(&f), ["require-unsatisfied"]);
     }
 
@@ -519,16 +617,31 @@ mod tests {
     /// rejects them).
     #[test]
     fn unknown_key_holds_with_a_warning() {
-        let f = check(&image(&[("NVIDIA_REQUIRE_OS", "os=linux")]), &host("580.159.04", "13.0", &[("9.0", "nvidia")]));
+        let f = check(
+            &image(&[("NVIDIA_REQUIRE_OS", "os=linux")]),
+            &host("580.159.04", "13.0", &[("9.0", "nvidia")]),
+        );
         assert_eq!(ids(&f), ["require-unknown-key"]);
         assert_eq!(f[0].severity, Severity::Warn);
-        assert_eq!(f[0].predicted.as_ref().unwrap().message, "invalid expression");
+        assert_eq!(
+            f[0].predicted.as_ref().unwrap().message,
+            "invalid expression"
+        );
     }
 
     #[test]
     fn malformed_constraints_never_panic() {
         let h = host("580.159.04", "13.0", &[("9.0", "nvidia")]);
-        for bad in ["cuda", ">=12", "cuda==12.0", "cuda>=", "cuda>=12.x", "brand>=tesla", "cuda=>12", "driver>=5..8"] {
+        for bad in [
+            "cuda",
+            ">=12",
+            "cuda==12.0",
+            "cuda>=",
+            "cuda>=12.x",
+            "brand>=tesla",
+            "cuda=>12",
+            "driver>=5..8",
+        ] {
             let f = check(&image(&[("NVIDIA_REQUIRE_CUDA", bad)]), &h);
             assert_eq!(ids(&f), ["require-invalid"], "{bad}");
             assert_eq!(f[0].severity, Severity::Block, "{bad}");
@@ -550,14 +663,38 @@ mod tests {
         // Legacy image: CUDA_VERSION alone means cuda>=13.0.
         let f = check(&image(&[("CUDA_VERSION", "13.0.1")]), &h);
         assert_eq!(ids(&f), ["require-unsatisfied"]);
-        assert!(f[0].predicted.as_ref().unwrap().message.starts_with("unsatisfied condition: cuda>=13.0,"));
+        assert!(
+            f[0].predicted
+                .as_ref()
+                .unwrap()
+                .message
+                .starts_with("unsatisfied condition: cuda>=13.0,")
+        );
         // NVIDIA_REQUIRE_CUDA present: CUDA_VERSION adds nothing.
-        assert!(check(&image(&[("CUDA_VERSION", "13.0.1"), ("NVIDIA_REQUIRE_CUDA", "cuda>=12.0")]), &h).is_empty());
+        assert!(
+            check(
+                &image(&[
+                    ("CUDA_VERSION", "13.0.1"),
+                    ("NVIDIA_REQUIRE_CUDA", "cuda>=12.0")
+                ]),
+                &h
+            )
+            .is_empty()
+        );
         // Disabled: info that says what would have failed.
-        let f = check(&image(&[("CUDA_VERSION", "13.0.1"), ("NVIDIA_DISABLE_REQUIRE", "1")]), &h);
+        let f = check(
+            &image(&[("CUDA_VERSION", "13.0.1"), ("NVIDIA_DISABLE_REQUIRE", "1")]),
+            &h,
+        );
         assert_eq!(ids(&f), ["require-disabled"]);
         assert!(f[0].evidence.contains("would not hold"));
-        let f = check(&image(&[("CUDA_VERSION", "13.0.1"), ("NVIDIA_DISABLE_REQUIRE", "yes")]), &h);
+        let f = check(
+            &image(&[
+                ("CUDA_VERSION", "13.0.1"),
+                ("NVIDIA_DISABLE_REQUIRE", "yes"),
+            ]),
+            &h,
+        );
         assert_eq!(ids(&f), ["require-unsatisfied"], "\"yes\" is not a Go bool");
     }
 

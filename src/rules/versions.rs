@@ -41,7 +41,11 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
     let mut out: Vec<(Version, String)> = Vec::new();
     for r in &image.runtimes {
         let mm = r.version.major_minor();
-        let src = if r.exact { r.path.display().to_string() } else { format!("{} (major only)", r.path.display()) };
+        let src = if r.exact {
+            r.path.display().to_string()
+        } else {
+            format!("{} (major only)", r.path.display())
+        };
         match out.iter_mut().find(|(v, _)| *v == mm) {
             Some((_, s)) => s.push_str(&format!(", {src}")),
             None => out.push((mm, src)),
@@ -59,12 +63,20 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
 }
 
 fn host_cuda(host: &HostProfile, driver: &Version) -> Option<Version> {
-    host.cuda_driver_version.as_deref().and_then(Version::parse).or_else(|| cuda_for_driver(driver))
+    host.cuda_driver_version
+        .as_deref()
+        .and_then(Version::parse)
+        .or_else(|| cuda_for_driver(driver))
 }
 
 /// What the forward-compat library in use does: `Some(cuda)` when it lifts the driver's CUDA
 /// version, `None` when it changes nothing; findings either way.
-fn forward_compat(compat: &CompatLib, host: &HostProfile, kmd: &Version, out: &mut Vec<Finding>) -> Result<Option<Version>, ()> {
+fn forward_compat(
+    compat: &CompatLib,
+    host: &HostProfile,
+    kmd: &Version,
+    out: &mut Vec<Finding>,
+) -> Result<Option<Version>, ()> {
     let path = compat.path.display();
     let Some(cv) = &compat.version else {
         out.push(Finding::new(
@@ -97,7 +109,9 @@ fn forward_compat(compat: &CompatLib, host: &HostProfile, kmd: &Version, out: &m
         .filter(|g| g.brand != "datacenter" && !unknown_brand(&g.brand))
         .map(|g| format!("GPU {} {} (brand {})", g.index, g.name, g.brand))
         .collect();
-    if host.gpus.is_empty() || (non_dc.is_empty() && host.gpus.iter().any(|g| unknown_brand(&g.brand))) {
+    if host.gpus.is_empty()
+        || (non_dc.is_empty() && host.gpus.iter().any(|g| unknown_brand(&g.brand)))
+    {
         out.push(Finding::skipped(
             "forward-compat",
             format!("the loader picks the forward-compat {path} ({cv}) over kernel module {kmd}; the host profile lists no GPUs or no brand for them, so whether they support forward compatibility is unknown"),
@@ -153,11 +167,17 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     }
     let cudas = image_cuda_versions(image);
     let Some(kmd) = host.driver_version.as_deref().and_then(Version::parse) else {
-        out.push(Finding::skipped("cuda-version", "the host's driver version is unknown"));
+        out.push(Finding::skipped(
+            "cuda-version",
+            "the host's driver version is unknown",
+        ));
         return out;
     };
     let Some(host_cuda) = host_cuda(host, &kmd) else {
-        out.push(Finding::skipped("cuda-version", format!("the CUDA version of driver {kmd} is unknown")));
+        out.push(Finding::skipped(
+            "cuda-version",
+            format!("the CUDA version of driver {kmd} is unknown"),
+        ));
         return out;
     };
 
@@ -188,7 +208,9 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
         if *r <= effective {
             continue;
         }
-        let minor_min = (r.major() == effective.major()).then(|| minor_compat_min_driver(r.major())).flatten();
+        let minor_min = (r.major() == effective.major())
+            .then(|| minor_compat_min_driver(r.major()))
+            .flatten();
         match minor_min {
             Some(min) if umd >= min => out.push(Finding::new(
                 "cuda-minor-version-compat",
@@ -231,7 +253,10 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     if let Some((r, src)) = cudas.last() {
         for g in &host.gpus {
             let Some(cc) = Version::parse(&g.compute_capability) else {
-                out.push(Finding::skipped("compute-capability", format!("GPU {}: compute capability unknown", g.index)));
+                out.push(Finding::skipped(
+                    "compute-capability",
+                    format!("GPU {}: compute capability unknown", g.index),
+                ));
                 continue;
             };
             match cc_support(&cc, r) {
@@ -291,7 +316,11 @@ mod tests {
     }
 
     fn h100_580() -> HostProfile {
-        host("580.159.04", Some("13.0"), &[("NVIDIA H100 80GB HBM3", "9.0", "datacenter")])
+        host(
+            "580.159.04",
+            Some("13.0"),
+            &[("NVIDIA H100 80GB HBM3", "9.0", "datacenter")],
+        )
     }
 
     fn image(runtime: &str) -> ImageFacts {
@@ -318,7 +347,11 @@ mod tests {
     /// Ids of the findings; every id a rule emits must be listed in FINDING_IDS.
     fn ids(f: &[Finding]) -> Vec<&str> {
         for x in f {
-            assert!(FINDING_IDS.contains(&x.id.as_str()), "{} not in FINDING_IDS", x.id);
+            assert!(
+                FINDING_IDS.contains(&x.id.as_str()),
+                "{} not in FINDING_IDS",
+                x.id
+            );
         }
         f.iter().map(|f| f.id.as_str()).collect()
     }
@@ -327,19 +360,31 @@ mod tests {
     /// (release notes: CUDA 13.0 GA needs >= 580.65.06).
     #[test]
     fn cuda_13_image_on_570_driver() {
-        let h = host("570.133.20", Some("12.8"), &[("NVIDIA A100-SXM4-80GB", "8.0", "datacenter")]);
+        let h = host(
+            "570.133.20",
+            Some("12.8"),
+            &[("NVIDIA A100-SXM4-80GB", "8.0", "datacenter")],
+        );
         let f = check(&image("13.0.96"), &h);
         assert_eq!(ids(&f), ["cuda-driver-insufficient"]);
         assert_eq!(f[0].severity, Severity::Block);
         assert_eq!(f[0].predicted, Some(insufficient_driver()));
         assert!(f[0].fix.contains("580.65.06"), "{}", f[0].fix);
-        assert!(f[0].fix.contains("cuda-compat"), "datacenter GPUs: forward compat is a way out: {}", f[0].fix);
+        assert!(
+            f[0].fix.contains("cuda-compat"),
+            "datacenter GPUs: forward compat is a way out: {}",
+            f[0].fix
+        );
     }
 
     /// Named scenario: a CUDA 12.0 image on a 570 driver starts (no false block).
     #[test]
     fn cuda_12_0_image_on_570_driver() {
-        let h = host("570.133.20", Some("12.8"), &[("NVIDIA GeForce RTX 5070 Ti", "12.0", "geforce")]);
+        let h = host(
+            "570.133.20",
+            Some("12.8"),
+            &[("NVIDIA GeForce RTX 5070 Ti", "12.0", "geforce")],
+        );
         let f = check(&image("12.0.146"), &h);
         assert!(f.iter().all(|f| f.severity != Severity::Block), "{f:?}");
         // But a 5070 Ti (CC 12.0) is unknown to CUDA 12.0 (first: 12.8).
@@ -351,13 +396,43 @@ mod tests {
     fn minor_version_compatibility_table() {
         let cases = [
             // (runtime, driver, driver's CUDA, expected ids)
-            ("12.8.90", "535.104.05", "12.2", vec!["cuda-minor-version-compat"]),
-            ("12.4.127", "525.60.13", "12.0", vec!["cuda-minor-version-compat"]),
-            ("11.8.89", "450.80.02", "11.0", vec!["cuda-minor-version-compat"]),
-            ("11.8.89", "450.51.06", "11.0", vec!["cuda-driver-insufficient"]), // below 450.80.02
-            ("12.2.140", "470.82.01", "11.4", vec!["cuda-driver-insufficient"]), // newer major
+            (
+                "12.8.90",
+                "535.104.05",
+                "12.2",
+                vec!["cuda-minor-version-compat"],
+            ),
+            (
+                "12.4.127",
+                "525.60.13",
+                "12.0",
+                vec!["cuda-minor-version-compat"],
+            ),
+            (
+                "11.8.89",
+                "450.80.02",
+                "11.0",
+                vec!["cuda-minor-version-compat"],
+            ),
+            (
+                "11.8.89",
+                "450.51.06",
+                "11.0",
+                vec!["cuda-driver-insufficient"],
+            ), // below 450.80.02
+            (
+                "12.2.140",
+                "470.82.01",
+                "11.4",
+                vec!["cuda-driver-insufficient"],
+            ), // newer major
             ("11.4.148", "470.82.01", "11.4", vec![]),
-            ("10.2.89", "418.39", "10.1", vec!["cuda-driver-insufficient"]), // no minor compat before 11
+            (
+                "10.2.89",
+                "418.39",
+                "10.1",
+                vec!["cuda-driver-insufficient"],
+            ), // no minor compat before 11
         ];
         for (rt, drv, cuda, want) in cases {
             let f = check(&image(rt), &host(drv, Some(cuda), &[]));
@@ -372,7 +447,11 @@ mod tests {
     /// Named scenario: forward compat on a GeForce → 804.
     #[test]
     fn forward_compat_on_geforce() {
-        let h = host("570.133.20", Some("12.8"), &[("NVIDIA GeForce RTX 5070 Ti", "12.0", "geforce")]);
+        let h = host(
+            "570.133.20",
+            Some("12.8"),
+            &[("NVIDIA GeForce RTX 5070 Ti", "12.0", "geforce")],
+        );
         let f = check(&with_compat(image("13.0.96"), "580.95.05"), &h);
         assert_eq!(ids(&f), ["forward-compat-unsupported-gpu"]);
         assert_eq!(f[0].predicted, Some(Predicted::driver(804)));
@@ -385,20 +464,34 @@ mod tests {
         let f = check(&with_compat(image("13.0.96"), "580.95.05"), &h100_580());
         assert_eq!(ids(&f), ["forward-compat-driver-mismatch"]);
         assert_eq!(f[0].severity, Severity::Block);
-        assert_eq!(f[0].predicted.as_ref().unwrap().name.as_deref(), Some("CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"));
+        assert_eq!(
+            f[0].predicted.as_ref().unwrap().name.as_deref(),
+            Some("CUDA_ERROR_SYSTEM_DRIVER_MISMATCH")
+        );
     }
 
     #[test]
     fn forward_compat_on_datacenter_works() {
-        let h = host("535.104.05", Some("12.2"), &[("NVIDIA A100-SXM4-80GB", "8.0", "datacenter")]);
+        let h = host(
+            "535.104.05",
+            Some("12.2"),
+            &[("NVIDIA A100-SXM4-80GB", "8.0", "datacenter")],
+        );
         let f = check(&with_compat(image("13.0.96"), "580.95.05"), &h);
         assert_eq!(ids(&f), ["forward-compat-active"], "{f:?}");
         assert!(f[0].evidence.contains("CUDA 13.0"));
         // Compat picked, but the runtime is newer than the compat driver too (13.1 > 13.0).
         let f = check(&with_compat(image("13.1.80"), "580.95.05"), &h);
-        assert_eq!(ids(&f), ["forward-compat-active", "cuda-minor-version-compat"]);
+        assert_eq!(
+            ids(&f),
+            ["forward-compat-active", "cuda-minor-version-compat"]
+        );
         // Same branch, newer build: not a forward-compat pairing.
-        let h = host("580.65.06", Some("13.0"), &[("NVIDIA H100", "9.0", "datacenter")]);
+        let h = host(
+            "580.65.06",
+            Some("13.0"),
+            &[("NVIDIA H100", "9.0", "datacenter")],
+        );
         let f = check(&with_compat(image("13.0.96"), "580.95.05"), &h);
         assert_eq!(ids(&f), ["forward-compat-driver-mismatch"]);
         assert_eq!(f[0].severity, Severity::Warn);
@@ -408,7 +501,11 @@ mod tests {
 
     #[test]
     fn compat_present_but_not_picked_is_named_in_the_fix() {
-        let h = host("535.104.05", Some("12.2"), &[("NVIDIA A100", "8.0", "datacenter")]);
+        let h = host(
+            "535.104.05",
+            Some("12.2"),
+            &[("NVIDIA A100", "8.0", "datacenter")],
+        );
         let mut i = with_compat(image("13.0.96"), "580.95.05");
         i.compat_in_use = None;
         let f = check(&i, &h);
@@ -420,7 +517,10 @@ mod tests {
     fn bad_input_gives_findings_not_panics() {
         // A compat library with a non-version name.
         let mut i = image("13.0.96");
-        i.compat_in_use = Some(CompatLib { path: PathBuf::from("/usr/local/cuda/compat/libcuda.so.latest"), version: None });
+        i.compat_in_use = Some(CompatLib {
+            path: PathBuf::from("/usr/local/cuda/compat/libcuda.so.latest"),
+            version: None,
+        });
         let f = check(&i, &h100_580());
         assert_eq!(ids(&f), ["forward-compat-unparsable"]);
         // An unreadable version.json, with CUDA_VERSION as the fallback.
@@ -438,12 +538,21 @@ mod tests {
         assert_eq!(ids(&f), ["cuda-version-skipped"]);
         let f = check(&ImageFacts::default(), &h100_580());
         assert_eq!(ids(&f), ["cuda-version-skipped"]);
-        let f = check(&image("12.4.127"), &host("580.159.04", Some("13.0"), &[("x", "", "datacenter")]));
+        let f = check(
+            &image("12.4.127"),
+            &host("580.159.04", Some("13.0"), &[("x", "", "datacenter")]),
+        );
         assert_eq!(ids(&f), ["compute-capability-skipped"]);
         // Forward compat with no GPU list, or GPUs of unknown brand.
-        let f = check(&with_compat(image("13.0.96"), "580.95.05"), &host("535.104.05", Some("12.2"), &[]));
+        let f = check(
+            &with_compat(image("13.0.96"), "580.95.05"),
+            &host("535.104.05", Some("12.2"), &[]),
+        );
         assert_eq!(ids(&f), ["forward-compat-skipped"]);
-        let f = check(&with_compat(image("13.0.96"), "580.95.05"), &host("535.104.05", Some("12.2"), &[("x", "8.0", "")]));
+        let f = check(
+            &with_compat(image("13.0.96"), "580.95.05"),
+            &host("535.104.05", Some("12.2"), &[("x", "8.0", "")]),
+        );
         assert_eq!(ids(&f), ["forward-compat-skipped"]);
     }
 
@@ -451,19 +560,34 @@ mod tests {
     /// CUDA 12.8.
     #[test]
     fn compute_capability_rules() {
-        let h = host("580.159.04", Some("13.0"), &[("NVIDIA TITAN Xp", "6.1", "geforce")]);
+        let h = host(
+            "580.159.04",
+            Some("13.0"),
+            &[("NVIDIA TITAN Xp", "6.1", "geforce")],
+        );
         let f = check(&image("13.0.96"), &h);
         assert_eq!(ids(&f), ["compute-capability-dropped-by-cuda"]);
         assert!(f[0].fix.contains("12.9"));
         assert!(check(&image("12.9.79"), &h).is_empty());
-        let h = host("580.159.04", Some("13.0"), &[("NVIDIA B200", "10.0", "datacenter")]);
-        assert_eq!(ids(&check(&image("12.4.127"), &h)), ["compute-capability-newer-than-cuda"]);
+        let h = host(
+            "580.159.04",
+            Some("13.0"),
+            &[("NVIDIA B200", "10.0", "datacenter")],
+        );
+        assert_eq!(
+            ids(&check(&image("12.4.127"), &h)),
+            ["compute-capability-newer-than-cuda"]
+        );
         assert!(check(&image("12.8.90"), &h).is_empty());
     }
 
     #[test]
     fn finding_ids_are_listed_and_unique() {
-        let all: Vec<&str> = FINDING_IDS.iter().chain(super::super::requirements::FINDING_IDS).copied().collect();
+        let all: Vec<&str> = FINDING_IDS
+            .iter()
+            .chain(super::super::requirements::FINDING_IDS)
+            .copied()
+            .collect();
         for (i, a) in all.iter().enumerate() {
             assert!(!all[i + 1..].contains(a), "{a}");
             assert!(a.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
@@ -479,28 +603,53 @@ mod example_hosts {
     use std::path::{Path, PathBuf};
 
     fn load(name: &str) -> HostProfile {
-        HostProfile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts").join(name)).unwrap()
+        HostProfile::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/hosts")
+                .join(name),
+        )
+        .unwrap()
     }
 
     fn image(rt: &str) -> ImageFacts {
         ImageFacts {
-            runtimes: vec![CudaRuntime { path: PathBuf::from("/usr/local/cuda/lib64/libcudart.so"), version: Version::parse(rt).unwrap(), exact: true }],
+            runtimes: vec![CudaRuntime {
+                path: PathBuf::from("/usr/local/cuda/lib64/libcudart.so"),
+                version: Version::parse(rt).unwrap(),
+                exact: true,
+            }],
             ..ImageFacts::default()
         }
     }
 
     fn blocks(f: &[Finding]) -> Vec<&str> {
-        f.iter().filter(|f| f.severity == Severity::Block).map(|f| f.id.as_str()).collect()
+        f.iter()
+            .filter(|f| f.severity == Severity::Block)
+            .map(|f| f.id.as_str())
+            .collect()
     }
 
     #[test]
     fn profiles_are_consistent() {
-        for name in ["h100-580.json", "a100-535.json", "rtx5070ti-570.json", "t4-470.json"] {
+        for name in [
+            "h100-580.json",
+            "a100-535.json",
+            "rtx5070ti-570.json",
+            "t4-470.json",
+        ] {
             let p = load(name);
             let drv = Version::parse(p.driver_version.as_deref().unwrap()).unwrap();
-            assert_eq!(cuda_for_driver(&drv).map(|v| v.to_string()), p.cuda_driver_version, "{name}");
+            assert_eq!(
+                cuda_for_driver(&drv).map(|v| v.to_string()),
+                p.cuda_driver_version,
+                "{name}"
+            );
             for g in &p.gpus {
-                assert_eq!(crate::facts::host::brand_class(&g.nvml_brand, &g.name), g.brand, "{name}");
+                assert_eq!(
+                    crate::facts::host::brand_class(&g.nvml_brand, &g.name),
+                    g.brand,
+                    "{name}"
+                );
                 assert!(Version::parse(&g.compute_capability).is_some(), "{name}");
             }
         }
@@ -511,14 +660,22 @@ mod example_hosts {
         let cases = [
             ("13.0.96", "h100-580.json", vec![]),
             ("13.0.96", "a100-535.json", vec!["cuda-driver-insufficient"]),
-            ("13.0.96", "rtx5070ti-570.json", vec!["cuda-driver-insufficient"]),
+            (
+                "13.0.96",
+                "rtx5070ti-570.json",
+                vec!["cuda-driver-insufficient"],
+            ),
             ("12.8.90", "a100-535.json", vec![]), // minor-version compatibility
             ("12.0.146", "rtx5070ti-570.json", vec![]),
             ("12.0.146", "t4-470.json", vec!["cuda-driver-insufficient"]),
             ("11.8.89", "t4-470.json", vec![]), // 470.82.01 >= 450.80.02
         ];
         for (rt, host, want) in cases {
-            assert_eq!(blocks(&check(&image(rt), &load(host))), want, "{rt} on {host}");
+            assert_eq!(
+                blocks(&check(&image(rt), &load(host))),
+                want,
+                "{rt} on {host}"
+            );
         }
     }
 }
@@ -540,7 +697,11 @@ mod measured_on_h100 {
         std::fs::create_dir_all(r.join("etc")).unwrap();
         std::fs::copy(fixture.join("etc/ld.so.cache"), r.join("etc/ld.so.cache")).unwrap();
         elf64(&r.join("usr/local/nvidia/lib64/libcuda.so.580.159.04"));
-        symlink("libcuda.so.580.159.04", r.join("usr/local/nvidia/lib64/libcuda.so.1")).unwrap();
+        symlink(
+            "libcuda.so.580.159.04",
+            r.join("usr/local/nvidia/lib64/libcuda.so.1"),
+        )
+        .unwrap();
         let compat = r.join("usr/local/cuda-13.0/compat");
         elf64(&compat.join("libcuda.so.580.95.05"));
         symlink("libcuda.so.580.95.05", compat.join("libcuda.so.1")).unwrap();
@@ -572,9 +733,15 @@ mod measured_on_h100 {
     #[test]
     fn compat_first_predicts_803() {
         let d = h100_like_rootfs();
-        let f = gather_rootfs(d.path(), &["LD_LIBRARY_PATH=/usr/local/cuda-13.0/compat".to_string()]);
+        let f = gather_rootfs(
+            d.path(),
+            &["LD_LIBRARY_PATH=/usr/local/cuda-13.0/compat".to_string()],
+        );
         let got = check(&f, &host());
-        assert_eq!(got.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(), ["forward-compat-driver-mismatch"]);
+        assert_eq!(
+            got.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+            ["forward-compat-driver-mismatch"]
+        );
         assert_eq!(got[0].predicted.as_ref().unwrap().code, Some(803));
     }
 
@@ -585,7 +752,10 @@ mod measured_on_h100 {
         let f = gather_rootfs(d.path(), &[]);
         let lib = f.libcuda.as_ref().unwrap();
         assert_eq!(lib.via, crate::facts::loader::Source::LdSoCache);
-        assert_eq!(lib.path_in_image, Path::new("/usr/local/nvidia/lib64/libcuda.so.1"));
+        assert_eq!(
+            lib.path_in_image,
+            Path::new("/usr/local/nvidia/lib64/libcuda.so.1")
+        );
         assert!(f.compat_in_use.is_none());
         assert!(check(&f, &host()).is_empty());
     }

@@ -250,5 +250,10 @@ pub fn finding_ids(report: &Value) -> Vec<String> {
 }
 
 pub fn all_finding_ids(report: &Value) -> Vec<String> {
-    report["findings"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap().to_string()).collect()
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap().to_string())
+        .collect()
 }
