@@ -71,6 +71,12 @@ pub fn parse(bytes: &[u8]) -> Result<HookState, StateError> {
     })
 }
 
+/// Read and parse the state from the hook's stdin, capped.
+pub fn read_stdin(r: impl std::io::Read) -> Result<HookState, StateError> {
+    let bytes = crate::input::read_capped_from(r, MAX_STATE_BYTES).map_err(StateError::Read)?;
+    parse(&bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,10 +137,4 @@ mod tests {
             assert!(e.contains(want), "{json}: {e}");
         }
     }
-}
-
-/// Read and parse the state from the hook's stdin, capped.
-pub fn read_stdin(r: impl std::io::Read) -> Result<HookState, StateError> {
-    let bytes = crate::input::read_capped_from(r, MAX_STATE_BYTES).map_err(StateError::Read)?;
-    parse(&bytes)
 }
