@@ -23,6 +23,9 @@ enum Command {
     Facts(facts::FactsArgs),
     /// Show the report the hook recorded for a container, or list the latest
     Report(reports::ReportArgs),
+    /// Internal: the probe child, started by the hook inside the container's namespaces
+    #[command(hide = true)]
+    ProbeChild,
     /// Explain a CUDA error: its driver name and text, causes in containers, the check that catches it
     Explain(explain::ExplainArgs),
 }
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Check(args) => report(check::run(&args, &mut std::io::stdout().lock())),
         Command::Facts(args) => report(facts::run(&args, &mut std::io::stdout().lock())),
         Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
+        Command::ProbeChild => cuda_preflight::facts::probe_child::main(std::io::stdin()),
         Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),
     };
     ExitCode::from(code as u8)

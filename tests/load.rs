@@ -14,6 +14,8 @@ fn hundred_concurrent_gpu_starts_all_judged_right() {
     let top = tempfile::tempdir().unwrap();
     let state = top.path().join("state");
     let rootfs_src = busybox_rootfs(top.path());
+    let config = top.path().join("config.toml");
+    std::fs::write(&config, "probe = \"never\"\n").unwrap();
     let mut bundles: Vec<(PathBuf, String, bool)> = Vec::new();
     for i in 0..N {
         let dir = top.path().join(format!("b{i}"));
@@ -32,6 +34,8 @@ fn hundred_concurrent_gpu_starts_all_judged_right() {
         add_our_hook(
             &mut spec,
             &[
+                "--config",
+                config.to_str().unwrap(),
                 "--state-dir",
                 state.to_str().unwrap(),
                 "--host-profile",

@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::time::Instant;
 
 use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
-use crate::config::{Config, OnFailure};
+use crate::config::{Config, OnFailure, ProbePolicy};
 use crate::facts::container::{self, GpuRequest};
+use crate::finding::Severity;
 use crate::input::bundle::Bundle;
 use crate::input::state::{self, HookState};
 use crate::output;
 use crate::verdict::{self, Decision, MODE_ANNOTATION};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct HookArgs {
@@ -139,6 +141,31 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     };
     let facts = container_facts(&bundle, request, state.pid, &args.proc_root);
     let mut findings = run_rules(&facts, &host);
+    let mut probe_result = None;
+    if let Some(pid) = state.pid
+        && facts.request.wants_gpu()
+        && config.probe != ProbePolicy::Never
+        && !findings.iter().any(|f| f.severity == Severity::Block)
+    {
+        // The static rules already explain a block; the probe is for what only the driver knows.
+        // It must end well inside the hook's own deadline.
+        let left = Duration::from_millis(config.deadline_ms)
+            .saturating_sub(started.elapsed() + Duration::from_millis(200));
+        let deadline = Duration::from_millis(config.probe_deadline_ms).min(left);
+        let seccomp = bundle
+            .spec
+            .linux()
+            .as_ref()
+            .is_some_and(|l| l.seccomp().is_some());
+        match crate::commands::probe_container(&bundle, &facts, pid, &args.proc_root, deadline) {
+            Ok(r) => {
+                let devices = facts.devices.as_ref().ok();
+                findings.extend(crate::rules::probe::probe_findings(&r, devices, seccomp));
+                probe_result = Some(r);
+            }
+            Err(f) => findings.push(f),
+        }
+    }
     let annotation = state.annotations.get(MODE_ANNOTATION).or_else(|| {
         bundle
             .spec
@@ -158,6 +185,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         bundle: &bundle.dir,
         findings: &v.findings,
         error: None,
+        probe: probe_result.as_ref(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
@@ -250,6 +278,7 @@ fn own_error(
         bundle: state.map(|s| s.bundle.as_path()).unwrap_or(Path::new("")),
         findings: std::slice::from_ref(&finding),
         error: Some(err),
+        probe: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     if state.is_some() {

@@ -128,3 +128,69 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     }
     out
 }
+
+/// Probe the container (see `facts::probe`): build the child's spec from the spec and
+/// `/proc/<pid>`, run it within `deadline`, and return its result; `Err` is a finding already
+/// (no libcuda for the probe to load).
+pub fn probe_container(
+    bundle: &Bundle,
+    facts: &ContainerFacts,
+    pid: i32,
+    proc_root: &Path,
+    deadline: std::time::Duration,
+) -> Result<crate::facts::probe::ProbeResult, Finding> {
+    use crate::facts::probe::{self, ProbeSpec};
+    use crate::finding::{Api, Predicted, Severity};
+    let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
+        return Err(Finding::new(
+            "probe-libcuda-missing",
+            Severity::Block,
+            Some(Predicted::message(
+                Api::Loader,
+                "libcuda.so.1: cannot open shared object file: No such file or directory",
+            )),
+            "the container's loader finds no libcuda.so.1 (LD_LIBRARY_PATH, ld.so.cache, default directories): \
+             the NVIDIA runtime did not inject the driver library",
+            "Start the container through the NVIDIA runtime or CDI so the host's driver libraries are mounted into it.",
+        ));
+    };
+    let user = bundle.spec.process().as_ref().map(|p| p.user().clone());
+    let env_ld = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().as_ref())
+        .and_then(|e| {
+            e.iter()
+                .rev()
+                .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="))
+        })
+        .filter(|s| !s.is_empty());
+    let lib_dir = libcuda
+        .real_path_in_image
+        .parent()
+        .map(|p| p.display().to_string());
+    let ld = match (env_ld, lib_dir) {
+        (Some(e), Some(d)) => Some(format!("{e}:{d}")),
+        (Some(e), None) => Some(e.to_string()),
+        (None, d) => d,
+    };
+    let cgroup =
+        std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).unwrap_or_default();
+    let spec = ProbeSpec {
+        pid,
+        proc_root: proc_root.to_path_buf(),
+        cgroup_procs: probe::cgroup_procs_files(&cgroup, Path::new("/sys/fs/cgroup")),
+        namespaces: probe::namespaces_to_enter(pid, proc_root),
+        rootfs: bundle.rootfs.clone(),
+        libcuda: libcuda.real_path_in_image.clone(),
+        uid: user.as_ref().map_or(0, |u| u.uid()),
+        gid: user.as_ref().map_or(0, |u| u.gid()),
+        additional_gids: user
+            .as_ref()
+            .and_then(|u| u.additional_gids().clone())
+            .unwrap_or_default(),
+    };
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    Ok(probe::run(&spec, &exe, ld.as_deref(), deadline))
+}

@@ -6,4 +6,6 @@ pub mod host;
 pub mod image;
 pub mod loader;
 pub mod nvml;
+pub mod probe;
+pub mod probe_child;
 pub mod rootfs;

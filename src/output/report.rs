@@ -22,6 +22,9 @@ pub struct Report<'a> {
     pub findings: &'a [Finding],
     /// The hook's own error, where it failed and `on_error` decided.
     pub error: Option<&'a str>,
+    /// What the probe child saw and the driver answered, where it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe: Option<&'a crate::facts::probe::ProbeResult>,
     pub duration_ms: f64,
 }
 
@@ -129,6 +132,7 @@ mod tests {
                 bundle: Path::new("/b"),
                 findings: &[],
                 error: None,
+                probe: None,
                 duration_ms: 0.0,
             };
             write(d.path(), &r, 3).unwrap();

@@ -97,14 +97,27 @@ SCENARIOS = [
     ("hook: all", [], ALLOW_ALL, ALL),
     ("hook: no nvidia-uvm", [], ALLOW_ALL, ["/dev/nvidiactl", "/dev/nvidia0"]),
     ("hook: no nvidiactl", [], ALLOW_ALL, ["/dev/nvidia-uvm", "/dev/nvidia0"]),
+    # cgroup v2 rules are an eBPF program the static rule cannot read: only the probe, inside the
+    # container's cgroup, can see these.
+    ("hook: nvidia-uvm denied", [], [allow(NV)], ALL),
+    ("hook: nvidia0 denied", [], [allow(NV, 255), allow(UVM)], ALL),
+    # The forward-compat libcuda the machine ships (older than the kernel module) on the path.
+    ("compat lib on LD_LIBRARY_PATH", ALL, ALLOW_ALL, None, ["LD_LIBRARY_PATH=/usr/local/cuda-13.0/compat"]),
+    ("all nodes (again)", ALL, ALLOW_ALL, None),
+    ("all nodes (third)", ALL, ALLOW_ALL, None),
 ]
 
 
-def run_scenario(name, devices, rules, injected):
+def run_scenario(name, devices, rules, injected, env=()):
     bundle = tempfile.mkdtemp(prefix="cpf-gpu-")
     os.makedirs(os.path.join(bundle, "rootfs"))
     spec = base_spec(bundle)
     spec["linux"]["devices"] = [dev(p) for p in devices]
+    # Later entries win: a scenario's LD_LIBRARY_PATH goes before the driver's directory.
+    for e in env:
+        k, v = e.split("=", 1)
+        spec["process"]["env"] = [x for x in spec["process"]["env"] if not x.startswith(k + "=")]
+        spec["process"]["env"].append(f"{k}={v}:{LIBDIR}" if k == "LD_LIBRARY_PATH" else e)
     spec["linux"]["resources"]["devices"] += rules
     state = os.path.join(bundle, "state")
     cfg = os.path.join(bundle, "config.toml")
@@ -179,14 +192,27 @@ def main():
         aname = actual.get("name") if actual else "?"
         call = actual.get("failed_call") if actual else "?"
         hook_ms = report["duration_ms"] if report else float("nan")
-        rows.append((sc[0], pid_, pcode, pname, call, acode, aname, "yes" if pcode == acode else "NO", hook_ms, wall))
+        probe = (report or {}).get("probe")
+        if probe is None:
+            probe_col = "not run (static block)" if pid_ not in ("-", "no report") else "not run"
+        elif probe["result"] == "finished":
+            o = probe["outcome"]
+            fail = next((c for c in o["calls"] if c["code"] != 0), None)
+            probe_col = (f"{fail['call']} {fail['code']} {fail.get('name')}" if fail else
+                         f"ok, {probe['ms']:.0f} ms (uid {o['identity']['uid']}, CapEff {o['identity']['cap_eff']})")
+            if fail:
+                pcode, pname = fail["code"], fail.get("name")
+        else:
+            probe_col = probe["result"]
+        floor = actual.get("total_ms") if actual else float("nan")
+        rows.append((sc[0], pid_, pcode, pname, call, acode, aname, "yes" if pcode == acode else "NO", hook_ms, wall, probe_col, floor))
         print(f"--- {sc[0]}: report findings={[f['id'] for f in report['findings']] if report else None} probe={actual}")
     bare, fast = bench_fast_path()
     print()
-    print("| scenario | finding | predicted | driver: failing call | driver: actual | agree | hook ms | start ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| scenario | static finding | probe (in the hook) | predicted | driver: failing call | driver: actual | agree | hook ms | bare driver work ms | start ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]} {r[3]} | {r[4]} | {r[5]} {r[6]} | {r[7]} | {r[8]:.2f} | {r[9]:.0f} |")
+        print(f"| {r[0]} | {r[1]} | {r[10]} | {r[2]} {r[3]} | {r[4]} | {r[5]} {r[6]} | {r[7]} | {r[8]:.1f} | {r[11]:.1f} | {r[9]:.0f} |")
     print(f"\nfast path (no GPU), median of 200: /bin/true {bare:.3f} ms, cuda-preflight hook {fast:.3f} ms")
     agree = sum(1 for r in rows if r[7] == "yes")
     print(f"agreement: {agree}/{len(rows)}")

@@ -1,0 +1,325 @@
+//! The probe's answer as findings: what the driver said, inside the container, and — from the
+//! other facts — why.
+
+use crate::facts::container::{DeviceView, Node};
+use crate::facts::probe::{ProbeOutcome, ProbeResult};
+use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::knowledge;
+
+pub const FINDING_IDS: &[&str] = &[
+    "probe-ok",
+    "probe-init-failed",
+    "probe-context-failed",
+    "probe-no-device",
+    "probe-libcuda-missing",
+    "probe-load-failed",
+    "probe-timeout",
+    "probe-crashed",
+    "probe-setup-failed",
+    "probe-without-seccomp",
+    "probe-skipped",
+];
+
+/// The driver's own words for `code`: our table where it knows the code, else what the driver's
+/// `cuGetErrorName` said.
+fn predicted(code: i64, name: Option<&str>) -> Predicted {
+    if knowledge::driver_error(code).is_some() {
+        Predicted::driver(code)
+    } else {
+        Predicted {
+            api: Api::Driver,
+            code: Some(code),
+            name: name.map(String::from),
+            message: String::new(),
+        }
+    }
+}
+
+/// Why a call may have failed, from what else we know of the container.
+fn cause(code: i64, devices: Option<&DeviceView>) -> String {
+    let missing = |p: &str| {
+        devices.is_some_and(|v| {
+            !v.nodes
+                .iter()
+                .any(|(n, node)| n == p && matches!(node, Node::Char { .. }))
+        })
+    };
+    match code {
+        999 if missing("/dev/nvidia-uvm") => ": /dev/nvidia-uvm is not in the container (add it, or let the NVIDIA runtime inject it)".into(),
+        100 if missing("/dev/nvidiactl") => ": /dev/nvidiactl is not in the container".into(),
+        999 => ": with /dev/nvidia-uvm present this is usually the nvidia_uvm module not loaded on the host, or a GPU that fell off the bus (check `dmesg` for Xid)".into(),
+        100 => ": the driver sees no GPU it may open (device nodes or device cgroup rules)".into(),
+        803 => ": the libcuda the container loads does not match the host's kernel module (a forward-compat or baked-in libcuda)".into(),
+        804 => ": a forward-compat libcuda on a GPU that does not support forward compatibility".into(),
+        304 => ": an OS call the driver made was refused (seccomp, a denied ioctl, /dev/nvidia-caps for MIG)".into(),
+        _ => String::new(),
+    }
+}
+
+/// Findings from one probe run. `seccomp` says whether the container has a seccomp filter the
+/// probe did not apply.
+pub fn probe_findings(
+    result: &ProbeResult,
+    devices: Option<&DeviceView>,
+    seccomp: bool,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if seccomp {
+        out.push(Finding::new(
+            "probe-without-seccomp",
+            Severity::Info,
+            None,
+            "the container has a seccomp filter; the probe ran without it, so a syscall the filter denies to the workload was allowed to the probe",
+            "",
+        ));
+    }
+    match result {
+        ProbeResult::TimedOut { deadline_ms } => out.push(Finding::new(
+            "probe-timeout",
+            Severity::Warn,
+            None,
+            format!("the driver did not answer within {deadline_ms} ms (cuInit or cuCtxCreate hung); the probe was killed"),
+            "A hung cuInit is usually a GPU that fell off the bus or a stuck driver: check `nvidia-smi` and `dmesg` for Xid errors. \
+             Raise probe_deadline_ms if the host is merely slow (persistence mode off makes the first cuInit slow).",
+        )),
+        ProbeResult::Crashed { signal, exit_code } => out.push(Finding::new(
+            "probe-crashed",
+            Severity::Warn,
+            None,
+            match signal {
+                Some(s) => format!("the probe died of signal {s} inside the container's libcuda"),
+                None => format!("the probe exited with {exit_code:?} and no answer"),
+            },
+            "The container's libcuda.so.1 crashes when loaded: check that it is the driver's (not a stub or a copy baked into the image).",
+        )),
+        ProbeResult::Failed { error } => out.push(Finding::new(
+            "probe-setup-failed",
+            Severity::Warn,
+            None,
+            format!("the probe could not run: {error}"),
+            "This is cuda-preflight's own failure; the container was judged by the static rules only.",
+        )),
+        ProbeResult::Finished { outcome, ms } => out.extend(outcome_findings(outcome, *ms, devices)),
+    }
+    out
+}
+
+fn outcome_findings(o: &ProbeOutcome, ms: f64, devices: Option<&DeviceView>) -> Vec<Finding> {
+    if let Some(e) = &o.setup_error {
+        return vec![Finding::new(
+            "probe-setup-failed",
+            Severity::Warn,
+            None,
+            format!("the probe could not enter the container: {e}"),
+            "This is cuda-preflight's own failure; the container was judged by the static rules only.",
+        )];
+    }
+    if let Some(e) = &o.load_error {
+        return vec![Finding::new(
+            "probe-load-failed",
+            Severity::Block,
+            Some(Predicted::message(Api::Loader, e.clone())),
+            format!(
+                "the container's {} could not be loaded: {e}",
+                o.libcuda.display()
+            ),
+            "The libcuda.so.1 the container's loader finds is not a usable driver library: let the NVIDIA runtime inject the host's, \
+             and remove copies from the image.",
+        )];
+    }
+    if let Some(c) = o.first_failure() {
+        let id = if c.call == "cuInit" {
+            "probe-init-failed"
+        } else if c.call.starts_with("cuCtxCreate") {
+            "probe-context-failed"
+        } else {
+            "probe-init-failed"
+        };
+        let p = predicted(c.code, c.name.as_deref());
+        return vec![Finding::new(
+            id,
+            Severity::Block,
+            Some(p.clone()),
+            format!(
+                "{} failed with {} {} inside the container (libcuda {}){}",
+                c.call,
+                c.code,
+                p.name.as_deref().unwrap_or("?"),
+                o.libcuda.display(),
+                cause(c.code, devices)
+            ),
+            "Fix the cause named in the evidence; `cuda-preflight explain` gives more on the error.",
+        )];
+    }
+    if o.device_count == Some(0) {
+        return vec![Finding::new(
+            "probe-no-device",
+            Severity::Block,
+            Some(Predicted::driver(100)),
+            "cuInit succeeded but the driver lists no device in the container",
+            "Give the container a GPU (NVIDIA_VISIBLE_DEVICES, --gpus, CDI), and check its device nodes.",
+        )];
+    }
+    let calls: Vec<String> = o
+        .calls
+        .iter()
+        .map(|c| format!("{} {:.1} ms", c.call, c.ms))
+        .collect();
+    vec![Finding::new(
+        "probe-ok",
+        Severity::Info,
+        None,
+        format!(
+            "a CUDA context was created and destroyed on {} GPU(s) inside the container as uid {} with CapEff {} (driver {}): {}; {:.0} ms in all",
+            o.device_count.unwrap_or(0),
+            o.identity.uid,
+            o.identity.cap_eff.as_deref().unwrap_or("?"),
+            o.driver_version
+                .map_or("?".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10)),
+            calls.join(", "),
+            ms
+        ),
+        "",
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::container::ViewSource;
+    use crate::facts::probe::Call;
+
+    fn done(calls: &[(&str, i64)], count: Option<i64>) -> ProbeResult {
+        ProbeResult::Finished {
+            outcome: ProbeOutcome {
+                calls: calls
+                    .iter()
+                    .map(|(c, code)| Call {
+                        call: c.to_string(),
+                        code: *code,
+                        name: None,
+                        ms: 1.0,
+                    })
+                    .collect(),
+                device_count: count,
+                driver_version: Some(13000),
+                ..ProbeOutcome::default()
+            },
+            ms: 300.0,
+        }
+    }
+
+    #[test]
+    fn probe_result_table() {
+        let no_uvm = DeviceView {
+            source: ViewSource::Namespace,
+            nodes: vec![(
+                "/dev/nvidiactl".into(),
+                Node::Char {
+                    major: 195,
+                    minor: 255,
+                },
+            )],
+            cgroup: None,
+            cgroup_source: None,
+        };
+        let cases: Vec<(
+            &str,
+            ProbeResult,
+            Option<&DeviceView>,
+            &str,
+            Severity,
+            Option<i64>,
+            &str,
+        )> = vec![
+            (
+                "healthy",
+                done(&[("cuInit", 0), ("cuCtxCreate(0)", 0)], Some(1)),
+                None,
+                "probe-ok",
+                Severity::Info,
+                None,
+                "created and destroyed",
+            ),
+            (
+                "uvm missing",
+                done(&[("cuInit", 999)], None),
+                Some(&no_uvm),
+                "probe-init-failed",
+                Severity::Block,
+                Some(999),
+                "/dev/nvidia-uvm is not in the container",
+            ),
+            (
+                "803",
+                done(&[("cuInit", 803)], None),
+                None,
+                "probe-init-failed",
+                Severity::Block,
+                Some(803),
+                "does not match the host's kernel module",
+            ),
+            (
+                "ctx",
+                done(&[("cuInit", 0), ("cuCtxCreate(0)", 2)], Some(1)),
+                None,
+                "probe-context-failed",
+                Severity::Block,
+                Some(2),
+                "cuCtxCreate(0) failed",
+            ),
+            (
+                "unknown code",
+                done(&[("cuInit", 4242)], None),
+                None,
+                "probe-init-failed",
+                Severity::Block,
+                Some(4242),
+                "4242",
+            ),
+            (
+                "no device",
+                done(&[("cuInit", 0)], Some(0)),
+                None,
+                "probe-no-device",
+                Severity::Block,
+                Some(100),
+                "no device",
+            ),
+            (
+                "hang",
+                ProbeResult::TimedOut { deadline_ms: 500 },
+                None,
+                "probe-timeout",
+                Severity::Warn,
+                None,
+                "500 ms",
+            ),
+            (
+                "crash",
+                ProbeResult::Crashed {
+                    signal: Some(11),
+                    exit_code: None,
+                },
+                None,
+                "probe-crashed",
+                Severity::Warn,
+                None,
+                "signal 11",
+            ),
+        ];
+        for (name, r, dev, id, sev, code, text) in cases {
+            let f = probe_findings(&r, dev, false);
+            assert_eq!(f.len(), 1, "{name}");
+            assert_eq!(f[0].id, id, "{name}");
+            assert_eq!(f[0].severity, sev, "{name}");
+            assert_eq!(f[0].predicted.as_ref().and_then(|p| p.code), code, "{name}");
+            assert!(f[0].evidence.contains(text), "{name}: {}", f[0].evidence);
+            assert!(FINDING_IDS.contains(&f[0].id.as_str()));
+        }
+        assert_eq!(
+            probe_findings(&ProbeResult::TimedOut { deadline_ms: 1 }, None, true)[0].id,
+            "probe-without-seccomp"
+        );
+    }
+}

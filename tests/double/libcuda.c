@@ -1,0 +1,59 @@
+/* A test double for the CUDA driver (libcuda.so.1), for tests without a GPU. It is placed inside
+ * a container's rootfs; its answers come from /etc/cuda-double.conf *inside that rootfs*, so a
+ * probe that loaded it from anywhere else would not see the test's settings:
+ *
+ *   init=<code>|hang|crash   what cuInit does (default 0)
+ *   ctx=<code>               what cuCtxCreate returns (default 0)
+ *   version=<int>            what cuDriverGetVersion reports (a marker the test checks)
+ *   count=<int>              cuDeviceGetCount (default 1)
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int conf_int(const char *key, int dflt, int *special) {
+    FILE *f = fopen("/etc/cuda-double.conf", "r");
+    if (!f) return dflt;
+    char line[256];
+    int v = dflt;
+    size_t k = strlen(key);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, k) == 0 && line[k] == '=') {
+            char *val = line + k + 1;
+            if (special && strncmp(val, "hang", 4) == 0) *special = 1;
+            else if (special && strncmp(val, "crash", 5) == 0) *special = 2;
+            else v = atoi(val);
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+int cuInit(unsigned flags) {
+    (void)flags;
+    int special = 0;
+    int code = conf_int("init", 0, &special);
+    if (special == 1) for (;;) pause();
+    if (special == 2) *(volatile int *)0 = 0; /* a real fault, as a broken driver would */
+    return code;
+}
+int cuDriverGetVersion(int *v) { *v = conf_int("version", 13000, NULL); return 0; }
+int cuDeviceGetCount(int *n) { *n = conf_int("count", 1, NULL); return 0; }
+int cuDeviceGet(int *d, int ordinal) { *d = ordinal; return 0; }
+int cuDeviceGetName(char *name, int len, int dev) { (void)dev; snprintf(name, len, "Test Double GPU"); return 0; }
+int cuCtxCreate_v2(void **ctx, unsigned flags, int dev) { (void)flags; (void)dev; *ctx = (void *)0x1; return conf_int("ctx", 0, NULL); }
+int cuCtxDestroy_v2(void *ctx) { (void)ctx; return 0; }
+
+static const char *names[][2] = {
+    {"0", "CUDA_SUCCESS"}, {"3", "CUDA_ERROR_NOT_INITIALIZED"}, {"100", "CUDA_ERROR_NO_DEVICE"},
+    {"304", "CUDA_ERROR_OPERATING_SYSTEM"}, {"803", "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"}, {"999", "CUDA_ERROR_UNKNOWN"},
+};
+int cuGetErrorName(int code, const char **out) {
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d", code);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(names[i][0], buf) == 0) { *out = names[i][1]; return 0; }
+    return 1;
+}

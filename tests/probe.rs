@@ -1,0 +1,183 @@
+//! The probe for real, without a GPU: a test-double `libcuda.so.1` (tests/double/libcuda.c, built
+//! here with gcc) inside a real runc container's rootfs, answering as its file
+//! `/etc/cuda-double.conf` in that rootfs says. Shows the probe loads the container's library,
+//! from inside the container's mount namespace and cgroup, as the container's user with no
+//! capabilities; that a hang is cut at the deadline and a crash is a finding.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn double() -> &'static PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libcuda-double.so");
+        let st = std::process::Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&out)
+            .arg(repo().join("tests/double/libcuda.c"))
+            .status()
+            .expect("gcc (scripts/test.sh installs build tools)");
+        assert!(st.success());
+        out
+    })
+}
+
+struct Probed {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    report: serde_json::Value,
+    wall: std::time::Duration,
+}
+
+/// A GPU container (devices in the spec) running as uid 1000, gid 1000, extra group 44, whose
+/// process prints its mount namespace and cgroup; `conf` is the double's answer file, `None`
+/// leaves libcuda out of the image.
+fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_rootfs(dir.path());
+    if let Some(conf) = conf {
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::copy(double(), root.join("usr/lib/libcuda.so.1")).unwrap();
+        std::fs::write(root.join("etc/cuda-double.conf"), conf).unwrap();
+    }
+    let mut spec = base_spec(
+        dir.path(),
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/mnt; cat /proc/self/cgroup",
+        ],
+    );
+    spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [44]});
+    spec["linux"]["devices"] = nvidia_devices(ALL_NODES);
+    allow_nvidia_cgroup(&mut spec);
+    let state = dir.path().join("state");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("probe = \"always\"\nprobe_deadline_ms = 1500\n{extra_config}"),
+    )
+    .unwrap();
+    add_our_hook(
+        &mut spec,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--host-profile",
+            h100_profile().to_str().unwrap(),
+        ],
+    );
+    write_spec(dir.path(), &spec);
+    let id = unique_id("probe");
+    let t = std::time::Instant::now();
+    let out = runc_run(dir.path(), &id);
+    let wall = t.elapsed();
+    Probed {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+        report: read_report(&state, &id).expect("report"),
+        wall,
+    }
+}
+
+#[test]
+fn probe_runs_inside_the_container_as_its_user_without_capabilities() {
+    let p = probe(Some("version=12345\n"), "");
+    assert!(p.ok, "{}", p.stderr);
+    let outcome = &p.report["probe"]["outcome"];
+    assert_eq!(p.report["probe"]["result"], "finished", "{}", p.report);
+    // The library loaded is the image's: only its conf file (inside the rootfs) says 12345.
+    assert_eq!(outcome["driver_version"], 12345, "{}", p.report);
+    assert_eq!(outcome["libcuda"], "/usr/lib/libcuda.so.1");
+    let id = &outcome["identity"];
+    assert_eq!(id["uid"], 1000);
+    assert_eq!(id["gid"], 1000);
+    assert_eq!(id["groups"], serde_json::json!([44]));
+    assert_eq!(id["cap_eff"], "0000000000000000");
+    assert_eq!(id["cap_bnd"], "0000000000000000");
+    assert_eq!(id["no_new_privs"], true);
+    // The container's own process printed its mount namespace and cgroup; the probe's match.
+    let mut lines = p.stdout.lines();
+    let mnt = lines.next().expect("container printed its mnt ns");
+    assert_eq!(
+        id["mnt_ns"], mnt,
+        "probe in another mount namespace than the container"
+    );
+    let container_cgroup: String = lines.map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        id["cgroup"].as_str().unwrap(),
+        container_cgroup,
+        "probe outside the container's cgroups"
+    );
+    assert_eq!(finding_ids(&p.report), Vec::<String>::new());
+    assert!(all_finding_ids(&p.report).contains(&"probe-ok".to_string()));
+}
+
+#[test]
+fn driver_error_blocks_with_its_true_name() {
+    let p = probe(Some("init=304\n"), "");
+    assert!(!p.ok);
+    assert!(
+        p.stderr
+            .contains("cuInit failed with 304 CUDA_ERROR_OPERATING_SYSTEM inside the container"),
+        "{}",
+        p.stderr
+    );
+    assert_eq!(finding_ids(&p.report), vec!["probe-init-failed"]);
+}
+
+#[test]
+fn a_hung_driver_is_killed_at_the_probe_deadline() {
+    let p = probe(Some("init=hang\n"), "");
+    // Policy: a timeout is a warning by default; the start goes on, well inside the deadline.
+    assert!(p.ok, "{}", p.stderr);
+    assert_eq!(p.report["probe"]["result"], "timed-out");
+    assert_eq!(finding_ids(&p.report), vec!["probe-timeout"]);
+    assert!(
+        p.wall < std::time::Duration::from_secs(8),
+        "start took {:?}",
+        p.wall
+    );
+    // And policy can make it block.
+    let p = probe(
+        Some("init=hang\n"),
+        "[severity]\nprobe-timeout = \"block\"\n",
+    );
+    assert!(!p.ok);
+    assert!(
+        p.stderr
+            .contains("the driver did not answer within 1500 ms"),
+        "{}",
+        p.stderr
+    );
+}
+
+#[test]
+fn a_crashing_driver_is_a_finding_not_a_crash() {
+    let p = probe(Some("init=crash\n"), "");
+    assert!(p.ok, "{}", p.stderr);
+    assert_eq!(p.report["probe"]["result"], "crashed");
+    assert_eq!(p.report["probe"]["signal"], 11);
+    assert_eq!(finding_ids(&p.report), vec!["probe-crashed"]);
+}
+
+#[test]
+fn no_libcuda_in_the_container_is_blocked_with_the_loaders_message() {
+    let p = probe(None, "");
+    assert!(!p.ok);
+    assert!(
+        p.stderr
+            .contains("libcuda.so.1: cannot open shared object file"),
+        "{}",
+        p.stderr
+    );
+    assert_eq!(finding_ids(&p.report), vec!["probe-libcuda-missing"]);
+}
