@@ -215,6 +215,13 @@ pub struct Inventory {
     pub entries: Vec<Entry>,
 }
 
+/// One file's inventory, or why it could not be read (an error for that file only).
+#[derive(Debug, Clone)]
+pub struct ScannedFile {
+    pub path: std::path::PathBuf,
+    pub inventory: std::result::Result<Inventory, String>,
+}
+
 /// Read the inventory of one file. The file is read by header-sized pieces, never whole.
 pub fn read_path(path: &Path) -> Result<Inventory> {
     let file = File::open(path)?;

@@ -1,1 +1,2 @@
 //! Rules: pure functions from facts to findings. No I/O here.
+pub mod kernels;
