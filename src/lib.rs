@@ -1,6 +1,7 @@
 //! cuda-preflight: will CUDA work in this container on this host? Pipeline stages as modules:
 //! input → facts → rules → verdict → output (`../shared/DESIGN.md`).
 
+pub mod commands;
 pub mod facts;
 pub mod finding;
 pub mod input;

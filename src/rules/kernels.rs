@@ -30,8 +30,14 @@ pub const KERNELS_SKIPPED: &str = "kernels-skipped";
 pub const KERNELS_PTX_ISA_SKIPPED: &str = "kernels-ptx-isa-skipped";
 
 /// Every id this rule can produce.
-pub const FINDING_IDS: &[&str] =
-    &[KERNEL_IMAGE_MISSING, KERNEL_IMAGE_PARTIAL, KERNEL_PTX_JIT_ONLY, KERNEL_BINARY_UNREADABLE, KERNELS_SKIPPED, KERNELS_PTX_ISA_SKIPPED];
+pub const FINDING_IDS: &[&str] = &[
+    KERNEL_IMAGE_MISSING,
+    KERNEL_IMAGE_PARTIAL,
+    KERNEL_PTX_JIT_ONLY,
+    KERNEL_BINARY_UNREADABLE,
+    KERNELS_SKIPPED,
+    KERNELS_PTX_ISA_SKIPPED,
+];
 
 pub const NO_BINARY_FOR_GPU: i64 = 209;
 pub const INVALID_PTX: i64 = 218;
@@ -71,11 +77,17 @@ pub fn ptx_targets(arch: Arch, cc: (u32, u32)) -> bool {
 
 /// The verdict for one module (container) on one GPU.
 /// `driver_isa`: the newest PTX ISA the driver knows; `None` = unknown driver, ISA not checked.
-pub fn module_verdict(entries: &[&Entry], cc: (u32, u32), driver_isa: Option<(u32, u32)>, raw_ptx: bool) -> Result<Via, i64> {
+pub fn module_verdict(
+    entries: &[&Entry],
+    cc: (u32, u32),
+    driver_isa: Option<(u32, u32)>,
+    raw_ptx: bool,
+) -> Result<Via, i64> {
     if entries.iter().any(|e| e.kind == EntryKind::Sass && sass_runs_on(e.arch, cc)) {
         return Ok(Via::Sass);
     }
-    let candidates: Vec<&&Entry> = entries.iter().filter(|e| e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc)).collect();
+    let candidates: Vec<&&Entry> =
+        entries.iter().filter(|e| e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc)).collect();
     let isa_ok = |e: &Entry| match (e.ptx_isa, driver_isa) {
         (Some((ma, mi)), Some(max)) => (ma as u32, mi as u32) <= max,
         // Unknown on either side: we cannot say it fails.
@@ -109,7 +121,15 @@ pub struct FileVerdict {
 
 pub fn file_verdict(inv: &Inventory, cc: (u32, u32), driver_isa: Option<(u32, u32)>) -> FileVerdict {
     let raw = inv.format == Format::Ptx;
-    let mut v = FileVerdict { modules: 0, by_sass: 0, by_ptx: 0, failing: Vec::new(), loadable: true, via: None, predicted_error: None };
+    let mut v = FileVerdict {
+        modules: 0,
+        by_sass: 0,
+        by_ptx: 0,
+        failing: Vec::new(),
+        loadable: true,
+        via: None,
+        predicted_error: None,
+    };
     for c in 0..inv.containers.len() {
         let entries: Vec<&Entry> =
             inv.entries.iter().filter(|e| e.container == c && !matches!(e.kind, EntryKind::Other(_))).collect();
@@ -127,7 +147,8 @@ pub fn file_verdict(inv: &Inventory, cc: (u32, u32), driver_isa: Option<(u32, u3
         v.loadable = false;
         let codes: Vec<i64> = v.failing.iter().map(|(_, c)| *c).collect();
         // 222 is the one with a driver-side fix; name it when any module would give it.
-        v.predicted_error = [UNSUPPORTED_PTX_VERSION, INVALID_PTX, NO_BINARY_FOR_GPU].into_iter().find(|c| codes.contains(c));
+        v.predicted_error =
+            [UNSUPPORTED_PTX_VERSION, INVALID_PTX, NO_BINARY_FOR_GPU].into_iter().find(|c| codes.contains(c));
     } else if v.by_ptx > 0 {
         v.via = Some(Via::PtxJit);
     } else if v.by_sass > 0 {
@@ -169,8 +190,10 @@ fn gpu_label(cc: (u32, u32), gpus: &[&Gpu]) -> String {
         Some(g) => format!("{} {}", g.arch, g.generation),
         None => format!("sm_{}{}", cc.0, cc.1),
     };
-    let names: Vec<String> =
-        gpus.iter().map(|g| if g.name.is_empty() { format!("GPU {}", g.index) } else { format!("GPU {} {}", g.index, g.name) }).collect();
+    let names: Vec<String> = gpus
+        .iter()
+        .map(|g| if g.name.is_empty() { format!("GPU {}", g.index) } else { format!("GPU {} {}", g.index, g.name) })
+        .collect();
     format!("{} (compute capability {}.{}, {arch})", names.join(", "), cc.0, cc.1)
 }
 
@@ -186,7 +209,10 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
             },
             None => out.push(Finding::skipped(
                 "kernels",
-                format!("GPU {}: compute capability {:?} unknown; its kernels were not judged", g.index, g.compute_capability),
+                format!(
+                    "GPU {}: compute capability {:?} unknown; its kernels were not judged",
+                    g.index, g.compute_capability
+                ),
             )),
         }
     }
@@ -246,7 +272,11 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
                     KERNEL_IMAGE_MISSING,
                     Severity::Block,
                     Some(Predicted::driver(code)),
-                    format!("{path}: none of its {} GPU modules loads on {label}; it carries {}", v.modules, carried(inv)),
+                    format!(
+                        "{path}: none of its GPU modules ({}) loads on {label}; it carries {}",
+                        v.modules,
+                        carried(inv)
+                    ),
                     fix,
                 ));
                 continue;
@@ -258,7 +288,7 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
                     Severity::Info,
                     Some(Predicted::driver(code)),
                     format!(
-                        "{path}: {} of {} GPU modules have no image for {label} (kernels in them fail if launched; \
+                        "{path}: {} of its {} GPU modules have no image for {label} (kernels in them fail if launched; \
                          libraries often ship such per-architecture modules and never launch them there)",
                         v.failing.len(),
                         v.modules
@@ -272,7 +302,7 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
                     Severity::Warn,
                     None,
                     format!(
-                        "{path}: {} of {} GPU modules have no SASS for {label} and will be JIT-compiled from PTX at first use \
+                        "{path}: {} of its {} GPU modules have no SASS for {label} and will be JIT-compiled from PTX at first use \
                          (slow first start; each container start repeats it unless the JIT cache persists)",
                         v.by_ptx, v.modules
                     ),
@@ -306,7 +336,17 @@ mod tests {
             let (a, b) = knowledge::parse_version(v).unwrap();
             (a as u16, b as u16)
         });
-        Entry { kind, arch, ptx_isa, compressed: false, offset: 0, header_size: 64, payload_size: 0, uncompressed_size: None, container }
+        Entry {
+            kind,
+            arch,
+            ptx_isa,
+            compressed: false,
+            offset: 0,
+            header_size: 64,
+            payload_size: 0,
+            uncompressed_size: None,
+            container,
+        }
     }
 
     fn inv(format: Format, modules: &[&[&str]]) -> Inventory {
@@ -379,8 +419,14 @@ mod tests {
     #[test]
     fn findings_carry_ids_predictions_evidence_and_fix() {
         let files = vec![
-            ScannedFile { path: "/a/libold.so".into(), inventory: Ok(inv(Format::Elf, &[&["sass sm_70", "ptx sm_70 9.5"]])) },
-            ScannedFile { path: "/a/libjit.so".into(), inventory: Ok(inv(Format::Elf, &[&["sass sm_80", "ptx sm_80 8.0"]])) },
+            ScannedFile {
+                path: "/a/libold.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_70", "ptx sm_70 9.5"]])),
+            },
+            ScannedFile {
+                path: "/a/libjit.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_80", "ptx sm_80 8.0"]])),
+            },
             ScannedFile { path: "/a/libok.so".into(), inventory: Ok(inv(Format::Elf, &[&["sass sm_90"]])) },
             ScannedFile { path: "/a/bad.so".into(), inventory: Err("truncated".into()) },
         ];
@@ -391,7 +437,7 @@ mod tests {
         assert_eq!(f[0].predicted.as_ref().unwrap().name.as_deref(), Some("CUDA_ERROR_UNSUPPORTED_PTX_VERSION"));
         assert!(f[0].evidence.contains("GPU 0 NVIDIA H100, GPU 1 NVIDIA H100"), "{}", f[0].evidence);
         assert!(f[0].fix.contains("CUDA 13.5"), "{}", f[0].fix);
-        assert!(f[1].evidence.contains("1 of 1 GPU modules"), "{}", f[1].evidence);
+        assert!(f[1].evidence.contains("1 of its 1 GPU modules"), "{}", f[1].evidence);
         for x in &f {
             assert!(FINDING_IDS.contains(&x.id.as_str()));
             assert!(!x.evidence.is_empty() && !x.fix.is_empty(), "{x:?}");

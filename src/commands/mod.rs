@@ -1,0 +1,3 @@
+//! Commands the CLI runs; each returns its exit code.
+
+pub mod scan;
