@@ -711,4 +711,116 @@ mod tests {
         assert!(compat_arch_specific(&spec));
         assert!(!compat_arch_specific(&[0x04, 0x01, 0xff, 0xff]));
     }
+
+    /// A minimal little-endian ELF64 with one extra section (enough for object's parser).
+    pub(crate) fn elf_with_section(machine: u16, flags: u32, abi: u8, name: &str, data: &[u8]) -> Vec<u8> {
+        let mut strtab = b"\0.shstrtab\0".to_vec();
+        let name_off = strtab.len() as u32;
+        strtab.extend_from_slice(name.as_bytes());
+        strtab.push(0);
+        let mut out = vec![0u8; 64];
+        out[0..4].copy_from_slice(b"\x7fELF");
+        out[4] = 2;
+        out[5] = 1;
+        out[6] = 1;
+        out[8] = abi;
+        out[16..18].copy_from_slice(&3u16.to_le_bytes());
+        out[18..20].copy_from_slice(&machine.to_le_bytes());
+        out[20..24].copy_from_slice(&1u32.to_le_bytes());
+        out[48..52].copy_from_slice(&flags.to_le_bytes());
+        out[52..54].copy_from_slice(&64u16.to_le_bytes());
+        out[58..60].copy_from_slice(&64u16.to_le_bytes());
+        out[60..62].copy_from_slice(&3u16.to_le_bytes());
+        out[62..64].copy_from_slice(&1u16.to_le_bytes());
+        let str_off = out.len() as u64;
+        out.extend_from_slice(&strtab);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        let data_off = out.len() as u64;
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        let sh_off = out.len() as u64;
+        out[40..48].copy_from_slice(&sh_off.to_le_bytes());
+        let sh = |name: u32, ty: u32, off: u64, size: u64| {
+            let mut h = vec![0u8; 64];
+            h[0..4].copy_from_slice(&name.to_le_bytes());
+            h[4..8].copy_from_slice(&ty.to_le_bytes());
+            h[24..32].copy_from_slice(&off.to_le_bytes());
+            h[32..40].copy_from_slice(&size.to_le_bytes());
+            h
+        };
+        out.extend(sh(0, 0, 0, 0));
+        out.extend(sh(1, 3, str_off, strtab.len() as u64));
+        out.extend(sh(name_off, 1, data_off, data.len() as u64));
+        out
+    }
+
+    #[test]
+    fn elf_nv_fatbin_and_cubin() {
+        let mut sec = container(&[(2, 80, 0x11, 8, 1, b"\x7fELF")]);
+        sec.extend_from_slice(&[0u8; 8]);
+        sec.extend(container(&[(2, 90, 0x10_0011, 8, 1, b"x"), (1, 90, 0x8011, 5, 9, b"zzzz")]));
+        let inv = read_bytes(&elf_with_section(62, 0, 0, ".nv_fatbin", &sec)).unwrap();
+        assert_eq!(inv.format, Format::Elf);
+        assert_eq!(inv.containers.len(), 2);
+        assert_eq!(inv.entries.len(), 3);
+        let rel = read_bytes(&elf_with_section(62, 0, 0, "__nv_relfatbin", &sec)).unwrap();
+        assert_eq!(rel.format, Format::ElfRelocatable);
+        let none = read_bytes(&elf_with_section(62, 0, 0, ".text", b"\xc3")).unwrap();
+        assert_eq!((none.format, none.entries.len()), (Format::ElfNoCuda, 0));
+        // CUDA 13 cubin: sm in bits 8..16; arch-specific via .nv.compat attribute 0x09 = 1.
+        let cubin = read_bytes(&elf_with_section(190, 0x0600_5a04, 8, ".nv.compat", &[2, 9, 1, 0])).unwrap();
+        assert_eq!((cubin.format, cubin.entries[0].arch.to_string()), (Format::Cubin, "sm_90a".to_string()));
+        // Older cubins: sm in bits 0..8.
+        let old = read_bytes(&elf_with_section(190, 0x0050_0550, 7, ".nv.info", &[])).unwrap();
+        assert_eq!(old.entries[0].arch.to_string(), "sm_80");
+    }
+
+    /// The fuzz target's property on stable: mutated and truncated inputs give an inventory or
+    /// an error, never a panic or a walk outside the input.
+    #[test]
+    fn mutated_inputs_never_panic() {
+        let fat = {
+            let mut v = container(&[(2, 80, 0x11, 8, 1, b"\x7fELFabc"), (1, 80, 0x11, 0, 0, b".version 8.0\n.target sm_80\n")]);
+            v.extend(container(&[(2, 100, 0x20_8011, 8, 1, b"zstd")]));
+            v
+        };
+        let seeds = [
+            fat.clone(),
+            elf_with_section(62, 0, 0, ".nv_fatbin", &fat),
+            elf_with_section(190, 0x0600_6402, 8, ".nv.compat", &[2, 9, 1, 0, 4, 11, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            b".version 9.5\n.target sm_100f\n".to_vec(),
+        ];
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ok = 0;
+        for i in 0..40_000 {
+            let mut d = seeds[i % seeds.len()].clone();
+            for _ in 0..1 + rnd() % 6 {
+                let at = (rnd() % d.len() as u64) as usize;
+                match rnd() % 4 {
+                    0 => d[at] = rnd() as u8,
+                    1 => d[at] ^= 1 << (rnd() % 8),
+                    2 => d.truncate(at.max(1)),
+                    _ => {
+                        let v = [0u8, 0xff, 0x40, 0x7f][(rnd() % 4) as usize];
+                        d[at] = v;
+                    }
+                }
+            }
+            if let Ok(inv) = read_bytes(&d) {
+                ok += 1;
+                for e in &inv.entries {
+                    let c = &inv.containers[e.container];
+                    assert!(e.offset >= c.offset && e.offset + e.header_size + e.payload_size <= c.offset + c.size);
+                    assert!(c.offset + c.size <= d.len() as u64, "container past the input");
+                }
+            }
+        }
+        assert!(ok > 1000, "mutations should not all be rejected ({ok})");
+    }
 }
