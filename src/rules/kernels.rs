@@ -9,8 +9,9 @@
 //! 3. Otherwise the load fails: 222 `CUDA_ERROR_UNSUPPORTED_PTX_VERSION` when usable-arch PTX
 //!    exists but is too new for the driver; 209 `CUDA_ERROR_NO_BINARY_FOR_GPU` when nothing
 //!    fits. Raw PTX text (not in a fatbin) for a newer architecture gives 218
-//!    `CUDA_ERROR_INVALID_PTX` instead (measured: the same compute_100 PTX gave 209 inside a
-//!    fatbin, 218 as text).
+//!    `CUDA_ERROR_INVALID_PTX` instead, or 222 when its `.version` is too new as well (measured:
+//!    the same compute_100 PTX gave 209 inside a fatbin, 218 as text; see
+//!    scripts/gpu-verdicts.sh for the whole predicted-vs-actual table).
 //!
 //! The runtime registers each fatbin container as one module, so the verdict is per container.
 //! Libraries such as cuBLAS ship modules only for some architectures (e.g. sm_90a-only kernels)
@@ -99,7 +100,13 @@ pub fn module_verdict(
     if !candidates.is_empty() {
         return Err(UNSUPPORTED_PTX_VERSION);
     }
+    // Raw PTX text is parsed before its target is compared: a too-new `.version` gives 222 even
+    // for a newer architecture, an acceptable one 218 (measured on the H100, driver 13.0). In a
+    // fatbin the driver picks by architecture first: no fitting entry is 209 whatever the ISA.
     if raw_ptx && entries.iter().any(|e| e.kind == EntryKind::Ptx) {
+        if entries.iter().any(|e| e.kind == EntryKind::Ptx && !isa_ok(e)) {
+            return Err(UNSUPPORTED_PTX_VERSION);
+        }
         return Err(INVALID_PTX);
     }
     Err(NO_BINARY_FOR_GPU)
@@ -379,6 +386,10 @@ mod tests {
             // FACTS.md: compute_100 PTX on sm_90 — 209 in a fatbin, 218 as raw text
             (&["ptx sm_100 9.0"], "9.0", "13.0", false, Err(209)),
             (&["ptx sm_100 9.0"], "9.0", "13.0", true, Err(218)),
+            // measured: raw compute_100 PTX at .version 9.1 on driver 13.0 gives 222, not 218,
+            // while compute_120 PTX at 9.5 inside a fatbin gives 209
+            (&["ptx sm_100 9.1"], "9.0", "13.0", true, Err(222)),
+            (&["ptx sm_120 9.5"], "9.0", "13.0", false, Err(209)),
             (&["ptx sm_90a 9.0"], "9.0", "13.0", false, Ok(Via::PtxJit)),
             (&["ptx sm_90a 9.0"], "10.0", "13.0", false, Err(209)),
             (&["ptx sm_100f 9.0"], "10.3", "13.0", false, Ok(Via::PtxJit)),
