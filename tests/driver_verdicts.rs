@@ -33,7 +33,8 @@ fn scan_predicts_what_the_h100_driver_answered() {
     for ((file, actual), f) in rows.iter().zip(doc["files"].as_array().unwrap()) {
         assert!(f["path"].as_str().unwrap().ends_with(file.as_str()));
         let v = &f["verdict"];
-        let predicted = if v["loadable"] == true { "CUDA_SUCCESS" } else { v["predicted_error"].as_str().unwrap_or("?") };
+        let predicted =
+            if v["loadable"] == true { "CUDA_SUCCESS" } else { v["predicted_error"].as_str().unwrap_or("?") };
         if predicted != actual {
             wrong.push(format!("{file}: predicted {predicted}, driver said {actual}"));
         }

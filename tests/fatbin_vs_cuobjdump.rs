@@ -10,12 +10,18 @@ use std::process::Command;
 use cuda_preflight::facts::fatbin::{self, EntryKind, Format, Inventory, Variant};
 
 fn cache() -> PathBuf {
-    std::env::var_os("CUDA_PREFLIGHT_CACHE").map(PathBuf::from).unwrap_or_else(|| "/var/tmp/cuda-preflight-cache".into())
+    std::env::var_os("CUDA_PREFLIGHT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/cuda-preflight-cache".into())
 }
 
 fn bin(tool: &str) -> PathBuf {
     let p = cache().join("cuda-tools/13.5.37/nvidia/cu13/bin").join(tool);
-    assert!(p.is_file(), "{} is missing: run scripts/cuda-tools.sh first (it installs NVIDIA's nvcc and cuobjdump wheels)", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/cuda-tools.sh first (it installs NVIDIA's nvcc and cuobjdump wheels)",
+        p.display()
+    );
     p
 }
 
@@ -57,7 +63,10 @@ fn fixture(name: &str, args: &[&str]) -> PathBuf {
             std::fs::write(&edited, text.replace(".version 9.5", &format!(".version {v}"))).unwrap();
             cmd_args.push(edited.display().to_string());
         } else {
-            cmd_args.push(a.replace("{src}", &tmp.join("k.cu").display().to_string()).replace("{src2}", &tmp.join("k2.cu").display().to_string()));
+            cmd_args.push(
+                a.replace("{src}", &tmp.join("k.cu").display().to_string())
+                    .replace("{src2}", &tmp.join("k2.cu").display().to_string()),
+            );
         }
     }
     run(Command::new(&nvcc).args(&cmd_args).arg("-o").arg(tmp.join(name)));
@@ -72,7 +81,12 @@ fn fnv(s: &str) -> u64 {
 
 fn run(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(o.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -204,7 +218,11 @@ fn fatbins_match_cuobjdump() {
             &["sass sm_100f", "ptx sm_100f 9.5 z", "sass sm_121f"],
         ),
         ("ptx-only.fatbin", &["-fatbin", "-gencode", "arch=compute_75,code=compute_75", "{src}"], &["ptx sm_75 9.5 z"]),
-        ("ptx-newer.fatbin", &["-fatbin", "-gencode", "arch=compute_120,code=compute_120", "{src}"], &["ptx sm_120 9.5 z"]),
+        (
+            "ptx-newer.fatbin",
+            &["-fatbin", "-gencode", "arch=compute_120,code=compute_120", "{src}"],
+            &["ptx sm_120 9.5 z"],
+        ),
         (
             "uncompressed.fatbin",
             &["-fatbin", "--no-compress", "-gencode", "arch=compute_80,code=[sm_80,compute_80]", "{src}"],
@@ -216,7 +234,11 @@ fn fatbins_match_cuobjdump() {
             &["sass sm_80 z", "ptx sm_80 9.5 z"],
         ),
         ("isa78.fatbin", &["-fatbin", "-arch=compute_80", "-code=compute_80", "{ptx:7.8}"], &["ptx sm_80 7.8 z"]),
-        ("isa85.fatbin", &["-fatbin", "--no-compress", "-arch=compute_80", "-code=compute_80", "{ptx:8.5}"], &["ptx sm_80 8.5"]),
+        (
+            "isa85.fatbin",
+            &["-fatbin", "--no-compress", "-arch=compute_80", "-code=compute_80", "{ptx:8.5}"],
+            &["ptx sm_80 8.5"],
+        ),
         ("isa90.fatbin", &["-fatbin", "-arch=compute_80", "-code=compute_80", "{ptx:9.0}"], &["ptx sm_80 9.0 z"]),
     ];
     for (name, args, want) in cases {
@@ -233,7 +255,17 @@ fn shared_libraries_and_rdc_match_cuobjdump() {
     // linked CUDA runtime.
     let so = fixture(
         "libtwo.so",
-        &["-shared", "-Xcompiler", "-fPIC", "-gencode", "arch=compute_80,code=[sm_80,compute_80]", "-gencode", "arch=compute_90a,code=sm_90a", "{src}", "{src2}"],
+        &[
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            "-gencode",
+            "arch=compute_80,code=[sm_80,compute_80]",
+            "-gencode",
+            "arch=compute_90a,code=sm_90a",
+            "{src}",
+            "{src2}",
+        ],
     );
     let inv = assert_matches_cuobjdump(&so);
     assert_eq!(inv.format, Format::Elf);
@@ -247,7 +279,18 @@ fn shared_libraries_and_rdc_match_cuobjdump() {
     assert_eq!(summary(&inv), ["sass sm_80 z", "ptx sm_80 9.5 z"]);
 
     // -rdc=true shared library: the device-linked executable fatbin is what loads (no PTX).
-    let rso = fixture("librdc.so", &["-shared", "-Xcompiler", "-fPIC", "-rdc=true", "-gencode", "arch=compute_80,code=[sm_80,compute_80]", "{src}"]);
+    let rso = fixture(
+        "librdc.so",
+        &[
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            "-rdc=true",
+            "-gencode",
+            "arch=compute_80,code=[sm_80,compute_80]",
+            "{src}",
+        ],
+    );
     let inv = assert_matches_cuobjdump(&rso);
     assert_eq!(inv.format, Format::Elf);
     assert_eq!(summary(&inv).len(), 1);
@@ -264,7 +307,9 @@ fn raw_ptx_file() {
 
 #[test]
 fn real_cuda13_and_cuda12_libraries_match_cuobjdump() {
-    for rel in ["nvjpeg-13.3.2.43/nvidia/cu13/lib/libnvjpeg.so.13", "nvjpeg-cu12-12.4.0.76/nvidia/nvjpeg/lib/libnvjpeg.so.12"] {
+    for rel in
+        ["nvjpeg-13.3.2.43/nvidia/cu13/lib/libnvjpeg.so.13", "nvjpeg-cu12-12.4.0.76/nvidia/nvjpeg/lib/libnvjpeg.so.12"]
+    {
         let path = lib(rel);
         let inv = assert_matches_cuobjdump(&path);
         assert_tiles(&path, &inv);
@@ -283,7 +328,10 @@ fn real_cuda11_library_by_structure() {
     }
     assert_tiles(&path, &inv);
     assert!(inv.entries.iter().any(|e| e.kind == EntryKind::Sass && e.arch.sm() == 35), "sm_35 SASS expected");
-    assert!(inv.entries.iter().any(|e| e.kind == EntryKind::Ptx && e.ptx_isa == Some((7, 8))), "CUDA 11.8 PTX is ISA 7.8");
+    assert!(
+        inv.entries.iter().any(|e| e.kind == EntryKind::Ptx && e.ptx_isa == Some((7, 8))),
+        "CUDA 11.8 PTX is ISA 7.8"
+    );
 }
 
 /// Every byte of `.nv_fatbin` is accounted for: containers back to back (zero padding between

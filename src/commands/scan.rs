@@ -238,9 +238,12 @@ fn summary(inv: &Inventory) -> (usize, usize, usize) {
     (n(|k| *k == EntryKind::Sass), n(|k| *k == EntryKind::Ptx), n(|k| matches!(k, EntryKind::Other(_))))
 }
 
+/// A file and its verdict per GPU compute capability.
+type Report<'a> = (&'a ScannedFile, Vec<((u32, u32), FileVerdict)>);
+
 fn write_table(
     out: &mut dyn Write,
-    reports: &[(&ScannedFile, Vec<((u32, u32), FileVerdict)>)],
+    reports: &[Report<'_>],
     ccs: &[(u32, u32)],
 ) -> anyhow::Result<()> {
     let mut rows: Vec<[String; 5]> = Vec::new();

@@ -748,10 +748,18 @@ mod tests {
 
     /// A minimal little-endian ELF64 with one extra section (enough for object's parser).
     pub(crate) fn elf_with_section(machine: u16, flags: u32, abi: u8, name: &str, data: &[u8]) -> Vec<u8> {
+        elf_with_sections(machine, flags, abi, &[(name, 0, data)])
+    }
+
+    /// The same with several `(name, address, bytes)` sections.
+    pub(crate) fn elf_with_sections(machine: u16, flags: u32, abi: u8, sections: &[(&str, u64, &[u8])]) -> Vec<u8> {
         let mut strtab = b"\0.shstrtab\0".to_vec();
-        let name_off = strtab.len() as u32;
-        strtab.extend_from_slice(name.as_bytes());
-        strtab.push(0);
+        let mut names = Vec::new();
+        for (name, _, _) in sections {
+            names.push(strtab.len() as u32);
+            strtab.extend_from_slice(name.as_bytes());
+            strtab.push(0);
+        }
         let mut out = vec![0u8; 64];
         out[0..4].copy_from_slice(b"\x7fELF");
         out[4] = 2;
@@ -764,28 +772,61 @@ mod tests {
         out[48..52].copy_from_slice(&flags.to_le_bytes());
         out[52..54].copy_from_slice(&64u16.to_le_bytes());
         out[58..60].copy_from_slice(&64u16.to_le_bytes());
-        out[60..62].copy_from_slice(&3u16.to_le_bytes());
+        out[60..62].copy_from_slice(&(2 + sections.len() as u16).to_le_bytes());
         out[62..64].copy_from_slice(&1u16.to_le_bytes());
         let str_off = out.len() as u64;
         out.extend_from_slice(&strtab);
-        out.resize(out.len().div_ceil(8) * 8, 0);
-        let data_off = out.len() as u64;
-        out.extend_from_slice(data);
+        let mut offs = Vec::new();
+        for (_, _, data) in sections {
+            out.resize(out.len().div_ceil(8) * 8, 0);
+            offs.push(out.len() as u64);
+            out.extend_from_slice(data);
+        }
         out.resize(out.len().div_ceil(8) * 8, 0);
         let sh_off = out.len() as u64;
         out[40..48].copy_from_slice(&sh_off.to_le_bytes());
-        let sh = |name: u32, ty: u32, off: u64, size: u64| {
+        let sh = |name: u32, ty: u32, addr: u64, off: u64, size: u64| {
             let mut h = vec![0u8; 64];
             h[0..4].copy_from_slice(&name.to_le_bytes());
             h[4..8].copy_from_slice(&ty.to_le_bytes());
+            h[16..24].copy_from_slice(&addr.to_le_bytes());
             h[24..32].copy_from_slice(&off.to_le_bytes());
             h[32..40].copy_from_slice(&size.to_le_bytes());
             h
         };
-        out.extend(sh(0, 0, 0, 0));
-        out.extend(sh(1, 3, str_off, strtab.len() as u64));
-        out.extend(sh(name_off, 1, data_off, data.len() as u64));
+        out.extend(sh(0, 0, 0, 0, 0));
+        out.extend(sh(1, 3, 0, str_off, strtab.len() as u64));
+        for (i, (_, addr, data)) in sections.iter().enumerate() {
+            out.extend(sh(names[i], 1, *addr, offs[i], data.len() as u64));
+        }
         out
+    }
+
+    /// Containers outside `.nv_fatbin`, reached only through `.nvFatBinSegment` wrapper records
+    /// (`{magic, version, data pointer, filename}`) that point into another section.
+    #[test]
+    fn fatbins_reached_through_wrapper_records() {
+        let a = container(&[(2, 75, 0x11, 8, 1, b"\x7fELF")]);
+        let b = container(&[(1, 80, 0x11, 0, 8, b".version 8.0\n.target sm_80\n")]);
+        let mut rodata = vec![0u8; 8]; // something before the first container
+        let a_at = rodata.len() as u64;
+        rodata.extend_from_slice(&a);
+        let b_at = rodata.len() as u64;
+        rodata.extend_from_slice(&b);
+        let base = 0x40_0000u64;
+        let mut seg = Vec::new();
+        for (va, magic) in [(base + a_at, WRAPPER_MAGIC), (base + b_at, WRAPPER_MAGIC), (0, WRAPPER_MAGIC), (base, 0)] {
+            seg.extend_from_slice(&magic.to_le_bytes());
+            seg.extend_from_slice(&1u32.to_le_bytes());
+            seg.extend_from_slice(&va.to_le_bytes());
+            seg.extend_from_slice(&0u64.to_le_bytes());
+        }
+        let elf = elf_with_sections(62, 0, 0, &[(".rodata", base, &rodata), (".nvFatBinSegment", 0x60_0000, &seg)]);
+        let inv = read_bytes(&elf).unwrap();
+        assert_eq!(inv.format, Format::Elf);
+        assert_eq!(inv.containers.len(), 2, "unrelocated (0) and non-wrapper records are ignored");
+        let got: Vec<String> = inv.entries.iter().map(|e| format!("{} {}", e.kind.as_str(), e.arch)).collect();
+        assert_eq!(got, ["sass sm_75", "ptx sm_80"]);
     }
 
     #[test]
@@ -814,7 +855,8 @@ mod tests {
     #[test]
     fn mutated_inputs_never_panic() {
         let fat = {
-            let mut v = container(&[(2, 80, 0x11, 8, 1, b"\x7fELFabc"), (1, 80, 0x11, 0, 0, b".version 8.0\n.target sm_80\n")]);
+            let mut v =
+                container(&[(2, 80, 0x11, 8, 1, b"\x7fELFabc"), (1, 80, 0x11, 0, 0, b".version 8.0\n.target sm_80\n")]);
             v.extend(container(&[(2, 100, 0x20_8011, 8, 1, b"zstd")]));
             v
         };

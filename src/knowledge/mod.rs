@@ -52,9 +52,12 @@ pub fn parse_version(s: &str) -> Option<(u32, u32)> {
 
 const PTX_ISA_TSV: &str = include_str!("ptx_isa.tsv");
 
-/// `(ptx_isa, first CUDA release that knows it)`, oldest first.
-pub fn ptx_isa_table() -> &'static [((u32, u32), (u32, u32))] {
-    static TABLE: OnceLock<Vec<((u32, u32), (u32, u32))>> = OnceLock::new();
+/// `(ptx_isa, first CUDA release that knows it)`, both `(major, minor)`.
+pub type PtxIsaRow = ((u32, u32), (u32, u32));
+
+/// The PTX ISA table, oldest first.
+pub fn ptx_isa_table() -> &'static [PtxIsaRow] {
+    static TABLE: OnceLock<Vec<PtxIsaRow>> = OnceLock::new();
     TABLE.get_or_init(|| {
         tsv_rows(PTX_ISA_TSV)
             .map(|c| {
