@@ -94,7 +94,10 @@ pub fn run(args: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         write_table(out, &reports, &ccs)?;
         for f in &findings {
             let pred = f.predicted.as_ref().map(|p| format!(" → {}", p.headline())).unwrap_or_default();
-            writeln!(out, "{} {}{pred}\n  {}\n  fix: {}", f.severity.as_str(), f.id, f.evidence, f.fix)?;
+            writeln!(out, "{} {}{pred}\n  {}", f.severity.as_str(), f.id, f.evidence)?;
+            if !f.fix.is_empty() {
+                writeln!(out, "  fix: {}", f.fix)?;
+            }
         }
     }
     Ok(if unreadable {
@@ -241,11 +244,7 @@ fn summary(inv: &Inventory) -> (usize, usize, usize) {
 /// A file and its verdict per GPU compute capability.
 type Report<'a> = (&'a ScannedFile, Vec<((u32, u32), FileVerdict)>);
 
-fn write_table(
-    out: &mut dyn Write,
-    reports: &[Report<'_>],
-    ccs: &[(u32, u32)],
-) -> anyhow::Result<()> {
+fn write_table(out: &mut dyn Write, reports: &[Report<'_>], ccs: &[(u32, u32)]) -> anyhow::Result<()> {
     let mut rows: Vec<[String; 5]> = Vec::new();
     let gpu_head = if ccs.is_empty() {
         "VERDICT".to_string()

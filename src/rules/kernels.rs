@@ -234,7 +234,11 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
     if driver.is_none() {
         out.push(Finding::skipped(
             "kernels-ptx-isa",
-            format!("driver CUDA version {driver_cuda:?} unknown: PTX ISA versions were not checked"),
+            if driver_cuda.trim().is_empty() {
+                "driver CUDA version not known: PTX ISA versions were not checked".to_string()
+            } else {
+                format!("driver CUDA version {driver_cuda:?} not understood: PTX ISA versions were not checked")
+            },
         ));
     }
     for f in files {
@@ -454,6 +458,10 @@ mod tests {
             assert!(!x.evidence.is_empty() && !x.fix.is_empty(), "{x:?}");
         }
         assert_eq!(kernel_findings(&files, &[], "13.0")[0].id, "kernels-skipped");
+        // Unknown driver: said so, and PTX is not held against it.
+        let f = kernel_findings(&files[..2], &[gpu], "");
+        let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, [KERNELS_PTX_ISA_SKIPPED, KERNEL_PTX_JIT_ONLY, KERNEL_PTX_JIT_ONLY]);
     }
 
     #[test]
