@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cuda_preflight::commands::{check, explain, facts, hook, report as reports};
+use cuda_preflight::commands::{check, explain, facts, hook, report as reports, scan};
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
 #[derive(Parser)]
@@ -21,6 +21,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Print the host profile (driver, CUDA version, GPUs, device majors); --json is the profile format
     Facts(facts::FactsArgs),
+    /// List the GPU code in CUDA binaries (like cuobjdump --list-elf --list-ptx) and judge whether it loads on a GPU
+    Scan(scan::ScanArgs),
     /// Show the report the hook recorded for a container, or list the latest
     Report(reports::ReportArgs),
     /// Internal: the probe child, started by the hook inside the container's namespaces
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Hook(args) => hook::run_guarded(&args, std::io::stdin()),
         Command::Check(args) => report(check::run(&args, &mut std::io::stdout().lock())),
         Command::Facts(args) => report(facts::run(&args, &mut std::io::stdout().lock())),
+        Command::Scan(args) => report(scan::run(&args, &mut std::io::stdout().lock())),
         Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
         Command::ProbeChild => cuda_preflight::facts::probe_child::main(std::io::stdin()),
         Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),

@@ -6,6 +6,7 @@ pub mod explain;
 pub mod facts;
 pub mod hook;
 pub mod report;
+pub mod scan;
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! has a file-based form (host profile, host root, rootfs directory) so rules run without a GPU.
 
 pub mod container;
+pub mod fatbin;
 pub mod host;
 pub mod image;
 pub mod loader;

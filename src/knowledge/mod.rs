@@ -50,6 +50,82 @@ pub fn driver_error_by_name(name: &str) -> Option<&'static DriverError> {
         .find(|e| e.name.eq_ignore_ascii_case(name))
 }
 
+/// A `major.minor` version (CUDA release, PTX ISA, compute capability).
+pub fn parse_version(s: &str) -> Option<(u32, u32)> {
+    let (a, b) = s.trim().split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+const PTX_ISA_TSV: &str = include_str!("ptx_isa.tsv");
+
+/// `(ptx_isa, first CUDA release that knows it)`, both `(major, minor)`.
+pub type PtxIsaRow = ((u32, u32), (u32, u32));
+
+/// The PTX ISA table, oldest first.
+pub fn ptx_isa_table() -> &'static [PtxIsaRow] {
+    static TABLE: OnceLock<Vec<PtxIsaRow>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        tsv_rows(PTX_ISA_TSV)
+            .map(|c| {
+                (
+                    parse_version(c[0]).expect("ptx_isa.tsv: ptx_isa is major.minor"),
+                    parse_version(c[1]).expect("ptx_isa.tsv: cuda is major.minor"),
+                )
+            })
+            .collect()
+    })
+}
+
+/// The newest PTX ISA a driver of CUDA `cuda` JIT-compiles. `None` below the table (CUDA < 9.0).
+/// A driver newer than the table knows at least the newest ISA we know.
+pub fn max_ptx_isa_for_cuda(cuda: (u32, u32)) -> Option<(u32, u32)> {
+    ptx_isa_table()
+        .iter()
+        .rev()
+        .find(|(_, c)| *c <= cuda)
+        .map(|(isa, _)| *isa)
+}
+
+/// The first CUDA release that knows PTX ISA `isa` (for the fix text). `None` when newer than
+/// the table.
+pub fn cuda_for_ptx_isa(isa: (u32, u32)) -> Option<(u32, u32)> {
+    ptx_isa_table()
+        .iter()
+        .find(|(i, _)| *i >= isa)
+        .map(|(_, c)| *c)
+}
+
+/// One row of the compute capability table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuArch {
+    pub cc: (u32, u32),
+    pub arch: &'static str,
+    pub generation: &'static str,
+    pub specific: bool,
+    pub family: bool,
+}
+
+const GPU_ARCH_TSV: &str = include_str!("gpu_arch.tsv");
+
+pub fn gpu_archs() -> &'static [GpuArch] {
+    static TABLE: OnceLock<Vec<GpuArch>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        tsv_rows(GPU_ARCH_TSV)
+            .map(|c| GpuArch {
+                cc: parse_version(c[0]).expect("gpu_arch.tsv: cc is major.minor"),
+                arch: c[1],
+                generation: c[2],
+                specific: c[3].contains('a'),
+                family: c[3].contains('f'),
+            })
+            .collect()
+    })
+}
+
+pub fn gpu_arch(cc: (u32, u32)) -> Option<&'static GpuArch> {
+    gpu_archs().iter().find(|g| g.cc == cc)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,5 +271,38 @@ mod explanation_tests {
             }
         }
         assert!(n >= 14);
+    }
+
+    #[test]
+    fn ptx_isa_table_is_ordered_and_matches_measurements() {
+        let t = ptx_isa_table();
+        for w in t.windows(2) {
+            assert!(w[0].0 < w[1].0 && w[0].1 < w[1].1, "{w:?}");
+        }
+        // Measured: driver CUDA 13.0 JITs 9.0 and refuses 9.5 (../shared/FACTS.md).
+        assert_eq!(max_ptx_isa_for_cuda((13, 0)), Some((9, 0)));
+        assert_eq!(cuda_for_ptx_isa((9, 5)), Some((13, 5)));
+        for (cuda, isa) in [
+            ((11, 8), (7, 8)),
+            ((12, 6), (8, 5)),
+            ((12, 7), (8, 6)),
+            ((12, 9), (8, 8)),
+            ((99, 0), (9, 5)),
+        ] {
+            assert_eq!(max_ptx_isa_for_cuda(cuda), Some(isa), "{cuda:?}");
+        }
+        assert_eq!(max_ptx_isa_for_cuda((8, 0)), None);
+    }
+
+    #[test]
+    fn gpu_arch_table_names_match_cc() {
+        for g in gpu_archs() {
+            assert_eq!(g.arch, format!("sm_{}{}", g.cc.0, g.cc.1));
+            assert!(!g.generation.is_empty());
+        }
+        assert_eq!(gpu_arch((9, 0)).unwrap().generation, "Hopper");
+        assert!(gpu_arch((9, 0)).unwrap().specific && !gpu_arch((9, 0)).unwrap().family);
+        assert!(gpu_arch((10, 0)).unwrap().family);
+        assert!(!gpu_arch((8, 0)).unwrap().specific);
     }
 }

@@ -1,0 +1,609 @@
+//! Will the GPU code in a binary load on this GPU with this driver? Decided as the driver
+//! decides it (CUDA Programming Guide, "Binary Compatibility" / "Application Compatibility";
+//! cases measured on an H100 in ../shared/FACTS.md):
+//!
+//! 1. SASS (a cubin) for `sm_XY` runs on compute capability X.Z with Z >= Y. An arch-specific
+//!    `sm_XYa` cubin runs only on X.Y exactly; a family `sm_XYf` cubin on X.Z, Z >= Y.
+//! 2. Otherwise PTX for an architecture at or below the GPU's is JIT-compiled — if the driver
+//!    knows its PTX ISA version. `compute_XYa` PTX only for X.Y; `compute_XYf` within major X.
+//! 3. Otherwise the load fails: 222 `CUDA_ERROR_UNSUPPORTED_PTX_VERSION` when usable-arch PTX
+//!    exists but is too new for the driver; 209 `CUDA_ERROR_NO_BINARY_FOR_GPU` when nothing
+//!    fits. Raw PTX text (not in a fatbin) for a newer architecture gives 218
+//!    `CUDA_ERROR_INVALID_PTX` instead, or 222 when its `.version` is too new as well (measured:
+//!    the same compute_100 PTX gave 209 inside a fatbin, 218 as text; see
+//!    scripts/gpu-verdicts.sh for the whole predicted-vs-actual table).
+//!
+//! The runtime registers each fatbin container as one module, so the verdict is per container.
+//! Libraries such as cuBLAS ship modules only for some architectures (e.g. sm_90a-only kernels)
+//! and dispatch at run time, so a library is judged unloadable only when *no* module loads; a
+//! library where some modules have no image is reported separately.
+
+use crate::facts::fatbin::{Arch, Entry, EntryKind, Format, Inventory, ScannedFile, Variant};
+use crate::facts::host::Gpu;
+use crate::finding::{Finding, Predicted, Severity};
+use crate::knowledge;
+
+pub const KERNEL_IMAGE_MISSING: &str = "kernel-image-missing";
+pub const KERNEL_IMAGE_PARTIAL: &str = "kernel-image-partial";
+pub const KERNEL_PTX_JIT_ONLY: &str = "kernel-ptx-jit-only";
+pub const KERNEL_BINARY_UNREADABLE: &str = "kernel-binary-unreadable";
+pub const KERNELS_SKIPPED: &str = "kernels-skipped";
+pub const KERNELS_PTX_ISA_SKIPPED: &str = "kernels-ptx-isa-skipped";
+
+/// Every id this rule can produce.
+pub const FINDING_IDS: &[&str] = &[
+    KERNEL_IMAGE_MISSING,
+    KERNEL_IMAGE_PARTIAL,
+    KERNEL_PTX_JIT_ONLY,
+    KERNEL_BINARY_UNREADABLE,
+    KERNELS_SKIPPED,
+    KERNELS_PTX_ISA_SKIPPED,
+];
+
+pub const NO_BINARY_FOR_GPU: i64 = 209;
+pub const INVALID_PTX: i64 = 218;
+pub const UNSUPPORTED_PTX_VERSION: i64 = 222;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Sass,
+    PtxJit,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Sass => "sass",
+            Via::PtxJit => "ptx-jit",
+        }
+    }
+}
+
+/// Does a cubin for `arch` run on a GPU of compute capability `cc`?
+pub fn sass_runs_on(arch: Arch, cc: (u32, u32)) -> bool {
+    match arch.variant {
+        Variant::Specific => (arch.major, arch.minor) == cc,
+        Variant::Plain | Variant::Family => arch.major == cc.0 && arch.minor <= cc.1,
+    }
+}
+
+/// Can PTX for `arch` be compiled for `cc` (architecture only; the ISA version is separate)?
+pub fn ptx_targets(arch: Arch, cc: (u32, u32)) -> bool {
+    match arch.variant {
+        Variant::Specific => (arch.major, arch.minor) == cc,
+        Variant::Family => arch.major == cc.0 && arch.minor <= cc.1,
+        Variant::Plain => (arch.major, arch.minor) <= cc,
+    }
+}
+
+/// The verdict for one module (container) on one GPU.
+/// `driver_isa`: the newest PTX ISA the driver knows; `None` = unknown driver, ISA not checked.
+pub fn module_verdict(
+    entries: &[&Entry],
+    cc: (u32, u32),
+    driver_isa: Option<(u32, u32)>,
+    raw_ptx: bool,
+) -> Result<Via, i64> {
+    if entries
+        .iter()
+        .any(|e| e.kind == EntryKind::Sass && sass_runs_on(e.arch, cc))
+    {
+        return Ok(Via::Sass);
+    }
+    let candidates: Vec<&&Entry> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc))
+        .collect();
+    let isa_ok = |e: &Entry| match (e.ptx_isa, driver_isa) {
+        (Some((ma, mi)), Some(max)) => (ma as u32, mi as u32) <= max,
+        // Unknown on either side: we cannot say it fails.
+        _ => true,
+    };
+    if candidates.iter().any(|e| isa_ok(e)) {
+        return Ok(Via::PtxJit);
+    }
+    if !candidates.is_empty() {
+        return Err(UNSUPPORTED_PTX_VERSION);
+    }
+    // Raw PTX text is parsed before its target is compared: a too-new `.version` gives 222 even
+    // for a newer architecture, an acceptable one 218 (measured on the H100, driver 13.0). In a
+    // fatbin the driver picks by architecture first: no fitting entry is 209 whatever the ISA.
+    if raw_ptx && entries.iter().any(|e| e.kind == EntryKind::Ptx) {
+        if entries
+            .iter()
+            .any(|e| e.kind == EntryKind::Ptx && !isa_ok(e))
+        {
+            return Err(UNSUPPORTED_PTX_VERSION);
+        }
+        return Err(INVALID_PTX);
+    }
+    Err(NO_BINARY_FOR_GPU)
+}
+
+/// The verdict for one file on one GPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileVerdict {
+    /// Modules with GPU code (containers holding SASS or PTX).
+    pub modules: usize,
+    pub by_sass: usize,
+    pub by_ptx: usize,
+    /// Modules with no loadable image, and the error each would give.
+    pub failing: Vec<(usize, i64)>,
+    pub loadable: bool,
+    pub via: Option<Via>,
+    pub predicted_error: Option<i64>,
+}
+
+pub fn file_verdict(
+    inv: &Inventory,
+    cc: (u32, u32),
+    driver_isa: Option<(u32, u32)>,
+) -> FileVerdict {
+    let raw = inv.format == Format::Ptx;
+    let mut v = FileVerdict {
+        modules: 0,
+        by_sass: 0,
+        by_ptx: 0,
+        failing: Vec::new(),
+        loadable: true,
+        via: None,
+        predicted_error: None,
+    };
+    for c in 0..inv.containers.len() {
+        let entries: Vec<&Entry> = inv
+            .entries
+            .iter()
+            .filter(|e| e.container == c && !matches!(e.kind, EntryKind::Other(_)))
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        v.modules += 1;
+        match module_verdict(&entries, cc, driver_isa, raw) {
+            Ok(Via::Sass) => v.by_sass += 1,
+            Ok(Via::PtxJit) => v.by_ptx += 1,
+            Err(code) => v.failing.push((c, code)),
+        }
+    }
+    if v.modules > 0 && v.by_sass + v.by_ptx == 0 {
+        v.loadable = false;
+        let codes: Vec<i64> = v.failing.iter().map(|(_, c)| *c).collect();
+        // 222 is the one with a driver-side fix; name it when any module would give it.
+        v.predicted_error = [UNSUPPORTED_PTX_VERSION, INVALID_PTX, NO_BINARY_FOR_GPU]
+            .into_iter()
+            .find(|c| codes.contains(c));
+    } else if v.by_ptx > 0 {
+        v.via = Some(Via::PtxJit);
+    } else if v.by_sass > 0 {
+        v.via = Some(Via::Sass);
+    }
+    v
+}
+
+/// What a file carries, in one short phrase: `sass sm_80 x2, ptx sm_90 (ISA 9.5)`.
+pub fn carried(inv: &Inventory) -> String {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for e in &inv.entries {
+        let label = match (e.kind, e.ptx_isa) {
+            (EntryKind::Ptx, Some((a, b))) => format!("ptx {} (ISA {a}.{b})", e.arch),
+            (k, _) => format!("{} {}", k.as_str(), e.arch),
+        };
+        match seen.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((label, 1)),
+        }
+    }
+    if seen.is_empty() {
+        return "no GPU code".into();
+    }
+    seen.iter()
+        .map(|(l, n)| {
+            if *n > 1 {
+                format!("{l} x{n}")
+            } else {
+                l.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parse a compute capability: `9.0`, `90`, `sm_90`.
+pub fn parse_cc(s: &str) -> Option<(u32, u32)> {
+    if let Some(v) = knowledge::parse_version(s) {
+        return Some(v);
+    }
+    let a = Arch::parse(s)?;
+    Some((a.major, a.minor))
+}
+
+fn gpu_label(cc: (u32, u32), gpus: &[&Gpu]) -> String {
+    let arch = match knowledge::gpu_arch(cc) {
+        Some(g) => format!("{} {}", g.arch, g.generation),
+        None => format!("sm_{}{}", cc.0, cc.1),
+    };
+    let names: Vec<String> = gpus
+        .iter()
+        .map(|g| {
+            if g.name.is_empty() {
+                format!("GPU {}", g.index)
+            } else {
+                format!("GPU {} {}", g.index, g.name)
+            }
+        })
+        .collect();
+    format!(
+        "{} (compute capability {}.{}, {arch})",
+        names.join(", "),
+        cc.0,
+        cc.1
+    )
+}
+
+/// Findings for every scanned file on every GPU (GPUs of one compute capability judged once).
+pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut groups: Vec<((u32, u32), Vec<&Gpu>)> = Vec::new();
+    for g in gpus {
+        match parse_cc(&g.compute_capability) {
+            Some(cc) => match groups.iter_mut().find(|(c, _)| *c == cc) {
+                Some((_, v)) => v.push(g),
+                None => groups.push((cc, vec![g])),
+            },
+            None => out.push(Finding::skipped(
+                "kernels",
+                format!(
+                    "GPU {}: compute capability {:?} unknown; its kernels were not judged",
+                    g.index, g.compute_capability
+                ),
+            )),
+        }
+    }
+    if groups.is_empty() {
+        if gpus.is_empty() {
+            out.push(Finding::skipped(
+                "kernels",
+                "no GPU known: binaries were not judged against one",
+            ));
+        }
+        return out;
+    }
+    let driver = knowledge::parse_version(driver_cuda);
+    let driver_isa = driver.and_then(knowledge::max_ptx_isa_for_cuda);
+    if driver.is_none() {
+        out.push(Finding::skipped(
+            "kernels-ptx-isa",
+            if driver_cuda.trim().is_empty() {
+                "driver CUDA version not known: PTX ISA versions were not checked".to_string()
+            } else {
+                format!("driver CUDA version {driver_cuda:?} not understood: PTX ISA versions were not checked")
+            },
+        ));
+    }
+    for f in files {
+        let inv = match &f.inventory {
+            Ok(inv) => inv,
+            Err(e) => {
+                out.push(Finding::new(
+                    KERNEL_BINARY_UNREADABLE,
+                    Severity::Warn,
+                    None,
+                    format!("{}: cannot read its GPU code: {e}", f.path.display()),
+                    "check the file is intact (re-install the package that ships it); its kernels were not judged",
+                ));
+                continue;
+            }
+        };
+        for (cc, group) in &groups {
+            let v = file_verdict(inv, *cc, driver_isa);
+            let label = gpu_label(*cc, group);
+            let path = f.path.display();
+            if !v.loadable {
+                let code = v.predicted_error.unwrap_or(NO_BINARY_FOR_GPU);
+                let fix = match code {
+                    UNSUPPORTED_PTX_VERSION => {
+                        let newest = inv
+                            .entries
+                            .iter()
+                            .filter_map(|e| e.ptx_isa)
+                            .max()
+                            .unwrap_or((0, 0));
+                        let needs = knowledge::cuda_for_ptx_isa((newest.0 as u32, newest.1 as u32))
+                            .map(|(a, b)| format!("CUDA {a}.{b}"))
+                            .unwrap_or_else(|| "a newer CUDA".into());
+                        format!(
+                            "PTX ISA {}.{} needs a driver for {needs} or newer (this one: CUDA {driver_cuda}): upgrade the host driver, \
+                             or use an image built with an older toolkit or with SASS for sm_{}{}",
+                            newest.0, newest.1, cc.0, cc.1
+                        )
+                    }
+                    _ => format!(
+                        "use a build of this library that includes sm_{0}{1} (nvcc -gencode arch=compute_{0}{1},code=sm_{0}{1}) \
+                         or PTX for compute_{0}{1} or lower, or run it on a GPU it was built for",
+                        cc.0, cc.1
+                    ),
+                };
+                out.push(Finding::new(
+                    KERNEL_IMAGE_MISSING,
+                    Severity::Block,
+                    Some(Predicted::driver(code)),
+                    format!(
+                        "{path}: none of its GPU modules ({}) loads on {label}; it carries {}",
+                        v.modules,
+                        carried(inv)
+                    ),
+                    fix,
+                ));
+                continue;
+            }
+            if !v.failing.is_empty() {
+                let code = v.failing[0].1;
+                out.push(Finding::new(
+                    KERNEL_IMAGE_PARTIAL,
+                    Severity::Info,
+                    Some(Predicted::driver(code)),
+                    format!(
+                        "{path}: {} of its {} GPU modules have no image for {label} (kernels in them fail if launched; \
+                         libraries often ship such per-architecture modules and never launch them there)",
+                        v.failing.len(),
+                        v.modules
+                    ),
+                    "nothing to do unless the workload fails with this error; then use a build that includes this GPU's architecture",
+                ));
+            }
+            if v.by_ptx > 0 {
+                out.push(Finding::new(
+                    KERNEL_PTX_JIT_ONLY,
+                    Severity::Warn,
+                    None,
+                    format!(
+                        "{path}: {} of its {} GPU modules have no SASS for {label} and will be JIT-compiled from PTX at first use \
+                         (slow first start; each container start repeats it unless the JIT cache persists)",
+                        v.by_ptx, v.modules
+                    ),
+                    format!(
+                        "use a build with SASS for sm_{0}{1} (nvcc -gencode arch=compute_{0}{1},code=sm_{0}{1}), or keep \
+                         ~/.nv/ComputeCache on a volume (CUDA_CACHE_PATH) so the JIT runs once",
+                        cc.0, cc.1
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::fatbin::Container;
+
+    fn entry(spec: &str, container: usize) -> Entry {
+        // "sass sm_90a" / "ptx sm_80 8.5"
+        let mut it = spec.split_whitespace();
+        let kind = match it.next().unwrap() {
+            "sass" => EntryKind::Sass,
+            "ptx" => EntryKind::Ptx,
+            _ => EntryKind::Other(64),
+        };
+        let arch = Arch::parse(it.next().unwrap()).unwrap();
+        let ptx_isa = it.next().map(|v| {
+            let (a, b) = knowledge::parse_version(v).unwrap();
+            (a as u16, b as u16)
+        });
+        Entry {
+            kind,
+            arch,
+            ptx_isa,
+            compressed: false,
+            offset: 0,
+            header_size: 64,
+            payload_size: 0,
+            uncompressed_size: None,
+            container,
+        }
+    }
+
+    fn inv(format: Format, modules: &[&[&str]]) -> Inventory {
+        let mut entries = Vec::new();
+        for (c, m) in modules.iter().enumerate() {
+            entries.extend(m.iter().map(|s| entry(s, c)));
+        }
+        Inventory {
+            format,
+            containers: modules
+                .iter()
+                .map(|_| Container { offset: 0, size: 0 })
+                .collect(),
+            entries,
+        }
+    }
+
+    #[test]
+    fn module_verdicts_table() {
+        // (entries, gpu cc, driver CUDA, raw PTX?, expected)
+        let cases: &[(&[&str], &str, &str, bool, Result<Via, i64>)] = &[
+            (&["sass sm_80"], "8.0", "13.0", false, Ok(Via::Sass)),
+            (&["sass sm_80"], "8.6", "13.0", false, Ok(Via::Sass)),
+            // FACTS.md: an sm_80-only cubin fails on sm_90 with 209
+            (&["sass sm_80"], "9.0", "13.0", false, Err(209)),
+            (&["sass sm_86"], "8.0", "13.0", false, Err(209)),
+            (&["sass sm_90a"], "9.0", "13.0", false, Ok(Via::Sass)),
+            (&["sass sm_100a"], "10.3", "13.0", false, Err(209)),
+            (&["sass sm_100f"], "10.3", "13.0", false, Ok(Via::Sass)),
+            (&["sass sm_103f"], "10.0", "13.0", false, Err(209)),
+            (&["sass sm_100f"], "12.0", "13.0", false, Err(209)),
+            (
+                &["sass sm_80", "ptx sm_80 8.0"],
+                "9.0",
+                "13.0",
+                false,
+                Ok(Via::PtxJit),
+            ),
+            // FACTS.md: PTX newer than the driver's ISA fails with 222; 9.0 loads on 13.0
+            (&["ptx sm_80 9.5"], "9.0", "13.0", false, Err(222)),
+            (&["ptx sm_80 9.0"], "9.0", "13.0", false, Ok(Via::PtxJit)),
+            (&["ptx sm_80 9.5"], "9.0", "13.5", false, Ok(Via::PtxJit)),
+            // FACTS.md: compute_100 PTX on sm_90 — 209 in a fatbin, 218 as raw text
+            (&["ptx sm_100 9.0"], "9.0", "13.0", false, Err(209)),
+            (&["ptx sm_100 9.0"], "9.0", "13.0", true, Err(218)),
+            // measured: raw compute_100 PTX at .version 9.1 on driver 13.0 gives 222, not 218,
+            // while compute_120 PTX at 9.5 inside a fatbin gives 209
+            (&["ptx sm_100 9.1"], "9.0", "13.0", true, Err(222)),
+            (&["ptx sm_120 9.5"], "9.0", "13.0", false, Err(209)),
+            (&["ptx sm_90a 9.0"], "9.0", "13.0", false, Ok(Via::PtxJit)),
+            (&["ptx sm_90a 9.0"], "10.0", "13.0", false, Err(209)),
+            (&["ptx sm_100f 9.0"], "10.3", "13.0", false, Ok(Via::PtxJit)),
+            (&["ptx sm_100f 9.0"], "12.0", "13.0", false, Err(209)),
+            (&["ptx sm_100 9.0"], "12.0", "13.0", false, Ok(Via::PtxJit)),
+            // SASS wins over PTX when both fit
+            (
+                &["ptx sm_75 7.8", "sass sm_90"],
+                "9.0",
+                "12.0",
+                false,
+                Ok(Via::Sass),
+            ),
+            // usable-arch PTX too new and newer-arch PTX: 222
+            (
+                &["ptx sm_75 9.5", "ptx sm_120 9.5"],
+                "9.0",
+                "13.0",
+                false,
+                Err(222),
+            ),
+            // unknown driver: ISA not held against the PTX
+            (&["ptx sm_80 9.5"], "9.0", "", false, Ok(Via::PtxJit)),
+            (&["other sm_90"], "9.0", "13.0", false, Err(209)),
+        ];
+        for (entries, cc, drv, raw, want) in cases {
+            let es: Vec<Entry> = entries.iter().map(|s| entry(s, 0)).collect();
+            let refs: Vec<&Entry> = es.iter().collect();
+            let isa = knowledge::parse_version(drv).and_then(knowledge::max_ptx_isa_for_cuda);
+            let got = module_verdict(&refs, parse_cc(cc).unwrap(), isa, *raw);
+            assert_eq!(
+                got, *want,
+                "{entries:?} on {cc} with driver {drv:?} raw={raw}"
+            );
+        }
+    }
+
+    #[test]
+    fn file_verdict_is_per_module() {
+        let lib = inv(
+            Format::Elf,
+            &[
+                &["sass sm_80", "sass sm_90"],
+                &["sass sm_90a"],
+                &["ptx sm_75 8.0"],
+            ],
+        );
+        let v = file_verdict(&lib, (8, 0), Some((9, 0)));
+        assert!(v.loadable);
+        assert_eq!(
+            (v.modules, v.by_sass, v.by_ptx, v.failing.len()),
+            (3, 1, 1, 1)
+        );
+        assert_eq!(v.via, Some(Via::PtxJit));
+        let v = file_verdict(&lib, (7, 0), Some((9, 0)));
+        assert!(!v.loadable);
+        assert_eq!(v.predicted_error, Some(209));
+        let empty = inv(Format::ElfNoCuda, &[]);
+        let v = file_verdict(&empty, (9, 0), None);
+        assert!(v.loadable && v.via.is_none() && v.modules == 0);
+    }
+
+    #[test]
+    fn findings_carry_ids_predictions_evidence_and_fix() {
+        let files = vec![
+            ScannedFile {
+                path: "/a/libold.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_70", "ptx sm_70 9.5"]])),
+            },
+            ScannedFile {
+                path: "/a/libjit.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_80", "ptx sm_80 8.0"]])),
+            },
+            ScannedFile {
+                path: "/a/libok.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_90"]])),
+            },
+            ScannedFile {
+                path: "/a/bad.so".into(),
+                inventory: Err("truncated".into()),
+            },
+        ];
+        let gpu = Gpu {
+            index: 0,
+            name: "NVIDIA H100".into(),
+            compute_capability: "9.0".into(),
+            ..Default::default()
+        };
+        let f = kernel_findings(
+            &files,
+            &[
+                gpu.clone(),
+                Gpu {
+                    index: 1,
+                    ..gpu.clone()
+                },
+            ],
+            "13.0",
+        );
+        let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                KERNEL_IMAGE_MISSING,
+                KERNEL_PTX_JIT_ONLY,
+                KERNEL_BINARY_UNREADABLE
+            ]
+        );
+        assert_eq!(
+            f[0].predicted.as_ref().unwrap().name.as_deref(),
+            Some("CUDA_ERROR_UNSUPPORTED_PTX_VERSION")
+        );
+        assert!(
+            f[0].evidence
+                .contains("GPU 0 NVIDIA H100, GPU 1 NVIDIA H100"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(f[0].fix.contains("CUDA 13.5"), "{}", f[0].fix);
+        assert!(
+            f[1].evidence.contains("1 of its 1 GPU modules"),
+            "{}",
+            f[1].evidence
+        );
+        for x in &f {
+            assert!(FINDING_IDS.contains(&x.id.as_str()));
+            assert!(!x.evidence.is_empty() && !x.fix.is_empty(), "{x:?}");
+        }
+        assert_eq!(
+            kernel_findings(&files, &[], "13.0")[0].id,
+            "kernels-skipped"
+        );
+        // Unknown driver: said so, and PTX is not held against it.
+        let f = kernel_findings(&files[..2], &[gpu], "");
+        let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                KERNELS_PTX_ISA_SKIPPED,
+                KERNEL_PTX_JIT_ONLY,
+                KERNEL_PTX_JIT_ONLY
+            ]
+        );
+    }
+
+    #[test]
+    fn finding_ids_are_unique_kebab_case() {
+        for (i, a) in FINDING_IDS.iter().enumerate() {
+            assert!(
+                a.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{a}"
+            );
+            assert!(!FINDING_IDS[i + 1..].contains(a), "{a}");
+        }
+    }
+}
