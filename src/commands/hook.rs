@@ -137,7 +137,13 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         Ok(h) => h,
         Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
     };
-    let facts = container_facts(&bundle, request, state.pid, &args.proc_root);
+    let facts = container_facts(
+        &bundle,
+        request,
+        state.pid,
+        &args.proc_root,
+        &config.host_root,
+    );
     let mut findings = run_rules(&facts, &host);
     let annotation = state.annotations.get(MODE_ANNOTATION).or_else(|| {
         bundle

@@ -3,6 +3,7 @@
 
 pub mod container;
 pub mod host;
+pub mod hoststate;
 pub mod image;
 pub mod loader;
 pub mod nvml;

@@ -1,6 +1,7 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
 pub mod devices;
+pub mod hoststate;
 pub mod requirements;
 pub mod versions;
 
@@ -11,6 +12,7 @@ pub fn finding_ids() -> Vec<&'static str> {
     ids.extend_from_slice(devices::FINDING_IDS);
     ids.extend_from_slice(requirements::FINDING_IDS);
     ids.extend_from_slice(versions::FINDING_IDS);
+    ids.extend_from_slice(hoststate::FINDING_IDS);
     ids.extend_from_slice(crate::verdict::FINDING_IDS);
     ids
 }
