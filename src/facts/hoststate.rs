@@ -97,8 +97,6 @@ pub struct CdiFacts {
     pub specs: Vec<CdiSpec>,
     /// Files that could not be read or parsed, with why.
     pub invalid: Vec<(String, String)>,
-    /// Files not read: YAML (no YAML parser in this build).
-    pub unread: Vec<String>,
     /// The spec directories searched.
     pub dirs: Vec<String>,
 }
@@ -460,16 +458,14 @@ pub fn cdi_facts(host_root: &Path, requested: &[String]) -> CdiFacts {
         names.sort();
         for name in names {
             let file = format!("{dir}/{name}");
-            if name.ends_with(".yaml") || name.ends_with(".yml") {
-                f.unread.push(file);
-                continue;
-            }
-            if !name.ends_with(".json") {
+            // The CDI registry reads exactly these extensions; nvidia-ctk writes YAML by default.
+            let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+            if !yaml && !name.ends_with(".json") {
                 continue;
             }
             match crate::input::read_capped(&host_dir.join(&name), MAX_CDI_SPEC_BYTES)
                 .map_err(|e| e.to_string())
-                .and_then(|b| parse_cdi_json(&b).map_err(|e| e.to_string()))
+                .and_then(|b| parse_cdi(&b, yaml))
             {
                 Ok(raw) => f.specs.push(raw.into_spec(file, host_root)),
                 Err(e) => f.invalid.push((file, e)),
@@ -490,6 +486,7 @@ struct RawSpec {
 
 #[derive(serde::Deserialize)]
 struct RawDevice {
+    #[serde(deserialize_with = "name_string")]
     name: String,
     #[serde(default, rename = "containerEdits")]
     edits: RawEdits,
@@ -516,8 +513,26 @@ struct RawMount {
     host_path: String,
 }
 
-fn parse_cdi_json(bytes: &[u8]) -> Result<RawSpec, serde_json::Error> {
-    serde_json::from_slice(bytes)
+fn parse_cdi(bytes: &[u8], yaml: bool) -> Result<RawSpec, String> {
+    if yaml {
+        serde_yaml_ng::from_slice(bytes).map_err(|e| e.to_string())
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A device name as YAML may give it: `name: 0` is a number to a YAML parser, a name to CDI.
+fn name_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Name {
+        S(String),
+        N(u64),
+    }
+    Ok(match <Name as serde::Deserialize>::deserialize(d)? {
+        Name::S(s) => s,
+        Name::N(n) => n.to_string(),
+    })
 }
 
 impl RawEdits {

@@ -47,7 +47,7 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
         .map(String::as_str)
         .collect();
     if !unresolved.is_empty() {
-        if cdi.invalid.is_empty() && cdi.unread.is_empty() {
+        if cdi.invalid.is_empty() {
             out.push(Finding::new(
                 UNRESOLVABLE,
                 Severity::Block,
@@ -67,17 +67,11 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
             ));
         } else {
             // A spec we could not read may define them: never block on a guess.
-            let unread: Vec<&str> = cdi
-                .unread
-                .iter()
-                .map(String::as_str)
-                .chain(cdi.invalid.iter().map(|(f, _)| f.as_str()))
-                .collect();
+            let unread: Vec<&str> = cdi.invalid.iter().map(|(f, _)| f.as_str()).collect();
             out.push(Finding::skipped(
                 "cdi-specs",
                 format!(
-                    "{} not found in the JSON specs read; not judged, since {} were not read (YAML is not parsed by \
-                     this build, or the file is invalid)",
+                    "{} not found in the specs read; not judged, since {} could not be read and may define them",
                     unresolved.join(", "),
                     unread.join(", ")
                 ),
@@ -177,6 +171,16 @@ mod tests {
         )
     }
 
+    /// The YAML nvidia-ctk writes (device names unquoted here: YAML reads `0` as a number).
+    fn yaml(libs: &str) -> String {
+        format!(
+            "---\ncdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: 0\n  containerEdits:\n    deviceNodes:\n    \
+             - path: /dev/nvidia0\n- name: all\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia0\n\
+             containerEdits:\n  deviceNodes:\n  - path: /dev/nvidiactl\n  mounts:\n  - hostPath: {LIB}/libcuda.so.{libs}\n    \
+             containerPath: {LIB}/libcuda.so.{libs}\n    options:\n    - ro\n    - nosuid\n    - bind\n"
+        )
+    }
+
     /// A host with driver 580.159.04 loaded and installed, its nodes, and `specs` (file, body).
     fn host(specs: &[(&str, String)]) -> Host {
         let h = Host::new();
@@ -265,13 +269,27 @@ mod tests {
                 "",
             ),
             (
-                "YAML spec only: skipped, not a block",
+                "healthy: YAML spec as nvidia-ctk writes it",
+                host(&[("/var/run/cdi/nvidia.yaml", yaml("580.159.04"))]),
+                vec!["nvidia.com/gpu=0", "nvidia.com/gpu=all"],
+                vec![],
+                "",
+            ),
+            (
+                "failing: stale YAML spec",
+                host(&[("/etc/cdi/nvidia.yaml", yaml("580.95.05"))]),
+                vec!["nvidia.com/gpu=all"],
+                vec![HOST_PATH_MISSING, DRIVER_MISMATCH],
+                "",
+            ),
+            (
+                "broken YAML spec only: not a block",
                 host(&[(
                     "/etc/cdi/nvidia.yaml",
-                    "cdiVersion: 0.5.0\nkind: nvidia.com/gpu\n".into(),
+                    "cdiVersion: 0.5.0\nkind: [unclosed\n".into(),
                 )]),
                 vec!["nvidia.com/gpu=all"],
-                vec![SKIPPED],
+                vec![INVALID, SKIPPED],
                 "",
             ),
         ];
