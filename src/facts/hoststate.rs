@@ -384,6 +384,15 @@ const IMAGE_LIB_DIRS: &[&str] = &[
     "/usr/local/nvidia/lib",
 ];
 
+/// `libnvidia-*` names that are not the driver's: NVIDIA's open EGL external platforms, packaged
+/// by distributions on their own versions (`libnvidia-egl-wayland.so.1.1.13`) and never injected.
+const NOT_DRIVER: &[&str] = &[
+    "libnvidia-egl-wayland",
+    "libnvidia-egl-gbm",
+    "libnvidia-egl-xcb",
+    "libnvidia-egl-xlib",
+];
+
 /// Driver libraries that are files of the image. Read from the bundle's rootfs as the host sees
 /// it, where the NVIDIA hook's bind mounts (made in the container's mount namespace) do not
 /// show; the empty files it or runc creates as mount points are left out for the same reason.
@@ -413,7 +422,9 @@ pub fn image_driver_libs(rootfs_dir: &Path) -> Result<Vec<ImageLib>, String> {
             .take(MAX_DIR_ENTRIES)
             .filter_map(|e| e.file_name().to_str().map(String::from))
             .filter(|n| {
-                (n.starts_with("libcuda.so") || n.starts_with("libnvidia-")) && n.contains(".so")
+                (n.starts_with("libcuda.so") || n.starts_with("libnvidia-"))
+                    && n.contains(".so")
+                    && !NOT_DRIVER.iter().any(|p| n.starts_with(p))
             })
             .collect();
         names.sort();

@@ -144,6 +144,7 @@ mod tests {
         let ml535 = format!("{dir}/libnvidia-ml.so.535.104.05");
         let ptx = format!("{dir}/libnvidia-ptxjitcompiler.so.580.159.04");
         let empty = format!("{dir}/libcuda.so.580.159.04");
+        let wayland = format!("{dir}/libnvidia-egl-wayland.so.1.1.13");
         // (case, files, request, expected (id, code, message contains))
         let cases: Vec<(
             &str,
@@ -158,6 +159,12 @@ mod tests {
                     ("/usr/local/cuda-13.0/compat/libcuda.so.580.95.05", "elf"),
                     ("/usr/local/cuda/lib64/stubs/libcuda.so", "elf"),
                 ],
+                hook(),
+                None,
+            ),
+            (
+                "healthy: a distribution's EGL platform library is not the driver's",
+                vec![(wayland.as_str(), "elf")],
                 hook(),
                 None,
             ),
