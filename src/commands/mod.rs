@@ -142,7 +142,7 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::versions::check(image, host));
     }
     if let Some(hs) = &c.hoststate {
-        out.extend(rules::hoststate::check(&c.request, hs));
+        out.extend(rules::hoststate::check(&c.request, hs, host));
     }
     out
 }

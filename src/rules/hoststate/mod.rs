@@ -7,8 +7,10 @@ pub mod cdi;
 pub mod dev_char;
 pub mod driver_libs;
 pub mod image_libs;
+pub mod visible;
 
 use crate::facts::container::GpuRequest;
+use crate::facts::host::HostProfile;
 use crate::facts::hoststate::HostState;
 use crate::finding::Finding;
 
@@ -24,10 +26,13 @@ pub const FINDING_IDS: &[&str] = &[
     cdi::DRIVER_MISMATCH,
     cdi::INVALID,
     cdi::SKIPPED,
+    visible::UNKNOWN,
+    visible::SEVERAL_MIG,
+    visible::SKIPPED,
 ];
 
 /// All host-state rules for one GPU container.
-pub fn check(request: &GpuRequest, hs: &HostState) -> Vec<Finding> {
+pub fn check(request: &GpuRequest, hs: &HostState, host: &HostProfile) -> Vec<Finding> {
     let mut out = dev_char::check(hs.cgroups_path.as_deref(), &hs.dev_char);
     out.extend(driver_libs::check(&hs.kernel_module, &hs.driver_libs));
     out.extend(image_libs::check(
@@ -38,6 +43,7 @@ pub fn check(request: &GpuRequest, hs: &HostState) -> Vec<Finding> {
     if let Some(c) = &hs.cdi {
         out.extend(cdi::check(c, &hs.kernel_module));
     }
+    out.extend(visible::check(request, host));
     out
 }
 
