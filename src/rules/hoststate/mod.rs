@@ -4,6 +4,7 @@
 //! CDI specs. Each file is one pure rule over [`crate::facts::hoststate::HostState`].
 
 pub mod cdi;
+pub mod compute_mode;
 pub mod dev_char;
 pub mod driver_libs;
 pub mod image_libs;
@@ -29,6 +30,9 @@ pub const FINDING_IDS: &[&str] = &[
     visible::UNKNOWN,
     visible::SEVERAL_MIG,
     visible::SKIPPED,
+    compute_mode::UNAVAILABLE,
+    compute_mode::PERSISTENCE_OFF,
+    compute_mode::SKIPPED,
 ];
 
 /// All host-state rules for one GPU container.
@@ -44,6 +48,7 @@ pub fn check(request: &GpuRequest, hs: &HostState, host: &HostProfile) -> Vec<Fi
         out.extend(cdi::check(c, &hs.kernel_module));
     }
     out.extend(visible::check(request, host));
+    out.extend(compute_mode::check(request, host));
     out
 }
 
