@@ -116,6 +116,8 @@ pub struct HostState {
     pub image_libs: Result<Vec<ImageLib>, String>,
     /// For CDI requests only.
     pub cdi: Option<CdiFacts>,
+    /// Only when the spec creates a user namespace.
+    pub userns: Option<Result<UserNs, String>>,
 }
 
 /// Gather the host-state facts of a GPU container. `devices` is the device view of the
@@ -172,6 +174,7 @@ pub fn gather(
         driver_libs,
         image_libs: image_driver_libs(&bundle.rootfs),
         cdi,
+        userns: userns_facts(&bundle.spec, devices, host_root),
     }
 }
 
@@ -583,4 +586,108 @@ impl RawSpec {
                 .collect(),
         }
     }
+}
+
+/// The container's user as the host sees it, in a user namespace, and the host's NVIDIA nodes
+/// the container will have. In a user namespace runc cannot create device nodes and bind-mounts
+/// the host's, so their owner and mode on the host decide access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserNs {
+    /// The process uid and gids inside the container.
+    pub uid: u32,
+    /// Host ids they map to; an unmapped id is the overflow id 65534.
+    pub host_uid: u32,
+    pub host_gids: Vec<u32>,
+    /// Root in the container with CAP_DAC_OVERRIDE bypasses modes on files whose owner and group
+    /// are both mapped into its namespace (the kernel's `capable_wrt_inode_uidgid`).
+    pub dac_override: bool,
+    pub uid_map: Vec<(u32, u32, u32)>,
+    pub gid_map: Vec<(u32, u32, u32)>,
+    pub nodes: Vec<HostNode>,
+}
+
+/// One NVIDIA node of the container as it is on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostNode {
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+const OVERFLOW_ID: u32 = 65534;
+
+/// `(container id, host id, size)` mappings applied to `id`.
+pub fn map_id(map: &[(u32, u32, u32)], id: u32) -> Option<u32> {
+    map.iter()
+        .find_map(|&(c, h, n)| (id >= c && (id - c) < n).then(|| h + (id - c)))
+}
+
+/// The user-namespace facts, `None` when the spec creates no user namespace.
+pub fn userns_facts(
+    spec: &oci_spec::runtime::Spec,
+    devices: Result<&DeviceView, &str>,
+    host_root: &Path,
+) -> Option<Result<UserNs, String>> {
+    use oci_spec::runtime::{Capability, LinuxNamespaceType};
+    let linux = spec.linux().as_ref()?;
+    let ns = linux
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == LinuxNamespaceType::User)?;
+    Some((|| {
+        if ns.path().is_some() {
+            return Err(
+                "the container joins an existing user namespace: its mappings are not in the spec"
+                    .into(),
+            );
+        }
+        let conv = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<(u32, u32, u32)> {
+            m.iter()
+                .flatten()
+                .map(|m| (m.container_id(), m.host_id(), m.size()))
+                .collect()
+        };
+        let uid_map = conv(linux.uid_mappings());
+        let gid_map = conv(linux.gid_mappings());
+        if uid_map.is_empty() || gid_map.is_empty() {
+            return Err("the spec's user namespace has no uid or gid mappings".into());
+        }
+        let process = spec.process().as_ref().ok_or("the spec has no process")?;
+        let user = process.user();
+        let mut gids = vec![user.gid()];
+        gids.extend(user.additional_gids().iter().flatten());
+        let dac_override = user.uid() == 0
+            && process
+                .capabilities()
+                .as_ref()
+                .and_then(|c| c.effective().as_ref())
+                .is_some_and(|e| e.contains(&Capability::DacOverride));
+        let mut nodes = Vec::new();
+        for (path, _, _) in container_devices(devices, host_root)? {
+            let Ok(m) = std::fs::symlink_metadata(host_root.join(path.trim_start_matches('/')))
+            else {
+                continue; // a missing node is the device rule's finding
+            };
+            nodes.push(HostNode {
+                path,
+                uid: m.uid(),
+                gid: m.gid(),
+                mode: m.mode() & 0o777,
+            });
+        }
+        Ok(UserNs {
+            uid: user.uid(),
+            host_uid: map_id(&uid_map, user.uid()).unwrap_or(OVERFLOW_ID),
+            host_gids: gids
+                .iter()
+                .map(|g| map_id(&gid_map, *g).unwrap_or(OVERFLOW_ID))
+                .collect(),
+            dac_override,
+            uid_map,
+            gid_map,
+            nodes,
+        })
+    })())
 }

@@ -8,6 +8,7 @@ pub mod compute_mode;
 pub mod dev_char;
 pub mod driver_libs;
 pub mod image_libs;
+pub mod userns;
 pub mod visible;
 
 use crate::facts::container::GpuRequest;
@@ -33,6 +34,8 @@ pub const FINDING_IDS: &[&str] = &[
     compute_mode::UNAVAILABLE,
     compute_mode::PERSISTENCE_OFF,
     compute_mode::SKIPPED,
+    userns::DENIED,
+    userns::SKIPPED,
 ];
 
 /// All host-state rules for one GPU container.
@@ -49,6 +52,7 @@ pub fn check(request: &GpuRequest, hs: &HostState, host: &HostProfile) -> Vec<Fi
     }
     out.extend(visible::check(request, host));
     out.extend(compute_mode::check(request, host));
+    out.extend(userns::check(hs.userns.as_ref()));
     out
 }
 
