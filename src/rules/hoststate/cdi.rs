@@ -205,6 +205,8 @@ mod tests {
         let good = spec_json("580.159.04");
         let stale = spec_json("580.95.05");
         // (case, host, requested, expected ids, predicted message (first finding) contains)
+        // Named test cases, one tuple each: (name, input…, expected).
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Host, Vec<&str>, Vec<&str>, &str)> = vec![
             (
                 "healthy: spec in /etc/cdi",

@@ -137,6 +137,8 @@ mod tests {
     fn table() {
         let ok = || gpu(0, Some("default"), Some(3), Some(true));
         let excl_busy = |i| gpu(i, Some("exclusive_process"), Some(1), Some(true));
+        // Named test cases, one tuple each: (name, input…, expected).
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, GpuRequest, HostProfile, Vec<(&str, Severity)>)> = vec![
             (
                 "healthy: default mode, others running",

@@ -102,6 +102,8 @@ mod tests {
     fn table() {
         let all = ["nvidiactl", "nvidia-uvm", "nvidia0"];
         // (case, host, cgroupsPath, expected ids, text the evidence must hold)
+        // Named test cases, one tuple each: (name, input…, expected).
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Host, Option<&str>, Vec<&str>, &str)> = vec![
             ("healthy: every link", host(&all), Some(SYSTEMD), vec![], ""),
             (

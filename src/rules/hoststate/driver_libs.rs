@@ -95,6 +95,8 @@ mod tests {
 
     #[test]
     fn table() {
+        // Named test cases, one tuple each: (name, input…, expected).
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(&str, Host, Vec<(&str, Option<i64>)>)> = vec![
             (
                 "healthy: module and libraries agree",

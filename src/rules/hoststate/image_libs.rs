@@ -146,6 +146,8 @@ mod tests {
         let empty = format!("{dir}/libcuda.so.580.159.04");
         let wayland = format!("{dir}/libnvidia-egl-wayland.so.1.1.13");
         // (case, files, request, expected (id, code, message contains))
+        // Named test cases, one tuple each: (name, input…, expected).
+        #[allow(clippy::type_complexity)]
         let cases: Vec<(
             &str,
             Vec<(&str, &str)>,

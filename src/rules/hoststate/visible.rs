@@ -39,7 +39,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
         .map(str::trim)
         .filter(|e| !e.is_empty())
         .collect();
-    if entries.iter().any(|e| *e == "all") {
+    if entries.contains(&"all") {
         return Vec::new();
     }
     let mut out = Vec::new();
