@@ -37,7 +37,16 @@ fn check_exit_codes_and_json() {
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["verdict"], "allow");
-    assert!(v["findings"].as_array().unwrap().is_empty());
+    // Info findings say what was not checked (this machine has no NVIDIA driver to compare the
+    // bundle's libraries with); nothing judges.
+    assert!(
+        v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["severity"] == "info"),
+        "{out}"
+    );
 
     let (code, out, _) = check(&[
         "--bundle",

@@ -36,7 +36,13 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if request.wants_gpu() {
         bundle.require_rootfs()?;
     }
-    let facts = container_facts(&bundle, request, None, std::path::Path::new("/proc"));
+    let facts = container_facts(
+        &bundle,
+        request,
+        None,
+        std::path::Path::new("/proc"),
+        &config.host_root,
+    );
     let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
     if profiles.is_empty() {
         profiles.push(config.host_profile.clone());

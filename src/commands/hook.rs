@@ -139,7 +139,13 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         Ok(h) => h,
         Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
     };
-    let facts = container_facts(&bundle, request, state.pid, &args.proc_root);
+    let facts = container_facts(
+        &bundle,
+        request,
+        state.pid,
+        &args.proc_root,
+        &config.host_root,
+    );
     let mut findings = run_rules(&facts, &host);
     let mut probe_result = None;
     if let Some(pid) = state.pid

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::config::Config;
 use crate::facts::container::{self, DeviceView, GpuRequest};
 use crate::facts::host::{self, HostProfile};
+use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
@@ -71,17 +72,21 @@ pub struct ContainerFacts {
     pub image: Option<ImageFacts>,
     /// The device view, or why there is none to judge.
     pub devices: Result<DeviceView, String>,
+    /// `/dev/char` links, kernel module and driver libraries, CDI specs (GPU containers only).
+    pub hoststate: Option<HostState>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
 
 /// Gather the container's facts. `pid` is the container's process at hook time: then the rootfs
-/// is read as the container sees it, through `/proc/<pid>/root`, injected files included.
+/// is read as the container sees it, through `/proc/<pid>/root`, injected files included. Host
+/// files are read under `host_root`.
 pub fn container_facts(
     bundle: &Bundle,
     request: GpuRequest,
     pid: Option<i32>,
     proc_root: &Path,
+    host_root: &Path,
 ) -> ContainerFacts {
     let image_facts = request.wants_gpu().then(|| {
         let env = bundle
@@ -112,10 +117,20 @@ pub fn container_facts(
             Err("the container asks for no GPU".to_string())
         }
     };
+    let hoststate = request.wants_gpu().then(|| {
+        hoststate::gather(
+            bundle,
+            &request,
+            devices.as_ref().map_err(String::as_str),
+            image_facts.as_ref(),
+            host_root,
+        )
+    });
     ContainerFacts {
         request,
         image: image_facts,
         devices,
+        hoststate,
     }
 }
 
@@ -126,6 +141,9 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     if let Some(image) = &c.image {
         out.extend(rules::requirements::check(image, host));
         out.extend(rules::versions::check(image, host));
+    }
+    if let Some(hs) = &c.hoststate {
+        out.extend(rules::hoststate::check(&c.request, hs, host));
     }
     out
 }

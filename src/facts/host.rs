@@ -29,6 +29,14 @@ pub struct Gpu {
     pub memory_free_mib: Option<u64>,
     #[serde(default)]
     pub mig: bool,
+    /// NVML's compute mode: `default`, `exclusive_process`, `prohibited`, `exclusive_thread`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_mode: Option<String>,
+    /// Compute processes running on the GPU when the facts were read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_processes: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_mode: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 pub mod container;
 pub mod fatbin;
 pub mod host;
+pub mod hoststate;
 pub mod image;
 pub mod loader;
 pub mod nvml;

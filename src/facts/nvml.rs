@@ -113,6 +113,12 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
             memory_free_mib: mem.as_ref().map(|m| m.free >> 20),
             // NOT_SUPPORTED on GPUs without MIG: that is "off".
             mig: d.mig_mode().map(|m| m.current == 1).unwrap_or(false),
+            compute_mode: d
+                .compute_mode()
+                .ok()
+                .map(|m| compute_mode_name(m).to_string()),
+            compute_processes: d.running_compute_processes_count().ok(),
+            persistence_mode: d.is_in_persistent_mode().ok(),
         });
     }
     Ok(HostProfile {
@@ -121,6 +127,16 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
         device_majors: Default::default(),
         gpus,
     })
+}
+
+fn compute_mode_name(m: nvml_wrapper::enum_wrappers::device::ComputeMode) -> &'static str {
+    use nvml_wrapper::enum_wrappers::device::ComputeMode::*;
+    match m {
+        Default => "default",
+        ExclusiveThread => "exclusive_thread",
+        Prohibited => "prohibited",
+        ExclusiveProcess => "exclusive_process",
+    }
 }
 
 /// NVML's brand as `NVIDIA_REQUIRE_*` spells it: the enum name, lower case.
