@@ -262,15 +262,19 @@ pub fn edit_bundle(bundle: &Path, hook_binary: &Path, config: Option<&Path>) -> 
 }
 
 /// Replace `path` with `bytes` so that a reader sees the old file or the new one, never half of
-/// one: a temporary file in the same directory with the old file's mode and owner, synced, then
-/// renamed over it.
+/// one: a temporary file in the same directory with the old file's mode and owner (0644 and ours
+/// for a new file), synced, then renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let io = |source| ShimError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(io)?;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
     let name = path.file_name().unwrap_or(OsStr::new("config.json"));
     let mut tmp_name = OsString::from(".");
     tmp_name.push(name);
@@ -282,10 +286,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .create_new(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-        let tm = f.metadata()?;
-        if (tm.uid(), tm.gid()) != (meta.uid(), meta.gid()) {
-            std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+        let mode = meta.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some(meta) = &meta {
+            let tm = f.metadata()?;
+            if (tm.uid(), tm.gid()) != (meta.uid(), meta.gid()) {
+                std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+            }
         }
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -394,6 +401,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table's row type
     fn parse_args_table() {
         // (name, argv, config, runtime argv, create bundle)
         let cases: &[(&str, &[&str], Option<&str>, &[&str], Option<&str>)] = &[
@@ -698,6 +706,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table's row type
     fn find_runtime_table() {
         let only =
             |have: &'static [&'static str]| move |p: &Path| have.iter().any(|h| Path::new(h) == p);
