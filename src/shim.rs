@@ -68,6 +68,12 @@ pub enum ShimError {
     },
     #[error("config.json: {0}")]
     BadSpec(&'static str),
+    #[error(transparent)]
+    Bundle(#[from] crate::input::bundle::BundleError),
+    #[error(transparent)]
+    Host(#[from] crate::facts::host::HostError),
+    #[error("blocked before the runtime ran")]
+    Blocked,
     #[error("cannot exec {path}: {source}")]
     Exec {
         path: PathBuf,
@@ -87,6 +93,12 @@ pub struct Invocation {
     /// The bundle, when the command is `create` (runc's default, the current directory, when no
     /// `--bundle` is given).
     pub create_bundle: Option<PathBuf>,
+    /// `create`'s container id.
+    pub container_id: Option<String>,
+    /// runc's `--log FILE`, where containerd looks for the reason a command failed.
+    pub log: Option<PathBuf>,
+    /// `--log-format json`.
+    pub log_json: bool,
 }
 
 /// runc's global flags that take a value (`runc --help`); the others are booleans. Knowing them
@@ -114,6 +126,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
     let mut config = None;
     let mut runtime_args = Vec::with_capacity(args.len());
     let mut command = None;
+    let (mut log, mut log_json) = (None, false);
     let mut i = 0;
     // Global flags: up to the first positional argument, which is the command.
     while i < args.len() {
@@ -139,9 +152,19 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
             Some((name, value)) => {
                 runtime_args.push(a.clone());
                 i += 1;
-                if value.is_none() && GLOBAL_VALUE_FLAGS.contains(&name) && i < args.len() {
-                    runtime_args.push(args[i].clone());
-                    i += 1;
+                let value = match value {
+                    Some(v) => Some(OsString::from(v)),
+                    None if GLOBAL_VALUE_FLAGS.contains(&name) && i < args.len() => {
+                        runtime_args.push(args[i].clone());
+                        i += 1;
+                        Some(args[i - 1].clone())
+                    }
+                    None => None,
+                };
+                match (name, value) {
+                    ("log", Some(v)) => log = Some(PathBuf::from(v)),
+                    ("log-format", Some(v)) => log_json = v == "json",
+                    _ => {}
                 }
             }
             None => {
@@ -151,22 +174,29 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
         }
     }
     runtime_args.extend(args[i..].iter().cloned());
-    let create_bundle = match command {
-        Some(c) if runtime_args[c] == "create" => Some(bundle_of(&runtime_args[c + 1..])),
-        _ => None,
+    let (create_bundle, container_id) = match command {
+        Some(c) if runtime_args[c] == "create" => {
+            let (b, id) = create_args(&runtime_args[c + 1..]);
+            (Some(b), id)
+        }
+        _ => (None, None),
     };
     Ok(Invocation {
         config,
         runtime_args,
         create_bundle,
+        container_id,
+        log,
+        log_json,
     })
 }
 
-/// The bundle among `create`'s arguments. runc's CLI library moves flags given after the
-/// container id in front of it, so the whole list is searched, up to `--`; the last one wins,
-/// as with Go's flag package.
-fn bundle_of(args: &[OsString]) -> PathBuf {
+/// The bundle and the container id among `create`'s arguments. runc's CLI library moves flags
+/// given after the container id in front of it, so the whole list is searched, up to `--`; the
+/// last bundle wins, as with Go's flag package; the id is the first positional argument.
+fn create_args(args: &[OsString]) -> (PathBuf, Option<String>) {
     let mut bundle = PathBuf::from(".");
+    let mut id = None;
     let mut i = 0;
     while i < args.len() {
         if args[i] == "--" {
@@ -181,11 +211,16 @@ fn bundle_of(args: &[OsString]) -> PathBuf {
                 i += 1;
             }
             Some((name, None)) if CREATE_VALUE_FLAGS.contains(&name) => i += 1,
-            _ => {}
+            Some(_) => {}
+            None => {
+                if id.is_none() {
+                    id = args[i].to_str().map(String::from);
+                }
+            }
         }
         i += 1;
     }
-    bundle
+    (bundle, id)
 }
 
 /// Is this hook entry ours (`…/cuda-preflight hook …`)?
@@ -356,6 +391,7 @@ pub fn run(args: Vec<OsString>) -> u8 {
             // A shell's "cannot execute"; nothing was started.
             126
         }
+        Err(ShimError::Blocked) => 1,
         Err(e) => {
             eprintln!("cuda-preflight-runtime: {e}");
             1
@@ -363,7 +399,93 @@ pub fn run(args: Vec<OsString>) -> u8 {
     }
 }
 
-/// Everything before the exec: settings, the real runtime, and on `create` the edit.
+/// The verdict that needs nothing the NVIDIA runtime or hook will inject: `NVIDIA_REQUIRE_*`
+/// (and the legacy `CUDA_VERSION` rule) against the host. In legacy mode NVIDIA's prestart hook
+/// checks the same requirements and fails first, with only `unsatisfied condition: …`; judged
+/// here, the user gets our message with the host's value and the fix. The hook would reach the
+/// same verdict later (same rule, same environment), so nothing is judged twice differently.
+/// Returns the block message, or None to go on.
+pub fn early_verdict(
+    bundle_dir: &Path,
+    id: &str,
+    config: &Config,
+    runtime: &Path,
+) -> Result<Option<String>> {
+    use crate::facts::container::{self, GpuRequest};
+    let started = std::time::Instant::now();
+    let bundle = crate::input::bundle::Bundle::load(bundle_dir)?;
+    let request = container::detect(&bundle.spec, None);
+    // nvidia-container-runtime turns the variable alone into a GPU request (legacy mode).
+    let nvidia_runtime = runtime
+        .file_name()
+        .is_some_and(|n| n == "nvidia-container-runtime");
+    let gpu =
+        request.wants_gpu() || (matches!(request, GpuRequest::EnvOnly { .. }) && nvidia_runtime);
+    if !gpu {
+        return Ok(None);
+    }
+    let env = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let image = crate::facts::image::gather_env(&env);
+    let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
+    let mut findings = crate::rules::requirements::check(&image, &host);
+    let annotation = bundle
+        .spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::verdict::MODE_ANNOTATION).cloned());
+    let (mode, note) = crate::verdict::effective_mode(config, annotation.as_deref());
+    findings.extend(note);
+    let v = crate::verdict::decide(config, mode, findings);
+    if v.verdict != crate::verdict::Decision::Block {
+        return Ok(None);
+    }
+    let report = crate::output::report::Report {
+        container_id: id,
+        time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        verdict: v.verdict.as_str(),
+        mode: "enforce",
+        request: &request,
+        bundle: &bundle.dir,
+        findings: &v.findings,
+        error: None,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    // The message matters more than the record: a report that cannot be written is noted in it.
+    let mut msg = crate::output::message::render(id, &v, true);
+    if let Err(e) = crate::output::report::write(&config.state_dir, &report, config.max_reports) {
+        msg.push_str(&format!(
+            "  (report not written to {}: {e})\n",
+            config.state_dir.display()
+        ));
+    }
+    Ok(Some(msg))
+}
+
+/// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
+/// containerd takes the last `error` entry for "OCI runtime create failed: …".
+fn tell_blocked(inv: &Invocation, msg: &str) {
+    eprint!("{msg}");
+    if let (Some(log), true) = (&inv.log, inv.log_json) {
+        use std::io::Write;
+        let line = json!({"level": "error", "msg": msg.trim_end()}).to_string() + "\n";
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
+
+/// Everything before the exec: settings, the real runtime, and on `create` the early verdict
+/// and the edit.
 fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
     let inv = parse_args(args)?;
     // A config that cannot be read stops every command, not only `create`: running `state` or
@@ -372,6 +494,16 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
     let me = std::env::current_exe().ok();
     let runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
     if let Some(bundle) = &inv.create_bundle {
+        let id = inv.container_id.as_deref().unwrap_or("?");
+        match early_verdict(bundle, id, &config, &runtime) {
+            Ok(Some(msg)) => {
+                tell_blocked(&inv, &msg);
+                return Err(ShimError::Blocked);
+            }
+            Ok(None) => {}
+            // The hook judges again at createRuntime and applies `on_error` to its own failures.
+            Err(e) => eprintln!("cuda-preflight-runtime: early check skipped: {e}"),
+        }
         let edited = hook_binary(&config, me.as_deref())
             .filter(|h| h.exists())
             .ok_or_else(|| {
@@ -567,6 +699,36 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn create_id_and_log_are_found() {
+        let inv = parse_args(&os(&[
+            "--root",
+            "/r",
+            "--log",
+            "/l.json",
+            "--log-format=json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "cid",
+        ]))
+        .unwrap();
+        assert_eq!(inv.container_id.as_deref(), Some("cid"));
+        assert_eq!(inv.log.as_deref(), Some(Path::new("/l.json")));
+        assert!(inv.log_json);
+        let inv = parse_args(&os(&["--log=/l", "create", "-b", "/b", "c2"])).unwrap();
+        assert_eq!(
+            (inv.container_id.as_deref(), inv.log_json),
+            (Some("c2"), false)
+        );
+        assert_eq!(
+            parse_args(&os(&["state", "c3"])).unwrap().container_id,
+            None
+        );
     }
 
     const NV: &str = r#"{"path":"/usr/bin/nvidia-container-runtime-hook","args":["nvidia-container-runtime-hook","prestart"]}"#;

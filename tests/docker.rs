@@ -365,6 +365,38 @@ fn docker_with_the_runtime_shim() {
     assert_eq!(report["verdict"], "block");
     assert_eq!(finding_ids(&report), ["device-node-missing"]);
 
+    // An unsatisfiable NVIDIA_REQUIRE_CUDA: the shim blocks before the real runtime runs (the
+    // NVIDIA hook never sees the container), and `docker run` says why, in our words.
+    let (out, id) = daemon.run(
+        "require",
+        &[
+            "--gpus",
+            "all",
+            "-e",
+            "NVIDIA_REQUIRE_CUDA=cuda>=99.0",
+            IMAGE,
+            "true",
+        ],
+    );
+    let err = text(&out.stderr);
+    eprintln!("blocked by the shim, as the user sees it:\n{err}");
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!(
+            "OCI runtime create failed: cuda-preflight: blocked container {id}: "
+        )),
+        "{err}"
+    );
+    assert!(err.contains("x require-unsatisfied:"), "{err}");
+    assert!(!err.contains("error running hook"), "no hook ran: {err}");
+    assert!(
+        !daemon.path(&format!("specs/{id}.json")).exists(),
+        "the NVIDIA hook did not run"
+    );
+    let report = daemon.report(&id).unwrap();
+    assert_eq!(report["verdict"], "block");
+    assert_eq!(finding_ids(&report), ["require-unsatisfied"]);
+
     // NVIDIA_VISIBLE_DEVICES without --gpus: no GPU is given, so a warning, never a block.
     let (out, id) = daemon.run(
         "env-only",

@@ -37,7 +37,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     std::fs::create_dir(d.path().join("bundle")).unwrap();
     std::fs::write(
         d.path().join("bundle/config.json"),
-        r#"{"ociVersion":"1.0.2","process":{"args":["true"]},"x-unknown":{"kept":[1,2]}}"#,
+        r#"{"ociVersion":"1.0.2","process":{"args":["true"],"cwd":"/","user":{"uid":0,"gid":0}},"x-unknown":{"kept":[1,2]}}"#,
     )
     .unwrap();
     (d, config)
@@ -138,4 +138,67 @@ fn shim_failures_are_loud_or_allowed_as_configured() {
         err.starts_with("cuda-preflight-runtime: ") && err.contains("config.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn early_block_never_runs_the_runtime_and_logs_for_containerd() {
+    let (d, config) = setup();
+    let profile = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts/h100-580.json");
+    let state = d.path().join("state");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}host_profile = \"{}\"\nstate_dir = \"{}\"\n",
+            profile.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    let spec = json!({"ociVersion": "1.0.2",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "env": ["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_CUDA=cuda>=99.0"]},
+        "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]}});
+    let bundle = d.path().join("bundle");
+    std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+    let log = d.path().join("log.json");
+    let args = [
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "c1",
+    ];
+    let (out, argv) = shim(d.path(), &config, &args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(argv.is_empty(), "the runtime never ran");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("cuda-preflight: blocked container c1: NVIDIA_REQUIRE_CUDA=\"cuda>=99.0\""),
+        "{err}"
+    );
+    let line: Value = serde_json::from_str(&std::fs::read_to_string(&log).unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert_eq!(line["msg"], err.trim_end());
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(state.join("reports/c1.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "block");
+    assert_eq!(
+        spec,
+        serde_json::from_str::<Value>(
+            &std::fs::read_to_string(bundle.join("config.json")).unwrap()
+        )
+        .unwrap(),
+        "spec untouched"
+    );
+
+    // The same container with a satisfiable requirement goes on to the runtime.
+    let ok = spec.to_string().replace("cuda>=99.0", "cuda>=12.0");
+    std::fs::write(bundle.join("config.json"), ok).unwrap();
+    let (out, argv) = shim(d.path(), &config, &args);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(argv, args);
 }
