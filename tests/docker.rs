@@ -91,7 +91,7 @@ impl Daemon {
     }
 }
 
-fn daemon_json(runtimes: &[(&str, &Path)]) -> Value {
+fn daemon_json(dir: &Path, runtimes: &[(&str, &Path)]) -> Value {
     let mut rt = serde_json::Map::new();
     for (name, config) in runtimes {
         rt.insert(
@@ -99,7 +99,9 @@ fn daemon_json(runtimes: &[(&str, &Path)]) -> Value {
             json!({"path": SHIM, "runtimeArgs": [format!("--cuda-preflight-config={}", config.display())]}),
         );
     }
-    json!({"runtimes": rt, "default-runtime": runtimes[0].0})
+    // deprecated-key-path: else dockerd 20.10 writes its identity key to /etc/docker/key.json.
+    json!({"runtimes": rt, "default-runtime": runtimes[0].0,
+           "deprecated-key-path": dir.join("key.json")})
 }
 
 /// A stand-in for `nvidia-container-runtime-hook prestart`: it saves the spec it sees (to show
@@ -160,8 +162,11 @@ fn start() -> Daemon {
     .unwrap();
     std::fs::write(
         d.join("daemon.json"),
-        serde_json::to_vec_pretty(&daemon_json(&[("cuda-preflight", &d.join("config.toml"))]))
-            .unwrap(),
+        serde_json::to_vec_pretty(&daemon_json(
+            d,
+            &[("cuda-preflight", &d.join("config.toml"))],
+        ))
+        .unwrap(),
     )
     .unwrap();
     // A containerd of its own; the CRI plugin is not needed and only slows the start.
@@ -228,7 +233,15 @@ fn start() -> Daemon {
             .unwrap(),
     );
     wait_for(
-        || daemon.docker(&["version"]).status.success(),
+        || {
+            let exited = daemon.dockerd.as_mut().unwrap().try_wait().unwrap();
+            assert!(
+                exited.is_none(),
+                "dockerd exited: {}",
+                std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
+            );
+            daemon.docker(&["version"]).status.success()
+        },
         "dockerd",
         &d.join("dockerd.log"),
     );
@@ -423,10 +436,13 @@ fn docker_with_the_runtime_shim() {
     let config = d.join("config.toml");
     std::fs::write(
         d.join("daemon.json"),
-        serde_json::to_vec_pretty(&daemon_json(&[
-            ("cuda-preflight", &config),
-            ("cuda-preflight-warn", &warn_config),
-        ]))
+        serde_json::to_vec_pretty(&daemon_json(
+            d,
+            &[
+                ("cuda-preflight", &config),
+                ("cuda-preflight-warn", &warn_config),
+            ],
+        ))
         .unwrap(),
     )
     .unwrap();
