@@ -59,3 +59,37 @@ fn containerd_accepts_its_snippet() {
         "{table}"
     );
 }
+
+/// The packaged default config is all comments: it means exactly the built-in defaults, and every
+/// key it mentions is one the program knows (uncommented, each parses).
+#[test]
+fn packaged_config_is_the_defaults() {
+    use cuda_preflight::config::Config;
+    let text = std::fs::read_to_string(repo().join("packaging/config.toml")).unwrap();
+    assert_eq!(Config::parse(&text).unwrap(), Config::default());
+    let mut table = String::new();
+    let mut parsed = 0;
+    for line in text.lines() {
+        let Some(l) = line.strip_prefix("# ") else {
+            continue;
+        };
+        let key = l.split_whitespace().next().unwrap_or("");
+        if l.contains(" = ")
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_' || c == '-')
+        {
+            let setting = l.split(" # ").next().unwrap().trim();
+            if key.contains('-') {
+                table.push_str(&format!("{setting}\n"));
+            } else {
+                Config::parse(setting).unwrap_or_else(|e| panic!("{setting}: {e}"));
+                parsed += 1;
+            }
+        } else if l.trim() == "[severity]" || l.starts_with("[severity]") {
+            table.push_str("[severity]\n");
+        }
+    }
+    Config::parse(&table).unwrap_or_else(|e| panic!("{table}: {e}"));
+    assert_eq!(parsed, 11, "every key in the file was tried");
+}
