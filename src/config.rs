@@ -65,7 +65,11 @@ pub struct Config {
     pub host_root: PathBuf,
     pub state_dir: PathBuf,
     pub metrics_dir: Option<PathBuf>,
+    /// The real runtime `cuda-preflight-runtime` execs (an absolute path); none: the first of
+    /// `nvidia-container-runtime`, then `runc`, found at fixed paths (`shim.rs`).
     pub runtime: Option<PathBuf>,
+    /// The `cuda-preflight` binary the shim names in `config.json`; none: the one next to the shim.
+    pub hook_binary: Option<PathBuf>,
     /// Reports kept in the state directory; older ones are pruned.
     pub max_reports: usize,
 }
@@ -86,6 +90,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/run/cuda-preflight"),
             metrics_dir: None,
             runtime: None,
+            hook_binary: None,
             max_reports: 1000,
         }
     }

@@ -9,4 +9,5 @@ pub mod input;
 pub mod knowledge;
 pub mod output;
 pub mod rules;
+pub mod shim;
 pub mod verdict;

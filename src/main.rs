@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cuda_preflight::commands::{check, explain, facts, hook, report as reports, scan};
+use cuda_preflight::commands::{check, explain, facts, hook, install, report as reports, scan};
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
 #[derive(Parser)]
@@ -30,6 +30,10 @@ enum Command {
     ProbeChild,
     /// Explain a CUDA error: its driver name and text, causes in containers, the check that catches it
     Explain(explain::ExplainArgs),
+    /// Register the hook with docker (daemon.json runtime), podman (hooks directory) or containerd (prints the snippet)
+    Install(install::InstallArgs),
+    /// Undo `install`: docker's runtime entry and default, podman's hooks-directory entry
+    Uninstall(install::InstallArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +46,10 @@ fn main() -> ExitCode {
         Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
         Command::ProbeChild => cuda_preflight::facts::probe_child::main(std::io::stdin()),
         Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),
+        Command::Install(args) => report(install::run(&args, &mut std::io::stdout().lock())),
+        Command::Uninstall(args) => {
+            report(install::run_uninstall(&args, &mut std::io::stdout().lock()))
+        }
     };
     ExitCode::from(code as u8)
 }

@@ -40,9 +40,7 @@ fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
     let dir = tempfile::tempdir().unwrap();
     let root = busybox_rootfs(dir.path());
     if let Some(conf) = conf {
-        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
         std::fs::create_dir_all(root.join("etc")).unwrap();
-        std::fs::copy(double(), root.join("usr/lib/libcuda.so.1")).unwrap();
         std::fs::write(root.join("etc/cuda-double.conf"), conf).unwrap();
     }
     let mut spec = base_spec(
@@ -56,6 +54,13 @@ fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
     spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [44]});
     spec["linux"]["devices"] = nvidia_devices(ALL_NODES);
     allow_nvidia_cgroup(&mut spec);
+    if conf.is_some() {
+        // Mounted as the NVIDIA runtime or a CDI spec mounts the host's driver library: in the
+        // container's mount namespace, not in the image.
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/usr/lib/libcuda.so.1", "type": "bind", "source": double(), "options": ["bind", "ro"]
+        }));
+    }
     let state = dir.path().join("state");
     let config = dir.path().join("config.toml");
     std::fs::write(

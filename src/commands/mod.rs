@@ -5,6 +5,7 @@ pub mod check;
 pub mod explain;
 pub mod facts;
 pub mod hook;
+pub mod install;
 pub mod report;
 pub mod scan;
 

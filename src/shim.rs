@@ -1,0 +1,926 @@
+//! `cuda-preflight-runtime`: an OCI runtime that Docker (`daemon.json` `runtimes`), containerd
+//! (runtime `BinaryName`) or CRI-O can name instead of `runc` / `nvidia-container-runtime`.
+//!
+//! It looks at argv for one thing only, as NVIDIA's own shim does: the `create` command and its
+//! bundle. On `create` it adds `cuda-preflight hook` to the bundle's `config.json` at
+//! `createRuntime`; then, for every command, it execs the real runtime with the arguments it got,
+//! so exit codes, stdio and signals are the real runtime's own (same process, same pid).
+//!
+//! Its settings come from the config file (`/etc/cuda-preflight/config.toml`): a runtime gets a
+//! fixed argv from its engine, and the environment differs per engine (`../shared/FACTS.md`). One
+//! flag of its own is accepted, before the command: `--cuda-preflight-config FILE`. Docker's
+//! `runtimeArgs` puts arguments exactly there (dockerd writes a wrapper script `PATH ARGS $@`),
+//! so a `daemon.json` entry can name another config file; the flag is removed before the real
+//! runtime sees argv, and passed on to the hook as `--config FILE`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::config::{Config, ConfigError, OnFailure};
+
+/// The shim's own flag; only recognised before the runtime command.
+pub const CONFIG_FLAG: &str = "--cuda-preflight-config";
+
+/// Where the real runtime is looked for when the config names none, in this order. Fixed
+/// absolute paths, never a `PATH` lookup: engines give runtimes different environments, and a
+/// `PATH` entry must not decide which runtime manages a container.
+pub const NVIDIA_RUNTIME_PATHS: &[&str] = &[
+    "/usr/bin/nvidia-container-runtime",
+    "/usr/local/bin/nvidia-container-runtime",
+];
+pub const RUNC_PATHS: &[&str] = &["/usr/bin/runc", "/usr/sbin/runc", "/usr/local/sbin/runc"];
+
+/// A `config.json` larger than this is not a spec we should be rewriting.
+const MAX_SPEC_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    #[error("{CONFIG_FLAG} needs a file name")]
+    MissingConfigValue,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("runtime {0}: not an absolute path (the shim does no PATH lookups)")]
+    RelativeRuntime(PathBuf),
+    #[error("runtime {0} does not exist")]
+    RuntimeMissing(PathBuf),
+    #[error("runtime {0} is this shim itself; set `runtime` in the config to the real runtime")]
+    RuntimeIsShim(PathBuf),
+    #[error(
+        "no runtime found: none of {tried} exists; set `runtime` in the config",
+        tried = NVIDIA_RUNTIME_PATHS.iter().chain(RUNC_PATHS).copied().collect::<Vec<_>>().join(", ")
+    )]
+    NoRuntime,
+    #[error("hook binary {0} does not exist; set `hook_binary` in the config")]
+    HookMissing(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a JSON spec: {source}")]
+    BadJson {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("config.json: {0}")]
+    BadSpec(&'static str),
+    #[error(transparent)]
+    Bundle(#[from] crate::input::bundle::BundleError),
+    #[error(transparent)]
+    Host(#[from] crate::facts::host::HostError),
+    #[error("blocked before the runtime ran")]
+    Blocked,
+    #[error("cannot exec {path}: {source}")]
+    Exec {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, ShimError>;
+
+/// What the shim read from its argv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// `--cuda-preflight-config FILE`, if given.
+    pub config: Option<PathBuf>,
+    /// Everything else, untouched and in order: what the real runtime gets.
+    pub runtime_args: Vec<OsString>,
+    /// The bundle, when the command is `create` (runc's default, the current directory, when no
+    /// `--bundle` is given).
+    pub create_bundle: Option<PathBuf>,
+    /// `create`'s container id.
+    pub container_id: Option<String>,
+    /// runc's `--log FILE`, where containerd looks for the reason a command failed.
+    pub log: Option<PathBuf>,
+    /// `--log-format json`.
+    pub log_json: bool,
+}
+
+/// runc's global flags that take a value (`runc --help`); the others are booleans. Knowing them
+/// keeps a value such as `--root create` from being taken for the command.
+const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "rootless"];
+/// `runc create` flags that take a value, other than the bundle.
+const CREATE_VALUE_FLAGS: &[&str] = &["console-socket", "pid-file", "preserve-fds"];
+
+/// A flag's name and its `=value`, for Go's flag syntax: one or two dashes, `-name=value` or
+/// `-name value`. None for a positional argument (or a lone `-`).
+fn flag(arg: &OsStr) -> Option<(&str, Option<&str>)> {
+    let s = arg.to_str()?;
+    let body = s.strip_prefix("--").or_else(|| s.strip_prefix('-'))?;
+    if body.is_empty() || s == "--" {
+        return None;
+    }
+    Some(match body.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (body, None),
+    })
+}
+
+/// Find the shim's flag, the command and, for `create`, the bundle; keep the rest as it came.
+pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
+    let mut config = None;
+    let mut runtime_args = Vec::with_capacity(args.len());
+    let mut command = None;
+    let (mut log, mut log_json) = (None, false);
+    let mut i = 0;
+    // Global flags: up to the first positional argument, which is the command.
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            break;
+        }
+        match flag(a) {
+            Some((name, value)) if format!("--{name}") == CONFIG_FLAG => {
+                let v = match value {
+                    Some(v) => OsString::from(v),
+                    None => {
+                        i += 1;
+                        args.get(i).cloned().ok_or(ShimError::MissingConfigValue)?
+                    }
+                };
+                if v.is_empty() {
+                    return Err(ShimError::MissingConfigValue);
+                }
+                config = Some(PathBuf::from(v));
+                i += 1;
+            }
+            Some((name, value)) => {
+                runtime_args.push(a.clone());
+                i += 1;
+                let value = match value {
+                    Some(v) => Some(OsString::from(v)),
+                    None if GLOBAL_VALUE_FLAGS.contains(&name) && i < args.len() => {
+                        runtime_args.push(args[i].clone());
+                        i += 1;
+                        Some(args[i - 1].clone())
+                    }
+                    None => None,
+                };
+                match (name, value) {
+                    ("log", Some(v)) => log = Some(PathBuf::from(v)),
+                    ("log-format", Some(v)) => log_json = v == "json",
+                    _ => {}
+                }
+            }
+            None => {
+                command = Some(runtime_args.len());
+                break;
+            }
+        }
+    }
+    runtime_args.extend(args[i..].iter().cloned());
+    let (create_bundle, container_id) = match command {
+        Some(c) if runtime_args[c] == "create" => {
+            let (b, id) = create_args(&runtime_args[c + 1..]);
+            (Some(b), id)
+        }
+        _ => (None, None),
+    };
+    Ok(Invocation {
+        config,
+        runtime_args,
+        create_bundle,
+        container_id,
+        log,
+        log_json,
+    })
+}
+
+/// The bundle and the container id among `create`'s arguments. runc's CLI library moves flags
+/// given after the container id in front of it, so the whole list is searched, up to `--`; the
+/// last bundle wins, as with Go's flag package; the id is the first positional argument.
+fn create_args(args: &[OsString]) -> (PathBuf, Option<String>) {
+    let mut bundle = PathBuf::from(".");
+    let mut id = None;
+    let mut i = 0;
+    while i < args.len() {
+        if args[i] == "--" {
+            break;
+        }
+        match flag(&args[i]) {
+            Some(("b" | "bundle", Some(v))) => bundle = PathBuf::from(v),
+            Some(("b" | "bundle", None)) => {
+                if let Some(v) = args.get(i + 1) {
+                    bundle = PathBuf::from(v);
+                }
+                i += 1;
+            }
+            Some((name, None)) if CREATE_VALUE_FLAGS.contains(&name) => i += 1,
+            Some(_) => {}
+            None => {
+                if id.is_none() {
+                    id = args[i].to_str().map(String::from);
+                }
+            }
+        }
+        i += 1;
+    }
+    (bundle, id)
+}
+
+/// Is this hook entry ours (`…/cuda-preflight hook …`)?
+fn is_our_hook(h: &Value) -> bool {
+    let named_ours = h["path"]
+        .as_str()
+        .and_then(|p| Path::new(p).file_name())
+        .is_some_and(|n| n == "cuda-preflight");
+    named_ours && h["args"].get(1).and_then(Value::as_str) == Some("hook")
+}
+
+/// Add our hook to a spec, as a JSON value so that fields this crate does not model survive.
+/// Only `hooks.createRuntime` changes. Returns false when a hook of ours is already in any
+/// stage (a second `create` of the same bundle, or a hooks-directory entry already put it there).
+///
+/// It goes last in `createRuntime`: after every hook already there, NVIDIA's included (CDI specs
+/// put `nvidia-ctk`/`nvidia-cdi-hook` entries in the create stages), and after every `prestart`
+/// hook, which runc runs before `createRuntime` — where `nvidia-container-runtime-hook` injects
+/// the devices.
+pub fn add_hook(spec: &mut Value, hook_binary: &Path, config: Option<&Path>) -> Result<bool> {
+    let obj = spec
+        .as_object_mut()
+        .ok_or(ShimError::BadSpec("not a JSON object"))?;
+    let hooks = obj.entry("hooks").or_insert_with(|| json!({}));
+    if hooks.is_null() {
+        *hooks = json!({});
+    }
+    let hooks = hooks
+        .as_object_mut()
+        .ok_or(ShimError::BadSpec("`hooks` is not an object"))?;
+    let ours_present = hooks
+        .values()
+        .filter_map(Value::as_array)
+        .flatten()
+        .any(is_our_hook);
+    if ours_present {
+        return Ok(false);
+    }
+    let mut args = vec![json!("cuda-preflight"), json!("hook")];
+    if let Some(c) = config {
+        args.push(json!("--config"));
+        args.push(json!(c.to_string_lossy()));
+    }
+    let stage = hooks.entry("createRuntime").or_insert_with(|| json!([]));
+    if stage.is_null() {
+        *stage = json!([]);
+    }
+    stage
+        .as_array_mut()
+        .ok_or(ShimError::BadSpec("`hooks.createRuntime` is not an array"))?
+        .push(json!({"path": hook_binary.to_string_lossy(), "args": args}));
+    Ok(true)
+}
+
+/// Read `<bundle>/config.json`, add our hook, write it back atomically. Returns whether it
+/// changed.
+pub fn edit_bundle(bundle: &Path, hook_binary: &Path, config: Option<&Path>) -> Result<bool> {
+    let path = bundle.join("config.json");
+    let bytes =
+        crate::input::read_capped(&path, MAX_SPEC_BYTES).map_err(|source| ShimError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    let mut spec: Value = serde_json::from_slice(&bytes).map_err(|source| ShimError::BadJson {
+        path: path.clone(),
+        source,
+    })?;
+    if !add_hook(&mut spec, hook_binary, config)? {
+        return Ok(false);
+    }
+    let out = serde_json::to_vec(&spec).expect("a Value always serialises");
+    write_atomic(&path, &out)?;
+    Ok(true)
+}
+
+/// Replace `path` with `bytes` so that a reader sees the old file or the new one, never half of
+/// one: a temporary file in the same directory with the old file's mode and owner (0644 and ours
+/// for a new file), synced, then renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let io = |source| ShimError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io(e)),
+    };
+    let name = path.file_name().unwrap_or(OsStr::new("config.json"));
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".cuda-preflight-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        let mode = meta.as_ref().map_or(0o644, |m| m.mode() & 0o7777);
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        if let Some(meta) = &meta {
+            let tm = f.metadata()?;
+            if (tm.uid(), tm.gid()) != (meta.uid(), meta.gid()) {
+                std::os::unix::fs::fchown(&f, Some(meta.uid()), Some(meta.gid()))?;
+            }
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// The real runtime: the config's `runtime` (an absolute path), else the first of
+/// [`NVIDIA_RUNTIME_PATHS`], then [`RUNC_PATHS`], that exists. `me` is this shim's own path,
+/// which must never be chosen: it would exec itself forever.
+pub fn find_runtime(
+    configured: Option<&Path>,
+    me: Option<&Path>,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<PathBuf> {
+    let chosen = match configured {
+        Some(p) if !p.is_absolute() => return Err(ShimError::RelativeRuntime(p.to_path_buf())),
+        Some(p) if !exists(p) => return Err(ShimError::RuntimeMissing(p.to_path_buf())),
+        Some(p) => p.to_path_buf(),
+        None => NVIDIA_RUNTIME_PATHS
+            .iter()
+            .chain(RUNC_PATHS)
+            .map(PathBuf::from)
+            .find(|p| exists(p))
+            .ok_or(ShimError::NoRuntime)?,
+    };
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if me.is_some_and(|me| canon(me) == canon(&chosen)) {
+        return Err(ShimError::RuntimeIsShim(chosen));
+    }
+    Ok(chosen)
+}
+
+/// The `cuda-preflight` binary the hook entry names: the config's `hook_binary`, else the one
+/// installed next to this shim (packages install both into the same directory).
+pub fn hook_binary(config: &Config, me: Option<&Path>) -> Option<PathBuf> {
+    config
+        .hook_binary
+        .clone()
+        .or_else(|| me.and_then(Path::parent).map(|d| d.join("cuda-preflight")))
+}
+
+/// The shim's whole run. Returns only on failure, with the exit code; on success the process has
+/// become the real runtime.
+pub fn run(args: Vec<OsString>) -> u8 {
+    match prepare(&args) {
+        Ok((runtime, inv)) => {
+            let err = std::process::Command::new(&runtime)
+                .args(&inv.runtime_args)
+                .exec();
+            eprintln!(
+                "cuda-preflight-runtime: {}",
+                ShimError::Exec {
+                    path: runtime,
+                    source: err
+                }
+            );
+            // A shell's "cannot execute"; nothing was started.
+            126
+        }
+        Err(ShimError::Blocked) => 1,
+        Err(e) => {
+            eprintln!("cuda-preflight-runtime: {e}");
+            1
+        }
+    }
+}
+
+/// The verdict that needs nothing the NVIDIA runtime or hook will inject: `NVIDIA_REQUIRE_*`
+/// (and the legacy `CUDA_VERSION` rule) against the host. In legacy mode NVIDIA's prestart hook
+/// checks the same requirements and fails first, with only `unsatisfied condition: …`; judged
+/// here, the user gets our message with the host's value and the fix. The hook would reach the
+/// same verdict later (same rule, same environment), so nothing is judged twice differently.
+/// Returns the block message, or None to go on.
+pub fn early_verdict(
+    bundle_dir: &Path,
+    id: &str,
+    config: &Config,
+    runtime: &Path,
+) -> Result<Option<String>> {
+    use crate::facts::container::{self, GpuRequest};
+    let started = std::time::Instant::now();
+    let bundle = crate::input::bundle::Bundle::load(bundle_dir)?;
+    let request = container::detect(&bundle.spec, None);
+    // nvidia-container-runtime turns the variable alone into a GPU request (legacy mode).
+    let nvidia_runtime = runtime
+        .file_name()
+        .is_some_and(|n| n == "nvidia-container-runtime");
+    let gpu =
+        request.wants_gpu() || (matches!(request, GpuRequest::EnvOnly { .. }) && nvidia_runtime);
+    if !gpu {
+        return Ok(None);
+    }
+    let env = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let image = crate::facts::image::gather_env(&env);
+    let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
+    let mut findings = crate::rules::requirements::check(&image, &host);
+    let annotation = bundle
+        .spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::verdict::MODE_ANNOTATION).cloned());
+    let (mode, note) = crate::verdict::effective_mode(config, annotation.as_deref());
+    findings.extend(note);
+    let v = crate::verdict::decide(config, mode, findings);
+    if v.verdict != crate::verdict::Decision::Block {
+        return Ok(None);
+    }
+    let report = crate::output::report::Report {
+        container_id: id,
+        time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        verdict: v.verdict.as_str(),
+        mode: "enforce",
+        request: &request,
+        bundle: &bundle.dir,
+        findings: &v.findings,
+        error: None,
+        probe: None,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    // The message matters more than the record: a report that cannot be written is noted in it.
+    let mut msg = crate::output::message::render(id, &v, true);
+    if let Err(e) = crate::output::report::write(&config.state_dir, &report, config.max_reports) {
+        msg.push_str(&format!(
+            "  (report not written to {}: {e})\n",
+            config.state_dir.display()
+        ));
+    }
+    Ok(Some(msg))
+}
+
+/// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
+/// containerd takes the last `error` entry for "OCI runtime create failed: …".
+fn tell_blocked(inv: &Invocation, msg: &str) {
+    eprint!("{msg}");
+    if let (Some(log), true) = (&inv.log, inv.log_json) {
+        use std::io::Write;
+        let line = json!({"level": "error", "msg": msg.trim_end()}).to_string() + "\n";
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+    }
+}
+
+/// Everything before the exec: settings, the real runtime, and on `create` the early verdict
+/// and the edit.
+fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
+    let inv = parse_args(args)?;
+    // A config that cannot be read stops every command, not only `create`: running `state` or
+    // `delete` through another runtime than `create` did would leave containers nobody manages.
+    let config = Config::load(inv.config.as_deref())?;
+    let me = std::env::current_exe().ok();
+    let runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
+    if let Some(bundle) = &inv.create_bundle {
+        let id = inv.container_id.as_deref().unwrap_or("?");
+        match early_verdict(bundle, id, &config, &runtime) {
+            Ok(Some(msg)) => {
+                tell_blocked(&inv, &msg);
+                return Err(ShimError::Blocked);
+            }
+            Ok(None) => {}
+            // The hook judges again at createRuntime and applies `on_error` to its own failures.
+            Err(e) => eprintln!("cuda-preflight-runtime: early check skipped: {e}"),
+        }
+        let edited = hook_binary(&config, me.as_deref())
+            .filter(|h| h.exists())
+            .ok_or_else(|| {
+                ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
+            })
+            .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()));
+        if let Err(e) = edited {
+            // The shim's own failure is the hook's `on_error`: by default the container starts,
+            // unchecked, and the reason is on the runtime's stderr (the engine's log).
+            match config.on_error {
+                OnFailure::Allow => eprintln!(
+                    "cuda-preflight-runtime: error, container not checked (on_error = allow): {e}"
+                ),
+                OnFailure::Block => return Err(e),
+            }
+        }
+    }
+    Ok((runtime, inv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table's row type
+    fn parse_args_table() {
+        // (name, argv, config, runtime argv, create bundle)
+        let cases: &[(&str, &[&str], Option<&str>, &[&str], Option<&str>)] = &[
+            (
+                "containerd shim create",
+                &[
+                    "--root",
+                    "/run/r",
+                    "--log",
+                    "/l.json",
+                    "--log-format",
+                    "json",
+                    "create",
+                    "--bundle",
+                    "/b",
+                    "--pid-file",
+                    "/p",
+                    "id1",
+                ],
+                None,
+                &[
+                    "--root",
+                    "/run/r",
+                    "--log",
+                    "/l.json",
+                    "--log-format",
+                    "json",
+                    "create",
+                    "--bundle",
+                    "/b",
+                    "--pid-file",
+                    "/p",
+                    "id1",
+                ],
+                Some("/b"),
+            ),
+            (
+                "bundle with =",
+                &["create", "--bundle=/b2", "x"],
+                None,
+                &["create", "--bundle=/b2", "x"],
+                Some("/b2"),
+            ),
+            (
+                "short -b",
+                &["create", "-b", "/b3", "x"],
+                None,
+                &["create", "-b", "/b3", "x"],
+                Some("/b3"),
+            ),
+            (
+                "single-dash long",
+                &["create", "-bundle=/b4", "x"],
+                None,
+                &["create", "-bundle=/b4", "x"],
+                Some("/b4"),
+            ),
+            (
+                "bundle after the id",
+                &["create", "x", "--bundle", "/b5"],
+                None,
+                &["create", "x", "--bundle", "/b5"],
+                Some("/b5"),
+            ),
+            (
+                "no bundle: runc's cwd",
+                &["create", "x"],
+                None,
+                &["create", "x"],
+                Some("."),
+            ),
+            (
+                "pid-file value named -b is a value",
+                &["create", "--pid-file", "-b", "x"],
+                None,
+                &["create", "--pid-file", "-b", "x"],
+                Some("."),
+            ),
+            (
+                "start passes",
+                &["--root", "/r", "start", "x"],
+                None,
+                &["--root", "/r", "start", "x"],
+                None,
+            ),
+            (
+                "a global flag's value is not the command",
+                &["--root", "create", "state", "x"],
+                None,
+                &["--root", "create", "state", "x"],
+                None,
+            ),
+            (
+                "boolean global flags",
+                &["--debug", "--systemd-cgroup", "create", "-b", "/b6", "x"],
+                None,
+                &["--debug", "--systemd-cgroup", "create", "-b", "/b6", "x"],
+                Some("/b6"),
+            ),
+            (
+                "our flag is removed",
+                &[
+                    "--cuda-preflight-config",
+                    "/c.toml",
+                    "--root",
+                    "/r",
+                    "create",
+                    "--bundle",
+                    "/b",
+                    "x",
+                ],
+                Some("/c.toml"),
+                &["--root", "/r", "create", "--bundle", "/b", "x"],
+                Some("/b"),
+            ),
+            (
+                "our flag with =",
+                &["--cuda-preflight-config=/c.toml", "kill", "x", "9"],
+                Some("/c.toml"),
+                &["kill", "x", "9"],
+                None,
+            ),
+            (
+                "our flag after the command is the runtime's",
+                &["exec", "--cuda-preflight-config", "/c"],
+                None,
+                &["exec", "--cuda-preflight-config", "/c"],
+                None,
+            ),
+            (
+                "create as an exec argument",
+                &["exec", "x", "create"],
+                None,
+                &["exec", "x", "create"],
+                None,
+            ),
+            (
+                "run is not create",
+                &["run", "-b", "/b", "x"],
+                None,
+                &["run", "-b", "/b", "x"],
+                None,
+            ),
+            ("no command", &["--version"], None, &["--version"], None),
+            ("empty", &[], None, &[], None),
+        ];
+        for (name, argv, config, rt, bundle) in cases {
+            let inv = parse_args(&os(argv)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(inv.config.as_deref(), config.map(Path::new), "{name}");
+            assert_eq!(inv.runtime_args, os(rt), "{name}");
+            assert_eq!(
+                inv.create_bundle.as_deref(),
+                bundle.map(Path::new),
+                "{name}"
+            );
+        }
+        for bad in [
+            &["--cuda-preflight-config"][..],
+            &["--cuda-preflight-config="],
+        ] {
+            assert!(
+                matches!(parse_args(&os(bad)), Err(ShimError::MissingConfigValue)),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn create_id_and_log_are_found() {
+        let inv = parse_args(&os(&[
+            "--root",
+            "/r",
+            "--log",
+            "/l.json",
+            "--log-format=json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "cid",
+        ]))
+        .unwrap();
+        assert_eq!(inv.container_id.as_deref(), Some("cid"));
+        assert_eq!(inv.log.as_deref(), Some(Path::new("/l.json")));
+        assert!(inv.log_json);
+        let inv = parse_args(&os(&["--log=/l", "create", "-b", "/b", "c2"])).unwrap();
+        assert_eq!(
+            (inv.container_id.as_deref(), inv.log_json),
+            (Some("c2"), false)
+        );
+        assert_eq!(
+            parse_args(&os(&["state", "c3"])).unwrap().container_id,
+            None
+        );
+    }
+
+    const NV: &str = r#"{"path":"/usr/bin/nvidia-container-runtime-hook","args":["nvidia-container-runtime-hook","prestart"]}"#;
+    const CDI: &str =
+        r#"{"path":"/usr/bin/nvidia-cdi-hook","args":["nvidia-cdi-hook","create-symlinks"]}"#;
+    const OURS: &str = r#"{"path":"/usr/bin/cuda-preflight","args":["cuda-preflight","hook"]}"#;
+
+    #[test]
+    fn add_hook_table() {
+        let hook = Path::new("/opt/cp/cuda-preflight");
+        let added = json!({"path": "/opt/cp/cuda-preflight", "args": ["cuda-preflight", "hook"]});
+        // (name, spec, changed, createRuntime after)
+        let cases: Vec<(&str, String, bool, Value)> = vec![
+            ("no hooks", "{}".into(), true, json!([added])),
+            (
+                "null hooks",
+                r#"{"hooks":null}"#.into(),
+                true,
+                json!([added]),
+            ),
+            (
+                "after NVIDIA's prestart hook",
+                format!(r#"{{"hooks":{{"prestart":[{NV}]}}}}"#),
+                true,
+                json!([added]),
+            ),
+            (
+                "after a CDI createRuntime hook",
+                format!(r#"{{"hooks":{{"createRuntime":[{CDI}]}}}}"#),
+                true,
+                json!([serde_json::from_str::<Value>(CDI).unwrap(), added]),
+            ),
+            (
+                "already there",
+                format!(r#"{{"hooks":{{"createRuntime":[{OURS}]}}}}"#),
+                false,
+                json!([serde_json::from_str::<Value>(OURS).unwrap()]),
+            ),
+            (
+                "already there from a hooks dir, in prestart",
+                format!(r#"{{"hooks":{{"prestart":[{OURS}]}}}}"#),
+                false,
+                Value::Null,
+            ),
+        ];
+        for (name, text, changed, want) in cases {
+            let mut spec: Value = serde_json::from_str(&text).unwrap();
+            let before = spec.clone();
+            assert_eq!(add_hook(&mut spec, hook, None).unwrap(), changed, "{name}");
+            assert_eq!(spec["hooks"]["createRuntime"], want, "{name}");
+            // Every other stage is as it was.
+            for stage in [
+                "prestart",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop",
+            ] {
+                assert_eq!(
+                    spec["hooks"][stage], before["hooks"][stage],
+                    "{name}: {stage}"
+                );
+            }
+            // Idempotent: a second pass changes nothing.
+            let once = spec.clone();
+            assert!(!add_hook(&mut spec, hook, None).unwrap(), "{name}");
+            assert_eq!(spec, once, "{name}");
+        }
+        for (text, want) in [
+            ("[]", "not a JSON object"),
+            (r#"{"hooks":[]}"#, "`hooks` is not an object"),
+            (r#"{"hooks":{"createRuntime":{}}}"#, "not an array"),
+        ] {
+            let e = add_hook(&mut serde_json::from_str(text).unwrap(), hook, None).unwrap_err();
+            assert!(e.to_string().contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn hook_gets_the_shims_config_file() {
+        let mut spec = json!({});
+        add_hook(
+            &mut spec,
+            Path::new("/x/cuda-preflight"),
+            Some(Path::new("/t/c.toml")),
+        )
+        .unwrap();
+        assert_eq!(
+            spec["hooks"]["createRuntime"][0]["args"],
+            json!(["cuda-preflight", "hook", "--config", "/t/c.toml"])
+        );
+    }
+
+    #[test]
+    fn edit_bundle_keeps_everything_else_and_the_file_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("config.json");
+        // Fields this crate does not model, odd numbers and nesting: all must survive.
+        let text = r#"{"ociVersion":"1.2.0","x-vendor":{"deep":[1,2.5,-3,null,true,"é"]},
+            "process":{"args":["sh"],"env":["A=1"],"future":{"k":18446744073709551615}},
+            "annotations":{"a":"b"},"hooks":{"poststop":[{"path":"/bin/true"}]}}"#;
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(edit_bundle(d.path(), Path::new("/x/cuda-preflight"), None).unwrap());
+        let after: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let mut want: Value = serde_json::from_str(text).unwrap();
+        want["hooks"]["createRuntime"] =
+            json!([{"path": "/x/cuda-preflight", "args": ["cuda-preflight", "hook"]}]);
+        assert_eq!(after, want);
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o7777, 0o640);
+        // Second create of the same bundle: nothing written, no temporary file left.
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert!(!edit_bundle(d.path(), Path::new("/x/cuda-preflight"), None).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), mtime);
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("config.json")]);
+    }
+
+    #[test]
+    fn edit_bundle_errors_name_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let e = edit_bundle(d.path(), Path::new("/x"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("config.json") && e.contains("No such file"),
+            "{e}"
+        );
+        std::fs::write(d.path().join("config.json"), "{not json").unwrap();
+        let e = edit_bundle(d.path(), Path::new("/x"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a JSON spec"), "{e}");
+    }
+
+    #[test]
+    #[allow(clippy::type_complexity)] // a table's row type
+    fn find_runtime_table() {
+        let only =
+            |have: &'static [&'static str]| move |p: &Path| have.iter().any(|h| Path::new(h) == p);
+        let cases: &[(
+            &str,
+            Option<&str>,
+            &'static [&'static str],
+            std::result::Result<&str, &str>,
+        )] = &[
+            (
+                "configured",
+                Some("/opt/rt/crun"),
+                &["/opt/rt/crun", "/usr/bin/runc"],
+                Ok("/opt/rt/crun"),
+            ),
+            (
+                "configured but missing",
+                Some("/opt/rt/crun"),
+                &["/usr/bin/runc"],
+                Err("does not exist"),
+            ),
+            (
+                "configured relative",
+                Some("runc"),
+                &["/usr/bin/runc"],
+                Err("not an absolute path"),
+            ),
+            (
+                "nvidia first",
+                None,
+                &["/usr/sbin/runc", "/usr/local/bin/nvidia-container-runtime"],
+                Ok("/usr/local/bin/nvidia-container-runtime"),
+            ),
+            (
+                "runc",
+                None,
+                &["/usr/local/sbin/runc", "/usr/sbin/runc"],
+                Ok("/usr/sbin/runc"),
+            ),
+            ("nothing", None, &[], Err("no runtime found")),
+        ];
+        for (name, configured, have, want) in cases {
+            let got = find_runtime(configured.map(Path::new), None, only(have));
+            match (got, want) {
+                (Ok(p), Ok(w)) => assert_eq!(p, Path::new(w), "{name}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{name}: {e}"),
+                (got, _) => panic!("{name}: {got:?}"),
+            }
+        }
+        let me = Path::new("/opt/rt/cuda-preflight-runtime");
+        let e = find_runtime(Some(me), Some(me), |_| true).unwrap_err();
+        assert!(matches!(e, ShimError::RuntimeIsShim(_)), "{e}");
+    }
+}

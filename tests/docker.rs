@@ -1,0 +1,484 @@
+//! The runtime shim under the real Docker daemon (Debian's `docker.io`, 20.10): `daemon.json`
+//! names the freshly built `cuda-preflight-runtime` as the default runtime. One daemon, with its
+//! own containerd, data root, exec root and socket, serves every case in sequence and is stopped
+//! at the end (also when a case fails). `docker run --gpus all` takes Docker's own GPU path: a
+//! stand-in `nvidia-container-runtime-hook` on dockerd's `PATH` is what Docker looks for, and
+//! Docker adds it as a prestart hook.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
+const IMAGE: &str = "cuda-preflight-test/busybox:1";
+
+struct Daemon {
+    dir: tempfile::TempDir,
+    containerd: Child,
+    dockerd: Option<Child>,
+    docker: PathBuf,
+}
+
+impl Drop for Daemon {
+    /// SIGTERM, a grace period, then SIGKILL: dockerd first, then its containerd.
+    fn drop(&mut self) {
+        let children = self
+            .dockerd
+            .iter_mut()
+            .chain(std::iter::once(&mut self.containerd));
+        for child in children {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Daemon {
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// `docker ARGS` against this daemon, killed after 60 s (`timeout -k`: the client forwards
+    /// a plain TERM to the container, which may ignore it).
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("timeout")
+            .args(["-k", "5", "60"])
+            .arg(&self.docker)
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", self.path("docker.sock").display()),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `docker run --rm --cidfile … ARGS`; returns the output and the container id.
+    fn run(&self, name: &str, args: &[&str]) -> (Output, String) {
+        let cidfile = self.path(&format!("{name}.cid"));
+        let mut all = vec!["run", "--rm", "--cidfile", cidfile.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.docker(&all);
+        let id = std::fs::read_to_string(&cidfile).unwrap_or_default();
+        (out, id.trim().to_string())
+    }
+
+    fn report(&self, id: &str) -> Option<Value> {
+        read_report(&self.path("state"), id)
+    }
+
+    /// The spec the runtime got, as the stand-in NVIDIA hook saved it at prestart.
+    fn spec_seen(&self, id: &str) -> Value {
+        let p = self.path(&format!("specs/{id}.json"));
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
+    }
+}
+
+fn daemon_json(dir: &Path, runtimes: &[(&str, &Path)]) -> Value {
+    let mut rt = serde_json::Map::new();
+    for (name, config) in runtimes {
+        rt.insert(
+            name.to_string(),
+            json!({"path": SHIM, "runtimeArgs": [format!("--cuda-preflight-config={}", config.display())]}),
+        );
+    }
+    // deprecated-key-path: else dockerd 20.10 writes its identity key to /etc/docker/key.json.
+    json!({"runtimes": rt, "default-runtime": runtimes[0].0,
+           "deprecated-key-path": dir.join("key.json")})
+}
+
+/// A stand-in for `nvidia-container-runtime-hook prestart`: it saves the spec it sees (to show
+/// the hook order the runtime got), then creates the NVIDIA nodes in the container's mount
+/// namespace and allows them in its v1 device cgroup, as the real one does — except the node
+/// named by the container's `STANDIN_LEAVE_OUT`, which is how a case asks for a defect.
+fn standin_hook(dir: &Path) {
+    let bin = dir.join("nvidia-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(dir.join("specs")).unwrap();
+    let nsenter = require_tool("nsenter");
+    let script = format!(
+        r#"#!/bin/bash
+set -eu
+read -r id pid rootfs visible leave < <(python3 -c '
+import json, os, shutil, sys
+s = json.load(sys.stdin)
+shutil.copy(os.path.join(s["bundle"], "config.json"), "{specs}/" + s["id"] + ".json")
+c = json.load(open(os.path.join(s["bundle"], "config.json")))
+env = dict(v.split("=", 1) for v in c["process"].get("env", []) if "=" in v)
+print(s["id"], s["pid"], os.path.join(s["bundle"], c["root"]["path"]),
+      env.get("NVIDIA_VISIBLE_DEVICES") or "-", env.get("STANDIN_LEAVE_OUT") or "-")')
+case "$visible" in -|void|none) exit 0;; esac
+for n in "/dev/nvidiactl 195 255" "/dev/nvidia-uvm 238 0" "/dev/nvidia0 195 0"; do
+  set -- $n
+  [ "$1" = "$leave" ] && continue
+  {nsenter} -t "$pid" -m mknod -m 666 "$rootfs$1" c "$2" "$3"
+done
+cg=$(sed -n 's/^[0-9]*:devices:\(.*\)$/\1/p' /proc/$pid/cgroup)
+if [ -n "$cg" ] && [ -w "/sys/fs/cgroup/devices$cg/devices.allow" ]; then
+  echo 'c 195:* rwm' > "/sys/fs/cgroup/devices$cg/devices.allow"
+  echo 'c 238:* rwm' > "/sys/fs/cgroup/devices$cg/devices.allow"
+fi
+"#,
+        specs = dir.join("specs").display(),
+        nsenter = nsenter.display()
+    );
+    let path = bin.join("nvidia-container-runtime-hook");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+fn start() -> Daemon {
+    let docker = require_tool("docker");
+    let dockerd = require_tool("dockerd");
+    let containerd = require_tool("containerd");
+    let dir = tempfile::tempdir().unwrap();
+    let d = &dir.path().to_path_buf();
+    standin_hook(d);
+    std::fs::write(
+        d.join("config.toml"),
+        format!(
+            "probe = \"never\"\nhost_profile = \"{}\"\nstate_dir = \"{}\"\n",
+            h100_profile().display(),
+            d.join("state").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("daemon.json"),
+        serde_json::to_vec_pretty(&daemon_json(
+            d,
+            &[("cuda-preflight", &d.join("config.toml"))],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    // A containerd of its own; the CRI plugin is not needed and only slows the start.
+    std::fs::write(
+        d.join("containerd.toml"),
+        format!(
+            "version = 2\nroot = \"{0}/ctd-root\"\nstate = \"{0}/ctd-state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n",
+            d.display()
+        ),
+    )
+    .unwrap();
+    let log = |name: &str| Stdio::from(std::fs::File::create(d.join(name)).unwrap());
+    let containerd = Command::new(containerd)
+        .arg("--config")
+        .arg(d.join("containerd.toml"))
+        .stdout(log("containerd.out"))
+        .stderr(log("containerd.log"))
+        .spawn()
+        .unwrap();
+    let mut daemon = Daemon {
+        dir,
+        containerd,
+        dockerd: None,
+        docker,
+    };
+    wait_for(
+        || d.join("containerd.sock").exists(),
+        "containerd",
+        &d.join("containerd.log"),
+    );
+    // dockerd finds nvidia-container-runtime-hook on its own PATH at start-up, and only then
+    // accepts --gpus.
+    let path = format!(
+        "{}:{}",
+        d.join("nvidia-bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    daemon.dockerd = Some(
+        Command::new(dockerd)
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--containerd")
+            .arg(d.join("containerd.sock"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", d.join("docker.sock").display()))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--iptables=false",
+                "--bridge=none",
+            ])
+            .args(["--ip-forward=false", "--ip-masq=false"])
+            .env("PATH", path)
+            .stdout(log("dockerd.out"))
+            .stderr(log("dockerd.log"))
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(
+        || {
+            let exited = daemon.dockerd.as_mut().unwrap().try_wait().unwrap();
+            assert!(
+                exited.is_none(),
+                "dockerd exited: {}",
+                std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
+            );
+            daemon.docker(&["version"]).status.success()
+        },
+        "dockerd",
+        &d.join("dockerd.log"),
+    );
+    // The image: a busybox rootfs, imported.
+    let rootfs = busybox_rootfs(&d.join("image"));
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut import = Command::new(&daemon.docker)
+        .args(["import", "-", IMAGE])
+        .env(
+            "DOCKER_HOST",
+            format!("unix://{}", d.join("docker.sock").display()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(import.wait().unwrap().success(), "docker import failed");
+    daemon
+}
+
+fn wait_for(mut ready: impl FnMut() -> bool, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        if Instant::now() > deadline {
+            panic!(
+                "{what} did not come up in 30 s; its log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn docker_with_the_runtime_shim() {
+    let daemon = start();
+
+    // No GPU: starts, the container's own exit code comes back, the hook takes its fast path
+    // (no report).
+    let (out, id) = daemon.run("plain", &[IMAGE, "sh", "-c", "echo hello; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    assert!(!id.is_empty());
+    assert!(daemon.report(&id).is_none());
+
+    // --gpus all, every node injected: starts. Our hook ran after Docker's NVIDIA prestart hook:
+    // had it run before, the nodes would have been missing and the start blocked.
+    let (out, id) = daemon.run(
+        "healthy",
+        &[
+            "--gpus",
+            "all",
+            IMAGE,
+            "ls",
+            "/dev/nvidiactl",
+            "/dev/nvidia-uvm",
+            "/dev/nvidia0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = daemon.report(&id).expect("our hook ran and wrote a report");
+    assert_eq!(report["verdict"], "allow", "{report:#}");
+    assert_eq!(report["request"]["kind"], "injected-by-hook", "{report:#}");
+    let spec = daemon.spec_seen(&id);
+    let prestart = spec["hooks"]["prestart"].as_array().unwrap();
+    assert!(
+        prestart
+            .iter()
+            .any(|h| h["args"] == json!(["nvidia-container-runtime-hook", "prestart"])),
+        "Docker's --gpus path added the NVIDIA hook: {spec:#}"
+    );
+    let ours: Vec<&Value> = spec["hooks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s.as_array().unwrap())
+        .filter(|h| h["args"].get(1) == Some(&json!("hook")))
+        .collect();
+    assert_eq!(ours.len(), 1, "our hook once: {spec:#}");
+    assert_eq!(
+        spec["hooks"]["createRuntime"].as_array().unwrap().last(),
+        Some(ours[0]),
+        "ours last in createRuntime, which runc runs after every prestart hook"
+    );
+    assert_eq!(
+        ours[0]["path"],
+        json!(
+            Path::new(SHIM)
+                .with_file_name("cuda-preflight")
+                .to_str()
+                .unwrap()
+        )
+    );
+
+    // --gpus all, /dev/nvidia-uvm left out by the NVIDIA hook: blocked, and `docker run` says why.
+    let (out, id) = daemon.run(
+        "defect",
+        &[
+            "--gpus",
+            "all",
+            "-e",
+            "STANDIN_LEAVE_OUT=/dev/nvidia-uvm",
+            IMAGE,
+            "true",
+        ],
+    );
+    let err = text(&out.stderr);
+    eprintln!("blocked start, as the user sees it:\n{err}");
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!(
+            "stderr: cuda-preflight: blocked container {id}: /dev/nvidia-uvm is missing from the container's /dev: CUDA would fail with 999 CUDA_ERROR_UNKNOWN"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("x device-node-missing:"), "{err}");
+    assert!(
+        err.contains(&format!("full report: cuda-preflight report {id}")),
+        "{err}"
+    );
+    let report = daemon.report(&id).unwrap();
+    assert_eq!(report["verdict"], "block");
+    assert_eq!(finding_ids(&report), ["device-node-missing"]);
+
+    // An unsatisfiable NVIDIA_REQUIRE_CUDA: the shim blocks before the real runtime runs (the
+    // NVIDIA hook never sees the container), and `docker run` says why, in our words.
+    let (out, id) = daemon.run(
+        "require",
+        &[
+            "--gpus",
+            "all",
+            "-e",
+            "NVIDIA_REQUIRE_CUDA=cuda>=99.0",
+            IMAGE,
+            "true",
+        ],
+    );
+    let err = text(&out.stderr);
+    eprintln!("blocked by the shim, as the user sees it:\n{err}");
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains(&format!(
+            "OCI runtime create failed: cuda-preflight: blocked container {id}: "
+        )),
+        "{err}"
+    );
+    assert!(err.contains("x require-unsatisfied:"), "{err}");
+    assert!(!err.contains("error running hook"), "no hook ran: {err}");
+    assert!(
+        !daemon.path(&format!("specs/{id}.json")).exists(),
+        "the NVIDIA hook did not run"
+    );
+    let report = daemon.report(&id).unwrap();
+    assert_eq!(report["verdict"], "block");
+    assert_eq!(finding_ids(&report), ["require-unsatisfied"]);
+
+    // NVIDIA_VISIBLE_DEVICES without --gpus: no GPU is given, so a warning, never a block.
+    let (out, id) = daemon.run(
+        "env-only",
+        &["-e", "NVIDIA_VISIBLE_DEVICES=all", IMAGE, "true"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = daemon.report(&id).unwrap();
+    assert_eq!(report["verdict"], "warn", "{report:#}");
+    assert_eq!(finding_ids(&report), ["gpu-env-without-runtime"]);
+
+    // A runtime added to daemon.json and picked up by a SIGHUP reload, with a config of its own
+    // (mode = warn): the same defect starts, and the report says it was judged under that config.
+    let d = daemon.dir.path();
+    let warn_config = d.join("warn.toml");
+    std::fs::write(
+        &warn_config,
+        format!(
+            "mode = \"warn\"\nprobe = \"never\"\nhost_profile = \"{}\"\nstate_dir = \"{}\"\n",
+            h100_profile().display(),
+            d.join("state").display()
+        ),
+    )
+    .unwrap();
+    let config = d.join("config.toml");
+    std::fs::write(
+        d.join("daemon.json"),
+        serde_json::to_vec_pretty(&daemon_json(
+            d,
+            &[
+                ("cuda-preflight", &config),
+                ("cuda-preflight-warn", &warn_config),
+            ],
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let pid = daemon.dockerd.as_ref().unwrap().id() as i32;
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_for(
+        || {
+            text(
+                &daemon
+                    .docker(&["info", "--format", "{{json .Runtimes}}"])
+                    .stdout,
+            )
+            .contains("cuda-preflight-warn")
+        },
+        "the reloaded runtime",
+        &d.join("dockerd.log"),
+    );
+    let (out, id) = daemon.run(
+        "reloaded",
+        &[
+            "--runtime",
+            "cuda-preflight-warn",
+            "--gpus",
+            "all",
+            "-e",
+            "STANDIN_LEAVE_OUT=/dev/nvidia-uvm",
+            IMAGE,
+            "true",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = daemon.report(&id).unwrap();
+    assert_eq!(
+        (&report["verdict"], &report["mode"]),
+        (&json!("warn"), &json!("warn")),
+        "{report:#}"
+    );
+    assert_eq!(finding_ids(&report), ["device-node-missing"]);
+}
