@@ -48,7 +48,7 @@ fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
         &[
             "sh",
             "-c",
-            "readlink /proc/self/ns/mnt; cat /proc/self/cgroup",
+            "readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid; cat /proc/self/cgroup",
         ],
     );
     spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [44]});
@@ -116,6 +116,8 @@ fn probe_runs_inside_the_container_as_its_user_without_capabilities() {
         id["mnt_ns"], mnt,
         "probe in another mount namespace than the container"
     );
+    let pid_ns = lines.next().expect("container printed its pid ns");
+    assert_eq!(id["pid_ns"], pid_ns, "probe in another pid namespace than the container");
     let container_cgroup: String = lines.map(|l| format!("{l}\n")).collect();
     assert_eq!(
         id["cgroup"].as_str().unwrap(),

@@ -25,10 +25,10 @@ pub struct ProbeSpec {
     /// `cgroup.procs` files (host paths) the child writes itself into, so the container's device
     /// rules bind it too.
     pub cgroup_procs: Vec<PathBuf>,
-    /// Namespace kinds to enter (`user`, `cgroup`, `ipc`, `uts`, `net`, `mnt`), those where the
-    /// container's differ from the hook's, in that order. Not `pid`: joining it takes effect only
-    /// for children, and a probe process inside the container's pid namespace is reaped by the
-    /// container's init (runc's, which does not reap before `exec`); the driver does not need it.
+    /// Namespace kinds to enter (`user`, `cgroup`, `ipc`, `uts`, `net`, `pid`, `mnt`), those
+    /// where the container's differ from the hook's, in that order. The pid namespace matters:
+    /// the container's /proc belongs to it, and the driver reads /proc/self (measured on the H100:
+    /// outside it `cuInit` fails with 304 CUDA_ERROR_OPERATING_SYSTEM).
     pub namespaces: Vec<String>,
     /// The rootfs as the container's mount namespace names it (runc mounts it at its own path).
     pub rootfs: PathBuf,
@@ -62,6 +62,8 @@ pub struct Identity {
     pub no_new_privs: Option<bool>,
     /// `readlink /proc/self/ns/mnt` inside the container, where its /proc is mounted.
     pub mnt_ns: Option<String>,
+    /// `readlink /proc/self/ns/pid`: the container's pid namespace, whose /proc the driver reads.
+    pub pid_ns: Option<String>,
     pub cgroup: Option<String>,
 }
 
@@ -145,6 +147,18 @@ pub fn run(
     let mut buf = Vec::new();
     let timed_out = read_until_deadline(&mut stdout, &mut buf, started, deadline);
     if timed_out {
+        // SIGTERM first: the child kills and reaps the process it forked inside the container's
+        // pid namespace (an orphan there would be left to the container's init, which does not
+        // reap before exec), then dies of SIGKILL itself. SIGKILL if it does not within 1 s.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(1) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return ProbeResult::TimedOut { deadline_ms: deadline.as_millis() as u64 };
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = child.kill();
         let _ = child.wait();
         return ProbeResult::TimedOut {
@@ -252,7 +266,7 @@ pub fn cgroup_procs_files(proc_cgroup: &str, cgroup_root: &Path) -> Vec<PathBuf>
 /// namespace first (entering it grants the capabilities needed for the others it owns), the
 /// mount namespace last (after it, `/proc` paths of the host are gone).
 pub fn namespaces_to_enter(pid: i32, proc_root: &Path) -> Vec<String> {
-    ["user", "cgroup", "ipc", "uts", "net", "mnt"]
+    ["user", "cgroup", "ipc", "uts", "net", "pid", "mnt"]
         .into_iter()
         .filter(|ns| {
             let theirs = std::fs::read_link(proc_root.join(format!("{pid}/ns/{ns}")));

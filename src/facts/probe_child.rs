@@ -23,32 +23,59 @@ fn ns_flag(kind: &str) -> libc::c_int {
         "ipc" => libc::CLONE_NEWIPC,
         "uts" => libc::CLONE_NEWUTS,
         "net" => libc::CLONE_NEWNET,
+        "pid" => libc::CLONE_NEWPID,
         _ => libc::CLONE_NEWNS,
     }
 }
 
-/// Join, enter, confine, drop. Any failure stops before image code is loaded.
-fn become_the_container(spec: &ProbeSpec) -> Result<(), String> {
+/// Join, enter, confine, drop. Any failure stops before image code is loaded. Returns our
+/// `/proc/self` of the host's procfs, for the identity.
+fn become_the_container(spec: &ProbeSpec) -> Result<std::fs::File, String> {
     // 1. The container's cgroups: its device rules must bind us, or a denied device would look
     //    allowed (entering the cgroup namespace does not move a process).
     let me = std::process::id().to_string();
     for f in &spec.cgroup_procs {
         std::fs::write(f, &me).map_err(|e| format!("joining {}: {e}", f.display()))?;
     }
-    // 2. Open every namespace first: after the mount namespace, the host's /proc is gone.
+    // 2. Open every namespace first: after the mount namespace, the host's /proc is gone. The
+    //    mount namespace is entered last, after the fork into the pid namespace.
     let mut fds: Vec<(String, OwnedFd)> = Vec::new();
     for ns in &spec.namespaces {
         let p = spec.proc_root.join(format!("{}/ns/{ns}", spec.pid));
         let f = std::fs::File::open(&p).map_err(|e| format!("opening {}: {e}", p.display()))?;
         fds.push((ns.clone(), f.into()));
     }
-    for (ns, fd) in &fds {
+    let (mnt, others): (Vec<_>, Vec<_>) = fds.into_iter().partition(|(ns, _)| ns == "mnt");
+    for (ns, fd) in &others {
         // SAFETY: a valid namespace fd.
         if unsafe { libc::setns(fd.as_raw_fd(), ns_flag(ns)) } != 0 {
             return Err(os_err(&format!("entering the container's {ns} namespace")));
         }
     }
-    drop(fds);
+    drop(others);
+    if spec.namespaces.iter().any(|n| n == "pid") {
+        // setns on a pid namespace applies to children only: the probe goes on in a child,
+        // inside it; this process waits and ends as that child ends. Single-threaded (a fresh
+        // exec), so fork is safe.
+        // SAFETY: fork in a single-threaded process.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(os_err("fork into the container's pid namespace"));
+        }
+        if child > 0 {
+            wait_and_mirror(child);
+        }
+    }
+    // Our own /proc entry, through the host's procfs, while it is still reachable: the
+    // container's /proc may not be mounted yet, and the identity is read through this.
+    let proc_self = std::fs::File::open("/proc/self").map_err(|e| format!("/proc/self: {e}"))?;
+    for (ns, fd) in &mnt {
+        // SAFETY: a valid namespace fd.
+        if unsafe { libc::setns(fd.as_raw_fd(), ns_flag(ns)) } != 0 {
+            return Err(os_err(&format!("entering the container's {ns} namespace")));
+        }
+    }
+    drop(mnt);
     // 3. The rootfs as that mount namespace has it (before pivot_root, at its own path).
     let root = CString::new(spec.rootfs.as_os_str().as_encoded_bytes())
         .map_err(|_| "rootfs path has a NUL".to_string())?;
@@ -90,7 +117,40 @@ fn become_the_container(spec: &ProbeSpec) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(os_err("PR_SET_NO_NEW_PRIVS"));
     }
-    Ok(())
+    Ok(proc_self)
+}
+
+static PROBING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn kill_probing(_: libc::c_int) {
+    // Async-signal-safe: kill(2) only.
+    let pid = PROBING.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Wait for the process that probes and end the same way: its exit code, or its signal (so a
+/// crash in the driver reads as a crash to the parent). SIGTERM (the parent's deadline) kills
+/// it first, so it is reaped here and never left in the container's pid namespace.
+fn wait_and_mirror(child: libc::pid_t) -> ! {
+    PROBING.store(child, std::sync::atomic::Ordering::SeqCst);
+    let mut status = 0;
+    // SAFETY: a handler that only calls kill(2); waiting for our own child; then exiting.
+    unsafe {
+        libc::signal(libc::SIGTERM, kill_probing as *const () as libc::sighandler_t);
+        while libc::waitpid(child, &mut status, 0) < 0 {
+            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                libc::_exit(3);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let sig = libc::WTERMSIG(status);
+            libc::signal(sig, libc::SIG_DFL);
+            libc::kill(libc::getpid(), sig);
+        }
+        libc::_exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 3 })
+    }
 }
 
 /// Who we are after the setup, read through the host's `/proc/self` (opened before entering the
@@ -136,6 +196,7 @@ fn identity(proc_self: &std::fs::File) -> Identity {
         cap_bnd: field("CapBnd:"),
         no_new_privs: field("NoNewPrivs:").map(|v| v == "1"),
         mnt_ns: link_at(c"ns/mnt"),
+        pid_ns: link_at(c"ns/pid"),
         cgroup: read_at(c"cgroup"),
     }
 }
@@ -277,16 +338,9 @@ pub fn main(stdin: impl Read) -> i32 {
         libcuda: spec.libcuda.clone(),
         ..ProbeOutcome::default()
     };
-    let proc_self = match std::fs::File::open("/proc/self") {
-        Ok(f) => f,
-        Err(e) => {
-            outcome.setup_error = Some(format!("/proc/self: {e}"));
-            return finish(&outcome);
-        }
-    };
     match become_the_container(&spec) {
         Err(e) => outcome.setup_error = Some(e),
-        Ok(()) => {
+        Ok(proc_self) => {
             outcome.identity = identity(&proc_self);
             if let Err(e) = drive(&mut outcome, &spec.libcuda) {
                 outcome.load_error = Some(e);

@@ -175,6 +175,67 @@ def bench_fast_path(n=200):
     return statistics.median(bare), statistics.median(hook)
 
 
+def fatbin_verdicts():
+    """scan's prediction for each committed fixture vs cuModuleLoadData on this GPU, live."""
+    d = os.path.abspath("tests/data/h100-driver-13.0")
+    files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith((".cubin", ".fatbin", ".ptx")))
+    cc = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
+                        capture_output=True, text=True).stdout.split()[0]
+    ver = subprocess.run([CUPROBE], capture_output=True, text=True,
+                         env=dict(os.environ, LD_LIBRARY_PATH=LIBDIR)).stdout
+    dv = json.loads(ver)["driver_version"]
+    drv = f"{dv // 1000}.{(dv % 1000) // 10}"
+    scan = subprocess.run([HOOK, "scan", "--json", "--gpu", cc, "--driver-cuda", drv] + files, capture_output=True, text=True)
+    predicted = {}
+    for f in json.loads(scan.stdout)["files"]:
+        v = f.get("verdict") or {}
+        predicted[f["path"]] = "CUDA_SUCCESS" if v.get("loadable") else v.get("predicted_error")
+    load = subprocess.run([CUPROBE, "--load"] + files, capture_output=True, text=True, env=dict(os.environ, LD_LIBRARY_PATH=LIBDIR))
+    rows = []
+    for line in load.stdout.splitlines()[1:]:
+        r = json.loads(line)
+        rows.append((os.path.basename(r["file"]), predicted.get(r["file"]), r.get("name")))
+    return cc, drv, rows
+
+
+def timed(cmd):
+    """Wall seconds and peak RSS (MB) of a child command."""
+    import resource
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, (after / 1024 if after > before else float("nan")), p.returncode
+
+
+def scan_bench():
+    """scan vs cuobjdump --list-elf on libtorch_cuda.so, and a whole torch + nvidia-* tree."""
+    try:
+        torch_dir = subprocess.run(["python3", "-c", "import torch,os;print(os.path.dirname(torch.__file__))"],
+                                   capture_output=True, text=True, timeout=120).stdout.strip()
+    except Exception:
+        return []
+    lib = os.path.join(torch_dir, "lib", "libtorch_cuda.so")
+    if not os.path.exists(lib):
+        return []
+    out = []
+    # scan first so it cannot borrow cuobjdump's page cache; both then run warm once.
+    subprocess.run(["cat", lib], stdout=subprocess.DEVNULL)
+    w, m, rc = timed([HOOK, "scan", lib])
+    out.append(("scan libtorch_cuda.so", w, m, rc))
+    cuobjdump = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
+    if os.path.exists(cuobjdump):
+        w, m, rc = timed([cuobjdump, "--list-elf", lib])
+        out.append(("cuobjdump --list-elf libtorch_cuda.so", w, m, rc))
+    site = os.path.dirname(torch_dir)
+    trees = [os.path.join(torch_dir, "lib")] + [p for p in [os.path.join(site, "nvidia")] if os.path.isdir(p)]
+    for _ in range(2):
+        w, m, rc = timed([HOOK, "scan", "--gpu", "9.0", "--driver-cuda", "13.0"] + trees)
+    out.append(("scan torch/lib + nvidia/ (warm page cache)", w, m, rc))
+    return out
+
+
 def main():
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip()
@@ -215,7 +276,22 @@ def main():
         print(f"| {r[0]} | {r[1]} | {r[10]} | {r[2]} {r[3]} | {r[4]} | {r[5]} {r[6]} | {r[7]} | {r[8]:.1f} | {r[11]:.1f} | {r[9]:.0f} |")
     print(f"\nfast path (no GPU), median of 200: /bin/true {bare:.3f} ms, cuda-preflight hook {fast:.3f} ms")
     agree = sum(1 for r in rows if r[7] == "yes")
-    print(f"agreement: {agree}/{len(rows)}")
+    print(f"scenario agreement: {agree}/{len(rows)}")
+    try:
+        cc, drv, frows = fatbin_verdicts()
+        print(f"\n| fixture (GPU {cc}, driver CUDA {drv}) | scan predicts | cuModuleLoadData | agree |")
+        print("| --- | --- | --- | --- |")
+        for f, p, a in frows:
+            print(f"| {f} | {p} | {a} | {'yes' if p == a else 'NO'} |")
+        print(f"fatbin agreement: {sum(1 for r in frows if r[1] == r[2])}/{len(frows)}")
+    except Exception as e:
+        print(f"fatbin verdicts failed: {e}")
+    bench = scan_bench()
+    if bench:
+        print("\n| command | wall s | peak RSS MB | exit |")
+        print("| --- | --- | --- | --- |")
+        for name, w, m, rc in bench:
+            print(f"| {name} | {w:.3f} | {m:.0f} | {rc} |")
 
 
 main()
