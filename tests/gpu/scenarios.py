@@ -199,14 +199,18 @@ def fatbin_verdicts():
 
 
 def timed(cmd):
-    """Wall seconds and peak RSS (MB) of a child command."""
-    import resource
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MB) of one command, by /usr/bin/time where there is one."""
     t = time.perf_counter()
-    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return wall, (after / 1024 if after > before else float("nan")), p.returncode
+    if os.path.exists("/usr/bin/time"):
+        p = subprocess.run(["/usr/bin/time", "-f", "%M"] + cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        wall = time.perf_counter() - t
+        try:
+            rss = int(p.stderr.strip().splitlines()[-1]) / 1024
+        except (ValueError, IndexError):
+            rss = float("nan")
+        return wall, rss, p.returncode
+    p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t, float("nan"), p.returncode
 
 
 def scan_bench():
