@@ -58,6 +58,8 @@ pub struct Config {
     pub deadline_ms: u64,
     pub probe: ProbePolicy,
     pub probe_deadline_ms: u64,
+    /// How long a probe result is reused for the same inputs (`probe = "auto"`).
+    pub probe_cache_ttl_s: u64,
     pub on_timeout: OnFailure,
     pub on_error: OnFailure,
     pub allow_container_override: bool,
@@ -82,6 +84,7 @@ impl Default for Config {
             deadline_ms: 10_000,
             probe: ProbePolicy::Auto,
             probe_deadline_ms: 5_000,
+            probe_cache_ttl_s: 600,
             on_timeout: OnFailure::Allow,
             on_error: OnFailure::Allow,
             allow_container_override: false,

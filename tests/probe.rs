@@ -38,6 +38,13 @@ struct Probed {
 /// leaves libcuda out of the image.
 fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
     let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    probe_in(&dir, conf, &format!("probe = \"always\"\n{extra_config}"), &state, None)
+}
+
+/// One container start; `config` is the whole config.toml; `log` a host directory mounted at
+/// /probe-log, where the double counts its cuInit calls.
+fn probe_in(dir: &tempfile::TempDir, conf: Option<&str>, config_toml: &str, state: &std::path::Path, log: Option<&std::path::Path>) -> Probed {
     let root = busybox_rootfs(dir.path());
     if let Some(conf) = conf {
         std::fs::create_dir_all(root.join("etc")).unwrap();
@@ -61,13 +68,13 @@ fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
             "destination": "/usr/lib/libcuda.so.1", "type": "bind", "source": double(), "options": ["bind", "ro"]
         }));
     }
-    let state = dir.path().join("state");
+    if let Some(log) = log {
+        spec["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/probe-log", "type": "bind", "source": log, "options": ["rbind", "rw"]
+        }));
+    }
     let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("probe = \"always\"\nprobe_deadline_ms = 1500\n{extra_config}"),
-    )
-    .unwrap();
+    std::fs::write(&config, format!("probe_deadline_ms = 1500\n{config_toml}")).unwrap();
     add_our_hook(
         &mut spec,
         &[
@@ -88,7 +95,7 @@ fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into(),
         stderr: String::from_utf8_lossy(&out.stderr).into(),
-        report: read_report(&state, &id).expect("report"),
+        report: read_report(state, &id).expect("report"),
         wall,
     }
 }
@@ -187,4 +194,66 @@ fn no_libcuda_in_the_container_is_blocked_with_the_loaders_message() {
         p.stderr
     );
     assert_eq!(finding_ids(&p.report), vec!["probe-libcuda-missing"]);
+}
+
+/// A host directory the double can log its cuInit calls into, as the container's uid 1000.
+fn call_log() -> tempfile::TempDir {
+    let log = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(log.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    log
+}
+
+fn calls(log: &tempfile::TempDir) -> usize {
+    std::fs::read_to_string(log.path().join("calls")).unwrap_or_default().lines().count()
+}
+
+#[test]
+fn the_second_container_of_an_image_is_answered_from_the_cache() {
+    let state = tempfile::tempdir().unwrap();
+    let log = call_log();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = probe_in(&a, Some("version=12345\n"), "probe = \"auto\"\n", state.path(), Some(log.path()));
+    assert!(first.ok, "{}", first.stderr);
+    assert_eq!(first.report["probe"]["cached"], false);
+    assert_eq!(calls(&log), 1);
+    // Another bundle directory, another container id, the same image and host: a hit.
+    let second = probe_in(&b, Some("version=12345\n"), "probe = \"auto\"\n", state.path(), Some(log.path()));
+    assert!(second.ok, "{}", second.stderr);
+    assert_eq!(second.report["probe"]["cached"], true, "{}", second.report);
+    assert_eq!(second.report["probe"]["outcome"]["driver_version"], 12345);
+    assert_eq!(calls(&log), 1, "the second start ran the driver again");
+    // `always` bypasses the cache.
+    let c = tempfile::tempdir().unwrap();
+    let third = probe_in(&c, Some("version=12345\n"), "probe = \"always\"\n", state.path(), Some(log.path()));
+    assert_eq!(third.report["probe"]["cached"], false);
+    assert_eq!(calls(&log), 2);
+}
+
+#[test]
+fn concurrent_starts_of_one_image_share_one_probe() {
+    let state = tempfile::tempdir().unwrap();
+    let log = call_log();
+    let dirs: Vec<tempfile::TempDir> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let results: Vec<Probed> = std::thread::scope(|s| {
+        let hs: Vec<_> = dirs
+            .iter()
+            .map(|d| s.spawn(|| probe_in(d, Some("version=777\n"), "probe = \"auto\"\n", state.path(), Some(log.path()))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert!(r.ok, "{}", r.stderr);
+        assert_eq!(r.report["probe"]["outcome"]["driver_version"], 777);
+    }
+    assert_eq!(calls(&log), 1, "six starts, one probe");
+    assert_eq!(results.iter().filter(|r| r.report["probe"]["cached"] == false).count(), 1);
+}
+
+#[test]
+fn a_missing_jit_compiler_is_a_warning_next_to_a_working_context() {
+    let p = probe(Some("jit=221\n"), "");
+    assert!(p.ok, "{}", p.stderr);
+    assert_eq!(finding_ids(&p.report), vec!["probe-jit-failed"]);
+    let f = &p.report["findings"].as_array().unwrap().iter().find(|f| f["id"] == "probe-jit-failed").unwrap().clone();
+    assert_eq!(f["predicted"]["name"], "CUDA_ERROR_JIT_COMPILER_NOT_FOUND");
 }

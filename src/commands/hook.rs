@@ -163,7 +163,14 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             .linux()
             .as_ref()
             .is_some_and(|l| l.seccomp().is_some());
-        match crate::commands::probe_container(&bundle, &facts, pid, &args.proc_root, deadline) {
+        let ctx = crate::commands::ProbeContext {
+            host: &host,
+            host_root: &config.host_root,
+            proc_root: &args.proc_root,
+            cache_dir: (config.probe == ProbePolicy::Auto).then(|| config.state_dir.join("probe-cache")),
+            cache_ttl: Duration::from_secs(config.probe_cache_ttl_s),
+        };
+        match crate::commands::probe_container(&bundle, &facts, pid, &ctx, deadline) {
             Ok(r) => {
                 let devices = facts.devices.as_ref().ok();
                 findings.extend(crate::rules::probe::probe_findings(&r, devices, seccomp));

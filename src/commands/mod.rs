@@ -149,68 +149,118 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     out
 }
 
+/// What the probe needs besides the container: the host's facts, settings and where to cache.
+pub struct ProbeContext<'a> {
+    pub host: &'a HostProfile,
+    pub host_root: &'a Path,
+    pub proc_root: &'a Path,
+    /// `<state_dir>/probe-cache`; `None` runs every probe (`probe = "always"`).
+    pub cache_dir: Option<PathBuf>,
+    pub cache_ttl: std::time::Duration,
+}
+
 /// Probe the container (see `facts::probe`): build the child's spec from the spec and
-/// `/proc/<pid>`, run it within `deadline`, and return its result; `Err` is a finding already
-/// (no libcuda for the probe to load).
+/// `/proc/<pid>`, answer from the cache where the same inputs were probed before, else run it
+/// within `deadline` (one probe per key at a time: concurrent starts wait for it and read its
+/// answer). `Err` is a finding already (no libcuda for the probe to load).
 pub fn probe_container(
     bundle: &Bundle,
     facts: &ContainerFacts,
     pid: i32,
-    proc_root: &Path,
+    ctx: &ProbeContext,
     deadline: std::time::Duration,
 ) -> Result<crate::facts::probe::ProbeResult, Finding> {
-    use crate::facts::probe::{self, ProbeSpec};
+    use crate::facts::probe::{self, ProbeResult, ProbeSpec};
+    use crate::facts::probe_cache;
     use crate::finding::{Api, Predicted, Severity};
+    let started = std::time::Instant::now();
     let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
         return Err(Finding::new(
             "probe-libcuda-missing",
             Severity::Block,
-            Some(Predicted::message(
-                Api::Loader,
-                "libcuda.so.1: cannot open shared object file: No such file or directory",
-            )),
+            Some(Predicted::message(Api::Loader, "libcuda.so.1: cannot open shared object file: No such file or directory")),
             "the container's loader finds no libcuda.so.1 (LD_LIBRARY_PATH, ld.so.cache, default directories): \
              the NVIDIA runtime did not inject the driver library",
             "Start the container through the NVIDIA runtime or CDI so the host's driver libraries are mounted into it.",
         ));
     };
     let user = bundle.spec.process().as_ref().map(|p| p.user().clone());
-    let env_ld = bundle
-        .spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.env().as_ref())
-        .and_then(|e| {
-            e.iter()
-                .rev()
-                .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="))
-        })
-        .filter(|s| !s.is_empty());
-    let lib_dir = libcuda
-        .real_path_in_image
-        .parent()
-        .map(|p| p.display().to_string());
-    let ld = match (env_ld, lib_dir) {
+    let env = |k: &str| -> Option<String> {
+        let e = bundle.spec.process().as_ref()?.env().as_ref()?;
+        e.iter().rev().find_map(|kv| kv.strip_prefix(k).and_then(|r| r.strip_prefix('='))).map(String::from)
+    };
+    let env_ld = env("LD_LIBRARY_PATH").filter(|s| !s.is_empty());
+    let lib_dir = libcuda.real_path_in_image.parent().map(|p| p.display().to_string());
+    let ld = match (&env_ld, lib_dir) {
         (Some(e), Some(d)) => Some(format!("{e}:{d}")),
-        (Some(e), None) => Some(e.to_string()),
+        (Some(e), None) => Some(e.clone()),
         (None, d) => d,
     };
-    let cgroup =
-        std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).unwrap_or_default();
+    // The canary: PTX for GPU 0 at the newest PTX ISA this driver knows.
+    let canary = (|| {
+        let cc = crate::knowledge::parse_version(&ctx.host.gpus.first()?.compute_capability)?;
+        let drv = crate::knowledge::parse_version(ctx.host.cuda_driver_version.as_deref()?)?;
+        let (ma, mi) = crate::knowledge::max_ptx_isa_for_cuda(drv)?;
+        Some(probe::ptx_canary(&format!("{ma}.{mi}"), &format!("sm_{}{}", cc.0, cc.1)))
+    })();
+    let cgroup = std::fs::read_to_string(ctx.proc_root.join(format!("{pid}/cgroup"))).unwrap_or_default();
     let spec = ProbeSpec {
         pid,
-        proc_root: proc_root.to_path_buf(),
+        proc_root: ctx.proc_root.to_path_buf(),
         cgroup_procs: probe::cgroup_procs_files(&cgroup, Path::new("/sys/fs/cgroup")),
-        namespaces: probe::namespaces_to_enter(pid, proc_root),
+        namespaces: probe::namespaces_to_enter(pid, ctx.proc_root),
         rootfs: bundle.rootfs.clone(),
         libcuda: libcuda.real_path_in_image.clone(),
         uid: user.as_ref().map_or(0, |u| u.uid()),
         gid: user.as_ref().map_or(0, |u| u.gid()),
-        additional_gids: user
-            .as_ref()
-            .and_then(|u| u.additional_gids().clone())
-            .unwrap_or_default(),
+        additional_gids: user.as_ref().and_then(|u| u.additional_gids().clone()).unwrap_or_default(),
+        ptx_canary: canary,
     };
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    Ok(probe::run(&spec, &exe, ld.as_deref(), deadline))
+    let Some(cache_dir) = &ctx.cache_dir else {
+        return Ok(probe::run(&spec, &exe, ld.as_deref(), deadline));
+    };
+    // Everything that decides the driver's answer, and nothing that differs between two
+    // containers of one image (inode numbers, cgroup paths, container ids).
+    let root = container::rootfs_in_namespace(pid, &bundle.rootfs, ctx.proc_root);
+    let loader = crate::facts::loader::Loader::from_image(&root, ld.as_deref());
+    let companions: Vec<(String, Option<String>)> = ["libnvidia-ptxjitcompiler.so.1", "libnvidia-ml.so.1", "libnvidia-nvvm.so.4"]
+        .iter()
+        .map(|n| (n.to_string(), loader.resolve(n).and_then(|r| probe_cache::library_identity(&r.host_path))))
+        .collect();
+    let read = |p: &str| std::fs::read_to_string(ctx.host_root.join(p)).unwrap_or_default();
+    let devices = facts.devices.as_ref().ok().map(|v| (&v.nodes, &v.cgroup));
+    let env_keys: Vec<Option<String>> =
+        ["LD_LIBRARY_PATH", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"].iter().map(|k| env(k)).collect();
+    let inputs = serde_json::json!({
+        "cuda_preflight": env!("CARGO_PKG_VERSION"),
+        "boot_id": read("proc/sys/kernel/random/boot_id").trim(),
+        "driver": read("proc/driver/nvidia/version").lines().next().unwrap_or(""),
+        "gpus": ctx.host.gpus.iter().map(|g| &g.uuid).collect::<Vec<_>>(),
+        "devices": devices,
+        "spec_cgroup": container::spec_cgroup_rules(&bundle.spec),
+        "libcuda": [spec.libcuda.display().to_string(), probe_cache::library_identity(&libcuda.host_path).unwrap_or_default()],
+        "companions": companions,
+        "env": env_keys,
+        "user": [spec.uid, spec.gid],
+        "groups": spec.additional_gids,
+        "canary": spec.ptx_canary,
+    });
+    let key = probe_cache::key(&inputs);
+    let lock_deadline = std::time::Instant::now() + deadline;
+    let Some(_lock) = probe_cache::lock(cache_dir, &key, lock_deadline) else {
+        return Ok(ProbeResult::TimedOut { deadline_ms: deadline.as_millis() as u64 });
+    };
+    if let Some(outcome) = probe_cache::lookup(cache_dir, &key, ctx.cache_ttl) {
+        return Ok(ProbeResult::Finished { outcome, ms: started.elapsed().as_secs_f64() * 1000.0, cached: true });
+    }
+    let left = deadline.saturating_sub(started.elapsed());
+    let result = probe::run(&spec, &exe, ld.as_deref(), left);
+    // Only a driver's answer is kept: a timeout or crash may be passing, and is asked again.
+    if let ProbeResult::Finished { outcome, .. } = &result
+        && outcome.setup_error.is_none()
+    {
+        let _ = probe_cache::store(cache_dir, &key, outcome);
+    }
+    Ok(result)
 }

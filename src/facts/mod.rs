@@ -9,5 +9,6 @@ pub mod image;
 pub mod loader;
 pub mod nvml;
 pub mod probe;
+pub mod probe_cache;
 pub mod probe_child;
 pub mod rootfs;

@@ -37,6 +37,18 @@ pub struct ProbeSpec {
     pub uid: u32,
     pub gid: u32,
     pub additional_gids: Vec<u32>,
+    /// PTX text loaded with `cuModuleLoadData` in the first context: exercises the JIT compiler
+    /// library (`libnvidia-ptxjitcompiler`) that PTX-only kernels need.
+    #[serde(default)]
+    pub ptx_canary: Option<String>,
+}
+
+/// The call name under which the canary's load is recorded.
+pub const CANARY_CALL: &str = "cuModuleLoadData(ptx canary)";
+
+/// A minimal PTX module for `target` (e.g. `sm_90`) at PTX ISA `isa` (e.g. `9.0`).
+pub fn ptx_canary(isa: &str, target: &str) -> String {
+    format!(".version {isa}\n.target {target}\n.address_size 64\n\n.visible .entry cuda_preflight_canary()\n{{\n\tret;\n}}\n")
 }
 
 /// One driver call's answer.
@@ -81,9 +93,13 @@ pub struct ProbeOutcome {
 }
 
 impl ProbeOutcome {
-    /// The first driver call that failed.
+    /// The first call of the init → context chain that failed (the canary is judged apart).
     pub fn first_failure(&self) -> Option<&Call> {
-        self.calls.iter().find(|c| c.code != 0)
+        self.calls.iter().find(|c| c.code != 0 && c.call != CANARY_CALL)
+    }
+
+    pub fn canary(&self) -> Option<&Call> {
+        self.calls.iter().find(|c| c.call == CANARY_CALL)
     }
 }
 
@@ -94,6 +110,9 @@ pub enum ProbeResult {
     Finished {
         outcome: ProbeOutcome,
         ms: f64,
+        /// Answered from the probe cache (`ms` is then the lookup's time).
+        #[serde(default)]
+        cached: bool,
     },
     TimedOut {
         deadline_ms: u64,
@@ -178,6 +197,7 @@ pub fn run(
         Ok(outcome) if status.signal().is_none() => ProbeResult::Finished {
             outcome,
             ms: started.elapsed().as_secs_f64() * 1000.0,
+            cached: false,
         },
         _ => ProbeResult::Crashed {
             signal: status.signal(),

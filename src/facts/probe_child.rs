@@ -207,12 +207,14 @@ type CuDeviceGet = unsafe extern "C" fn(*mut libc::c_int, libc::c_int) -> libc::
 type CuCtxCreate =
     unsafe extern "C" fn(*mut *mut libc::c_void, libc::c_uint, libc::c_int) -> libc::c_int;
 type CuCtxDestroy = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
+type CuModuleLoadData = unsafe extern "C" fn(*mut *mut libc::c_void, *const libc::c_void) -> libc::c_int;
+type CuModuleUnload = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
 type CuGetErrorName = unsafe extern "C" fn(libc::c_int, *mut *const libc::c_char) -> libc::c_int;
 
 /// GPUs asked for a context at most; more would only cost time.
 const MAX_DEVICES: i64 = 16;
 
-fn drive(outcome: &mut ProbeOutcome, libcuda: &std::path::Path) -> Result<(), String> {
+fn drive(outcome: &mut ProbeOutcome, libcuda: &std::path::Path, canary: Option<&str>) -> Result<(), String> {
     let path = CString::new(libcuda.as_os_str().as_encoded_bytes())
         .map_err(|_| "libcuda path has a NUL".to_string())?;
     // SAFETY: loading the driver is the point; we are confined as the container is.
@@ -260,6 +262,14 @@ fn drive(outcome: &mut ProbeOutcome, libcuda: &std::path::Path) -> Result<(), St
             std::mem::transmute::<*mut libc::c_void, CuCtxDestroy>(sym(c"cuCtxDestroy_v2")?),
         )
     };
+    let module_load: Option<(CuModuleLoadData, CuModuleUnload)> = match (sym(c"cuModuleLoadData"), sym(c"cuModuleUnload")) {
+        // SAFETY: the driver API's published signatures.
+        (Ok(l), Ok(u)) => Some(unsafe {
+            (std::mem::transmute::<*mut libc::c_void, CuModuleLoadData>(l), std::mem::transmute::<*mut libc::c_void, CuModuleUnload>(u))
+        }),
+        _ => None,
+    };
+    let canary = canary.and_then(|c| CString::new(c).ok());
     let get_name: Option<CuGetErrorName> = sym(c"cuGetErrorName")
         .ok()
         .map(|p| unsafe { std::mem::transmute::<*mut libc::c_void, CuGetErrorName>(p) });
@@ -317,6 +327,18 @@ fn drive(outcome: &mut ProbeOutcome, libcuda: &std::path::Path) -> Result<(), St
         {
             return Ok(());
         }
+        if i == 0
+            && let (Some((load, unload)), Some(ptx)) = (module_load, canary.as_ref())
+        {
+            let mut module: *mut libc::c_void = std::ptr::null_mut();
+            let code = timed(crate::facts::probe::CANARY_CALL.into(), &mut || unsafe {
+                load(&mut module, ptx.as_ptr().cast())
+            });
+            if code == 0 {
+                // SAFETY: a module this context loaded.
+                unsafe { unload(module) };
+            }
+        }
         timed(format!("cuCtxDestroy({i})"), &mut || unsafe {
             cu_destroy(ctx)
         });
@@ -342,7 +364,7 @@ pub fn main(stdin: impl Read) -> i32 {
         Err(e) => outcome.setup_error = Some(e),
         Ok(proc_self) => {
             outcome.identity = identity(&proc_self);
-            if let Err(e) = drive(&mut outcome, &spec.libcuda) {
+            if let Err(e) = drive(&mut outcome, &spec.libcuda, spec.ptx_canary.as_deref()) {
                 outcome.load_error = Some(e);
             }
         }

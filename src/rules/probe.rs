@@ -8,6 +8,7 @@ use crate::knowledge;
 
 pub const FINDING_IDS: &[&str] = &[
     "probe-ok",
+    "probe-jit-failed",
     "probe-init-failed",
     "probe-context-failed",
     "probe-no-device",
@@ -99,12 +100,12 @@ pub fn probe_findings(
             format!("the probe could not run: {error}"),
             "This is cuda-preflight's own failure; the container was judged by the static rules only.",
         )),
-        ProbeResult::Finished { outcome, ms } => out.extend(outcome_findings(outcome, *ms, devices)),
+        ProbeResult::Finished { outcome, ms, cached } => out.extend(outcome_findings(outcome, *ms, *cached, devices)),
     }
     out
 }
 
-fn outcome_findings(o: &ProbeOutcome, ms: f64, devices: Option<&DeviceView>) -> Vec<Finding> {
+fn outcome_findings(o: &ProbeOutcome, ms: f64, cached: bool, devices: Option<&DeviceView>) -> Vec<Finding> {
     if let Some(e) = &o.setup_error {
         return vec![Finding::new(
             "probe-setup-failed",
@@ -160,27 +161,40 @@ fn outcome_findings(o: &ProbeOutcome, ms: f64, devices: Option<&DeviceView>) -> 
             "Give the container a GPU (NVIDIA_VISIBLE_DEVICES, --gpus, CDI), and check its device nodes.",
         )];
     }
-    let calls: Vec<String> = o
-        .calls
-        .iter()
-        .map(|c| format!("{} {:.1} ms", c.call, c.ms))
-        .collect();
-    vec![Finding::new(
+    let mut out = Vec::new();
+    if let Some(c) = o.canary().filter(|c| c.code != 0) {
+        let p = predicted(c.code, c.name.as_deref());
+        out.push(Finding::new(
+            "probe-jit-failed",
+            Severity::Warn,
+            Some(p.clone()),
+            format!(
+                "a context works, but loading a minimal PTX module failed with {} {}: kernels shipped only as PTX \
+                 (and NVRTC/Triton JIT) will fail in this container",
+                c.code,
+                p.name.as_deref().unwrap_or("?")
+            ),
+            "221 means libnvidia-ptxjitcompiler.so.1 is not in the container: let the NVIDIA runtime inject the \
+             compute libraries (NVIDIA_DRIVER_CAPABILITIES must include compute; regenerate an old CDI spec).",
+        ));
+    }
+    let calls: Vec<String> = o.calls.iter().map(|c| format!("{} {:.1} ms", c.call, c.ms)).collect();
+    let how = if cached { format!("cached; looked up in {ms:.1} ms") } else { format!("{ms:.0} ms in all") };
+    out.push(Finding::new(
         "probe-ok",
         Severity::Info,
         None,
         format!(
-            "a CUDA context was created and destroyed on {} GPU(s) inside the container as uid {} with CapEff {} (driver {}): {}; {:.0} ms in all",
+            "a CUDA context was created and destroyed on {} GPU(s) inside the container as uid {} with CapEff {} (driver {}): {}; {how}",
             o.device_count.unwrap_or(0),
             o.identity.uid,
             o.identity.cap_eff.as_deref().unwrap_or("?"),
-            o.driver_version
-                .map_or("?".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10)),
+            o.driver_version.map_or("?".into(), |v| format!("{}.{}", v / 1000, (v % 1000) / 10)),
             calls.join(", "),
-            ms
         ),
         "",
-    )]
+    ));
+    out
 }
 
 #[cfg(test)]
@@ -206,6 +220,7 @@ mod tests {
                 ..ProbeOutcome::default()
             },
             ms: 300.0,
+            cached: false,
         }
     }
 

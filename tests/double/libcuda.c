@@ -6,6 +6,10 @@
  *   ctx=<code>               what cuCtxCreate returns (default 0)
  *   version=<int>            what cuDriverGetVersion reports (a marker the test checks)
  *   count=<int>              cuDeviceGetCount (default 1)
+ *   jit=<code>               what cuModuleLoadData returns (default 0)
+ *
+ * Each cuInit appends a line to /probe-log/calls when that directory exists (a test mounts it),
+ * so a test can count how many probes really ran.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -33,6 +37,8 @@ static int conf_int(const char *key, int dflt, int *special) {
 
 int cuInit(unsigned flags) {
     (void)flags;
+    FILE *log = fopen("/probe-log/calls", "a");
+    if (log) { fprintf(log, "cuInit\n"); fclose(log); }
     int special = 0;
     int code = conf_int("init", 0, &special);
     if (special == 1) for (;;) pause();
@@ -45,10 +51,17 @@ int cuDeviceGet(int *d, int ordinal) { *d = ordinal; return 0; }
 int cuDeviceGetName(char *name, int len, int dev) { (void)dev; snprintf(name, len, "Test Double GPU"); return 0; }
 int cuCtxCreate_v2(void **ctx, unsigned flags, int dev) { (void)flags; (void)dev; *ctx = (void *)0x1; return conf_int("ctx", 0, NULL); }
 int cuCtxDestroy_v2(void *ctx) { (void)ctx; return 0; }
+int cuModuleLoadData(void **module, const void *image) {
+    /* The canary must be PTX text: a probe that sent something else is a bug the test sees. */
+    if (strncmp((const char *)image, ".version ", 9) != 0) return 218;
+    *module = (void *)0x2;
+    return conf_int("jit", 0, NULL);
+}
+int cuModuleUnload(void *module) { (void)module; return 0; }
 
 static const char *names[][2] = {
     {"0", "CUDA_SUCCESS"}, {"3", "CUDA_ERROR_NOT_INITIALIZED"}, {"100", "CUDA_ERROR_NO_DEVICE"},
-    {"304", "CUDA_ERROR_OPERATING_SYSTEM"}, {"803", "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"}, {"999", "CUDA_ERROR_UNKNOWN"},
+    {"218", "CUDA_ERROR_INVALID_PTX"}, {"221", "CUDA_ERROR_JIT_COMPILER_NOT_FOUND"}, {"304", "CUDA_ERROR_OPERATING_SYSTEM"}, {"803", "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"}, {"999", "CUDA_ERROR_UNKNOWN"},
 };
 int cuGetErrorName(int code, const char **out) {
     char buf[16];
