@@ -34,6 +34,9 @@ def libcuda_dir():
     return os.path.dirname(os.path.realpath(m.group(1))) if m else "/usr/local/nvidia/lib64"
 
 
+# One state directory for the whole run, as on a host: repeated scenarios hit the probe cache.
+STATE = tempfile.mkdtemp(prefix="cpf-state-")
+CANARY = os.path.join(STATE, "canary.ptx")
 M = majors()
 NV, UVM = M["nvidia"], M["nvidia-uvm"]
 NODES = {"/dev/nvidiactl": (NV, 255), "/dev/nvidia-uvm": (UVM, 0), "/dev/nvidia0": (NV, 0)}
@@ -44,7 +47,7 @@ def base_spec(bundle):
     subprocess.run(RUNC + ["spec", "--bundle", bundle], check=True, env=ENV)
     spec = json.load(open(os.path.join(bundle, "config.json")))
     spec["process"]["terminal"] = False
-    spec["process"]["args"] = ["/cuprobe"]
+    spec["process"]["args"] = ["/cuprobe", "--load", "/canary.ptx"]
     spec["process"]["env"].append("LD_LIBRARY_PATH=" + LIBDIR)
     spec["root"] = {"path": "rootfs", "readonly": False}
     for d in ["/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/usr/local/nvidia"]:
@@ -53,6 +56,7 @@ def base_spec(bundle):
         elif os.path.islink(d):
             os.symlink(os.readlink(d), os.path.join(bundle, "rootfs", d.lstrip("/")))
     spec["mounts"].append({"destination": "/cuprobe", "type": "bind", "source": CUPROBE, "options": ["bind", "ro"]})
+    spec["mounts"].append({"destination": "/canary.ptx", "type": "bind", "source": CANARY, "options": ["bind", "ro"]})
     return spec
 
 
@@ -103,23 +107,28 @@ SCENARIOS = [
     ("hook: nvidia0 denied", [], [allow(NV, 255), allow(UVM)], ALL),
     # The forward-compat libcuda the machine ships (older than the kernel module) on the path.
     ("compat lib on LD_LIBRARY_PATH", ALL, ALLOW_ALL, None, ["LD_LIBRARY_PATH=/usr/local/cuda-13.0/compat"]),
+    ("JIT compiler library hidden", ALL, ALLOW_ALL, None, (),
+     [os.path.join(LIBDIR, "libnvidia-ptxjitcompiler.so.1")]),
     ("all nodes (again)", ALL, ALLOW_ALL, None),
     ("all nodes (third)", ALL, ALLOW_ALL, None),
 ]
 
 
-def run_scenario(name, devices, rules, injected, env=()):
+def run_scenario(name, devices, rules, injected, env=(), masks=()):
     bundle = tempfile.mkdtemp(prefix="cpf-gpu-")
     os.makedirs(os.path.join(bundle, "rootfs"))
     spec = base_spec(bundle)
     spec["linux"]["devices"] = [dev(p) for p in devices]
+    # Hide a host file from the container, as an incomplete CDI spec or driver capability would.
+    for m in masks:
+        spec["mounts"].append({"destination": m, "type": "bind", "source": "/dev/null", "options": ["bind", "ro"]})
     # Later entries win: a scenario's LD_LIBRARY_PATH goes before the driver's directory.
     for e in env:
         k, v = e.split("=", 1)
         spec["process"]["env"] = [x for x in spec["process"]["env"] if not x.startswith(k + "=")]
         spec["process"]["env"].append(f"{k}={v}:{LIBDIR}" if k == "LD_LIBRARY_PATH" else e)
     spec["linux"]["resources"]["devices"] += rules
-    state = os.path.join(bundle, "state")
+    state = STATE
     cfg = os.path.join(bundle, "config.toml")
     open(cfg, "w").write('mode = "audit"\n')
     hooks = spec.setdefault("hooks", {})
@@ -134,10 +143,16 @@ def run_scenario(name, devices, rules, injected, env=()):
     p = subprocess.run(["timeout", "-k", "5", "120"] + RUNC + ["--root", os.path.join(bundle, "runc-root"),
                        "run", "--bundle", bundle, cid], capture_output=True, text=True, env=ENV)
     wall = (time.time() - t) * 1000
-    actual = None
+    actual, loads = None, []
     for line in p.stdout.splitlines():
         if line.startswith("{"):
-            actual = json.loads(line)
+            j = json.loads(line)
+            if "file" in j:
+                loads.append(j)
+            else:
+                actual = j
+    if actual is not None:
+        actual["loads"] = loads
     rep_path = os.path.join(state, "reports", cid + ".json")
     report = json.load(open(rep_path)) if os.path.exists(rep_path) else None
     shutil.rmtree(bundle, ignore_errors=True)
@@ -247,6 +262,13 @@ def main():
     print(f"GPU: {smi}; libcuda from {LIBDIR}; majors nvidia={NV} nvidia-uvm={UVM}; cgroup {cg}")
     host = subprocess.run([CUPROBE], capture_output=True, text=True, env=dict(os.environ, LD_LIBRARY_PATH=LIBDIR))
     print("host cuprobe:", host.stdout.strip())
+    # The same canary the hook's probe loads: PTX for GPU 0 at the driver's own PTX ISA
+    # (CUDA 13.x -> 9.x, 12.x -> 8.x).
+    cc = smi.split(",")[-1].strip().replace(".", "")
+    dv = json.loads(host.stdout.splitlines()[0])["driver_version"]
+    isa = f"{dv // 1000 - 4}.{(dv % 1000) // 10}"
+    open(CANARY, "w").write(f".version {isa}\n.target sm_{cc}\n.address_size 64\n\n"
+                            ".visible .entry cuda_preflight_canary()\n{{\n\tret;\n}}\n")
     rows = []
     for sc in SCENARIOS:
         p, actual, report, wall = run_scenario(*sc)
@@ -258,23 +280,32 @@ def main():
         call = actual.get("failed_call") if actual else "?"
         hook_ms = report["duration_ms"] if report else float("nan")
         probe = (report or {}).get("probe")
+        canary_p = canary_a = None
+        if actual and actual.get("loads"):
+            canary_a = actual["loads"][0]["name"]
         if probe is None:
             probe_col = "not run (static block)" if pid_ not in ("-", "no report") else "not run"
         elif probe["result"] == "finished":
             o = probe["outcome"]
-            fail = next((c for c in o["calls"] if c["code"] != 0), None)
+            fail = next((c for c in o["calls"] if c["code"] != 0 and "canary" not in c["call"]), None)
+            can = next((c for c in o["calls"] if "canary" in c["call"]), None)
+            if can:
+                canary_p = can.get("name") or ("CUDA_SUCCESS" if can["code"] == 0 else str(can["code"]))
+            how = "cached, " if probe.get("cached") else ""
             probe_col = (f"{fail['call']} {fail['code']} {fail.get('name')}" if fail else
-                         f"ok, {probe['ms']:.0f} ms (uid {o['identity']['uid']}, CapEff {o['identity']['cap_eff']})")
+                         f"ok ({how}{probe['ms']:.0f} ms, uid {o['identity']['uid']}, CapEff {o['identity']['cap_eff']}); canary {canary_p}")
             if fail:
                 pcode, pname = fail["code"], fail.get("name")
         else:
             probe_col = probe["result"]
-        floor = actual.get("total_ms") if actual else float("nan")
-        rows.append((sc[0], pid_, pcode, pname, call, acode, aname, "yes" if pcode == acode else "NO", hook_ms, wall, probe_col, floor))
+        floor = actual.get("floor_ms", float("nan")) if actual else float("nan")
+        agree = pcode == acode and (canary_p is None or canary_a is None or canary_p == canary_a)
+        rows.append((sc[0], pid_, pcode, pname, call, acode, f"{aname}; canary {canary_a}" if canary_a else aname,
+                     "yes" if agree else "NO", hook_ms, wall, probe_col, floor))
         print(f"--- {sc[0]}: report findings={[f['id'] for f in report['findings']] if report else None} probe={actual}")
     bare, fast = bench_fast_path()
     print()
-    print("| scenario | static finding | probe (in the hook) | predicted | driver: failing call | driver: actual | agree | hook ms | bare driver work ms | start ms |")
+    print("| scenario | static finding | probe (in the hook) | predicted | driver: failing call | driver: actual | agree | hook ms | floor ms (same work, bare) | start ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | {r[10]} | {r[2]} {r[3]} | {r[4]} | {r[5]} {r[6]} | {r[7]} | {r[8]:.1f} | {r[11]:.1f} | {r[9]:.0f} |")
