@@ -60,6 +60,9 @@ pub struct Config {
     pub probe_deadline_ms: u64,
     /// How long a probe result is reused for the same inputs (`probe = "auto"`).
     pub probe_cache_ttl_s: u64,
+    /// How long the hook reuses the host's NVML facts (same boot, same driver); 0 asks NVML on
+    /// every GPU start.
+    pub host_facts_ttl_s: u64,
     pub on_timeout: OnFailure,
     pub on_error: OnFailure,
     pub allow_container_override: bool,
@@ -85,6 +88,7 @@ impl Default for Config {
             probe: ProbePolicy::Auto,
             probe_deadline_ms: 5_000,
             probe_cache_ttl_s: 600,
+            host_facts_ttl_s: 30,
             on_timeout: OnFailure::Allow,
             on_error: OnFailure::Allow,
             allow_container_override: false,

@@ -39,12 +39,24 @@ struct Probed {
 fn probe(conf: Option<&str>, extra_config: &str) -> Probed {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    probe_in(&dir, conf, &format!("probe = \"always\"\n{extra_config}"), &state, None)
+    probe_in(
+        &dir,
+        conf,
+        &format!("probe = \"always\"\n{extra_config}"),
+        &state,
+        None,
+    )
 }
 
 /// One container start; `config` is the whole config.toml; `log` a host directory mounted at
 /// /probe-log, where the double counts its cuInit calls.
-fn probe_in(dir: &tempfile::TempDir, conf: Option<&str>, config_toml: &str, state: &std::path::Path, log: Option<&std::path::Path>) -> Probed {
+fn probe_in(
+    dir: &tempfile::TempDir,
+    conf: Option<&str>,
+    config_toml: &str,
+    state: &std::path::Path,
+    log: Option<&std::path::Path>,
+) -> Probed {
     let root = busybox_rootfs(dir.path());
     if let Some(conf) = conf {
         std::fs::create_dir_all(root.join("etc")).unwrap();
@@ -124,7 +136,10 @@ fn probe_runs_inside_the_container_as_its_user_without_capabilities() {
         "probe in another mount namespace than the container"
     );
     let pid_ns = lines.next().expect("container printed its pid ns");
-    assert_eq!(id["pid_ns"], pid_ns, "probe in another pid namespace than the container");
+    assert_eq!(
+        id["pid_ns"], pid_ns,
+        "probe in another pid namespace than the container"
+    );
     let container_cgroup: String = lines.map(|l| format!("{l}\n")).collect();
     assert_eq!(
         id["cgroup"].as_str().unwrap(),
@@ -199,12 +214,19 @@ fn no_libcuda_in_the_container_is_blocked_with_the_loaders_message() {
 /// A host directory the double can log its cuInit calls into, as the container's uid 1000.
 fn call_log() -> tempfile::TempDir {
     let log = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(log.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        log.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     log
 }
 
 fn calls(log: &tempfile::TempDir) -> usize {
-    std::fs::read_to_string(log.path().join("calls")).unwrap_or_default().lines().count()
+    std::fs::read_to_string(log.path().join("calls"))
+        .unwrap_or_default()
+        .lines()
+        .count()
 }
 
 #[test]
@@ -212,19 +234,37 @@ fn the_second_container_of_an_image_is_answered_from_the_cache() {
     let state = tempfile::tempdir().unwrap();
     let log = call_log();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let first = probe_in(&a, Some("version=12345\n"), "probe = \"auto\"\n", state.path(), Some(log.path()));
+    let first = probe_in(
+        &a,
+        Some("version=12345\n"),
+        "probe = \"auto\"\n",
+        state.path(),
+        Some(log.path()),
+    );
     assert!(first.ok, "{}", first.stderr);
     assert_eq!(first.report["probe"]["cached"], false);
     assert_eq!(calls(&log), 1);
     // Another bundle directory, another container id, the same image and host: a hit.
-    let second = probe_in(&b, Some("version=12345\n"), "probe = \"auto\"\n", state.path(), Some(log.path()));
+    let second = probe_in(
+        &b,
+        Some("version=12345\n"),
+        "probe = \"auto\"\n",
+        state.path(),
+        Some(log.path()),
+    );
     assert!(second.ok, "{}", second.stderr);
     assert_eq!(second.report["probe"]["cached"], true, "{}", second.report);
     assert_eq!(second.report["probe"]["outcome"]["driver_version"], 12345);
     assert_eq!(calls(&log), 1, "the second start ran the driver again");
     // `always` bypasses the cache.
     let c = tempfile::tempdir().unwrap();
-    let third = probe_in(&c, Some("version=12345\n"), "probe = \"always\"\n", state.path(), Some(log.path()));
+    let third = probe_in(
+        &c,
+        Some("version=12345\n"),
+        "probe = \"always\"\n",
+        state.path(),
+        Some(log.path()),
+    );
     assert_eq!(third.report["probe"]["cached"], false);
     assert_eq!(calls(&log), 2);
 }
@@ -237,7 +277,17 @@ fn concurrent_starts_of_one_image_share_one_probe() {
     let results: Vec<Probed> = std::thread::scope(|s| {
         let hs: Vec<_> = dirs
             .iter()
-            .map(|d| s.spawn(|| probe_in(d, Some("version=777\n"), "probe = \"auto\"\n", state.path(), Some(log.path()))))
+            .map(|d| {
+                s.spawn(|| {
+                    probe_in(
+                        d,
+                        Some("version=777\n"),
+                        "probe = \"auto\"\n",
+                        state.path(),
+                        Some(log.path()),
+                    )
+                })
+            })
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -246,7 +296,13 @@ fn concurrent_starts_of_one_image_share_one_probe() {
         assert_eq!(r.report["probe"]["outcome"]["driver_version"], 777);
     }
     assert_eq!(calls(&log), 1, "six starts, one probe");
-    assert_eq!(results.iter().filter(|r| r.report["probe"]["cached"] == false).count(), 1);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.report["probe"]["cached"] == false)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -254,6 +310,12 @@ fn a_missing_jit_compiler_is_a_warning_next_to_a_working_context() {
     let p = probe(Some("jit=221\n"), "");
     assert!(p.ok, "{}", p.stderr);
     assert_eq!(finding_ids(&p.report), vec!["probe-jit-failed"]);
-    let f = &p.report["findings"].as_array().unwrap().iter().find(|f| f["id"] == "probe-jit-failed").unwrap().clone();
+    let f = &p.report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "probe-jit-failed")
+        .unwrap()
+        .clone();
     assert_eq!(f["predicted"]["name"], "CUDA_ERROR_JIT_COMPILER_NOT_FOUND");
 }

@@ -135,9 +135,18 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         .host_profile
         .as_deref()
         .or(config.host_profile.as_deref());
-    let host = match host_facts(profile, &config.host_root) {
-        Ok(h) => h,
-        Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
+    let host = match profile {
+        Some(_) => match host_facts(profile, &config.host_root) {
+            Ok(h) => h,
+            Err(e) => {
+                return own_error(args, Some(&state), Some(&request), &e.to_string(), started);
+            }
+        },
+        None => crate::commands::host_facts_cached(
+            &config.host_root,
+            &config.state_dir,
+            Duration::from_secs(config.host_facts_ttl_s),
+        ),
     };
     let facts = container_facts(
         &bundle,
@@ -167,7 +176,8 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             host: &host,
             host_root: &config.host_root,
             proc_root: &args.proc_root,
-            cache_dir: (config.probe == ProbePolicy::Auto).then(|| config.state_dir.join("probe-cache")),
+            cache_dir: (config.probe == ProbePolicy::Auto)
+                .then(|| config.state_dir.join("probe-cache")),
             cache_ttl: Duration::from_secs(config.probe_cache_ttl_s),
         };
         match crate::commands::probe_container(&bundle, &facts, pid, &ctx, deadline) {

@@ -48,7 +48,9 @@ pub const CANARY_CALL: &str = "cuModuleLoadData(ptx canary)";
 
 /// A minimal PTX module for `target` (e.g. `sm_90`) at PTX ISA `isa` (e.g. `9.0`).
 pub fn ptx_canary(isa: &str, target: &str) -> String {
-    format!(".version {isa}\n.target {target}\n.address_size 64\n\n.visible .entry cuda_preflight_canary()\n{{\n\tret;\n}}\n")
+    format!(
+        ".version {isa}\n.target {target}\n.address_size 64\n\n.visible .entry cuda_preflight_canary()\n{{\n\tret;\n}}\n"
+    )
 }
 
 /// One driver call's answer.
@@ -95,7 +97,9 @@ pub struct ProbeOutcome {
 impl ProbeOutcome {
     /// The first call of the init → context chain that failed (the canary is judged apart).
     pub fn first_failure(&self) -> Option<&Call> {
-        self.calls.iter().find(|c| c.code != 0 && c.call != CANARY_CALL)
+        self.calls
+            .iter()
+            .find(|c| c.code != 0 && c.call != CANARY_CALL)
     }
 
     pub fn canary(&self) -> Option<&Call> {
@@ -174,7 +178,9 @@ pub fn run(
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(1) {
             if let Ok(Some(_)) = child.try_wait() {
-                return ProbeResult::TimedOut { deadline_ms: deadline.as_millis() as u64 };
+                return ProbeResult::TimedOut {
+                    deadline_ms: deadline.as_millis() as u64,
+                };
             }
             std::thread::sleep(Duration::from_millis(5));
         }

@@ -23,7 +23,12 @@ pub fn library_identity(path: &Path) -> Option<String> {
     if !meta.is_file() {
         return None;
     }
-    let mtime = meta.modified().ok()?.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_nanos();
+    let mtime = meta
+        .modified()
+        .ok()?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
     let id = build_id(&mut f).unwrap_or_else(|| {
         let mut head = vec![0u8; 64 << 10];
         let _ = f.seek(SeekFrom::Start(0));
@@ -67,7 +72,10 @@ struct Entry {
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// A cached outcome no older than `ttl`. A corrupt or unreadable entry is a miss.
@@ -83,7 +91,13 @@ pub fn store(dir: &Path, key: &str, outcome: &ProbeOutcome) -> std::io::Result<(
     let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&mut f, &Entry { time: now(), outcome: outcome.clone() })?;
+        serde_json::to_writer(
+            &mut f,
+            &Entry {
+                time: now(),
+                outcome: outcome.clone(),
+            },
+        )?;
         f.flush()?;
         f.sync_all()?;
         std::fs::rename(&tmp, dir.join(format!("{key}.json")))
@@ -99,7 +113,12 @@ pub fn store(dir: &Path, key: &str, outcome: &ProbeOutcome) -> std::io::Result<(
 pub fn lock(dir: &Path, key: &str, deadline: Instant) -> Option<std::fs::File> {
     std::fs::create_dir_all(dir).ok()?;
     let path: PathBuf = dir.join(format!("{key}.lock"));
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).ok()?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .ok()?;
     loop {
         // SAFETY: flock on a file we own.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
@@ -119,10 +138,18 @@ mod tests {
     #[test]
     fn store_lookup_ttl_and_corruption() {
         let d = tempfile::tempdir().unwrap();
-        let o = ProbeOutcome { driver_version: Some(13000), ..ProbeOutcome::default() };
+        let o = ProbeOutcome {
+            driver_version: Some(13000),
+            ..ProbeOutcome::default()
+        };
         assert!(lookup(d.path(), "k", Duration::from_secs(60)).is_none());
         store(d.path(), "k", &o).unwrap();
-        assert_eq!(lookup(d.path(), "k", Duration::from_secs(60)).unwrap().driver_version, Some(13000));
+        assert_eq!(
+            lookup(d.path(), "k", Duration::from_secs(60))
+                .unwrap()
+                .driver_version,
+            Some(13000)
+        );
         // Stale entries are misses.
         std::fs::write(d.path().join("old.json"), r#"{"time":1,"outcome":{"identity":{"uid":0,"gid":0,"groups":[]},"libcuda":"/x","calls":[]}}"#).unwrap();
         assert!(lookup(d.path(), "old", Duration::from_secs(60)).is_none());
@@ -134,8 +161,14 @@ mod tests {
     #[test]
     fn key_is_stable_and_sensitive() {
         let a = key(&serde_json::json!({"lib": "1:2:abc", "devs": ["/dev/nvidia0"]}));
-        assert_eq!(a, key(&serde_json::json!({"lib": "1:2:abc", "devs": ["/dev/nvidia0"]})));
-        assert_ne!(a, key(&serde_json::json!({"lib": "1:2:abd", "devs": ["/dev/nvidia0"]})));
+        assert_eq!(
+            a,
+            key(&serde_json::json!({"lib": "1:2:abc", "devs": ["/dev/nvidia0"]}))
+        );
+        assert_ne!(
+            a,
+            key(&serde_json::json!({"lib": "1:2:abd", "devs": ["/dev/nvidia0"]}))
+        );
     }
 
     #[test]

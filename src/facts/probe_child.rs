@@ -138,7 +138,10 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
     let mut status = 0;
     // SAFETY: a handler that only calls kill(2); waiting for our own child; then exiting.
     unsafe {
-        libc::signal(libc::SIGTERM, kill_probing as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            kill_probing as *const () as libc::sighandler_t,
+        );
         while libc::waitpid(child, &mut status, 0) < 0 {
             if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                 libc::_exit(3);
@@ -149,7 +152,11 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
             libc::signal(sig, libc::SIG_DFL);
             libc::kill(libc::getpid(), sig);
         }
-        libc::_exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 3 })
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            3
+        })
     }
 }
 
@@ -207,14 +214,19 @@ type CuDeviceGet = unsafe extern "C" fn(*mut libc::c_int, libc::c_int) -> libc::
 type CuCtxCreate =
     unsafe extern "C" fn(*mut *mut libc::c_void, libc::c_uint, libc::c_int) -> libc::c_int;
 type CuCtxDestroy = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
-type CuModuleLoadData = unsafe extern "C" fn(*mut *mut libc::c_void, *const libc::c_void) -> libc::c_int;
+type CuModuleLoadData =
+    unsafe extern "C" fn(*mut *mut libc::c_void, *const libc::c_void) -> libc::c_int;
 type CuModuleUnload = unsafe extern "C" fn(*mut libc::c_void) -> libc::c_int;
 type CuGetErrorName = unsafe extern "C" fn(libc::c_int, *mut *const libc::c_char) -> libc::c_int;
 
 /// GPUs asked for a context at most; more would only cost time.
 const MAX_DEVICES: i64 = 16;
 
-fn drive(outcome: &mut ProbeOutcome, libcuda: &std::path::Path, canary: Option<&str>) -> Result<(), String> {
+fn drive(
+    outcome: &mut ProbeOutcome,
+    libcuda: &std::path::Path,
+    canary: Option<&str>,
+) -> Result<(), String> {
     let path = CString::new(libcuda.as_os_str().as_encoded_bytes())
         .map_err(|_| "libcuda path has a NUL".to_string())?;
     // SAFETY: loading the driver is the point; we are confined as the container is.
@@ -262,13 +274,17 @@ fn drive(outcome: &mut ProbeOutcome, libcuda: &std::path::Path, canary: Option<&
             std::mem::transmute::<*mut libc::c_void, CuCtxDestroy>(sym(c"cuCtxDestroy_v2")?),
         )
     };
-    let module_load: Option<(CuModuleLoadData, CuModuleUnload)> = match (sym(c"cuModuleLoadData"), sym(c"cuModuleUnload")) {
-        // SAFETY: the driver API's published signatures.
-        (Ok(l), Ok(u)) => Some(unsafe {
-            (std::mem::transmute::<*mut libc::c_void, CuModuleLoadData>(l), std::mem::transmute::<*mut libc::c_void, CuModuleUnload>(u))
-        }),
-        _ => None,
-    };
+    let module_load: Option<(CuModuleLoadData, CuModuleUnload)> =
+        match (sym(c"cuModuleLoadData"), sym(c"cuModuleUnload")) {
+            // SAFETY: the driver API's published signatures.
+            (Ok(l), Ok(u)) => Some(unsafe {
+                (
+                    std::mem::transmute::<*mut libc::c_void, CuModuleLoadData>(l),
+                    std::mem::transmute::<*mut libc::c_void, CuModuleUnload>(u),
+                )
+            }),
+            _ => None,
+        };
     let canary = canary.and_then(|c| CString::new(c).ok());
     let get_name: Option<CuGetErrorName> = sym(c"cuGetErrorName")
         .ok()

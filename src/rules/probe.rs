@@ -105,7 +105,12 @@ pub fn probe_findings(
     out
 }
 
-fn outcome_findings(o: &ProbeOutcome, ms: f64, cached: bool, devices: Option<&DeviceView>) -> Vec<Finding> {
+fn outcome_findings(
+    o: &ProbeOutcome,
+    ms: f64,
+    cached: bool,
+    devices: Option<&DeviceView>,
+) -> Vec<Finding> {
     if let Some(e) = &o.setup_error {
         return vec![Finding::new(
             "probe-setup-failed",
@@ -178,8 +183,16 @@ fn outcome_findings(o: &ProbeOutcome, ms: f64, cached: bool, devices: Option<&De
              compute libraries (NVIDIA_DRIVER_CAPABILITIES must include compute; regenerate an old CDI spec).",
         ));
     }
-    let calls: Vec<String> = o.calls.iter().map(|c| format!("{} {:.1} ms", c.call, c.ms)).collect();
-    let how = if cached { format!("cached; looked up in {ms:.1} ms") } else { format!("{ms:.0} ms in all") };
+    let calls: Vec<String> = o
+        .calls
+        .iter()
+        .map(|c| format!("{} {:.1} ms", c.call, c.ms))
+        .collect();
+    let how = if cached {
+        format!("cached; looked up in {ms:.1} ms")
+    } else {
+        format!("{ms:.0} ms in all")
+    };
     out.push(Finding::new(
         "probe-ok",
         Severity::Info,
