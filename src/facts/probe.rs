@@ -89,6 +89,10 @@ pub struct ProbeOutcome {
     pub libcuda: PathBuf,
     /// Set when the container's libcuda could not be loaded or lacks the driver API.
     pub load_error: Option<String>,
+    /// Time the child spent becoming the container, by step (`cgroup`, `setns`, `fork`, `user`),
+    /// and loading libcuda (`dlopen`): the probe's cost beyond the driver's own.
+    #[serde(default)]
+    pub setup_ms: Vec<(String, f64)>,
     pub calls: Vec<Call>,
     pub driver_version: Option<i64>,
     pub device_count: Option<i64>,

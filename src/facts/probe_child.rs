@@ -30,13 +30,19 @@ fn ns_flag(kind: &str) -> libc::c_int {
 
 /// Join, enter, confine, drop. Any failure stops before image code is loaded. Returns our
 /// `/proc/self` of the host's procfs, for the identity.
-fn become_the_container(spec: &ProbeSpec) -> Result<std::fs::File, String> {
+fn become_the_container(spec: &ProbeSpec, steps: &mut Vec<(String, f64)>) -> Result<std::fs::File, String> {
+    let mut t = Instant::now();
+    let mut step = |name: &str, t: &mut Instant| {
+        steps.push((name.to_string(), t.elapsed().as_secs_f64() * 1000.0));
+        *t = Instant::now();
+    };
     // 1. The container's cgroups: its device rules must bind us, or a denied device would look
     //    allowed (entering the cgroup namespace does not move a process).
     let me = std::process::id().to_string();
     for f in &spec.cgroup_procs {
         std::fs::write(f, &me).map_err(|e| format!("joining {}: {e}", f.display()))?;
     }
+    step("cgroup", &mut t);
     // 2. Open every namespace first: after the mount namespace, the host's /proc is gone. The
     //    mount namespace is entered last, after the fork into the pid namespace.
     let mut fds: Vec<(String, OwnedFd)> = Vec::new();
@@ -53,6 +59,7 @@ fn become_the_container(spec: &ProbeSpec) -> Result<std::fs::File, String> {
         }
     }
     drop(others);
+    step("setns", &mut t);
     if spec.namespaces.iter().any(|n| n == "pid") {
         // setns on a pid namespace applies to children only: the probe goes on in a child,
         // inside it; this process waits and ends as that child ends. Single-threaded (a fresh
@@ -66,6 +73,7 @@ fn become_the_container(spec: &ProbeSpec) -> Result<std::fs::File, String> {
             wait_and_mirror(child);
         }
     }
+    step("fork", &mut t);
     // Our own /proc entry, through the host's procfs, while it is still reachable: the
     // container's /proc may not be mounted yet, and the identity is read through this.
     let proc_self = std::fs::File::open("/proc/self").map_err(|e| format!("/proc/self: {e}"))?;
@@ -117,6 +125,7 @@ fn become_the_container(spec: &ProbeSpec) -> Result<std::fs::File, String> {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(os_err("PR_SET_NO_NEW_PRIVS"));
     }
+    step("mnt+chroot+user+caps", &mut t);
     Ok(proc_self)
 }
 
@@ -229,8 +238,10 @@ fn drive(
 ) -> Result<(), String> {
     let path = CString::new(libcuda.as_os_str().as_encoded_bytes())
         .map_err(|_| "libcuda path has a NUL".to_string())?;
+    let t = Instant::now();
     // SAFETY: loading the driver is the point; we are confined as the container is.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    outcome.setup_ms.push(("dlopen".into(), t.elapsed().as_secs_f64() * 1000.0));
     if h.is_null() {
         // SAFETY: dlerror returns a C string or null.
         let e = unsafe { libc::dlerror() };
@@ -376,7 +387,10 @@ pub fn main(stdin: impl Read) -> i32 {
         libcuda: spec.libcuda.clone(),
         ..ProbeOutcome::default()
     };
-    match become_the_container(&spec) {
+    let mut steps = Vec::new();
+    let setup = become_the_container(&spec, &mut steps);
+    outcome.setup_ms = steps;
+    match setup {
         Err(e) => outcome.setup_error = Some(e),
         Ok(proc_self) => {
             outcome.identity = identity(&proc_self);

@@ -291,7 +291,8 @@ def main():
             can = next((c for c in o["calls"] if "canary" in c["call"]), None)
             if can:
                 canary_p = can.get("name") or ("CUDA_SUCCESS" if can["code"] == 0 else str(can["code"]))
-            how = "cached, " if probe.get("cached") else f"driver calls {sum(c['ms'] for c in o['calls']):.0f} ms of "
+            setup = ", ".join(f"{k} {v:.1f}" for k, v in o.get("setup_ms", []))
+            how = "cached, " if probe.get("cached") else f"driver calls {sum(c['ms'] for c in o['calls']):.0f} ms, setup [{setup}] ms, of "
             probe_col = (f"{fail['call']} {fail['code']} {fail.get('name')}" if fail else
                          f"ok ({how}{probe['ms']:.0f} ms, uid {o['identity']['uid']}, CapEff {o['identity']['cap_eff']}); canary {canary_p}")
             if fail:
