@@ -39,20 +39,18 @@ pub struct HeadroomFacts {
     pub volumes: Vec<Volume>,
 }
 
-/// Sources bind-mounted by runtimes and the NVIDIA hook that are not volumes.
-fn is_system_source(p: &Path) -> bool {
+/// Bind mounts that engines and the NVIDIA hook add and that are not the user's volumes: driver
+/// files, and what lands under these destinations (Podman's 64 MiB `/dev/shm`, `/etc/hosts`,
+/// `/run/secrets`, …). A file (`/etc/resolv.conf`, a driver library) is never a volume either.
+fn is_system_mount(src: &Path, dest: &Path) -> bool {
     [
-        "/dev",
-        "/proc",
-        "/sys",
-        "/run/nvidia",
-        "/usr/lib",
-        "/usr/bin",
-        "/lib",
-        "/etc",
+        "/dev", "/proc", "/sys", "/usr/lib", "/usr/bin", "/lib", "/etc",
     ]
     .iter()
-    .any(|s| p.starts_with(s))
+    .any(|s| src.starts_with(s))
+        || ["/dev", "/proc", "/sys", "/run", "/var/run", "/etc"]
+            .iter()
+            .any(|d| dest.starts_with(d))
 }
 
 pub fn gather(
@@ -103,10 +101,13 @@ pub fn gather(
         let Some(src) = m.source().as_ref().filter(|s| s.is_absolute()) else {
             continue;
         };
-        if !bind || opts.iter().any(|o| o == "ro") || is_system_source(src) {
+        if !bind || opts.iter().any(|o| o == "ro") || is_system_mount(src, m.destination()) {
             continue;
         }
         let host = host_root.join(src.strip_prefix("/").unwrap_or(src));
+        if !host.is_dir() {
+            continue;
+        }
         volumes.push(Volume {
             what: m.destination().display().to_string(),
             host_path: src.display().to_string(),
@@ -117,5 +118,41 @@ pub fn gather(
         min_free_memory,
         min_free_disk_mib: policy.min_free_disk_mib,
         volumes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_mounts_are_not_volumes() {
+        let cases = [
+            (
+                "/var/lib/containers/storage/x/userdata/shm",
+                "/dev/shm",
+                true,
+            ),
+            (
+                "/var/lib/containers/storage/x/userdata/hosts",
+                "/etc/hosts",
+                true,
+            ),
+            ("/run/user/0/secrets", "/run/secrets", true),
+            (
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04",
+                "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+                true,
+            ),
+            ("/srv/models", "/models", false),
+            ("/data", "/workspace/data", false),
+        ];
+        for (src, dest, want) in cases {
+            assert_eq!(
+                is_system_mount(Path::new(src), Path::new(dest)),
+                want,
+                "{src} -> {dest}"
+            );
+        }
     }
 }

@@ -75,7 +75,8 @@ pub fn short_id(id: &str) -> &str {
 
 /// The full message printed on stderr when the hook blocks or warns; `report_hint` adds the
 /// command that shows the recorded report (the hook records one; `check` does not). Wrapped to
-/// [`WIDTH`] columns; the first line says what happened and the last how to see it all.
+/// [`WIDTH`] columns below the first line, which says what happened in one line; the last says
+/// how to see it all.
 pub fn render(container: &str, v: &Verdict, report_hint: bool) -> String {
     let mut s = String::new();
     let word = match v.verdict {
@@ -85,12 +86,9 @@ pub fn render(container: &str, v: &Verdict, report_hint: bool) -> String {
     };
     let id = short_id(container);
     let head = headline(&v.findings).unwrap_or_else(|| "no problems found".into());
-    s.push_str(&wrap(
-        &format!("cuda-preflight: {word} container {id}: "),
-        &head,
-        "  ",
-        WIDTH,
-    ));
+    // The headline is never wrapped: runc folds the hook's stderr into one line of its error,
+    // and this line must read as a sentence there.
+    let _ = writeln!(s, "cuda-preflight: {word} container {id}: {head}");
     for f in &v.findings {
         if f.severity == Severity::Info && v.verdict != Decision::Allow {
             continue;
