@@ -410,3 +410,48 @@ fn block_message_and_report_golden() {
         &(serde_json::to_string_pretty(&v).unwrap() + "\n"),
     );
 }
+
+/// The host probe for real, without a GPU: the test-double libcuda (tests/double/libcuda.c) at a
+/// host path, loaded by the real probe child with rootfs `/`. With no /etc/cuda-double.conf on
+/// the host the double answers success.
+#[test]
+fn host_context_is_created_by_the_probe_child() {
+    use cuda_preflight::facts::doctor::{HostProbe, host_probe};
+    use cuda_preflight::rules::doctor::{Status, probe_check};
+    assert!(
+        !Path::new("/etc/cuda-double.conf").exists(),
+        "the double would read the host's /etc/cuda-double.conf"
+    );
+    let lib = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libcuda-double-host.so");
+    let st = Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&lib)
+        .arg(repo().join("tests/double/libcuda.c"))
+        .status()
+        .expect("gcc (scripts/test.sh installs build tools)");
+    assert!(st.success());
+    let HostProbe::Ran { libcuda, result } =
+        host_probe(&lib, Path::new(BIN), std::time::Duration::from_secs(10))
+    else {
+        panic!("not run");
+    };
+    let c = probe_check(&libcuda, &result);
+    assert_eq!(c.status, Status::Ok, "{c:?} {result:?}");
+    assert!(
+        c.detail.starts_with("context created and destroyed in ")
+            && c.detail.contains("cuInit")
+            && c.detail.contains("cuCtxCreate"),
+        "{c:?}"
+    );
+    // A library that is not one: the check fails and names it.
+    let bogus = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("libcuda-bogus.so");
+    std::fs::write(&bogus, "not an ELF").unwrap();
+    let HostProbe::Ran { libcuda, result } =
+        host_probe(&bogus, Path::new(BIN), std::time::Duration::from_secs(10))
+    else {
+        panic!("not run");
+    };
+    let c = probe_check(&libcuda, &result);
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(c.detail.contains("libcuda-bogus.so"), "{c:?}");
+}

@@ -142,6 +142,30 @@ fn twenty_concurrent_hooks_lose_no_increment() {
     if let Some(c) = count {
         assert_eq!(c, 20.0);
     }
+    // A hook that fails on its own input counts too, as the warning hook-error.
+    let missing =
+        r#"{"ociVersion":"1.0.2","id":"bad","status":"creating","bundle":"/nonexistent/bundle"}"#;
+    assert_eq!(
+        spawn_hook(missing.to_string(), args.clone())
+            .join()
+            .unwrap(),
+        0
+    );
+    let text = std::fs::read_to_string(metrics_dir.join("cuda_preflight.prom")).unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    assert_eq!(
+        value(&scrape, "cuda_preflight_starts_total", None),
+        21.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "cuda_preflight_warnings_total",
+            Some(("finding", "hook-error"))
+        ),
+        1.0
+    );
     // Nothing half-written left behind.
     let leftovers: Vec<_> = std::fs::read_dir(&metrics_dir)
         .unwrap()

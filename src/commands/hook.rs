@@ -302,6 +302,19 @@ fn own_error(
     };
     if state.is_some() {
         let _ = output::report::write(&config.state_dir, &report, config.max_reports);
+        // Counted as a start with the warning `hook-error`: alerts on it find broken hooks.
+        if let Some(dir) = &config.metrics_dir {
+            let _ = output::metrics::record(
+                &config.state_dir,
+                dir,
+                &output::metrics::Sample {
+                    verdict: decision.as_str(),
+                    findings: std::slice::from_ref(&finding),
+                    probe: None,
+                    seconds: report.duration_ms / 1000.0,
+                },
+            );
+        }
     }
     output::log::line(
         &config.host_root,

@@ -166,7 +166,7 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::hoststate::check(&c.request, hs, host));
     }
     if let Some(h) = &c.headroom {
-        out.extend(rules::headroom::check(h, host));
+        out.extend(rules::headroom::check(h, &c.request, host));
     }
     out
 }

@@ -315,7 +315,6 @@ fn toml_names_shim(v: &toml::Value) -> bool {
 /// host's `libcuda.so.1` as the host's loader resolves it. Only on the real host (`host_root`
 /// `/`): a fixture tree's library is not this machine's driver.
 fn probe(host_root: &Path, deadline: std::time::Duration) -> HostProbe {
-    use crate::facts::probe::{self, ProbeSpec};
     let loader = Loader::from_image(host_root, None);
     let Some(r) = loader.resolve("libcuda.so.1") else {
         return HostProbe::Skipped {
@@ -327,6 +326,15 @@ fn probe(host_root: &Path, deadline: std::time::Duration) -> HostProbe {
             why: "--host-root is not /: a context is created only on the real host".into(),
         };
     }
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    host_probe(&r.real_path_in_image, &exe, deadline)
+}
+
+/// Create a context with `libcuda` (a host path) through the probe child `exe`
+/// (`cuda-preflight probe-child`): no namespace to enter and rootfs `/`, as this process's user,
+/// every capability dropped before the library is loaded, as in a container.
+pub fn host_probe(libcuda: &Path, exe: &Path, deadline: std::time::Duration) -> HostProbe {
+    use crate::facts::probe::{self, ProbeSpec};
     // SAFETY: plain getters.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let spec = ProbeSpec {
@@ -335,19 +343,15 @@ fn probe(host_root: &Path, deadline: std::time::Duration) -> HostProbe {
         cgroup_procs: Vec::new(),
         namespaces: Vec::new(),
         rootfs: PathBuf::from("/"),
-        libcuda: r.real_path_in_image.clone(),
+        libcuda: libcuda.to_path_buf(),
         uid,
         gid,
         additional_gids: Vec::new(),
     };
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    let ld = r
-        .real_path_in_image
-        .parent()
-        .map(|p| p.display().to_string());
+    let ld = libcuda.parent().map(|p| p.display().to_string());
     HostProbe::Ran {
-        libcuda: r.real_path_in_image.display().to_string(),
-        result: Box::new(probe::run(&spec, &exe, ld.as_deref(), deadline)),
+        libcuda: libcuda.display().to_string(),
+        result: Box::new(probe::run(&spec, exe, ld.as_deref(), deadline)),
     }
 }
 

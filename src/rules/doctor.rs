@@ -531,7 +531,8 @@ fn file_name(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-fn probe_check(libcuda: &str, r: &ProbeResult) -> Check {
+/// The `host-context` check from a probe run on the host.
+pub fn probe_check(libcuda: &str, r: &ProbeResult) -> Check {
     match r {
         ProbeResult::Finished { outcome: o, ms } => {
             if let Some(e) = &o.setup_error {

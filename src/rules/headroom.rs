@@ -3,9 +3,11 @@
 //! leave 17 MiB for activations" OOM), and a rootfs or volume nearly full (a model cannot load
 //! into 28 KB). Both warn by default: the start may still work, and the numbers move.
 
+use crate::facts::container::GpuRequest;
 use crate::facts::headroom::HeadroomFacts;
 use crate::facts::host::HostProfile;
 use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::rules::hoststate::compute_mode::container_gpus;
 
 pub const GPU_MEMORY_LOW: &str = "gpu-memory-low";
 pub const GPU_MEMORY_SKIPPED: &str = "gpu-memory-skipped";
@@ -22,15 +24,21 @@ pub const FINDING_IDS: &[&str] = &[
 /// What a process writing to a full filesystem is told (`strerror(ENOSPC)`).
 pub const ENOSPC: &str = "No space left on device";
 
-pub fn check(h: &HeadroomFacts, host: &HostProfile) -> Vec<Finding> {
+/// `request` decides which GPUs are judged: those the container gets where that can be told
+/// (`NVIDIA_VISIBLE_DEVICES`, a one-GPU host); otherwise a warning only when every GPU of the
+/// host is short, since whichever it gets is.
+pub fn check(h: &HeadroomFacts, request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
     let mut out = Vec::new();
     match &h.min_free_memory {
         None => {}
         Some(Err(why)) => out.push(Finding::skipped("gpu-memory", why.clone())),
         Some(Ok((want, source))) => {
-            let known: Vec<_> = host
-                .gpus
-                .iter()
+            let (gpus, all_must_be_low) = match container_gpus(request, host) {
+                Some(g) => (g, false),
+                None => (host.gpus.iter().collect(), true),
+            };
+            let known: Vec<_> = gpus
+                .into_iter()
                 .filter_map(|g| Some((g, g.memory_free_mib?)))
                 .collect();
             if known.is_empty() {
@@ -49,7 +57,7 @@ pub fn check(h: &HeadroomFacts, host: &HostProfile) -> Vec<Finding> {
                     format!("gpu {} has {free}{total} MiB free", g.index)
                 })
                 .collect();
-            if !low.is_empty() {
+            if !low.is_empty() && (!all_must_be_low || low.len() == known.len()) {
                 out.push(Finding::new(
                     GPU_MEMORY_LOW,
                     Severity::Warn,
@@ -171,13 +179,17 @@ mod tests {
             ),
         ];
         for (name, f, h, want) in cases {
-            let got = check(&f, &h);
+            let got = check(&f, &GpuRequest::SpecDevices, &h);
             assert_eq!(ids(&got), want, "{name}");
             for x in &got {
                 assert!(FINDING_IDS.contains(&x.id.as_str()), "{name}: {}", x.id);
             }
         }
-        let f = check(&facts(ann(20_000), 50_000), &host(Some(17)));
+        let f = check(
+            &facts(ann(20_000), 50_000),
+            &GpuRequest::SpecDevices,
+            &host(Some(17)),
+        );
         assert_eq!(
             f[0].predicted.as_ref().unwrap().name.as_deref(),
             Some("CUDA_ERROR_OUT_OF_MEMORY")
@@ -187,7 +199,27 @@ mod tests {
             "{}",
             f[0].evidence
         );
-        let f = check(&facts(None, 12), &host(None));
+        let f = check(&facts(None, 12), &GpuRequest::SpecDevices, &host(None));
+        assert_eq!(f[0].predicted.as_ref().unwrap().message, ENOSPC);
+        // Two GPUs, one full: a container that cannot be told to get either is not warned; one
+        // that gets the full GPU is.
+        let mut two = host(Some(17));
+        two.gpus.push(Gpu {
+            index: 1,
+            memory_free_mib: Some(80_000),
+            ..Gpu::default()
+        });
+        let f20k = facts(ann(20_000), 50_000);
+        assert!(check(&f20k, &GpuRequest::SpecDevices, &two).is_empty());
+        let gets = |v: &str| GpuRequest::InjectedByHook {
+            visible: v.into(),
+            hook: "nvidia-container-runtime-hook".into(),
+        };
+        assert_eq!(
+            ids(&check(&f20k, &gets("0"), &two)),
+            vec![(GPU_MEMORY_LOW, Severity::Warn)]
+        );
+        assert!(check(&f20k, &gets("1"), &two).is_empty());
         assert_eq!(f[0].predicted.as_ref().unwrap().message, ENOSPC);
     }
 }
