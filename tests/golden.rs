@@ -198,7 +198,8 @@ fn doctor_on_a_healthy_host() {
 
 #[test]
 fn doctor_finds_what_breaks_a_host() {
-    // The healthy host, then broken the ways hosts break: nvidia_uvm not loaded and its node
+    // The healthy host, then broken the ways hosts break: libraries of another driver than the
+    // module, nvidia_uvm not loaded and its node
     // gone, a stale /dev/char link, persistence off, the toolkit's CDI spec naming a library of
     // the previous driver, Docker without cuda-preflight.
     let h = healthy_host();
@@ -212,6 +213,16 @@ fn doctor_finds_what_breaks_a_host() {
          containerEdits:\n  mounts:\n  - hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.570.86.15\n    containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.570.86.15\n",
     );
     h.write("/etc/docker/daemon.json", r#"{"runtimes":{}}"#);
+    // A driver upgrade without a reboot: new user-space libraries, the old module still loaded.
+    std::fs::remove_file(h.path("/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1")).unwrap();
+    h.write(
+        "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.580.200.01",
+        ELF64,
+    )
+    .link(
+        "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1",
+        "libnvidia-ml.so.580.200.01",
+    );
     let tmp = tempfile::tempdir().unwrap();
     let profile = h100_nvml_profile(tmp.path(), false);
     let cfg = empty_config(tmp.path());

@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::facts::doctor::{DoctorFacts, HostProbe};
+use crate::facts::nvml::FactSource;
 use crate::facts::probe::ProbeResult;
 use crate::finding::Severity;
 use crate::knowledge;
@@ -13,6 +14,7 @@ use crate::rules::hoststate::{cdi, driver_libs};
 
 pub const DRIVER: &str = "driver-loaded";
 pub const DRIVER_LIBS: &str = "driver-libraries";
+pub const NVML: &str = "nvml";
 pub const MODULES: &str = "kernel-modules";
 pub const MAJORS: &str = "device-majors";
 pub const NODES: &str = "device-nodes";
@@ -33,6 +35,7 @@ pub const DISK: &str = "disk-space";
 /// `disk-space` appear once per GPU or directory.
 pub const CHECK_IDS: &[&str] = &[
     DRIVER,
+    NVML,
     DRIVER_LIBS,
     MODULES,
     MAJORS,
@@ -143,6 +146,21 @@ pub fn checks(f: &DoctorFacts, policy: Policy) -> Vec<Check> {
             "install the NVIDIA driver for this kernel, then `modprobe nvidia`; `lsmod | grep nvidia` shows whether it loaded",
         )),
     }
+    // NVML: what nvidia-smi and the toolkit use; its failure is often the first symptom.
+    out.push(match f.source {
+        FactSource::Nvml => check(NVML, Status::Ok, format!("{} GPU(s)", f.host.gpus.len()), ""),
+        FactSource::Proc | FactSource::None if f.notes.iter().any(|n| n.starts_with("NVML")) => {
+            let why = f.notes.iter().find(|n| n.starts_with("NVML")).cloned().unwrap_or_default();
+            let why = why.split("; falling back").next().unwrap_or(&why).to_string();
+            check(
+                NVML,
+                if loaded { Status::Fail } else { Status::Skip },
+                why,
+                "`nvidia-smi` shows the same error; \"Driver/library version mismatch\": reboot (or reload the module) after a driver upgrade",
+            )
+        }
+        _ => check(NVML, Status::Skip, "not asked: a host profile or a --host-root other than / is in use", ""),
+    });
     // 2. Libraries against the module: an upgrade without a reboot.
     if f.kernel_module.is_ok() {
         let findings = driver_libs::check(&f.kernel_module, &f.driver_libs);
