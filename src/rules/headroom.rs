@@ -137,10 +137,12 @@ mod tests {
         f.iter().map(|f| (f.id.as_str(), f.severity)).collect()
     }
 
+    type Case = (&'static str, HeadroomFacts, HostProfile, Vec<(&'static str, Severity)>);
+
     #[test]
     fn table() {
         let ann = |m| Some(Ok((m, "annotation")));
-        let cases: Vec<(&str, HeadroomFacts, HostProfile, Vec<(&str, Severity)>)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "nothing asked, room on disk",
                 facts(None, 50_000),
