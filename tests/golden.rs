@@ -98,6 +98,11 @@ pub fn healthy_host() -> FakeHost {
         "/proc/driver/nvidia/version",
         "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.159.04  Release Build  (dvs-builder@U16-I1-N08-12-3)  Thu Oct  9 00:00:00 UTC 2025\n",
     )
+    // The GPU's device minor (its /dev/nvidiaN), as on the H100.
+    .write(
+        "/proc/driver/nvidia/gpus/0000:1a:00.0/information",
+        "Model: \t\t NVIDIA H100 80GB HBM3\nGPU UUID: \t GPU-2f6a8e1c-0000-4000-8000-000000000001\nDevice Minor: \t 0\n",
+    )
     .write(
         "/proc/modules",
         "nvidia_uvm 1892352 0 - Live 0x0000000000000000 (POE)\nnvidia_modeset 1605632 0 - Live 0x0 (POE)\n\

@@ -137,15 +137,24 @@ pub fn parse_proc_modules(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The nodes a working host has: the control and UVM devices, and one per GPU (by index, where
-/// the profile knows the GPUs; else whatever `/dev/nvidia<N>` exist).
+/// The nodes a working host has: the control and UVM devices, and one per GPU by its device
+/// minor (`/proc/driver/nvidia/gpus/*/information`; else the profile's indices, else whatever
+/// `/dev/nvidia<N>` exist). `nvidia-uvm-tools` (profilers only) is not required.
 fn node_paths(host_root: &Path, host: &HostProfile) -> Vec<String> {
-    let mut out: Vec<String> = ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"]
+    let mut out: Vec<String> = ["/dev/nvidiactl", "/dev/nvidia-uvm"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    if host.gpus.is_empty() {
-        let mut found: Vec<u32> = std::fs::read_dir(under(host_root, "/dev"))
+    let mut minors: Vec<u32> = crate::facts::nvml::from_proc(host_root, &mut Vec::new())
+        .gpus
+        .iter()
+        .map(|g| g.index)
+        .collect();
+    if minors.is_empty() {
+        minors = host.gpus.iter().map(|g| g.index).collect();
+    }
+    if minors.is_empty() {
+        minors = std::fs::read_dir(under(host_root, "/dev"))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
                     .take(MAX_DIR_ENTRIES)
@@ -153,10 +162,12 @@ fn node_paths(host_root: &Path, host: &HostProfile) -> Vec<String> {
                     .collect()
             })
             .unwrap_or_default();
-        found.sort();
-        out.extend(found.into_iter().map(|i| format!("/dev/nvidia{i}")));
-    } else {
-        out.extend(host.gpus.iter().map(|g| format!("/dev/nvidia{}", g.index)));
+    }
+    minors.sort();
+    minors.dedup();
+    out.extend(minors.into_iter().map(|i| format!("/dev/nvidia{i}")));
+    if under(host_root, "/dev/nvidia-uvm-tools").exists() {
+        out.push("/dev/nvidia-uvm-tools".into());
     }
     out
 }

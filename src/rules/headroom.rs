@@ -137,7 +137,12 @@ mod tests {
         f.iter().map(|f| (f.id.as_str(), f.severity)).collect()
     }
 
-    type Case = (&'static str, HeadroomFacts, HostProfile, Vec<(&'static str, Severity)>);
+    type Case = (
+        &'static str,
+        HeadroomFacts,
+        HostProfile,
+        Vec<(&'static str, Severity)>,
+    );
 
     #[test]
     fn table() {
