@@ -77,6 +77,14 @@ pub struct Config {
     pub hook_binary: Option<PathBuf>,
     /// Reports kept in the state directory; older ones are pruned.
     pub max_reports: usize,
+    /// GPU memory (MiB) a container needs free on its GPUs; the annotation
+    /// `cuda-preflight/min-free-memory` overrides it per container. None: not checked.
+    pub min_free_memory_mib: Option<u64>,
+    /// Free space (MiB) below which a GPU container's rootfs or bind-mounted volume, or a
+    /// directory `doctor` checks, is reported as nearly full.
+    pub min_free_disk_mib: u64,
+    /// Directories whose free space `doctor` reports: where images and models live.
+    pub disk_paths: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -99,6 +107,12 @@ impl Default for Config {
             runtime: None,
             hook_binary: None,
             max_reports: 1000,
+            min_free_memory_mib: None,
+            min_free_disk_mib: 1024,
+            disk_paths: crate::facts::doctor::DEFAULT_DISK_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub enum Api {
     Nvml,
     Loader,
     Toolkit,
+    /// An OS error the workload meets (`strerror` text), such as a full disk.
+    Os,
 }
 
 /// What the user would see if the container started anyway.

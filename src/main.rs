@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cuda_preflight::commands::{check, explain, facts, hook, install, report as reports, scan};
+use cuda_preflight::commands::{
+    check, doctor, explain, facts, hook, install, report as reports, scan,
+};
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
 #[derive(Parser)]
@@ -30,6 +32,8 @@ enum Command {
     ProbeChild,
     /// Explain a CUDA error: its driver name and text, causes in containers, the check that catches it
     Explain(explain::ExplainArgs),
+    /// Check the whole host: driver, modules, device nodes, GPUs, toolkit, CDI, engines, a real context, disk space
+    Doctor(doctor::DoctorArgs),
     /// Register the hook with docker (daemon.json runtime), podman (hooks directory) or containerd (prints the snippet)
     Install(install::InstallArgs),
     /// Undo `install`: docker's runtime entry and default, podman's hooks-directory entry
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
         Command::ProbeChild => cuda_preflight::facts::probe_child::main(std::io::stdin()),
         Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),
+        Command::Doctor(args) => report(doctor::run(&args, &mut std::io::stdout().lock())),
         Command::Install(args) => report(install::run(&args, &mut std::io::stdout().lock())),
         Command::Uninstall(args) => {
             report(install::run_uninstall(&args, &mut std::io::stdout().lock()))

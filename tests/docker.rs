@@ -7,6 +7,9 @@
 
 mod common;
 
+// The message names a 64-hex id by its first 12 characters, as `docker ps` does.
+use cuda_preflight::output::message::short_id;
+
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -365,13 +368,17 @@ fn docker_with_the_runtime_shim() {
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(
         err.contains(&format!(
-            "stderr: cuda-preflight: blocked container {id}: /dev/nvidia-uvm is missing from the container's /dev: CUDA would fail with 999 CUDA_ERROR_UNKNOWN"
+            "stderr: cuda-preflight: blocked container {}: /dev/nvidia-uvm is missing from the container's /dev: CUDA would fail with 999 CUDA_ERROR_UNKNOWN",
+            short_id(&id)
         )),
         "{err}"
     );
     assert!(err.contains("x device-node-missing:"), "{err}");
     assert!(
-        err.contains(&format!("full report: cuda-preflight report {id}")),
+        err.contains(&format!(
+            "full report: cuda-preflight report {}",
+            short_id(&id)
+        )),
         "{err}"
     );
     let report = daemon.report(&id).unwrap();
@@ -396,7 +403,8 @@ fn docker_with_the_runtime_shim() {
     assert_eq!(out.status.code(), Some(125), "{err}");
     assert!(
         err.contains(&format!(
-            "OCI runtime create failed: cuda-preflight: blocked container {id}: "
+            "OCI runtime create failed: cuda-preflight: blocked container {}: ",
+            short_id(&id)
         )),
         "{err}"
     );

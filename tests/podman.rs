@@ -127,6 +127,8 @@ fn podman_gpu_container_missing_uvm_is_blocked_and_the_user_reads_why() {
         .collect();
     let p = Podman::new(&nodes, "");
     let (ok, err, rep) = p.run(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    // As the user sees it (README.md quotes it): `cargo test --test podman -- --nocapture`.
+    eprintln!("{err}");
     assert!(!ok);
     // What `podman run` prints: its own prefix, runc's, then our first line.
     assert!(

@@ -42,6 +42,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         None,
         std::path::Path::new("/proc"),
         &config.host_root,
+        None,
+        crate::commands::headroom_policy(&config),
     );
     let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
     if profiles.is_empty() {

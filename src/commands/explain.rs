@@ -20,6 +20,12 @@ pub struct ExplainArgs {
 
 fn lookup(q: &str) -> Option<(Predicted, Option<Explanation>)> {
     let q = q.trim();
+    // NVML's words for the same cause as 803: a driver library that is not the kernel module's.
+    let nvml = crate::rules::hoststate::driver_libs::NVML_MISMATCH;
+    if q.len() >= 8 && nvml.to_ascii_lowercase().contains(&q.to_ascii_lowercase()) {
+        let e = knowledge::explanations().find(|e| e.code == 803 && e.api == "driver");
+        return Some((Predicted::message(crate::finding::Api::Nvml, nvml), e));
+    }
     let code: Option<i64> = q.parse().ok();
     let runtime = crate::rules::versions::insufficient_driver();
     // 35 and cudaErrorInsufficientDriver are the runtime's: the driver's enum has no 35.
@@ -61,23 +67,30 @@ pub fn run(args: &ExplainArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         writeln!(out)?;
         return Ok(0);
     }
-    writeln!(
-        out,
-        "{} {} — \"{}\"",
-        p.code.unwrap_or_default(),
-        p.name.as_deref().unwrap_or("?"),
-        p.message
-    )?;
+    match (p.code, &p.name) {
+        (Some(c), Some(n)) => writeln!(out, "{c} {n} — \"{}\"", p.message)?,
+        _ => writeln!(
+            out,
+            "\"{}\" — {}, the same cause as 803 CUDA_ERROR_SYSTEM_DRIVER_MISMATCH",
+            p.message,
+            serde_json::to_value(p.api)?
+                .as_str()
+                .unwrap_or("?")
+                .to_uppercase()
+        )?,
+    }
     match e {
         Some(e) => {
-            writeln!(out, "  meaning:   {}", e.meaning)?;
-            writeln!(out, "  causes:    {}", e.causes)?;
+            use crate::output::message::wrap;
+            let pad = " ".repeat(13);
+            out.write_all(wrap("  meaning:   ", e.meaning, &pad, 100).as_bytes())?;
+            out.write_all(wrap("  causes:    ", e.causes, &pad, 100).as_bytes())?;
             let by = if caught.is_empty() {
                 "no check yet".to_string()
             } else {
                 caught.join(", ")
             };
-            writeln!(out, "  caught by: {by}")?;
+            out.write_all(wrap("  caught by: ", &by, &pad, 100).as_bytes())?;
         }
         None => writeln!(out, "  (no container-specific notes for this error)")?,
     }
@@ -103,12 +116,25 @@ mod tests {
                 Some("cudaErrorInsufficientDriver"),
             ),
             ("803", Some("CUDA_ERROR_SYSTEM_DRIVER_MISMATCH")),
+            ("2", Some("CUDA_ERROR_OUT_OF_MEMORY")),
+            ("46", Some("CUDA_ERROR_DEVICE_UNAVAILABLE")),
+            ("802", Some("CUDA_ERROR_SYSTEM_NOT_READY")),
             ("12345", None),
             ("banana", None),
         ];
         for (q, want) in cases {
             assert_eq!(lookup(q).and_then(|(p, _)| p.name).as_deref(), *want, "{q}");
         }
+        let (p, e) = lookup("Driver/library version mismatch").unwrap();
+        assert_eq!(
+            p.message,
+            "Failed to initialize NVML: Driver/library version mismatch"
+        );
+        assert!(
+            e.unwrap()
+                .caught_by
+                .contains("driver-library-version-mismatch")
+        );
         let (_, e) = lookup("304").unwrap();
         assert!(e.unwrap().meaning.contains("not \"invalid context\""));
     }

@@ -154,6 +154,8 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         state.pid,
         &args.proc_root,
         &config.host_root,
+        Some(&state.annotations),
+        crate::commands::headroom_policy(&config),
     );
     let mut findings = run_rules(&facts, &host);
     let mut probe_result = None;
@@ -236,6 +238,17 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             config.state_dir.display()
         ));
     }
+    if let Some(dir) = &config.metrics_dir {
+        let sample = output::metrics::Sample {
+            verdict: v.verdict.as_str(),
+            findings: &v.findings,
+            probe: probe_result.as_ref(),
+            seconds: report.duration_ms / 1000.0,
+        };
+        if let Err(e) = output::metrics::record(&config.state_dir, dir, &sample) {
+            line.push_str(&format!(" metrics-error=\"{e}\""));
+        }
+    }
     // The message comes first: runc shows the hook's stderr as one line, and its start must be
     // the headline, not the log line (which falls back to stderr where there is no syslog).
     let code = match v.verdict {
@@ -306,6 +319,19 @@ fn own_error(
     };
     if state.is_some() {
         let _ = output::report::write(&config.state_dir, &report, config.max_reports);
+        // Counted as a start with the warning `hook-error`: alerts on it find broken hooks.
+        if let Some(dir) = &config.metrics_dir {
+            let _ = output::metrics::record(
+                &config.state_dir,
+                dir,
+                &output::metrics::Sample {
+                    verdict: decision.as_str(),
+                    findings: std::slice::from_ref(&finding),
+                    probe: None,
+                    seconds: report.duration_ms / 1000.0,
+                },
+            );
+        }
     }
     output::log::line(
         &config.host_root,

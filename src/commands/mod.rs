@@ -2,6 +2,7 @@
 //! arguments and maps what these return to exit codes.
 
 pub mod check;
+pub mod doctor;
 pub mod explain;
 pub mod facts;
 pub mod hook;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::facts::container::{self, DeviceView, GpuRequest};
+use crate::facts::headroom::{self, HeadroomFacts};
 use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
@@ -32,6 +34,14 @@ pub struct SettingsArgs {
     /// Where reports are written [config: state_dir; default /run/cuda-preflight]
     #[arg(long, value_name = "DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+}
+
+/// The headroom thresholds of a config.
+pub fn headroom_policy(c: &crate::config::Config) -> headroom::Policy {
+    headroom::Policy {
+        min_free_memory_mib: c.min_free_memory_mib,
+        min_free_disk_mib: c.min_free_disk_mib,
+    }
 }
 
 impl SettingsArgs {
@@ -132,19 +142,23 @@ pub struct ContainerFacts {
     pub devices: Result<DeviceView, String>,
     /// `/dev/char` links, kernel module and driver libraries, CDI specs (GPU containers only).
     pub hoststate: Option<HostState>,
+    /// GPU memory asked for, free space of the rootfs and volumes (GPU containers only).
+    pub headroom: Option<HeadroomFacts>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
 
 /// Gather the container's facts. `pid` is the container's process at hook time: then the rootfs
 /// is read as the container sees it, through `/proc/<pid>/root`, injected files included. Host
-/// files are read under `host_root`.
+/// files are read under `host_root`. `state_annotations` are the OCI state's (the hook's).
 pub fn container_facts(
     bundle: &Bundle,
     request: GpuRequest,
     pid: Option<i32>,
     proc_root: &Path,
     host_root: &Path,
+    state_annotations: Option<&std::collections::HashMap<String, String>>,
+    policy: headroom::Policy,
 ) -> ContainerFacts {
     let image_facts = request.wants_gpu().then(|| {
         let env = bundle
@@ -184,11 +198,16 @@ pub fn container_facts(
             host_root,
         )
     });
+    // One statvfs per writable volume, GPU containers only.
+    let headroom = request
+        .wants_gpu()
+        .then(|| headroom::gather(bundle, state_annotations, pid, proc_root, host_root, policy));
     ContainerFacts {
         request,
         image: image_facts,
         devices,
         hoststate,
+        headroom,
     }
 }
 
@@ -202,6 +221,9 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     }
     if let Some(hs) = &c.hoststate {
         out.extend(rules::hoststate::check(&c.request, hs, host));
+    }
+    if let Some(h) = &c.headroom {
+        out.extend(rules::headroom::check(h, &c.request, host));
     }
     out
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use crate::commands::SettingsArgs;
+use crate::output::message::wrap;
 use crate::output::report::{file_name, reports_dir};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -24,6 +25,33 @@ fn load(path: &std::path::Path) -> anyhow::Result<serde_json::Value> {
         crate::input::read_capped(path, 16 << 20).with_context(|| format!("{}", path.display()))?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a cuda-preflight report", path.display()))
+}
+
+/// The report of `id`, or of the one container whose id starts with it (the short id the block
+/// message shows); the exact path when there is none or several.
+fn find(dir: &std::path::Path, id: &str) -> std::path::PathBuf {
+    let exact = dir.join(file_name(id));
+    if exact.exists() || id.len() < 4 {
+        return exact;
+    }
+    let prefix = file_name(id).trim_end_matches(".json").to_string();
+    let matches: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".json"))
+                })
+                .map(|e| e.path())
+                .take(2)
+                .collect()
+        })
+        .unwrap_or_default();
+    match matches.as_slice() {
+        [one] => one.clone(),
+        _ => exact,
+    }
 }
 
 /// Exit 0 when shown, 2 when there is no such report.
@@ -80,7 +108,7 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         }
         return Ok(0);
     };
-    let path = dir.join(file_name(id));
+    let path = find(&dir, id);
     if !path.exists() {
         anyhow::bail!(
             "no report for container {id} in {} (reports are kept for GPU containers only)",
@@ -104,12 +132,19 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         writeln!(out, "  hook error: {e}")?;
     }
     for f in r["findings"].as_array().into_iter().flatten() {
-        writeln!(
-            out,
-            "  {:<5} {}: {}",
-            f["severity"].as_str().unwrap_or("?"),
-            f["id"].as_str().unwrap_or("?"),
-            f["evidence"].as_str().unwrap_or("")
+        let pad = " ".repeat(10);
+        out.write_all(
+            wrap(
+                &format!(
+                    "  {:<5} {}: ",
+                    f["severity"].as_str().unwrap_or("?"),
+                    f["id"].as_str().unwrap_or("?")
+                ),
+                f["evidence"].as_str().unwrap_or(""),
+                &pad,
+                100,
+            )
+            .as_bytes(),
         )?;
         if let Some(p) = f["predicted"].as_object() {
             let code = p
@@ -125,7 +160,7 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             )?;
         }
         if let Some(fix) = f["fix"].as_str().filter(|s| !s.is_empty()) {
-            writeln!(out, "        fix: {fix}")?;
+            out.write_all(wrap("        fix: ", fix, &pad, 100).as_bytes())?;
         }
     }
     Ok(0)

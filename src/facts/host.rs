@@ -37,6 +37,13 @@ pub struct Gpu {
     pub compute_processes: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistence_mode: Option<bool>,
+    /// Uncorrected ECC errors since the driver loaded (NVML's volatile count), where ECC is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecc_uncorrected: Option<u64>,
+    /// Memory pages waiting to be retired at the next driver reload (NVML; GPUs before Ampere —
+    /// later ones remap rows and report NOT_SUPPORTED here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_pages_pending: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

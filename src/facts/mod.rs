@@ -2,7 +2,10 @@
 //! has a file-based form (host profile, host root, rootfs directory) so rules run without a GPU.
 
 pub mod container;
+pub mod disk;
+pub mod doctor;
 pub mod fatbin;
+pub mod headroom;
 pub mod host;
 pub mod hoststate;
 pub mod image;

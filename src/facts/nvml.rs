@@ -119,6 +119,13 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
                 .map(|m| compute_mode_name(m).to_string()),
             compute_processes: d.running_compute_processes_count().ok(),
             persistence_mode: d.is_in_persistent_mode().ok(),
+            ecc_uncorrected: d
+                .total_ecc_errors(
+                    nvml_wrapper::enum_wrappers::device::MemoryError::Uncorrected,
+                    nvml_wrapper::enum_wrappers::device::EccCounter::Volatile,
+                )
+                .ok(),
+            retired_pages_pending: d.are_pages_pending_retired().ok(),
         });
     }
     Ok(HostProfile {

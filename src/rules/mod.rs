@@ -1,6 +1,8 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
 pub mod devices;
+pub mod doctor;
+pub mod headroom;
 pub mod hoststate;
 pub mod kernels;
 pub mod probe;
@@ -17,6 +19,7 @@ pub fn finding_ids() -> Vec<&'static str> {
     ids.extend_from_slice(requirements::FINDING_IDS);
     ids.extend_from_slice(versions::FINDING_IDS);
     ids.extend_from_slice(hoststate::FINDING_IDS);
+    ids.extend_from_slice(headroom::FINDING_IDS);
     ids.extend_from_slice(crate::verdict::FINDING_IDS);
     ids
 }

@@ -1,0 +1,367 @@
+//! Metrics for the dashboards operators already have: a Prometheus text-format file for node
+//! exporter's textfile collector (`<metrics_dir>/cuda_preflight.prom`), rewritten atomically
+//! after each GPU container start.
+//!
+//! Each hook is its own process, so the counters live in `<state_dir>/metrics.json`. An update
+//! takes an exclusive `flock` on `<state_dir>/metrics.lock`, reads the state, adds this start,
+//! writes the state and then the `.prom` file (each a temporary file renamed over the old one),
+//! and lets go: concurrent starts are serialised and none loses an increment. Outputs never
+//! decide anything; a failure here is reported in the log line, never changes a verdict.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::facts::probe::ProbeResult;
+use crate::finding::{Finding, Severity};
+use crate::knowledge;
+
+pub const PROM_FILE: &str = "cuda_preflight.prom";
+pub const STATE_FILE: &str = "metrics.json";
+const LOCK_FILE: &str = "metrics.lock";
+const MAX_STATE_BYTES: u64 = 4 << 20;
+
+/// Upper bounds (seconds) of the hook latency histogram: a start without a probe takes
+/// milliseconds, one with a probe ~0.3 s (the cold context on an H100), the deadline 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The counters, as kept between hook processes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    pub starts: u64,
+    pub verdicts: BTreeMap<String, u64>,
+    /// Finding id → starts where it was a block (after policy).
+    pub blocks: BTreeMap<String, u64>,
+    pub warnings: BTreeMap<String, u64>,
+    /// Probe outcome (`CUDA_SUCCESS`, a `CUDA_ERROR_*` name, `timeout`, …) → count.
+    pub probes: BTreeMap<String, u64>,
+    pub context_attempts: u64,
+    pub context_successes: u64,
+    /// Non-cumulative counts per bucket of [`LATENCY_BUCKETS`], then one for +Inf.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_seconds: f64,
+    pub latency_count: u64,
+}
+
+/// One GPU container start, as the hook saw it.
+pub struct Sample<'a> {
+    pub verdict: &'a str,
+    /// After policy: a block here stopped (or, in warn mode, would have stopped) the start.
+    pub findings: &'a [Finding],
+    pub probe: Option<&'a ProbeResult>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("locking {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, MetricsError>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
+    move |source| MetricsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The probe's outcome as a label: what the driver answered, or why it did not.
+pub fn probe_outcome(r: &ProbeResult) -> String {
+    match r {
+        ProbeResult::Finished { outcome, .. } => {
+            if outcome.setup_error.is_some() {
+                "setup-failed".into()
+            } else if outcome.load_error.is_some() {
+                "load-failed".into()
+            } else if let Some(c) = outcome.first_failure() {
+                knowledge::driver_error(c.code)
+                    .map(|e| e.name.to_string())
+                    .or_else(|| c.name.clone())
+                    .unwrap_or_else(|| format!("CUDA_ERROR_{}", c.code))
+            } else if outcome.device_count == Some(0) {
+                "CUDA_ERROR_NO_DEVICE".into()
+            } else {
+                "CUDA_SUCCESS".into()
+            }
+        }
+        ProbeResult::TimedOut { .. } => "timeout".into(),
+        ProbeResult::Crashed { .. } => "crashed".into(),
+        ProbeResult::Failed { .. } => "failed".into(),
+    }
+}
+
+impl State {
+    pub fn add(&mut self, s: &Sample) {
+        self.starts += 1;
+        *self.verdicts.entry(s.verdict.to_string()).or_default() += 1;
+        for f in s.findings {
+            let m = match f.severity {
+                Severity::Block => &mut self.blocks,
+                Severity::Warn => &mut self.warnings,
+                Severity::Info => continue,
+            };
+            *m.entry(f.id.clone()).or_default() += 1;
+        }
+        if let Some(p) = s.probe {
+            let o = probe_outcome(p);
+            // A context was attempted where the driver was asked (not where we failed to ask).
+            if !matches!(o.as_str(), "setup-failed" | "failed") {
+                self.context_attempts += 1;
+                if o == "CUDA_SUCCESS" {
+                    self.context_successes += 1;
+                }
+            }
+            *self.probes.entry(o).or_default() += 1;
+        }
+        self.latency_buckets.resize(LATENCY_BUCKETS.len() + 1, 0);
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s.seconds <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i] += 1;
+        self.latency_sum_seconds += s.seconds;
+        self.latency_count += 1;
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let counter = |s: &mut String, name: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        };
+        counter(
+            &mut s,
+            "cuda_preflight_starts_total",
+            "GPU container starts judged by the hook.",
+        );
+        let _ = writeln!(s, "cuda_preflight_starts_total {}", self.starts);
+        counter(
+            &mut s,
+            "cuda_preflight_verdicts_total",
+            "GPU container starts by verdict.",
+        );
+        for v in ["allow", "warn", "block"] {
+            let _ = writeln!(
+                s,
+                "cuda_preflight_verdicts_total{{verdict=\"{v}\"}} {}",
+                self.verdicts.get(v).copied().unwrap_or(0)
+            );
+        }
+        for (name, help, m) in [
+            (
+                "cuda_preflight_blocks_total",
+                "Starts where a finding was a block, by finding id.",
+                &self.blocks,
+            ),
+            (
+                "cuda_preflight_warnings_total",
+                "Starts where a finding was a warning, by finding id.",
+                &self.warnings,
+            ),
+        ] {
+            counter(&mut s, name, help);
+            for (id, n) in m {
+                let _ = writeln!(s, "{name}{{finding=\"{}\"}} {n}", escape(id));
+            }
+        }
+        counter(
+            &mut s,
+            "cuda_preflight_probe_outcomes_total",
+            "Probe runs by outcome: the CUDA driver's error name, or timeout/crashed/failed/setup-failed/load-failed.",
+        );
+        for (o, n) in &self.probes {
+            let _ = writeln!(
+                s,
+                "cuda_preflight_probe_outcomes_total{{result=\"{}\"}} {n}",
+                escape(o)
+            );
+        }
+        counter(
+            &mut s,
+            "cuda_preflight_context_attempts_total",
+            "Probes that asked the driver for a context.",
+        );
+        let _ = writeln!(
+            s,
+            "cuda_preflight_context_attempts_total {}",
+            self.context_attempts
+        );
+        counter(
+            &mut s,
+            "cuda_preflight_context_successes_total",
+            "Probes that created and destroyed a context.",
+        );
+        let _ = writeln!(
+            s,
+            "cuda_preflight_context_successes_total {}",
+            self.context_successes
+        );
+        let _ = writeln!(
+            s,
+            "# HELP cuda_preflight_context_success_ratio Context creations that succeeded, of those attempted (1 when none was).\n# TYPE cuda_preflight_context_success_ratio gauge"
+        );
+        let ratio = if self.context_attempts == 0 {
+            1.0
+        } else {
+            self.context_successes as f64 / self.context_attempts as f64
+        };
+        let _ = writeln!(s, "cuda_preflight_context_success_ratio {}", fmt_f64(ratio));
+        let h = "cuda_preflight_hook_duration_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {h} Time the hook took for a GPU container start.\n# TYPE {h} histogram"
+        );
+        let mut cum = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cum += self.latency_buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(s, "{h}_bucket{{le=\"{}\"}} {cum}", fmt_f64(*b));
+        }
+        cum += self
+            .latency_buckets
+            .get(LATENCY_BUCKETS.len())
+            .copied()
+            .unwrap_or(0);
+        let _ = writeln!(s, "{h}_bucket{{le=\"+Inf\"}} {cum}");
+        let _ = writeln!(s, "{h}_sum {}", fmt_f64(self.latency_sum_seconds));
+        let _ = writeln!(s, "{h}_count {}", self.latency_count);
+        s
+    }
+}
+
+fn fmt_f64(v: f64) -> String {
+    let s = format!("{v}");
+    if s.contains('.') || s.contains('e') || s.contains("inf") || s.contains("NaN") {
+        s
+    } else {
+        format!("{s}.0")
+    }
+}
+
+/// A label value as the text format requires: backslash, quote and newline escaped.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory and a rename: a
+/// reader (the collector) sees the old file or the new one, never a part.
+fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("metrics"),
+        std::process::id()
+    ));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.map_err(io(path))
+}
+
+/// Add one start to the counters kept in `state_dir` and rewrite `<metrics_dir>/cuda_preflight.prom`.
+pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<State> {
+    std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+    std::fs::create_dir_all(metrics_dir).map_err(io(metrics_dir))?;
+    let lock_path = state_dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(MetricsError::Lock {
+                path: lock_path,
+                source: e,
+            });
+        }
+    }
+    let state_path = state_dir.join(STATE_FILE);
+    // A state file that is unreadable or not ours starts the counters again (Prometheus sees a
+    // counter reset) rather than stopping metrics for good.
+    let mut state: State = crate::input::read_capped(&state_path, MAX_STATE_BYTES)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    state.add(sample);
+    replace(
+        &state_path,
+        &serde_json::to_vec(&state).expect("metrics state serialises"),
+    )?;
+    replace(&metrics_dir.join(PROM_FILE), state.render().as_bytes())?;
+    drop(lock);
+    Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_labels() {
+        let mut st = State::default();
+        let f = [
+            Finding::new("device-node-missing", Severity::Block, None, "e", "f"),
+            Finding::new("gpu-memory-low", Severity::Warn, None, "e", "f"),
+            Finding::new("probe-ok", Severity::Info, None, "e", ""),
+        ];
+        st.add(&Sample {
+            verdict: "block",
+            findings: &f,
+            probe: None,
+            seconds: 0.003,
+        });
+        st.add(&Sample {
+            verdict: "allow",
+            findings: &[],
+            probe: Some(&ProbeResult::TimedOut { deadline_ms: 5 }),
+            seconds: 20.0,
+        });
+        assert_eq!(st.latency_buckets[0], 1);
+        assert_eq!(st.latency_buckets[LATENCY_BUCKETS.len()], 1);
+        let text = st.render();
+        assert!(
+            text.contains("cuda_preflight_blocks_total{finding=\"device-node-missing\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("probe-ok"), "{text}");
+        assert!(
+            text.contains("cuda_preflight_hook_duration_seconds_bucket{le=\"+Inf\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("cuda_preflight_context_success_ratio 0.0"),
+            "{text}"
+        );
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
