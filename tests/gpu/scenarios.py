@@ -130,7 +130,7 @@ def run_scenario(name, devices, rules, injected, env=(), masks=()):
     spec["linux"]["resources"]["devices"] += rules
     state = STATE
     cfg = os.path.join(bundle, "config.toml")
-    open(cfg, "w").write('mode = "audit"\n')
+    open(cfg, "w").write(f'mode = "audit"\nmetrics_dir = "{STATE}/metrics"\n')
     hooks = spec.setdefault("hooks", {})
     if injected is not None:
         spec["process"]["env"].append("NVIDIA_VISIBLE_DEVICES=all")
@@ -322,6 +322,14 @@ def main():
         print(f"fatbin agreement: {sum(1 for r in frows if r[1] == r[2])}/{len(frows)}")
     except Exception as e:
         print(f"fatbin verdicts failed: {e}")
+    prom = os.path.join(STATE, "metrics", "cuda_preflight.prom")
+    if os.path.exists(prom):
+        print("\nmetrics (probe outcomes, verdicts):")
+        for line in open(prom):
+            if line.startswith(("cuda_preflight_probe_outcomes_total", "cuda_preflight_verdicts_total", "cuda_preflight_context_success_ratio")):
+                print("  " + line.rstrip())
+    doc = subprocess.run([HOOK, "doctor"], capture_output=True, text=True)
+    print(f"\n`cuda-preflight doctor` (exit {doc.returncode}):\n" + doc.stdout + doc.stderr)
     bench = scan_bench()
     if bench:
         print("\n| command | wall s | peak RSS MB | exit |")
