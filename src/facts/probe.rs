@@ -194,6 +194,17 @@ pub fn run(
             deadline_ms: deadline.as_millis() as u64,
         };
     }
+    // The child closes its stdout once its answer is written, before the driver's own teardown
+    // at exit (tens of ms after cuCtxDestroy on an H100): a whole answer is taken at once and
+    // the exiting process is left to finish (reaped by init once the hook is gone).
+    if let Ok(outcome) = serde_json::from_slice::<ProbeOutcome>(&buf) {
+        let _ = child.try_wait();
+        return ProbeResult::Finished {
+            outcome,
+            ms: started.elapsed().as_secs_f64() * 1000.0,
+            cached: false,
+        };
+    }
     let status = match child.wait() {
         Ok(s) => s,
         Err(e) => {
@@ -203,16 +214,9 @@ pub fn run(
         }
     };
     use std::os::unix::process::ExitStatusExt;
-    match serde_json::from_slice::<ProbeOutcome>(&buf) {
-        Ok(outcome) if status.signal().is_none() => ProbeResult::Finished {
-            outcome,
-            ms: started.elapsed().as_secs_f64() * 1000.0,
-            cached: false,
-        },
-        _ => ProbeResult::Crashed {
-            signal: status.signal(),
-            exit_code: status.code(),
-        },
+    ProbeResult::Crashed {
+        signal: status.signal(),
+        exit_code: status.code(),
     }
 }
 

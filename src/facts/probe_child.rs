@@ -30,7 +30,10 @@ fn ns_flag(kind: &str) -> libc::c_int {
 
 /// Join, enter, confine, drop. Any failure stops before image code is loaded. Returns our
 /// `/proc/self` of the host's procfs, for the identity.
-fn become_the_container(spec: &ProbeSpec, steps: &mut Vec<(String, f64)>) -> Result<std::fs::File, String> {
+fn become_the_container(
+    spec: &ProbeSpec,
+    steps: &mut Vec<(String, f64)>,
+) -> Result<std::fs::File, String> {
     let mut t = Instant::now();
     let mut step = |name: &str, t: &mut Instant| {
         steps.push((name.to_string(), t.elapsed().as_secs_f64() * 1000.0));
@@ -144,6 +147,9 @@ extern "C" fn kill_probing(_: libc::c_int) {
 /// it first, so it is reaped here and never left in the container's pid namespace.
 fn wait_and_mirror(child: libc::pid_t) -> ! {
     PROBING.store(child, std::sync::atomic::Ordering::SeqCst);
+    // The child writes the answer; our copy of stdout would keep the parent from seeing its end.
+    // SAFETY: closing an fd this process no longer uses.
+    unsafe { libc::close(1) };
     let mut status = 0;
     // SAFETY: a handler that only calls kill(2); waiting for our own child; then exiting.
     unsafe {
@@ -241,7 +247,9 @@ fn drive(
     let t = Instant::now();
     // SAFETY: loading the driver is the point; we are confined as the container is.
     let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    outcome.setup_ms.push(("dlopen".into(), t.elapsed().as_secs_f64() * 1000.0));
+    outcome
+        .setup_ms
+        .push(("dlopen".into(), t.elapsed().as_secs_f64() * 1000.0));
     if h.is_null() {
         // SAFETY: dlerror returns a C string or null.
         let e = unsafe { libc::dlerror() };
@@ -407,5 +415,10 @@ fn finish(outcome: &ProbeOutcome) -> i32 {
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, &json);
     let _ = std::io::Write::flush(&mut out);
+    drop(out);
+    // The answer is complete: let the parent have it now rather than after the driver's
+    // teardown at exit.
+    // SAFETY: closing our stdout, which nothing uses after this.
+    unsafe { libc::close(1) };
     0
 }
