@@ -72,6 +72,13 @@ pub struct Config {
     pub hook_binary: Option<PathBuf>,
     /// Reports kept in the state directory; older ones are pruned.
     pub max_reports: usize,
+    /// The walk for the image's CUDA binaries (`facts::binaries`) stops after this long, this
+    /// many library files opened, or this many bytes read; what it did not reach is reported.
+    pub scan_budget_ms: u64,
+    pub scan_max_files: usize,
+    pub scan_max_bytes: u64,
+    /// `<state_dir>/scan-cache` is pruned, oldest first, beyond this many bytes.
+    pub scan_cache_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -92,6 +99,11 @@ impl Default for Config {
             runtime: None,
             hook_binary: None,
             max_reports: 1000,
+            // Well inside the hook's 10 s: a PyTorch image scans cold in well under a second.
+            scan_budget_ms: 3000,
+            scan_max_files: 20_000,
+            scan_max_bytes: 256 << 20,
+            scan_cache_max_bytes: 64 << 20,
         }
     }
 }

@@ -14,7 +14,10 @@ pub const SKIPPED: &str = "gpu-compute-mode-skipped";
 
 /// The host GPUs the container gets, where that can be told without guessing: every GPU for
 /// `all`, the named indices or UUIDs, or the only GPU of a one-GPU host.
-fn container_gpus<'a>(request: &GpuRequest, host: &'a HostProfile) -> Option<Vec<&'a Gpu>> {
+pub(crate) fn container_gpus<'a>(
+    request: &GpuRequest,
+    host: &'a HostProfile,
+) -> Option<Vec<&'a Gpu>> {
     if let GpuRequest::InjectedByHook { visible, .. } = request {
         let entries: Vec<&str> = visible.split(',').map(str::trim).collect();
         if entries.contains(&"all") {
