@@ -200,12 +200,10 @@ pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFac
         seen_dirs: HashSet::new(),
         seen_files: HashSet::new(),
     };
-    if let Some(dir) = &settings.cache_dir {
-        match ScanCache::open(dir, settings.cache_max_bytes) {
-            Ok(c) => w.cache = Some(c),
-            Err(e) => w.facts.stats.cache_error = Some(e.to_string()),
-        }
-    }
+    w.cache = settings
+        .cache_dir
+        .as_deref()
+        .map(|dir| ScanCache::open(dir, settings.cache_max_bytes));
     let mut queue: VecDeque<Dir> = start_dirs(root, env)
         .into_iter()
         .map(|(image, recursive)| Dir {

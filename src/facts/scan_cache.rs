@@ -66,21 +66,14 @@ pub struct ScanCache {
 }
 
 impl ScanCache {
-    /// Open (creating, mode 0700) the cache directory.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<ScanCache> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|source| CacheError::Io {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        Ok(ScanCache {
+    /// The cache in `dir`. The directory is created (mode 0700) on the first write, so a run
+    /// that finds no CUDA binary (`check` of a plain image) leaves the state directory alone.
+    pub fn open(dir: &Path, max_bytes: u64) -> ScanCache {
+        ScanCache {
             dir: dir.to_path_buf(),
             max_bytes,
             written: 0,
-        })
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -202,6 +195,12 @@ impl ScanCache {
         };
         let tmp = self.dir.join(tmp_name());
         let result = (|| {
+            if self.written == 0 {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)?;
+            }
             let mut f: File = OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -331,7 +330,7 @@ mod tests {
     #[test]
     fn round_trip_and_misses() {
         let d = tempfile::tempdir().unwrap();
-        let mut c = ScanCache::open(&d.path().join("scan-cache"), 1 << 20).unwrap();
+        let mut c = ScanCache::open(&d.path().join("scan-cache"), 1 << 20);
         assert!(c.get("k1", 10).is_none());
         c.put("k1", 10, &Ok(inv())).unwrap();
         assert_eq!(c.get("k1", 10).unwrap().unwrap(), inv());
@@ -369,7 +368,7 @@ mod tests {
             .map(|_| {
                 let dir = dir.clone();
                 std::thread::spawn(move || {
-                    let mut c = ScanCache::open(&dir, 1 << 20).unwrap();
+                    let mut c = ScanCache::open(&dir, 1 << 20);
                     for _ in 0..50 {
                         c.put("same", 10, &Ok(inv())).unwrap();
                         // A reader between renames sees a whole entry, never a part.
@@ -391,7 +390,7 @@ mod tests {
     #[test]
     fn prune_keeps_the_directory_under_its_budget() {
         let d = tempfile::tempdir().unwrap();
-        let mut c = ScanCache::open(d.path(), 2000).unwrap();
+        let mut c = ScanCache::open(d.path(), 2000);
         for i in 0..40 {
             c.put(&format!("k{i:02}"), 1, &Ok(inv())).unwrap();
         }
