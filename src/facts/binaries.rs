@@ -22,6 +22,7 @@
 use std::cell::Cell;
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -290,7 +291,12 @@ fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool)> {
         // Top level: extension modules such as flash_attn_2_cuda.*.so live there.
         out.push((sp.clone(), false));
         for p in pkgs {
-            if GPU_PACKAGES.iter().any(|g| p.starts_with(g)) && !p.ends_with("-info") {
+            if p == "torch" {
+                // PyTorch keeps its GPU code in torch/lib (and extension modules at its top);
+                // the rest of its tree is thousands of Python files and headers.
+                out.push((sp.join("torch"), false));
+                out.push((sp.join("torch/lib"), false));
+            } else if GPU_PACKAGES.iter().any(|g| p.starts_with(g)) && !p.ends_with("-info") {
                 out.push((sp.join(p), true));
             }
         }
@@ -342,7 +348,8 @@ struct Walk<'a> {
     bytes: Cell<u64>,
     cache: Option<ScanCache>,
     seen_dirs: HashSet<PathBuf>,
-    seen_files: HashSet<PathBuf>,
+    /// (device, inode): within one walk the same file under two names is scanned once.
+    seen_files: HashSet<(u64, u64)>,
 }
 
 /// What the section table says about a candidate.
@@ -427,12 +434,18 @@ impl Walk<'_> {
             let (Ok(name), Ok(ft)) = (e.file_name().into_string(), e.file_type()) else {
                 continue;
             };
-            entries.push((name, ft));
+            // Package trees are mostly Python files: keep only what is looked at further.
+            if (ft.is_dir() && d.recursive) || library_name(&name) {
+                entries.push((name, ft));
+            }
         }
         // Files before links, so a library is named by its real name (`libcufft.so.11`, not
         // the `libcufft.so` link to it) when both are in one directory.
         entries.sort_by(|a, b| (a.1.is_symlink(), &a.0).cmp(&(b.1.is_symlink(), &b.0)));
         let total = entries.len();
+        // Opened once per directory: the files below are stat'ed and opened relative to it, a
+        // short lookup each instead of the whole path's.
+        let mut dir_fd: Option<std::io::Result<File>> = None;
         for (i, (name, ft)) in entries.into_iter().enumerate() {
             let image = d.image.join(&name);
             if ft.is_dir() {
@@ -455,28 +468,40 @@ impl Walk<'_> {
                 self.facts.not_walked.count += total - i - 1;
                 return false;
             }
-            self.library(&image, &host.join(&name), ft);
+            if ft.is_symlink() {
+                self.linked_library(&image);
+            } else {
+                let fd = dir_fd.get_or_insert_with(|| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(&host)
+                });
+                match fd {
+                    Ok(fd) => self.library_at(&image, fd, &name),
+                    Err(e) => self
+                        .facts
+                        .unreadable_dirs
+                        .add(format!("{}: {e}", d.image.display())),
+                }
+            }
         }
         true
     }
 
-    /// One library name in a listed directory.
-    fn library(&mut self, image: &Path, host: &Path, ft: std::fs::FileType) {
-        let host = if ft.is_symlink() {
-            // Resolved inside the rootfs: `/…` targets are re-rooted, loops are ELOOP.
-            match rootfs::resolve(self.root, image) {
-                Ok(h) => h,
-                Err(e) => {
-                    if !driver_library(file_name(image)) {
-                        self.facts
-                            .unresolved_links
-                            .add(format!("{}: {e}", image.display()));
-                    }
-                    return;
+    /// A library name that is a link: resolved inside the rootfs (`/…` targets re-rooted,
+    /// loops cut), then examined as the file it leads to.
+    fn linked_library(&mut self, image: &Path) {
+        let host = match rootfs::resolve(self.root, image) {
+            Ok(h) => h,
+            Err(e) => {
+                if !driver_library(file_name(image)) {
+                    self.facts
+                        .unresolved_links
+                        .add(format!("{}: {e}", image.display()));
                 }
+                return;
             }
-        } else {
-            host.to_path_buf()
         };
         let meta = match std::fs::symlink_metadata(&host) {
             Ok(m) => m,
@@ -488,22 +513,76 @@ impl Walk<'_> {
             }
         };
         if !meta.is_file() {
-            // Never opened: a FIFO would block us, a device could do anything.
-            self.facts.not_regular.add(format!(
-                "{} ({})",
-                image.display(),
-                kind_of(&meta.file_type())
-            ));
+            self.not_regular(image, meta.mode());
             return;
         }
-        if driver_library(file_name(image)) || !self.seen_files.insert(host.clone()) {
+        if driver_library(file_name(image)) || !self.seen_files.insert((meta.dev(), meta.ino())) {
             return;
         }
-        let file = match std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&host)
-        {
+            .open(&host);
+        self.library(image, file);
+    }
+
+    /// A library name that is not a link, in the directory open as `dir`.
+    fn library_at(&mut self, image: &Path, dir: &File, name: &str) {
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            return;
+        };
+        // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory fd, a NUL-terminated name, a pointer to a `stat`.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            self.facts
+                .unreadable_files
+                .add(format!("{}: {e}", image.display()));
+            return;
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            self.not_regular(image, st.st_mode);
+            return;
+        }
+        if driver_library(name) || !self.seen_files.insert((st.st_dev, st.st_ino)) {
+            return;
+        }
+        // SAFETY: as above; the fd returned is owned by the File below.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        let file = if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: a freshly opened fd nothing else owns.
+            Ok(unsafe { File::from_raw_fd(fd) })
+        };
+        self.library(image, file);
+    }
+
+    /// Never opened: a FIFO would block us, a device could do anything.
+    fn not_regular(&mut self, image: &Path, mode: u32) {
+        self.facts
+            .not_regular
+            .add(format!("{} ({})", image.display(), kind_of(mode)));
+    }
+
+    /// A regular file of the image, opened: reject by headers, else scan (or take from cache).
+    fn library(&mut self, image: &Path, file: std::io::Result<File>) {
+        let file = match file {
             Ok(f) => f,
             Err(e) => {
                 self.facts
@@ -726,20 +805,14 @@ fn file_name(p: &Path) -> &str {
     p.file_name().and_then(|n| n.to_str()).unwrap_or("")
 }
 
-fn kind_of(ft: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        "FIFO"
-    } else if ft.is_socket() {
-        "socket"
-    } else if ft.is_char_device() {
-        "character device"
-    } else if ft.is_block_device() {
-        "block device"
-    } else if ft.is_dir() {
-        "directory"
-    } else {
-        "not a regular file"
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFDIR => "directory",
+        _ => "not a regular file",
     }
 }
 
