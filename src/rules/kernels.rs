@@ -658,4 +658,48 @@ mod tests {
             assert!(!FINDING_IDS[i + 1..].contains(a), "{a}");
         }
     }
+
+    #[test]
+    fn image_findings_say_what_the_walk_left_out() {
+        use crate::facts::binaries::{BinaryFacts, Skipped};
+        let gpu = Gpu {
+            index: 0,
+            compute_capability: "9.0".into(),
+            ..Default::default()
+        };
+        let mut b = BinaryFacts {
+            files: vec![ScannedFile {
+                path: "/usr/lib/libk.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_80"]])),
+            }],
+            ..Default::default()
+        };
+        let ids = |f: &[Finding]| f.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&image_findings(&b, &[gpu.clone()], "13.0")),
+            vec![KERNEL_IMAGE_MISSING]
+        );
+        b.stopped = Some("file budget of 2 (scan_max_files)".into());
+        b.not_walked = Skipped {
+            count: 7,
+            examples: vec!["/opt/conda/lib".into()],
+        };
+        b.not_regular = Skipped {
+            count: 1,
+            examples: vec!["/usr/lib/libx.so (FIFO)".into()],
+        };
+        let f = image_findings(&b, &[gpu], "13.0");
+        assert_eq!(ids(&f), vec![KERNEL_IMAGE_MISSING, KERNELS_SCAN_INCOMPLETE]);
+        let inc = &f[1];
+        assert_eq!(inc.severity, Severity::Info);
+        for want in [
+            "1 with GPU code were",
+            "stopped at its file budget of 2 (scan_max_files)",
+            "not reached: 7 (/opt/conda/lib)",
+            "never opened): 1 (/usr/lib/libx.so (FIFO))",
+        ] {
+            assert!(inc.evidence.contains(want), "{want}: {}", inc.evidence);
+        }
+        assert!(inc.fix.contains("scan_budget_ms"), "{}", inc.fix);
+    }
 }
