@@ -85,6 +85,13 @@ pub struct Config {
     pub min_free_disk_mib: u64,
     /// Directories whose free space `doctor` reports: where images and models live.
     pub disk_paths: Vec<PathBuf>,
+    /// The walk for the image's CUDA binaries (`facts::binaries`) stops after this long, this
+    /// many library files opened, or this many bytes read; what it did not reach is reported.
+    pub scan_budget_ms: u64,
+    pub scan_max_files: usize,
+    pub scan_max_bytes: u64,
+    /// `<state_dir>/scan-cache` is pruned, oldest first, beyond this many bytes.
+    pub scan_cache_max_bytes: u64,
 }
 
 impl Default for Config {
@@ -113,6 +120,11 @@ impl Default for Config {
                 .iter()
                 .map(PathBuf::from)
                 .collect(),
+            // Well inside the hook's 10 s: a PyTorch image scans cold in well under a second.
+            scan_budget_ms: 3000,
+            scan_max_files: 20_000,
+            scan_max_bytes: 256 << 20,
+            scan_cache_max_bytes: 64 << 20,
         }
     }
 }

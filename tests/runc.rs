@@ -272,3 +272,37 @@ fn a_hung_fact_source_is_cut_at_the_deadline_as_on_timeout_says() {
         }
     }
 }
+
+#[test]
+fn image_with_an_sm80_only_library_is_blocked_on_an_h100_with_209() {
+    // The library is the image's (in its rootfs, in a directory the loader searches); the hook
+    // reads it through /proc/<pid>/root as the container will see it.
+    let lib = sm80_only();
+    let r = run("kernels-sm80", "", |spec, dir| {
+        let to = dir.join("rootfs/usr/lib/x86_64-linux-gnu/libk80.so");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(&lib, &to).unwrap();
+        explicit(ALL_NODES, true)(spec, dir);
+    });
+    assert!(!r.out.status.success(), "{}", r.stderr());
+    let err = r.stderr();
+    assert!(err.contains("kernel-image-missing"), "{err}");
+    assert!(err.contains("209 CUDA_ERROR_NO_BINARY_FOR_GPU"), "{err}");
+    assert!(
+        err.contains("/usr/lib/x86_64-linux-gnu/libk80.so: none of its GPU modules"),
+        "{err}"
+    );
+    let rep = r.report().unwrap();
+    assert_eq!(rep["verdict"], "block");
+    assert_eq!(finding_ids(&rep), vec!["kernel-image-missing"], "{rep}");
+    assert_eq!(rep["binaries"]["stats"]["cuda_files"], 1, "{rep}");
+    // Scanned, not served from a cache (the state dir is new): the entry is written for the
+    // next container of this image (hits are asserted in tests/binaries.rs).
+    assert_eq!(rep["binaries"]["stats"]["cache_misses"], 1, "{rep}");
+    assert_eq!(
+        std::fs::read_dir(r.state.join("scan-cache"))
+            .unwrap()
+            .count(),
+        1
+    );
+}

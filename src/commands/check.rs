@@ -44,6 +44,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         &config.host_root,
         None,
         crate::commands::headroom_policy(&config),
+        &crate::facts::binaries::WalkSettings::from_config(&config),
     );
     let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
     if profiles.is_empty() {
@@ -71,7 +72,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let name = bundle.dir.display().to_string();
     if args.json {
         let doc = if verdicts.len() == 1 {
-            json!({"verdict": worst, "findings": verdicts[0].1.findings})
+            json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries})
         } else {
             json!({
                 "verdict": worst,
@@ -80,6 +81,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                     "verdict": v.verdict,
                     "findings": v.findings,
                 })).collect::<Vec<_>>(),
+                "binaries": facts.binaries,
             })
         };
         serde_json::to_writer_pretty(&mut *out, &doc)?;

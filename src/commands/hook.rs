@@ -156,6 +156,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         &config.host_root,
         Some(&state.annotations),
         crate::commands::headroom_policy(&config),
+        &crate::facts::binaries::WalkSettings::from_config(&config),
     );
     let mut findings = run_rules(&facts, &host);
     let mut probe_result = None;
@@ -211,6 +212,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         findings: &v.findings,
         error: None,
         probe: probe_result.as_ref(),
+        binaries: facts.binaries.as_ref(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
@@ -315,6 +317,7 @@ fn own_error(
         findings: std::slice::from_ref(&finding),
         error: Some(err),
         probe: None,
+        binaries: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     if state.is_some() {

@@ -13,6 +13,7 @@ pub mod scan;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
+use crate::facts::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::container::{self, DeviceView, GpuRequest};
 use crate::facts::headroom::{self, HeadroomFacts};
 use crate::facts::host::{self, HostProfile};
@@ -144,6 +145,8 @@ pub struct ContainerFacts {
     pub hoststate: Option<HostState>,
     /// GPU memory asked for, free space of the rootfs and volumes (GPU containers only).
     pub headroom: Option<HeadroomFacts>,
+    /// The image's CUDA binaries and their inventories (GPU containers with a rootfs only).
+    pub binaries: Option<BinaryFacts>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -159,21 +162,29 @@ pub fn container_facts(
     host_root: &Path,
     state_annotations: Option<&std::collections::HashMap<String, String>>,
     policy: headroom::Policy,
+    walk: &WalkSettings,
 ) -> ContainerFacts {
-    let image_facts = request.wants_gpu().then(|| {
-        let env = bundle
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.env().clone())
-            .unwrap_or_default();
-        match pid {
-            Some(pid) => image::gather_rootfs(
-                &container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
-                &env,
-            ),
-            None => image::gather(bundle),
-        }
+    let env = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default();
+    let image_facts = request.wants_gpu().then(|| match pid {
+        Some(pid) => image::gather_rootfs(
+            &container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
+            &env,
+        ),
+        None => image::gather(bundle),
+    });
+    // The same root the image facts read: the container's view at hook time (its mounts
+    // included), the bundle's rootfs offline.
+    let binaries = request.wants_gpu().then(|| {
+        let root = match pid {
+            Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
+            None => bundle.rootfs.clone(),
+        };
+        root.is_dir().then(|| binaries::gather(&root, &env, walk))
     });
     let devices = match (&request, pid) {
         (GpuRequest::SpecDevices | GpuRequest::Cdi { .. }, _) => {
@@ -208,6 +219,7 @@ pub fn container_facts(
         devices,
         hoststate,
         headroom,
+        binaries: binaries.flatten(),
     }
 }
 
@@ -224,6 +236,20 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     }
     if let Some(h) = &c.headroom {
         out.extend(rules::headroom::check(h, &c.request, host));
+    }
+    if let Some(b) = &c.binaries {
+        // The GPUs the container gets where that is known; else every GPU of the host (hosts
+        // are nearly always of one kind, and a mixed one is judged on each).
+        let gpus: Vec<crate::facts::host::Gpu> =
+            rules::hoststate::compute_mode::container_gpus(&c.request, host)
+                .filter(|g| !g.is_empty())
+                .map(|g| g.into_iter().cloned().collect())
+                .unwrap_or_else(|| host.gpus.clone());
+        out.extend(rules::kernels::image_findings(
+            b,
+            &gpus,
+            host.cuda_driver_version.as_deref().unwrap_or(""),
+        ));
     }
     out
 }

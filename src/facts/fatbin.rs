@@ -236,20 +236,32 @@ pub fn read_path(path: &Path) -> Result<Inventory> {
 }
 
 pub fn read_file(file: File) -> Result<Inventory> {
+    read_file_counted(file, &std::cell::Cell::new(0))
+}
+
+/// As [`read_file`], adding the bytes read to `read`: the image walk (`facts::binaries`) holds
+/// a bytes budget over everything it reads from an image.
+pub fn read_file_counted(file: File, read: &std::cell::Cell<u64>) -> Result<Inventory> {
     let len = file.metadata()?.len();
-    let cache = ReadCache::new(Pread { file, pos: 0, len });
+    let cache = ReadCache::new(Pread {
+        file,
+        pos: 0,
+        len,
+        read,
+    });
     read_inventory(&cache)
 }
 
 /// `ReadCache` source that reads with `pread`: one syscall per header instead of seek + read,
 /// which is most of the cost on a library with thousands of entries.
-struct Pread {
+struct Pread<'c> {
     file: File,
     pos: u64,
     len: u64,
+    read: &'c std::cell::Cell<u64>,
 }
 
-impl object::read::ReadCacheOps for Pread {
+impl object::read::ReadCacheOps for Pread<'_> {
     fn len(&mut self) -> std::result::Result<u64, ()> {
         Ok(self.len)
     }
@@ -263,6 +275,7 @@ impl object::read::ReadCacheOps for Pread {
         use std::os::unix::fs::FileExt;
         let n = self.file.read_at(buf, self.pos).map_err(|_| ())?;
         self.pos += n as u64;
+        self.read.set(self.read.get() + n as u64);
         Ok(n)
     }
 
@@ -270,6 +283,7 @@ impl object::read::ReadCacheOps for Pread {
         use std::os::unix::fs::FileExt;
         self.file.read_exact_at(buf, self.pos).map_err(|_| ())?;
         self.pos += buf.len() as u64;
+        self.read.set(self.read.get() + buf.len() as u64);
         Ok(())
     }
 }
@@ -733,7 +747,7 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A container with the given entries `(kind, sm, flags, minor, major, payload)`.

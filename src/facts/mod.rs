@@ -1,6 +1,7 @@
 //! Facts: what is true of the host and the container. This stage may touch the OS; every source
 //! has a file-based form (host profile, host root, rootfs directory) so rules run without a GPU.
 
+pub mod binaries;
 pub mod container;
 pub mod disk;
 pub mod doctor;
@@ -15,3 +16,4 @@ pub mod probe;
 pub mod probe_cache;
 pub mod probe_child;
 pub mod rootfs;
+pub mod scan_cache;

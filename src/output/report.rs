@@ -25,6 +25,9 @@ pub struct Report<'a> {
     /// What the probe child saw and the driver answered, where it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub probe: Option<&'a crate::facts::probe::ProbeResult>,
+    /// The walk for the image's CUDA binaries: counts, cache hits, what it did not reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binaries: Option<&'a crate::facts::binaries::BinaryFacts>,
     pub duration_ms: f64,
 }
 
@@ -133,6 +136,7 @@ mod tests {
                 findings: &[],
                 error: None,
                 probe: None,
+                binaries: None,
                 duration_ms: 0.0,
             };
             write(d.path(), &r, 3).unwrap();

@@ -18,6 +18,7 @@
 //! and dispatch at run time, so a library is judged unloadable only when *no* module loads; a
 //! library where some modules have no image is reported separately.
 
+use crate::facts::binaries::BinaryFacts;
 use crate::facts::fatbin::{Arch, Entry, EntryKind, Format, Inventory, ScannedFile, Variant};
 use crate::facts::host::Gpu;
 use crate::finding::{Finding, Predicted, Severity};
@@ -29,6 +30,7 @@ pub const KERNEL_PTX_JIT_ONLY: &str = "kernel-ptx-jit-only";
 pub const KERNEL_BINARY_UNREADABLE: &str = "kernel-binary-unreadable";
 pub const KERNELS_SKIPPED: &str = "kernels-skipped";
 pub const KERNELS_PTX_ISA_SKIPPED: &str = "kernels-ptx-isa-skipped";
+pub const KERNELS_SCAN_INCOMPLETE: &str = "kernels-scan-incomplete";
 
 /// Every id this rule can produce.
 pub const FINDING_IDS: &[&str] = &[
@@ -38,6 +40,7 @@ pub const FINDING_IDS: &[&str] = &[
     KERNEL_BINARY_UNREADABLE,
     KERNELS_SKIPPED,
     KERNELS_PTX_ISA_SKIPPED,
+    KERNELS_SCAN_INCOMPLETE,
 ];
 
 pub const NO_BINARY_FOR_GPU: i64 = 209;
@@ -373,6 +376,55 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
     out
 }
 
+/// The image's binaries (`facts::binaries`) judged on the container's GPUs, and what the walk
+/// did not reach: never a pass by omission.
+pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<Finding> {
+    let mut out = kernel_findings(&b.files, gpus, driver_cuda);
+    if b.incomplete() {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(why) = &b.stopped {
+            parts.push(format!("the walk stopped at its {why}"));
+        }
+        for (what, s) in [
+            ("not reached", &b.not_walked),
+            ("directories not listable", &b.unreadable_dirs),
+            (
+                "library names that are not regular files (never opened)",
+                &b.not_regular,
+            ),
+            (
+                "links that loop or lead nowhere inside the rootfs",
+                &b.unresolved_links,
+            ),
+            (
+                "files whose ELF headers could not be read",
+                &b.unreadable_files,
+            ),
+        ] {
+            if s.count > 0 {
+                parts.push(format!("{what}: {} ({})", s.count, s.examples.join(", ")));
+            }
+        }
+        let fix = if b.stopped.is_some() {
+            "raise scan_budget_ms / scan_max_files / scan_max_bytes in /etc/cuda-preflight/config.toml, or run              `cuda-preflight scan` on the image's libraries"
+        } else {
+            "nothing to do unless these are libraries the workload loads; then check them with `cuda-preflight scan`"
+        };
+        out.push(Finding::new(
+            KERNELS_SCAN_INCOMPLETE,
+            Severity::Info,
+            None,
+            format!(
+                "the image's CUDA binaries were not all judged ({} with GPU code were): {}",
+                b.files.len(),
+                parts.join("; ")
+            ),
+            fix,
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,5 +657,49 @@ mod tests {
             );
             assert!(!FINDING_IDS[i + 1..].contains(a), "{a}");
         }
+    }
+
+    #[test]
+    fn image_findings_say_what_the_walk_left_out() {
+        use crate::facts::binaries::{BinaryFacts, Skipped};
+        let gpu = Gpu {
+            index: 0,
+            compute_capability: "9.0".into(),
+            ..Default::default()
+        };
+        let mut b = BinaryFacts {
+            files: vec![ScannedFile {
+                path: "/usr/lib/libk.so".into(),
+                inventory: Ok(inv(Format::Elf, &[&["sass sm_80"]])),
+            }],
+            ..Default::default()
+        };
+        let ids = |f: &[Finding]| f.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(&image_findings(&b, &[gpu.clone()], "13.0")),
+            vec![KERNEL_IMAGE_MISSING]
+        );
+        b.stopped = Some("file budget of 2 (scan_max_files)".into());
+        b.not_walked = Skipped {
+            count: 7,
+            examples: vec!["/opt/conda/lib".into()],
+        };
+        b.not_regular = Skipped {
+            count: 1,
+            examples: vec!["/usr/lib/libx.so (FIFO)".into()],
+        };
+        let f = image_findings(&b, &[gpu], "13.0");
+        assert_eq!(ids(&f), vec![KERNEL_IMAGE_MISSING, KERNELS_SCAN_INCOMPLETE]);
+        let inc = &f[1];
+        assert_eq!(inc.severity, Severity::Info);
+        for want in [
+            "1 with GPU code were",
+            "stopped at its file budget of 2 (scan_max_files)",
+            "not reached: 7 (/opt/conda/lib)",
+            "never opened): 1 (/usr/lib/libx.so (FIFO))",
+        ] {
+            assert!(inc.evidence.contains(want), "{want}: {}", inc.evidence);
+        }
+        assert!(inc.fix.contains("scan_budget_ms"), "{}", inc.fix);
     }
 }

@@ -257,3 +257,78 @@ pub fn all_finding_ids(report: &Value) -> Vec<String> {
         .map(|f| f["id"].as_str().unwrap().to_string())
         .collect()
 }
+
+/// The download cache of `scripts/cuda-tools.sh` (NVIDIA's toolchain and library wheels).
+pub fn cache() -> PathBuf {
+    std::env::var_os("CUDA_PREFLIGHT_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/cuda-preflight-cache".into())
+}
+
+pub fn lib(rel: &str) -> PathBuf {
+    let p = cache().join("cuda-libs").join(rel);
+    assert!(
+        p.is_file(),
+        "{} is missing: run scripts/cuda-tools.sh first",
+        p.display()
+    );
+    p
+}
+
+const KERNEL: &str = "__global__ void add(float *a, const float *b, int n) {\n\
+    int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) a[i] += b[i]; }\n";
+
+/// A shared library built by nvcc 13.5 from one kernel with `gencode` (cached by recipe).
+pub fn nvcc_so(name: &str, gencode: &str) -> PathBuf {
+    let key = format!(
+        "{:016x}",
+        format!("{name}|{gencode}|{KERNEL}")
+            .bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64)
+                .wrapping_mul(0x100000001b3))
+    );
+    let dir = cache()
+        .join("fixtures/13.5.37")
+        .join(format!("{name}-{key}"));
+    let out = dir.join(name);
+    if out.is_file() {
+        return out;
+    }
+    let nvcc = cache().join("cuda-tools/13.5.37/nvidia/cu13/bin/nvcc");
+    assert!(
+        nvcc.is_file(),
+        "{} is missing: run scripts/cuda-tools.sh first",
+        nvcc.display()
+    );
+    // Tests run on threads of one process: the pid alone does not tell their builds apart.
+    let tmp = dir.with_file_name(format!(
+        ".{name}-{key}.tmp{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("k.cu"), KERNEL).unwrap();
+    let o = Command::new(&nvcc)
+        .args(["-shared", "-Xcompiler", "-fPIC", "-gencode", gencode, "-o"])
+        .arg(tmp.join(name))
+        .arg(tmp.join("k.cu"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "nvcc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    // Another test process may have won the race: either copy is the same recipe.
+    if std::fs::rename(&tmp, &dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    out
+}
+
+/// sm_80 SASS only: loads on compute capability 8.x, 209 on 9.0.
+pub fn sm80_only() -> PathBuf {
+    nvcc_so("libk80.so", "arch=compute_80,code=sm_80")
+}

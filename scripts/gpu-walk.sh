@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# On the GPU machine: the image-binaries walk against what the driver really does, and its cost
+# on a real PyTorch install. Needs nvcc, python3 with torch there, and a cuda-preflight binary
+# of this branch (BIN=...; default target/release/cuda-preflight).
+#   scripts/gpu-walk.sh OUTDIR
+# 1. Three nvcc-built libraries (sm_80 SASS only; compute_80 PTX only; sm_90 SASS), each loaded
+#    by a small program through the CUDA runtime: the error the launch gives, next to what
+#    `check --bundle` predicts for a rootfs holding the library.
+# 2. `check --bundle` over a rootfs that is this machine's / (its site-packages: torch, CuPy,
+#    JAX), NVML as the host, cold and warm scan cache: verdict, kernel findings, walk figures.
+#    torch itself runs a kernel as the ground truth for "allow".
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${BIN:-$here/target/release/cuda-preflight}"
+out="$1"; mkdir -p "$out"; cd "$out"
+devices='"devices": [{"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255},
+  {"path": "/dev/nvidia-uvm", "type": "c", "major": 238, "minor": 0},
+  {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]'
+bundle() { # bundle DIR ROOTFS
+    mkdir -p "$1"; rm -f "$1/rootfs"; ln -s "$2" "$1/rootfs"
+    printf '{"ociVersion": "1.0.2", "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/", "env": ["PATH=/usr/bin"]},\n "root": {"path": "rootfs"}, "linux": {%s}}\n' "$devices" >"$1/config.json"
+}
+cat >k.cu <<'CU'
+#include <cstdio>
+__global__ void add(float *a, int n) { int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) a[i] += 1; }
+extern "C" int launch() { float *d; cudaMalloc(&d, 4); add<<<1, 1>>>(d, 1); int e = cudaDeviceSynchronize();
+  if (!e) e = cudaGetLastError(); return e; }
+CU
+cat >main.cpp <<'CPP'
+#include <cstdio>
+extern "C" int launch();
+int main() { printf("%d\n", launch()); return 0; }
+CPP
+cat >kernels.py <<'PY'
+import json, sys
+d = json.load(sys.stdin)
+k = [f"{f['id']}:{(f.get('predicted') or {}).get('code')}" for f in d["findings"] if f["id"].startswith("kernel")]
+print(" ".join(k) or "none")
+PY
+printf '%-10s %-26s %-8s %s\n' lib gencode actual predicted
+for spec in "k80 arch=compute_80,code=sm_80" "ptx80 arch=compute_80,code=compute_80" "k90 arch=compute_90,code=sm_90"; do
+    set -- $spec
+    # The library carries the CUDA runtime (nvcc links it statically): main needs nothing else.
+    nvcc -shared -Xcompiler -fPIC -gencode "$2" -o "lib$1.so" k.cu
+    g++ -o "run$1" main.cpp -L. -l"$1" -Wl,-rpath,'$ORIGIN'
+    actual=$("./run$1" || echo "exit$?")
+    mkdir -p "root$1/usr/lib/x86_64-linux-gnu"; cp "lib$1.so" "root$1/usr/lib/x86_64-linux-gnu/"
+    bundle "b$1" "$PWD/root$1"
+    pred=$("$BIN" check --json --bundle "b$1" --state-dir "$PWD/state" | python3 "$PWD/kernels.py" || true)
+    printf '%-10s %-26s %-8s %s\n' "lib$1.so" "$2" "$actual" "$pred"
+done
+python3 -c 'import torch; x = torch.ones(4, device="cuda"); print("torch kernel ran:", (x + 1).sum().item(), torch.__version__)' || echo "torch: no kernel run"
+bundle bhost /
+rm -rf statehost
+for run in cold warm warm; do
+    /usr/bin/time -f "$run wall %e s maxrss %M KiB" "$BIN" check --json --bundle bhost --state-dir "$PWD/statehost" >"check-$run.json" || true
+    python3 - "check-$run.json" "$run" <<'PY'
+import json, sys, collections
+d = json.load(open(sys.argv[1])); b = d["binaries"]
+print(sys.argv[2], "verdict", d["verdict"], "stats", json.dumps(b["stats"]), "stopped", b.get("stopped"))
+c = collections.Counter(f["id"] for f in d["findings"] if f["id"].startswith("kernel"))
+print("  kernel findings:", dict(c))
+for f in d["findings"]:
+    if f["id"] in ("kernel-image-missing", "kernel-binary-unreadable", "kernels-scan-incomplete"):
+        print("  ", f["id"], f["evidence"][:300])
+PY
+done

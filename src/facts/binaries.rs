@@ -1,0 +1,1028 @@
+//! The image's CUDA binaries: the libraries with GPU code that the container can load, found
+//! inside its rootfs without ever leaving it, within a time, file-count and byte budget.
+//!
+//! Where: the directories the container's loader searches (`LD_LIBRARY_PATH` of the spec,
+//! `ld.so.cache`/`ld.so.conf`, the defaults; [`crate::facts::loader`]), `/usr/local/cuda*`
+//! (`lib64`, `lib`, `targets/*/lib`), conda (`/opt/conda/lib`, `/opt/conda/envs/*/lib`), and
+//! Python packages that ship GPU code (`torch`, `nvidia/*/lib`, CuPy, JAX, Triton, …) in every
+//! `site-packages`. Package trees are walked recursively; the others are listed.
+//!
+//! How: a starting directory is resolved through [`crate::facts::rootfs`] (links re-rooted at
+//! the rootfs, `..` clamped, loops cut), and below it links to directories are not followed,
+//! so nothing outside the rootfs is listed; a link to a library is resolved the same confined
+//! way. Only regular files are opened (`lstat` first, then `O_NOFOLLOW|O_NONBLOCK` and `fstat`
+//! again), so a FIFO, device or socket is never opened. A candidate is rejected by its ELF
+//! header and section table (three `pread`s) unless it has `.nv_fatbin`, `__nv_relfatbin` or
+//! `.nvFatBinSegment`; only those are scanned, through the scan cache when it has them.
+//!
+//! What was not looked at (a budget ran out, a directory could not be listed, a library name
+//! that is not a regular file or whose link leads nowhere) is recorded, never dropped silently:
+//! the `kernels-scan-incomplete` finding reports it.
+
+use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::facts::fatbin::{self, ScannedFile};
+use crate::facts::loader::Loader;
+use crate::facts::rootfs;
+use crate::facts::scan_cache::{self, ScanCache};
+
+/// Package directories of `site-packages` that ship GPU code, by name prefix.
+const GPU_PACKAGES: &[&str] = &[
+    "torch",
+    "nvidia",
+    "cupy",
+    "jax",
+    "triton",
+    "vllm",
+    "flash_attn",
+    "xformers",
+    "tensorrt",
+    "tensorflow",
+    "onnxruntime",
+    "bitsandbytes",
+    "transformer_engine",
+    "deepspeed",
+    "apex",
+    "cudf",
+    "cuml",
+    "rmm",
+    "sgl_kernel",
+    "flashinfer",
+];
+/// Subdirectories of package trees that hold no loadable libraries but many files (torch's
+/// `include` has ~10k headers).
+const SKIP_DIRS: &[&str] = &[
+    "__pycache__",
+    "include",
+    "tests",
+    "test",
+    "testing",
+    "share",
+];
+/// Package trees are this deep at most (torch/lib is 2, triton/backends/nvidia/lib 4).
+const MAX_DEPTH: usize = 8;
+/// Names in one directory; more is not a library directory we judge fully (recorded).
+const MAX_DIR_ENTRIES: usize = 20_000;
+/// Section tables and section name tables of real libraries are a few KB.
+const MAX_SECTIONS: u64 = 1 << 16;
+const MAX_SHSTRTAB: u64 = 1 << 20;
+/// Bytes of each fatbin section's head and tail that go into the cache key.
+const KEY_SPAN: u64 = 4096;
+/// Examples kept per kind of skip; the counts are exact.
+const MAX_EXAMPLES: usize = 5;
+const FATBIN_SECTIONS: &[&[u8]] = &[b".nv_fatbin", b"__nv_relfatbin", b".nvFatBinSegment"];
+const EM_CUDA: u16 = 190;
+
+/// The walk's budgets and its cache. The budgets are config keys (`scan_budget_ms`,
+/// `scan_max_files`, `scan_max_bytes`, `scan_cache_max_bytes`).
+#[derive(Debug, Clone)]
+pub struct WalkSettings {
+    pub budget: Duration,
+    /// Library files opened (header read), CUDA or not.
+    pub max_files: usize,
+    /// Bytes read from the image: headers, cache-key spans, fatbin headers of uncached files.
+    pub max_bytes: u64,
+    /// `<state_dir>/scan-cache`; `None`: no cache.
+    pub cache_dir: Option<PathBuf>,
+    pub cache_max_bytes: u64,
+}
+
+impl WalkSettings {
+    pub fn from_config(c: &crate::config::Config) -> WalkSettings {
+        WalkSettings {
+            budget: Duration::from_millis(c.scan_budget_ms),
+            max_files: c.scan_max_files,
+            max_bytes: c.scan_max_bytes,
+            cache_dir: Some(c.state_dir.join("scan-cache")),
+            cache_max_bytes: c.scan_cache_max_bytes,
+        }
+    }
+}
+
+/// What the walk did; goes into the report and `check --json` as `binaries`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WalkStats {
+    pub dirs_listed: usize,
+    /// Library files whose ELF header was read.
+    pub files_examined: usize,
+    /// Of those, files with GPU code.
+    pub cuda_files: usize,
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+    pub bytes_read: u64,
+    pub elapsed_ms: f64,
+    /// Why there was no cache, where there was none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_error: Option<String>,
+}
+
+/// A kind of thing not scanned: how many, and a few of them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Skipped {
+    pub count: usize,
+    pub examples: Vec<String>,
+}
+
+impl Skipped {
+    fn add(&mut self, what: String) {
+        self.count += 1;
+        if self.examples.len() < MAX_EXAMPLES {
+            self.examples.push(what);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BinaryFacts {
+    /// Files with GPU code, paths as the container sees them.
+    #[serde(skip)]
+    pub files: Vec<ScannedFile>,
+    pub stats: WalkStats,
+    /// The budget that stopped the walk, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// Directories (and files) not reached because the walk stopped.
+    pub not_walked: Skipped,
+    /// Directories that could not be listed.
+    pub unreadable_dirs: Skipped,
+    /// Library names that are not regular files (FIFO, device, socket, directory).
+    pub not_regular: Skipped,
+    /// Library names whose link loops or leads nowhere inside the rootfs.
+    pub unresolved_links: Skipped,
+    /// Files whose ELF header or section table could not be read.
+    pub unreadable_files: Skipped,
+}
+
+impl BinaryFacts {
+    /// Whether anything was left out.
+    pub fn incomplete(&self) -> bool {
+        self.stopped.is_some()
+            || [
+                &self.not_walked,
+                &self.unreadable_dirs,
+                &self.not_regular,
+                &self.unresolved_links,
+                &self.unreadable_files,
+            ]
+            .iter()
+            .any(|s| s.count > 0)
+    }
+}
+
+/// A directory to list: as the container sees it, where it is here once resolved, and whether
+/// to descend.
+struct Dir {
+    image: PathBuf,
+    host: Option<PathBuf>,
+    recursive: bool,
+    depth: usize,
+}
+
+/// Find and scan the image's CUDA binaries under `root` (the bundle's rootfs, or
+/// `/proc/<pid>/root/<rootfs>` at hook time). `env` is the spec's `process.env`.
+pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFacts {
+    let started = Instant::now();
+    let mut w = Walk {
+        root,
+        settings,
+        started,
+        facts: BinaryFacts::default(),
+        bytes: Cell::new(0),
+        cache: None,
+        seen_dirs: HashSet::new(),
+        seen_files: HashSet::new(),
+    };
+    w.cache = settings
+        .cache_dir
+        .as_deref()
+        .map(|dir| ScanCache::open(dir, settings.cache_max_bytes));
+    let mut queue: VecDeque<Dir> = start_dirs(root, env)
+        .into_iter()
+        .map(|(image, recursive)| Dir {
+            image,
+            host: None,
+            recursive,
+            depth: 0,
+        })
+        .collect();
+    while let Some(d) = queue.pop_front() {
+        if let Some(why) = w.over_budget() {
+            w.stop(why, &d.image, queue.len());
+            break;
+        }
+        if !w.walk_dir(d, &mut queue) {
+            break;
+        }
+    }
+    if let Some(c) = &w.cache
+        && c.written() > 0
+        && let Err(e) = c.prune()
+    {
+        w.facts.stats.cache_error = Some(e.to_string());
+    }
+    w.facts.stats.bytes_read = w.bytes.get();
+    w.facts.stats.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    w.facts
+}
+
+/// The starting directories, in the loader's order first; `(path in image, recursive)`.
+fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool)> {
+    let ld_path = env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="));
+    let mut out: Vec<(PathBuf, bool)> = Loader::from_image(root, ld_path)
+        .search_dirs()
+        .into_iter()
+        .map(|(d, _)| (d, false))
+        .collect();
+    for cuda in names(root, Path::new("/usr/local"))
+        .into_iter()
+        .filter(|n| n.starts_with("cuda"))
+    {
+        let d = Path::new("/usr/local").join(cuda);
+        out.push((d.join("lib64"), false));
+        out.push((d.join("lib"), false));
+        for t in names(root, &d.join("targets")) {
+            out.push((d.join("targets").join(t).join("lib"), false));
+        }
+    }
+    let mut prefixes: Vec<PathBuf> = [
+        "/usr/local/lib",
+        "/usr/lib",
+        "/opt/conda/lib",
+        "/opt/venv/lib",
+        "/root/.local/lib",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    out.push((PathBuf::from("/opt/conda/lib"), false));
+    for env_name in names(root, Path::new("/opt/conda/envs")) {
+        let lib = Path::new("/opt/conda/envs").join(env_name).join("lib");
+        out.push((lib.clone(), false));
+        prefixes.push(lib);
+    }
+    let mut site = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
+    for prefix in &prefixes {
+        for py in names(root, prefix)
+            .into_iter()
+            .filter(|n| n.starts_with("python3"))
+        {
+            for sub in ["site-packages", "dist-packages"] {
+                site.push(prefix.join(&py).join(sub));
+            }
+        }
+    }
+    for sp in site {
+        let pkgs = names(root, &sp);
+        if pkgs.is_empty() {
+            continue;
+        }
+        // Top level: extension modules such as flash_attn_2_cuda.*.so live there.
+        out.push((sp.clone(), false));
+        for p in pkgs {
+            if p == "torch" {
+                // PyTorch keeps its GPU code in torch/lib (and extension modules at its top);
+                // the rest of its tree is thousands of Python files and headers.
+                out.push((sp.join("torch"), false));
+                out.push((sp.join("torch/lib"), false));
+            } else if GPU_PACKAGES.iter().any(|g| p.starts_with(g)) && !p.ends_with("-info") {
+                out.push((sp.join(p), true));
+            }
+        }
+    }
+    out
+}
+
+/// Names in an image directory, sorted; empty where it is missing or unreadable (the walk
+/// itself reports unreadable directories it was meant to list).
+fn names(root: &Path, dir: &Path) -> Vec<String> {
+    let Ok(host) = rootfs::resolve(root, dir) else {
+        return Vec::new();
+    };
+    let Ok(rd) = std::fs::read_dir(host) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = rd
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .take(MAX_DIR_ENTRIES)
+        .collect();
+    out.sort();
+    out
+}
+
+/// `libfoo.so`, `libfoo.so.12`, `_C.cpython-312-x86_64-linux-gnu.so`.
+fn library_name(name: &str) -> bool {
+    name.ends_with(".so") || name.contains(".so.")
+}
+
+/// The driver's own libraries: the host's, injected at start (or baked into the image, which
+/// `image-driver-library` judges). Their GPU code matches the driver, not the image's build.
+fn driver_library(name: &str) -> bool {
+    [
+        "libcuda.so",
+        "libnvidia-",
+        "libnvcuvid.so",
+        "libnvoptix.so",
+        "libcudadebugger.so",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    settings: &'a WalkSettings,
+    started: Instant,
+    facts: BinaryFacts,
+    bytes: Cell<u64>,
+    cache: Option<ScanCache>,
+    seen_dirs: HashSet<PathBuf>,
+    /// (device, inode): within one walk the same file under two names is scanned once.
+    seen_files: HashSet<(u64, u64)>,
+}
+
+/// What the section table says about a candidate.
+struct Headers {
+    /// Cache key, where the file has fatbin sections.
+    key: Option<String>,
+}
+
+impl Walk<'_> {
+    fn over_budget(&self) -> Option<String> {
+        let s = self.settings;
+        if self.started.elapsed() >= s.budget {
+            Some(format!(
+                "time budget of {} ms (scan_budget_ms)",
+                s.budget.as_millis()
+            ))
+        } else if self.facts.stats.files_examined >= s.max_files {
+            Some(format!("file budget of {} (scan_max_files)", s.max_files))
+        } else if self.bytes.get() >= s.max_bytes {
+            Some(format!("byte budget of {} (scan_max_bytes)", s.max_bytes))
+        } else {
+            None
+        }
+    }
+
+    fn stop(&mut self, why: String, at: &Path, queued: usize) {
+        self.facts.stopped = Some(why);
+        self.facts.not_walked.add(at.display().to_string());
+        self.facts.not_walked.count += queued;
+    }
+
+    /// List one directory and examine its libraries; false once a budget stopped the walk.
+    fn walk_dir(&mut self, d: Dir, queue: &mut VecDeque<Dir>) -> bool {
+        let host = match d.host {
+            Some(h) => h,
+            None => match rootfs::resolve(self.root, &d.image) {
+                Ok(h) => h,
+                // Most starting directories do not exist in a given image: nothing to report.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return true,
+                Err(e) => {
+                    self.facts
+                        .unresolved_links
+                        .add(format!("{}: {e}", d.image.display()));
+                    return true;
+                }
+            },
+        };
+        if !self.seen_dirs.insert(host.clone()) {
+            return true;
+        }
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.is_dir() => {}
+            // A starting "directory" that is a file or FIFO: not a directory to list.
+            Ok(_) => return true,
+            Err(_) => return true,
+        }
+        let rd = match std::fs::read_dir(&host) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.facts
+                    .unreadable_dirs
+                    .add(format!("{}: {e}", d.image.display()));
+                return true;
+            }
+        };
+        self.facts.stats.dirs_listed += 1;
+        let mut entries: Vec<(String, std::fs::FileType)> = Vec::new();
+        for e in rd {
+            let Ok(e) = e else {
+                self.facts
+                    .unreadable_dirs
+                    .add(format!("{}: entry unreadable", d.image.display()));
+                continue;
+            };
+            if entries.len() >= MAX_DIR_ENTRIES {
+                self.facts.not_walked.add(format!(
+                    "{}: entries beyond the first {MAX_DIR_ENTRIES}",
+                    d.image.display()
+                ));
+                break;
+            }
+            let (Ok(name), Ok(ft)) = (e.file_name().into_string(), e.file_type()) else {
+                continue;
+            };
+            // Package trees are mostly Python files: keep only what is looked at further.
+            if (ft.is_dir() && d.recursive) || library_name(&name) {
+                entries.push((name, ft));
+            }
+        }
+        // Files before links, so a library is named by its real name (`libcufft.so.11`, not
+        // the `libcufft.so` link to it) when both are in one directory.
+        entries.sort_by(|a, b| (a.1.is_symlink(), &a.0).cmp(&(b.1.is_symlink(), &b.0)));
+        let total = entries.len();
+        // Opened once per directory: the files below are stat'ed and opened relative to it, a
+        // short lookup each instead of the whole path's.
+        let mut dir_fd: Option<std::io::Result<File>> = None;
+        for (i, (name, ft)) in entries.into_iter().enumerate() {
+            let image = d.image.join(&name);
+            if ft.is_dir() {
+                if d.recursive && d.depth < MAX_DEPTH && !SKIP_DIRS.contains(&name.as_str()) {
+                    queue.push_back(Dir {
+                        image,
+                        host: Some(host.join(&name)),
+                        recursive: true,
+                        depth: d.depth + 1,
+                    });
+                }
+                continue;
+            }
+            if !library_name(&name) {
+                continue;
+            }
+            if let Some(why) = self.over_budget() {
+                self.stop(why, &image, queue.len());
+                // The rest of this directory was not looked at either.
+                self.facts.not_walked.count += total - i - 1;
+                return false;
+            }
+            if ft.is_symlink() {
+                self.linked_library(&image);
+            } else {
+                let fd = dir_fd.get_or_insert_with(|| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(&host)
+                });
+                match fd {
+                    Ok(fd) => self.library_at(&image, fd, &name),
+                    Err(e) => self
+                        .facts
+                        .unreadable_dirs
+                        .add(format!("{}: {e}", d.image.display())),
+                }
+            }
+        }
+        true
+    }
+
+    /// A library name that is a link: resolved inside the rootfs (`/…` targets re-rooted,
+    /// loops cut), then examined as the file it leads to.
+    fn linked_library(&mut self, image: &Path) {
+        let host = match rootfs::resolve(self.root, image) {
+            Ok(h) => h,
+            Err(e) => {
+                if !driver_library(file_name(image)) {
+                    self.facts
+                        .unresolved_links
+                        .add(format!("{}: {e}", image.display()));
+                }
+                return;
+            }
+        };
+        let meta = match std::fs::symlink_metadata(&host) {
+            Ok(m) => m,
+            Err(e) => {
+                self.facts
+                    .unreadable_files
+                    .add(format!("{}: {e}", image.display()));
+                return;
+            }
+        };
+        if !meta.is_file() {
+            self.not_regular(image, meta.mode());
+            return;
+        }
+        if driver_library(file_name(image)) || !self.seen_files.insert((meta.dev(), meta.ino())) {
+            return;
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(&host);
+        self.library(image, file);
+    }
+
+    /// A library name that is not a link, in the directory open as `dir`.
+    fn library_at(&mut self, image: &Path, dir: &File, name: &str) {
+        let Ok(cname) = std::ffi::CString::new(name) else {
+            return;
+        };
+        // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory fd, a NUL-terminated name, a pointer to a `stat`.
+        let rc = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            self.facts
+                .unreadable_files
+                .add(format!("{}: {e}", image.display()));
+            return;
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            self.not_regular(image, st.st_mode);
+            return;
+        }
+        if driver_library(name) || !self.seen_files.insert((st.st_dev, st.st_ino)) {
+            return;
+        }
+        // SAFETY: as above; the fd returned is owned by the File below.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        let file = if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: a freshly opened fd nothing else owns.
+            Ok(unsafe { File::from_raw_fd(fd) })
+        };
+        self.library(image, file);
+    }
+
+    /// Never opened: a FIFO would block us, a device could do anything.
+    fn not_regular(&mut self, image: &Path, mode: u32) {
+        self.facts
+            .not_regular
+            .add(format!("{} ({})", image.display(), kind_of(mode)));
+    }
+
+    /// A regular file of the image, opened: reject by headers, else scan (or take from cache).
+    fn library(&mut self, image: &Path, file: std::io::Result<File>) {
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => {
+                self.facts
+                    .unreadable_files
+                    .add(format!("{}: {e}", image.display()));
+                return;
+            }
+        };
+        // Re-checked on the open file: a file swapped for a FIFO after the lstat is refused.
+        let meta = match file.metadata() {
+            Ok(m) if m.is_file() => m,
+            _ => {
+                self.facts
+                    .not_regular
+                    .add(format!("{} (changed while read)", image.display()));
+                return;
+            }
+        };
+        self.facts.stats.files_examined += 1;
+        let headers = match self.headers(&file, &meta) {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(e) => {
+                self.facts
+                    .unreadable_files
+                    .add(format!("{}: {e}", image.display()));
+                return;
+            }
+        };
+        let Some(key) = headers.key else { return };
+        self.facts.stats.cuda_files += 1;
+        let cached = self.cache.as_ref().and_then(|c| c.get(&key, meta.len()));
+        let inventory = match cached {
+            Some(inv) => {
+                self.facts.stats.cache_hits += 1;
+                inv
+            }
+            None => {
+                self.facts.stats.cache_misses += 1;
+                let inv = fatbin::read_file_counted(file, &self.bytes).map_err(|e| e.to_string());
+                if let Some(c) = &mut self.cache
+                    && let Err(e) = c.put(&key, meta.len(), &inv)
+                {
+                    self.facts.stats.cache_error = Some(e.to_string());
+                }
+                inv
+            }
+        };
+        self.facts.files.push(ScannedFile {
+            path: image.to_path_buf(),
+            inventory,
+        });
+    }
+
+    fn read(&self, f: &File, off: u64, len: u64, size: u64) -> std::io::Result<Vec<u8>> {
+        let end = off.checked_add(len).filter(|&e| e <= size).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "runs past the end of the file",
+            )
+        })?;
+        let mut buf = vec![0u8; (end - off) as usize];
+        f.read_exact_at(&mut buf, off)?;
+        self.bytes.set(self.bytes.get() + len);
+        Ok(buf)
+    }
+
+    /// Read the ELF header and section table. `Ok(None)`: not a host ELF of this machine's byte
+    /// order (a linker script named `libc.so`, a cubin); `key: None`: no fatbin section.
+    fn headers(&self, f: &File, meta: &std::fs::Metadata) -> std::io::Result<Option<Headers>> {
+        let size = meta.len();
+        if size < 52 {
+            return Ok(None);
+        }
+        let eh = self.read(f, 0, size.min(64), size)?;
+        if !eh.starts_with(b"\x7fELF") || eh[5] != 1 {
+            return Ok(None);
+        }
+        let is64 = match eh[4] {
+            1 => false,
+            2 if eh.len() >= 64 => true,
+            _ => return Ok(None),
+        };
+        let (e_type, machine) = (u16le(&eh, 16), u16le(&eh, 18));
+        if !(1..=3).contains(&e_type) || machine == EM_CUDA {
+            return Ok(None);
+        }
+        let (shoff, shentsize, mut shnum, mut shstrndx) = if is64 {
+            (
+                u64le(&eh, 0x28),
+                u16le(&eh, 0x3a) as u64,
+                u16le(&eh, 0x3c) as u64,
+                u16le(&eh, 0x3e) as u64,
+            )
+        } else {
+            (
+                u32le(&eh, 0x20) as u64,
+                u16le(&eh, 0x2e) as u64,
+                u16le(&eh, 0x30) as u64,
+                u16le(&eh, 0x32) as u64,
+            )
+        };
+        let want = if is64 { 64 } else { 40 };
+        if shoff == 0 || shentsize != want {
+            return Ok(Some(Headers { key: None }));
+        }
+        let bad =
+            |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        // Extended numbering: the real counts live in section 0.
+        if shnum == 0 || shstrndx == 0xffff {
+            let s0 = self.read(f, shoff, want, size)?;
+            let s0 = Shdr::parse(&s0, is64);
+            if shnum == 0 {
+                shnum = s0.size;
+            }
+            if shstrndx == 0xffff {
+                shstrndx = s0.link;
+            }
+        }
+        if shnum > MAX_SECTIONS || shstrndx >= shnum {
+            return Err(bad("section table out of range"));
+        }
+        let table = self.read(f, shoff, shnum * want, size)?;
+        let shdrs: Vec<Shdr> = table
+            .chunks_exact(want as usize)
+            .map(|c| Shdr::parse(c, is64))
+            .collect();
+        let strtab = &shdrs[shstrndx as usize];
+        if strtab.size > MAX_SHSTRTAB {
+            return Err(bad("section name table too large"));
+        }
+        let names = self.read(f, strtab.offset, strtab.size, size)?;
+        let fatbins: Vec<&Shdr> = shdrs
+            .iter()
+            .filter(|s| {
+                s.kind != object::elf::SHT_NOBITS
+                    && FATBIN_SECTIONS.contains(&name_at(&names, s.name))
+            })
+            .collect();
+        if fatbins.is_empty() {
+            return Ok(Some(Headers { key: None }));
+        }
+        let mut h = Sha256::new();
+        h.update(format!(
+            "cuda-preflight scan-cache v{}\0",
+            scan_cache::VERSION
+        ));
+        h.update(size.to_le_bytes());
+        h.update(meta.mtime().to_le_bytes());
+        h.update(meta.mtime_nsec().to_le_bytes());
+        h.update(&eh);
+        h.update(&table);
+        h.update(&names);
+        // The first container header and the last entries: a rebuilt library with the same
+        // size and mtime (reproducible builds pin mtimes) differs here. Reading every container
+        // header would cost thousands of reads on cuBLAS; the full scan reads them on a miss.
+        for s in fatbins {
+            let head = s.size.min(KEY_SPAN);
+            h.update(
+                self.read(f, s.offset, head, size)
+                    .map_err(|_| bad("fatbin section runs past the end"))?,
+            );
+            if s.size > head {
+                let tail = (s.size - head).min(KEY_SPAN);
+                h.update(self.read(f, s.offset + s.size - tail, tail, size)?);
+            }
+        }
+        let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Some(Headers { key: Some(key) }))
+    }
+}
+
+struct Shdr {
+    name: u32,
+    kind: u32,
+    offset: u64,
+    size: u64,
+    link: u64,
+}
+
+impl Shdr {
+    fn parse(b: &[u8], is64: bool) -> Shdr {
+        if is64 {
+            Shdr {
+                name: u32le(b, 0),
+                kind: u32le(b, 4),
+                offset: u64le(b, 0x18),
+                size: u64le(b, 0x20),
+                link: u32le(b, 0x28) as u64,
+            }
+        } else {
+            Shdr {
+                name: u32le(b, 0),
+                kind: u32le(b, 4),
+                offset: u32le(b, 0x10) as u64,
+                size: u32le(b, 0x14) as u64,
+                link: u32le(b, 0x18) as u64,
+            }
+        }
+    }
+}
+
+fn name_at(names: &[u8], off: u32) -> &[u8] {
+    let rest = names.get(off as usize..).unwrap_or(&[]);
+    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn u16le(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+fn u64le(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+fn file_name(p: &Path) -> &str {
+    p.file_name().and_then(|n| n.to_str()).unwrap_or("")
+}
+
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc::S_IFMT {
+        libc::S_IFIFO => "FIFO",
+        libc::S_IFSOCK => "socket",
+        libc::S_IFCHR => "character device",
+        libc::S_IFBLK => "block device",
+        libc::S_IFDIR => "directory",
+        _ => "not a regular file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::facts::fatbin::tests::{container, elf_with_section};
+    use std::os::unix::fs::symlink;
+
+    fn settings(cache: Option<PathBuf>) -> WalkSettings {
+        WalkSettings {
+            budget: Duration::from_secs(10),
+            max_files: 1000,
+            max_bytes: 1 << 30,
+            cache_dir: cache,
+            cache_max_bytes: 1 << 20,
+        }
+    }
+
+    /// A host ELF whose `.nv_fatbin` holds one sm_80 cubin entry.
+    fn cuda_so(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let fat = container(&[(2, 80, 0, 0, 0, b"cubin")]);
+        std::fs::write(path, elf_with_section(62, 0, 0, ".nv_fatbin", &fat)).unwrap();
+    }
+
+    fn plain_so(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, elf_with_section(62, 0, 0, ".text", b"\x90\x90")).unwrap();
+    }
+
+    fn mkfifo(p: &Path) {
+        let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    }
+
+    fn paths(b: &BinaryFacts) -> Vec<String> {
+        b.files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn finds_cuda_libraries_where_images_keep_them_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let sp = "usr/local/lib/python3.12/site-packages";
+        cuda_so(&r.join(sp).join("torch/lib/libtorch_cuda.so"));
+        cuda_so(&r.join(sp).join("nvidia/cublas/lib/libcublas.so.12"));
+        cuda_so(
+            &r.join(sp)
+                .join("flash_attn_2_cuda.cpython-312-x86_64-linux-gnu.so"),
+        );
+        cuda_so(&r.join("usr/local/cuda-12.4/targets/x86_64-linux/lib/libcufft.so.11"));
+        cuda_so(&r.join("opt/conda/envs/ml/lib/libcudnn.so.9"));
+        cuda_so(&r.join("opt/app/lib/libmine.so"));
+        // Not searched: a directory no loader or package layout names.
+        cuda_so(&r.join("srv/elsewhere/libhidden.so"));
+        // The same file under two names, and through a linked directory: once.
+        symlink("cuda-12.4", r.join("usr/local/cuda")).unwrap();
+        symlink(
+            "libcufft.so.11",
+            r.join("usr/local/cuda-12.4/targets/x86_64-linux/lib/libcufft.so"),
+        )
+        .unwrap();
+        plain_so(&r.join("usr/lib/x86_64-linux-gnu/libz.so.1"));
+        std::fs::write(
+            r.join("usr/lib/x86_64-linux-gnu/libc.so"),
+            "GROUP ( libc.so.6 )",
+        )
+        .unwrap();
+        // Driver libraries are the host's: not judged here.
+        cuda_so(&r.join("usr/lib/x86_64-linux-gnu/libcuda.so.580.1"));
+        let env = vec!["LD_LIBRARY_PATH=/opt/app/lib".to_string()];
+        let b = gather(r, &env, &settings(None));
+        let mut got = paths(&b);
+        got.sort();
+        let mut want: Vec<String> = [
+            "/opt/app/lib/libmine.so".to_string(),
+            "/usr/local/cuda/targets/x86_64-linux/lib/libcufft.so.11".to_string(),
+            "/opt/conda/envs/ml/lib/libcudnn.so.9".to_string(),
+            format!("/{sp}/flash_attn_2_cuda.cpython-312-x86_64-linux-gnu.so"),
+            format!("/{sp}/nvidia/cublas/lib/libcublas.so.12"),
+            format!("/{sp}/torch/lib/libtorch_cuda.so"),
+        ]
+        .to_vec();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(b.files.iter().all(|f| f.inventory.is_ok()));
+        assert!(!b.incomplete(), "{b:?}");
+        assert_eq!(b.stats.cuda_files, 6);
+        assert_eq!(b.stats.files_examined, 8, "{:?}", b.stats);
+    }
+
+    #[test]
+    fn hostile_trees_stay_inside_and_are_reported() {
+        let outside = tempfile::tempdir().unwrap();
+        cuda_so(&outside.path().join("libescaped.so"));
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let lib = r.join("usr/lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&lib).unwrap();
+        symlink("libloop2.so", lib.join("libloop1.so")).unwrap();
+        symlink("libloop1.so", lib.join("libloop2.so")).unwrap();
+        // Absolute links, to a file and to a directory outside: re-rooted, so they miss.
+        symlink(outside.path().join("libescaped.so"), lib.join("libout.so")).unwrap();
+        std::fs::create_dir_all(r.join("usr/local/cuda-x")).unwrap();
+        symlink(outside.path(), r.join("usr/local/cuda-x/lib64")).unwrap();
+        symlink("../../../../../..", r.join("usr/lib/x86_64-linux-gnu/up")).unwrap();
+        mkfifo(&lib.join("libcuda.so.1"));
+        mkfifo(&lib.join("libfifo.so"));
+        cuda_so(&lib.join("libgood.so"));
+        let b = gather(r, &[], &settings(None));
+        assert_eq!(paths(&b), vec!["/usr/lib/x86_64-linux-gnu/libgood.so"]);
+        assert_eq!(b.not_regular.count, 2, "{b:?}");
+        assert!(
+            b.not_regular
+                .examples
+                .iter()
+                .any(|e| e.contains("libfifo.so (FIFO)"))
+        );
+        assert!(
+            b.not_regular
+                .examples
+                .iter()
+                .any(|e| e.contains("libcuda.so.1 (FIFO)"))
+        );
+        // Two loops and the re-rooted absolute link that leads nowhere.
+        assert_eq!(b.unresolved_links.count, 3, "{b:?}");
+        assert!(b.incomplete());
+    }
+
+    #[test]
+    fn budgets_stop_the_walk_and_say_what_was_left() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        for i in 0..5 {
+            cuda_so(&r.join(format!("usr/lib/libk{i}.so")));
+        }
+        cuda_so(&r.join("usr/local/cuda-13.0/lib64/libz.so"));
+        let mut s = settings(None);
+        s.max_files = 2;
+        let b = gather(r, &[], &s);
+        assert_eq!(b.files.len(), 2);
+        assert!(
+            b.stopped.as_deref().unwrap().contains("scan_max_files"),
+            "{b:?}"
+        );
+        // The rest of /usr/lib (3) and the cuda directory still queued.
+        assert!(b.not_walked.count >= 4, "{b:?}");
+        s.max_files = 1000;
+        s.budget = Duration::ZERO;
+        let b = gather(r, &[], &s);
+        assert!(b.files.is_empty());
+        assert!(b.stopped.as_deref().unwrap().contains("scan_budget_ms"));
+        s.budget = Duration::from_secs(10);
+        s.max_bytes = 100;
+        let b = gather(r, &[], &s);
+        assert!(b.stopped.as_deref().unwrap().contains("scan_max_bytes"));
+        assert!(b.files.len() < 6);
+    }
+
+    #[test]
+    fn second_walk_is_served_from_the_cache_and_a_change_is_a_miss() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("rootfs");
+        cuda_so(&r.join("usr/lib/libk.so"));
+        let s = settings(Some(d.path().join("state/scan-cache")));
+        let cold = gather(&r, &[], &s);
+        assert_eq!((cold.stats.cache_hits, cold.stats.cache_misses), (0, 1));
+        let warm = gather(&r, &[], &s);
+        assert_eq!((warm.stats.cache_hits, warm.stats.cache_misses), (1, 0));
+        assert_eq!(
+            cold.files[0].inventory.as_ref().unwrap().entries[0].arch,
+            warm.files[0].inventory.as_ref().unwrap().entries[0].arch
+        );
+        // A copy elsewhere (another inode, as overlay gives each container) with the same mtime
+        // is the same content: a hit.
+        let r2 = d.path().join("rootfs2");
+        std::fs::create_dir_all(r2.join("usr/lib")).unwrap();
+        let st = std::process::Command::new("cp")
+            .args(["-p"])
+            .arg(r.join("usr/lib/libk.so"))
+            .arg(r2.join("usr/lib/libk.so"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let other = gather(&r2, &[], &s);
+        assert_eq!((other.stats.cache_hits, other.stats.cache_misses), (1, 0));
+        // Another fatbin in the same place with the same size: a miss.
+        let fat = container(&[(2, 90, 0, 0, 0, b"cubin")]);
+        std::fs::write(
+            r.join("usr/lib/libk.so"),
+            elf_with_section(62, 0, 0, ".nv_fatbin", &fat),
+        )
+        .unwrap();
+        let changed = gather(&r, &[], &s);
+        assert_eq!(changed.stats.cache_misses, 1);
+        assert_eq!(
+            changed.files[0].inventory.as_ref().unwrap().entries[0]
+                .arch
+                .sm(),
+            90
+        );
+        // No cache directory possible (a file in its way): the walk goes on without it.
+        let mut s2 = s.clone();
+        s2.cache_dir = Some(r.join("usr/lib/libk.so/scan-cache"));
+        let nocache = gather(&r, &[], &s2);
+        assert_eq!(nocache.files.len(), 1);
+        assert!(nocache.stats.cache_error.is_some());
+    }
+}
