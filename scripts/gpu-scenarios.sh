@@ -8,7 +8,9 @@
 #                                   set of NVIDIA device nodes / cgroup rules, cuda-preflight as
 #                                   their createRuntime hook (audit mode, so each starts anyway),
 #                                   cuprobe inside reporting what the driver really returns;
-#                                   then the timings. Prints predicted vs actual, a table, last.
+#                                   then the timings; the image-binaries walk
+#                                   (scripts/gpu-walk.sh) first. Prints predicted vs actual,
+#                                   tables last; full logs under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=target/gpu-kit
@@ -26,7 +28,12 @@ kit)
   ;;
 run)
   [ -x "$kit/cuda-preflight" ] || { echo "no $kit: run 'scripts/gpu-scenarios.sh kit' first and carry $kit" >&2; exit 2; }
-  exec python3 tests/gpu/scenarios.py "$kit"
+  out="${OUT:-/tmp/cuda-preflight-gpu}"; mkdir -p "$out"
+  # The image-binaries walk against real launches and a real PyTorch install (needs nvcc there).
+  if command -v nvcc >/dev/null; then
+    BIN="$PWD/$kit/cuda-preflight" scripts/gpu-walk.sh "$out/walk" 2>&1 | tee "$out/walk.txt"
+  fi
+  python3 tests/gpu/scenarios.py "$kit" 2>&1 | tee "$out/scenarios.txt"
   ;;
 *)
   echo "usage: $0 kit|run" >&2
