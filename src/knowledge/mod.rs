@@ -306,3 +306,29 @@ mod explanation_tests {
         assert!(!gpu_arch((8, 0)).unwrap().specific);
     }
 }
+
+const KERNELS_OUTSIDE_FATBIN_TSV: &str = include_str!("kernels_outside_fatbin.tsv");
+
+/// The library (by file name) keeps its kernels outside its registered fatbin: its fatbin
+/// inventory does not tell which GPUs it runs on. Returns the library's name.
+pub fn kernels_outside_fatbin(file_name: &str) -> Option<&'static str> {
+    tsv_rows(KERNELS_OUTSIDE_FATBIN_TSV)
+        .find(|c| file_name.starts_with(c[0]))
+        .map(|c| c[1])
+}
+
+#[cfg(test)]
+mod outside_fatbin_tests {
+    #[test]
+    fn cufft_and_npp_are_listed_and_cublas_is_not() {
+        assert_eq!(
+            super::kernels_outside_fatbin("libcufft.so.12.0.0.61"),
+            Some("cuFFT")
+        );
+        assert_eq!(
+            super::kernels_outside_fatbin("libnppisu.so.13"),
+            Some("NPP (all libnpp*.so)")
+        );
+        assert_eq!(super::kernels_outside_fatbin("libcublasLt.so.13"), None);
+    }
+}

@@ -33,7 +33,10 @@ pub const KERNELS_PTX_ISA_SKIPPED: &str = "kernels-ptx-isa-skipped";
 pub const KERNELS_SCAN_INCOMPLETE: &str = "kernels-scan-incomplete";
 
 /// Every id this rule can produce.
+pub const KERNEL_IMAGE_OUTSIDE_FATBIN: &str = "kernel-image-outside-fatbin";
+
 pub const FINDING_IDS: &[&str] = &[
+    KERNEL_IMAGE_OUTSIDE_FATBIN,
     KERNEL_IMAGE_MISSING,
     KERNEL_IMAGE_PARTIAL,
     KERNEL_PTX_JIT_ONLY,
@@ -379,7 +382,34 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
 /// The image's binaries (`facts::binaries`) judged on the container's GPUs, and what the walk
 /// did not reach: never a pass by omission.
 pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<Finding> {
-    let mut out = kernel_findings(&b.files, gpus, driver_cuda);
+    // Libraries that load their kernels from a store of their own are not judged by their
+    // fatbin (which can be a lone sm_75 helper module in a library that runs on every GPU).
+    let (outside, judged): (Vec<&ScannedFile>, Vec<&ScannedFile>) = b.files.iter().partition(|f| {
+        f.path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(crate::knowledge::kernels_outside_fatbin)
+            .is_some()
+    });
+    let judged: Vec<ScannedFile> = judged.into_iter().cloned().collect();
+    let mut out = kernel_findings(&judged, gpus, driver_cuda);
+    if !outside.is_empty() {
+        let names: Vec<String> = outside
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        out.push(Finding::new(
+            KERNEL_IMAGE_OUTSIDE_FATBIN,
+            Severity::Info,
+            None,
+            format!(
+                "not judged by their fatbin: {} — these libraries load their kernels from a store of their own \
+                 at run time (knowledge/kernels_outside_fatbin.tsv)",
+                names.join(", ")
+            ),
+            "",
+        ));
+    }
     if b.incomplete() {
         let mut parts: Vec<String> = Vec::new();
         if let Some(why) = &b.stopped {
@@ -406,7 +436,8 @@ pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<F
             }
         }
         let fix = if b.stopped.is_some() {
-            "raise scan_budget_ms / scan_max_files / scan_max_bytes in /etc/cuda-preflight/config.toml, or run              `cuda-preflight scan` on the image's libraries"
+            "raise scan_budget_ms / scan_max_files / scan_max_bytes in /etc/cuda-preflight/config.toml, or run \
+             `cuda-preflight scan` on the image's libraries"
         } else {
             "nothing to do unless these are libraries the workload loads; then check them with `cuda-preflight scan`"
         };
@@ -701,5 +732,32 @@ mod tests {
             assert!(inc.evidence.contains(want), "{want}: {}", inc.evidence);
         }
         assert!(inc.fix.contains("scan_budget_ms"), "{}", inc.fix);
+    }
+
+    #[test]
+    fn libraries_with_kernels_outside_their_fatbin_are_not_blocked() {
+        // libcufft.so.12 on the H100 machine: 286 MB, one sm_75 cubin in .nv_fatbin, runs on sm_90.
+        let b = BinaryFacts {
+            files: vec![
+                ScannedFile {
+                    path: "/usr/local/cuda/lib64/libcufft.so.12.0.0.61".into(),
+                    inventory: Ok(inv(Format::Elf, &[&["sass sm_75"]])),
+                },
+                ScannedFile {
+                    path: "/usr/lib/libold.so".into(),
+                    inventory: Ok(inv(Format::Elf, &[&["sass sm_75"]])),
+                },
+            ],
+            ..Default::default()
+        };
+        let gpu = Gpu {
+            compute_capability: "9.0".into(),
+            ..Default::default()
+        };
+        let f = image_findings(&b, &[gpu], "13.0");
+        let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, [KERNEL_IMAGE_MISSING, KERNEL_IMAGE_OUTSIDE_FATBIN]);
+        assert!(f[0].evidence.contains("libold.so"));
+        assert!(f[1].evidence.contains("libcufft.so.12.0.0.61"));
     }
 }
