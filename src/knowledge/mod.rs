@@ -302,7 +302,10 @@ mod explanation_tests {
         let tables: [(&str, &str); 5] = [
             ("cuda_driver_min.tsv", include_str!("cuda_driver_min.tsv")),
             ("cuda_major_min.tsv", include_str!("cuda_major_min.tsv")),
-            ("compute_capability.tsv", include_str!("compute_capability.tsv")),
+            (
+                "compute_capability.tsv",
+                include_str!("compute_capability.tsv"),
+            ),
             ("ptx_isa.tsv", include_str!("ptx_isa.tsv")),
             ("gpu_arch.tsv", include_str!("gpu_arch.tsv")),
         ];
