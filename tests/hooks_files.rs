@@ -92,6 +92,14 @@ fn packaged_config_is_the_defaults() {
     }
     Config::parse(&table).unwrap_or_else(|e| panic!("{table}: {e}"));
     // Every setting the program has is documented here (the severity table aside).
-    let keys = serde_json::to_value(Config::default()).unwrap().as_object().unwrap().len() - 1;
-    assert_eq!(parsed, keys, "every key of Config is in packaging/config.toml, and each was tried");
+    let keys = serde_json::to_value(Config::default())
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .len()
+        - 1;
+    assert_eq!(
+        parsed, keys,
+        "every key of Config is in packaging/config.toml, and each was tried"
+    );
 }

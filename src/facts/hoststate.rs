@@ -118,6 +118,28 @@ pub struct HostState {
     pub cdi: Option<CdiFacts>,
     /// Only when the spec creates a user namespace.
     pub userns: Option<Result<UserNs, String>>,
+    /// NVSwitches of the host (HGX/DGX A100, H100, H200), or why that is unknown.
+    pub nvswitches: Result<Vec<NvSwitch>, String>,
+    /// The running Fabric Manager, `Ok(None)` when none runs; looked for only where
+    /// `nvswitches` found one (`Err` says why it was not).
+    pub fabric_manager: Result<Option<FabricManager>, String>,
+}
+
+/// One NVSwitch of the host and where it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NvSwitch {
+    /// PCI address, e.g. `0000:0c:09.0`.
+    pub address: String,
+    /// e.g. "/proc/driver/nvidia-nvswitch/devices" or "/sys/bus/pci/devices (class 0x068000)".
+    pub seen_in: String,
+}
+
+/// A running `nv-fabricmanager` process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FabricManager {
+    pub pid: u32,
+    /// How it was found (its PID file, or a scan of `/proc`).
+    pub found_by: String,
 }
 
 /// Gather the host-state facts of a GPU container. `devices` is the device view of the
@@ -167,6 +189,7 @@ pub fn gather(
         GpuRequest::Cdi { devices } => Some(cdi_facts(host_root, devices)),
         _ => None,
     };
+    let nvswitches = nvswitch_facts(host_root);
     HostState {
         cgroups_path,
         dev_char,
@@ -175,7 +198,129 @@ pub fn gather(
         image_libs: image_driver_libs(&bundle.rootfs),
         cdi,
         userns: userns_facts(&bundle.spec, devices, host_root),
+        nvswitches: nvswitches.clone(),
+        fabric_manager: match &nvswitches {
+            Ok(s) if !s.is_empty() => fabric_manager(host_root),
+            Ok(_) => Err("no NVSwitch on the host".to_string()),
+            Err(why) => Err(why.clone()),
+        },
     }
+}
+
+/// Where the nvidia driver lists the NVSwitches its NVSwitch probe claimed
+/// (`nvswitch_procfs_device_add`, kernel-open/nvidia/procfs_nvswitch.c of NVIDIA's
+/// open-gpu-kernel-modules); NVIDIA's gpu-driver-container starts Fabric Manager exactly when this
+/// directory is not empty. On a host with the module loaded but no NVSwitch (a single H100) it
+/// exists and is empty, while `/proc/devices` still lists the `nvidia-nvswitch` major.
+pub const NVSWITCH_PROCFS: &str = "proc/driver/nvidia-nvswitch/devices";
+/// The PCI class the nvidia driver claims as an NVSwitch: vendor 0x10de, class
+/// `PCI_CLASS_BRIDGE_OTHER << 8` with an exact class mask (`nvswitch_pci_table`,
+/// kernel-open/nvidia/linux_nvswitch.c). Seen even before the driver is loaded.
+pub const NVSWITCH_PCI_CLASS: &str = "0x068000";
+/// `PID_FILE_PATH` of Fabric Manager's default configuration, the file NVIDIA's
+/// gpu-driver-container reads to stop the daemon (`/var/run` is a link to `/run` on current
+/// distributions; both are tried).
+pub const FABRIC_MANAGER_PID_FILES: [&str; 2] = [
+    "run/nvidia-fabricmanager/nv-fabricmanager.pid",
+    "var/run/nvidia-fabricmanager/nv-fabricmanager.pid",
+];
+/// `/proc/<pid>/comm` of `nv-fabricmanager`: the kernel keeps 15 bytes of the name.
+pub const FABRIC_MANAGER_COMM: &str = "nv-fabricmanage";
+/// Processes looked at when no PID file leads to Fabric Manager.
+const MAX_PROC_ENTRIES: usize = 1 << 16;
+
+/// The host's NVSwitches: those the driver registered under `/proc/driver/nvidia-nvswitch`, and
+/// NVIDIA PCI functions of the NVSwitch class. NVLink 5 systems (HGX B200), whose switches are
+/// not PCI functions of the host, are not seen. A host root with neither directory (a fixture, a
+/// host without the driver) has no NVSwitch we can see: `Ok(empty)`. `Err` when a directory
+/// exists but cannot be read and no switch was found elsewhere.
+pub fn nvswitch_facts(host_root: &Path) -> Result<Vec<NvSwitch>, String> {
+    let mut out: Vec<NvSwitch> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    let mut note = |dir: &Path, e: std::io::Error| {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            errors.push(format!("{}: {e}", dir.display()));
+        }
+    };
+    let procfs = host_root.join(NVSWITCH_PROCFS);
+    match std::fs::read_dir(&procfs) {
+        Ok(rd) => {
+            for e in rd.filter_map(|e| e.ok()).take(MAX_DIR_ENTRIES) {
+                out.push(NvSwitch {
+                    address: e.file_name().to_string_lossy().into_owned(),
+                    seen_in: format!("/{NVSWITCH_PROCFS}"),
+                });
+            }
+        }
+        Err(e) => note(&procfs, e),
+    }
+    let pci = host_root.join("sys/bus/pci/devices");
+    match std::fs::read_dir(&pci) {
+        Ok(rd) => {
+            for e in rd.filter_map(|e| e.ok()).take(MAX_DIR_ENTRIES) {
+                let read = |f: &str| {
+                    crate::input::read_capped(&e.path().join(f), 64)
+                        .ok()
+                        .map(|b| String::from_utf8_lossy(&b).trim().to_ascii_lowercase())
+                };
+                if read("vendor").as_deref() == Some("0x10de")
+                    && read("class").as_deref() == Some(NVSWITCH_PCI_CLASS)
+                {
+                    let address = e.file_name().to_string_lossy().into_owned();
+                    if !out.iter().any(|s| s.address == address) {
+                        out.push(NvSwitch {
+                            address,
+                            seen_in: format!(
+                                "/sys/bus/pci/devices (vendor 0x10de, class {NVSWITCH_PCI_CLASS})"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        Err(e) => note(&pci, e),
+    }
+    if out.is_empty() && !errors.is_empty() {
+        return Err(errors.join("; "));
+    }
+    out.sort_by(|a, b| a.address.cmp(&b.address));
+    Ok(out)
+}
+
+/// The running Fabric Manager: the PID in its PID file if that process is `nv-fabricmanager`,
+/// else any process of that name (a GPU Operator driver container keeps its PID file inside the
+/// container). `Err` when the host's `/proc` cannot be read.
+pub fn fabric_manager(host_root: &Path) -> Result<Option<FabricManager>, String> {
+    let proc_dir = host_root.join("proc");
+    let is_fm = |pid: &str| {
+        crate::input::read_capped(&proc_dir.join(pid).join("comm"), 64)
+            .is_ok_and(|b| String::from_utf8_lossy(&b).trim_end() == FABRIC_MANAGER_COMM)
+    };
+    for f in FABRIC_MANAGER_PID_FILES {
+        if let Ok(b) = crate::input::read_capped(&host_root.join(f), 64)
+            && let Ok(pid) = String::from_utf8_lossy(&b).trim().parse::<u32>()
+            && is_fm(&pid.to_string())
+        {
+            return Ok(Some(FabricManager {
+                pid,
+                found_by: format!("/{f}"),
+            }));
+        }
+    }
+    let rd = std::fs::read_dir(&proc_dir).map_err(|e| format!("{}: {e}", proc_dir.display()))?;
+    for e in rd.filter_map(|e| e.ok()).take(MAX_PROC_ENTRIES) {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Ok(pid) = name.parse::<u32>()
+            && is_fm(name)
+        {
+            return Ok(Some(FabricManager {
+                pid,
+                found_by: format!("/proc/{pid}/comm"),
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// runc's systemd driver takes `linux.cgroupsPath` as `slice:prefix:name`; the cgroupfs driver

@@ -308,10 +308,12 @@ mod tests {
         }
     }
 
-    /// Rows from the release notes' "CUDA Toolkit and Corresponding Driver Versions" table.
+    /// Rows from the release notes' "CUDA Toolkit and Corresponding Driver Versions" table
+    /// (Table 3 of the CUDA 13.2 Update 2 notes, cuda_driver_min.tsv S1).
     #[test]
     fn toolkit_rows_from_the_release_notes() {
         let cases = [
+            ("13.2", "595.45.04"), // CUDA 13.2 GA >= 595.45.04
             ("13.0", "580.65.06"), // CUDA 13.0 GA >= 580.65.06
             ("13.1", "590.44.01"), // CUDA 13.1 GA >= 590.44.01
             ("12.8", "570.26"),    // CUDA 12.8 GA >= 570.26
@@ -332,6 +334,20 @@ mod tests {
             toolkit_min_driver(&v("12.7")).is_none(),
             "there was no CUDA 12.7"
         );
+        // Update rows, looked up by their full release.
+        for (release, drv) in [
+            ("12.8.1", "570.124.06"), // CUDA 12.8 Update 1 >= 570.124.06
+            ("12.9.1", "575.57.08"),  // CUDA 12.9 Update 1 >= 575.57.08
+            ("13.0.2", "580.95.05"),  // CUDA 13.0 Update 2 >= 580.95.05
+            ("13.1.1", "590.48.01"),  // CUDA 13.1 Update 1 >= 590.48.01
+            ("13.2.2", "595.71.05"),  // CUDA 13.2 Update 2 >= 595.71.05
+        ] {
+            let row = toolkit_releases()
+                .iter()
+                .find(|r| r.release == v(release))
+                .unwrap_or_else(|| panic!("{release}"));
+            assert_eq!(row.min_driver, v(drv), "{release}");
+        }
     }
 
     #[test]
@@ -343,6 +359,7 @@ mod tests {
             ("535.104.05", Some("12.2")),
             ("470.82.01", Some("11.4")),
             ("590.48.01", Some("13.1")),
+            ("595.45.04", Some("13.2")), // CUDA 13.2 GA >= 595.45.04
             ("300.1", None),
         ];
         for (drv, want) in cases {
@@ -381,6 +398,16 @@ mod tests {
             }
         );
         assert_eq!(cc_support(&v("7.5"), &v("13.1")), CcSupport::Supported);
+        // clang MinVersionForOffloadArch: sm_72 from CUDA 9.1 (compute_capability.tsv S1).
+        assert_eq!(cc_support(&v("7.2"), &v("9.1")), CcSupport::Supported);
+        // Thor: sm_101 through 12.9, renamed sm_110 from 13.0 (S1, S4).
+        assert_eq!(
+            cc_support(&v("10.1"), &v("13.0")),
+            CcSupport::Dropped {
+                last_cuda: v("12.9")
+            }
+        );
+        assert_eq!(cc_support(&v("11.0"), &v("13.0")), CcSupport::Supported);
         assert_eq!(cc_support(&v("42.0"), &v("13.0")), CcSupport::Unknown);
     }
 }

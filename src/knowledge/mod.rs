@@ -294,6 +294,61 @@ mod explanation_tests {
         assert_eq!(max_ptx_isa_for_cuda((8, 0)), None);
     }
 
+    /// Every knowledge table that was checked against published sources ends in a `verified`
+    /// column: `yes|partial|corrected|measured:<keys>` naming header sources (`S1`, `M1`, joined
+    /// by `+`) that the header defines, or `no` for an unconfirmed row.
+    #[test]
+    fn verified_tables_cite_their_sources_on_every_row() {
+        let tables: [(&str, &str); 5] = [
+            ("cuda_driver_min.tsv", include_str!("cuda_driver_min.tsv")),
+            ("cuda_major_min.tsv", include_str!("cuda_major_min.tsv")),
+            (
+                "compute_capability.tsv",
+                include_str!("compute_capability.tsv"),
+            ),
+            ("ptx_isa.tsv", include_str!("ptx_isa.tsv")),
+            ("gpu_arch.tsv", include_str!("gpu_arch.tsv")),
+        ];
+        for (name, text) in tables {
+            let header: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+            let columns: Vec<&str> = text
+                .lines()
+                .find(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .unwrap()
+                .split('\t')
+                .collect();
+            assert_eq!(columns.last(), Some(&"verified"), "{name}");
+            let mut rows = 0;
+            for c in tsv_rows(text) {
+                rows += 1;
+                assert_eq!(c.len(), columns.len(), "{name}: {c:?}");
+                let v = *c.last().unwrap();
+                if v == "no" {
+                    continue;
+                }
+                let (kind, keys) = v.split_once(':').unwrap_or_else(|| panic!("{name}: {v}"));
+                assert!(
+                    ["yes", "partial", "corrected", "measured"].contains(&kind),
+                    "{name}: {v}"
+                );
+                for key in keys.split('+') {
+                    assert!(
+                        key.len() >= 2
+                            && (key.starts_with('S') || key.starts_with('M'))
+                            && key[1..].bytes().all(|b| b.is_ascii_digit()),
+                        "{name}: {v}"
+                    );
+                    let defined = format!("# {key}: ");
+                    assert!(
+                        header.iter().any(|l| l.starts_with(&defined)),
+                        "{name}: {key} is cited but not defined in the header"
+                    );
+                }
+            }
+            assert!(rows > 0, "{name}");
+        }
+    }
+
     #[test]
     fn gpu_arch_table_names_match_cc() {
         for g in gpu_archs() {
@@ -304,6 +359,8 @@ mod explanation_tests {
         assert!(gpu_arch((9, 0)).unwrap().specific && !gpu_arch((9, 0)).unwrap().family);
         assert!(gpu_arch((10, 0)).unwrap().family);
         assert!(!gpu_arch((8, 0)).unwrap().specific);
+        // NVIDIA cutlass v4.8.0dev: "Rubin kernels (SM107)" (gpu_arch.tsv S2).
+        assert_eq!(gpu_arch((10, 7)).unwrap().generation, "Rubin");
     }
 }
 

@@ -1,12 +1,13 @@
 //! Host-state rules (issue 13): failures that come from the host around a GPU container rather
 //! than from the image's CUDA — `/dev/char` links under the systemd cgroup driver, a kernel
 //! module that does not match the driver libraries, driver libraries baked into the image, stale
-//! CDI specs. Each file is one pure rule over [`crate::facts::hoststate::HostState`].
+//! CDI specs, Fabric Manager missing on an NVSwitch host. Each file is one pure rule over [`crate::facts::hoststate::HostState`].
 
 pub mod cdi;
 pub mod compute_mode;
 pub mod dev_char;
 pub mod driver_libs;
+pub mod fabric_manager;
 pub mod image_libs;
 pub mod userns;
 pub mod visible;
@@ -36,6 +37,8 @@ pub const FINDING_IDS: &[&str] = &[
     compute_mode::SKIPPED,
     userns::DENIED,
     userns::SKIPPED,
+    fabric_manager::NOT_RUNNING,
+    fabric_manager::SKIPPED,
 ];
 
 /// All host-state rules for one GPU container.
@@ -53,6 +56,7 @@ pub fn check(request: &GpuRequest, hs: &HostState, host: &HostProfile) -> Vec<Fi
     out.extend(visible::check(request, host));
     out.extend(compute_mode::check(request, host));
     out.extend(userns::check(hs.userns.as_ref()));
+    out.extend(fabric_manager::check(&hs.nvswitches, &hs.fabric_manager));
     out
 }
 
