@@ -38,7 +38,9 @@ pub fn insufficient_driver() -> Predicted {
 /// The CUDA versions the image will run, with where each was read. Runtime libraries are what
 /// actually talks to the driver; `version.json` and `CUDA_VERSION` stand in only without them.
 pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
-    let mut out: Vec<(Version, String)> = Vec::new();
+    // A map, not a linear search: an image with thousands of runtime names made this quadratic
+    // (tests/hostile.rs, 200,000 files).
+    let mut by_version: std::collections::BTreeMap<Version, String> = Default::default();
     for r in &image.runtimes {
         let mm = r.version.major_minor();
         let src = if r.exact {
@@ -46,11 +48,12 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
         } else {
             format!("{} (major only)", r.path.display())
         };
-        match out.iter_mut().find(|(v, _)| *v == mm) {
-            Some((_, s)) => s.push_str(&format!(", {src}")),
-            None => out.push((mm, src)),
-        }
+        by_version
+            .entry(mm)
+            .and_modify(|s| s.push_str(&format!(", {src}")))
+            .or_insert(src);
     }
+    let mut out: Vec<(Version, String)> = by_version.into_iter().collect();
     if out.is_empty() {
         if let Some(v) = &image.toolkit_version {
             out.push((v.major_minor(), "/usr/local/cuda/version.json".to_string()));
@@ -291,6 +294,31 @@ mod tests {
     use crate::facts::host::Gpu;
     use crate::facts::image::CudaRuntime;
     use std::path::PathBuf;
+
+    /// Regression (tests/hostile.rs, 200,000 files): grouping runtimes by version was quadratic;
+    /// 20,000 distinct versions took seconds. Now a map: well under a second even in debug.
+    #[test]
+    fn thousands_of_runtimes_group_in_linear_time() {
+        let image = ImageFacts {
+            runtimes: (0..20_000)
+                .map(|i| CudaRuntime {
+                    path: PathBuf::from(format!("/usr/local/cuda/lib64/libcudart.so.12.{i}")),
+                    version: Version::from_parts(&[12, i]),
+                    exact: true,
+                })
+                .collect(),
+            ..ImageFacts::default()
+        };
+        let t = std::time::Instant::now();
+        let v = image_cuda_versions(&image);
+        assert_eq!(v.len(), 20_000);
+        assert!(v.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
