@@ -63,6 +63,9 @@ pub fn write(state_dir: &Path, report: &Report, keep: usize) -> std::io::Result<
         file_name(report.container_id),
         std::process::id()
     ));
+    // A hook killed between creating and renaming its temporary file leaves it behind; a later
+    // hook that gets the same pid must not fail on it (tests/faults.rs).
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
