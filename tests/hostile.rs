@@ -301,6 +301,17 @@ fn fifos_and_device_nodes_named_like_cuda_files_are_not_opened() {
     assert!(hoststate::image_driver_libs(&root).unwrap().is_empty());
     let r = check(&b);
     assert_eq!(r.json["verdict"], clean.json["verdict"], "{}", r.json);
+    // And check says what it skipped.
+    assert!(
+        ids(&r).contains(&"image-read-partial".to_string()),
+        "{}",
+        r.json
+    );
+    assert!(
+        ids(&r).contains(&"cuda-version-json-unreadable".to_string()),
+        "{}",
+        r.json
+    );
 }
 
 #[test]
@@ -401,6 +412,11 @@ fn two_hundred_thousand_files_in_library_dirs() {
     hoststate::image_driver_libs(&root).unwrap();
     let r = check(&b);
     assert_eq!(r.json["verdict"], clean.json["verdict"]);
+    assert!(
+        r.json.to_string().contains("rest not read"),
+        "check must say what it skipped: {}",
+        r.json
+    );
     eprintln!(
         "200,000 files: facts {:.2} s, check {:.2} s, peak RSS {} KB",
         took.as_secs_f64(),

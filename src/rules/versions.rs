@@ -15,6 +15,7 @@ pub const FINDING_IDS: &[&str] = &[
     "cuda-minor-version-compat",
     "cuda-version-skipped",
     "cuda-version-json-unreadable",
+    "image-read-partial",
     "forward-compat-unsupported-gpu",
     "forward-compat-driver-mismatch",
     "forward-compat-active",
@@ -166,6 +167,22 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
             None,
             e.clone(),
             "judged from the runtime libraries and CUDA_VERSION instead",
+        ));
+    }
+    // What the image facts left out (a corrupt ld.so.cache, a FIFO where a file should be, a
+    // directory past its listing bound) must show where people look, not only in `facts`.
+    if !image.notes.is_empty() {
+        const SHOWN: usize = 5;
+        let mut ev = image.notes[..image.notes.len().min(SHOWN)].join("; ");
+        if image.notes.len() > SHOWN {
+            ev.push_str(&format!("; and {} more", image.notes.len() - SHOWN));
+        }
+        out.push(Finding::new(
+            "image-read-partial",
+            Severity::Info,
+            None,
+            format!("parts of the image were not read: {ev}"),
+            "judged from what could be read",
         ));
     }
     let cudas = image_cuda_versions(image);
@@ -559,6 +576,19 @@ mod tests {
         };
         let f = check(&i, &h100_580());
         assert_eq!(ids(&f), ["cuda-version-json-unreadable"]);
+        // Notes of the image facts become one info finding, bounded in size.
+        let i = ImageFacts {
+            notes: (0..7).map(|n| format!("note {n}")).collect(),
+            cuda_version: Some("12.4.1".into()),
+            ..ImageFacts::default()
+        };
+        let f = check(&i, &h100_580());
+        assert_eq!(ids(&f), ["image-read-partial"]);
+        assert!(
+            f[0].evidence.ends_with("note 4; and 2 more"),
+            "{}",
+            f[0].evidence
+        );
         // Missing host facts.
         let f = check(&image("12.4.127"), &HostProfile::default());
         assert_eq!(ids(&f), ["cuda-version-skipped"]);
