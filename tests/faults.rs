@@ -258,10 +258,27 @@ fn stale_temporary_file_of_a_killed_hook_does_not_block_the_report() {
         probe: None,
         duration_ms: 0.0,
     };
+    // Another hook's temporary file: one a minute old is a killed hook's and is pruned, a fresh
+    // one may be a live writer's and stays.
+    let old = dir.join(".c2.json.1.tmp");
+    let fresh = dir.join(".c3.json.2.tmp");
+    std::fs::write(&old, b"{").unwrap();
+    std::fs::write(&fresh, b"{").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(120))
+        .unwrap();
     let p = report::write(d.path(), &r, 10).expect("stale tmp must not block the write");
     let v: Value = serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
     assert_eq!(v["container_id"], "c1");
     assert!(!stale.exists());
+    assert!(!old.exists(), "a minute-old temporary file is pruned");
+    assert!(
+        fresh.exists(),
+        "a live writer's temporary file is left alone"
+    );
 }
 
 #[test]
