@@ -293,7 +293,7 @@ fn own_error(
     started: Instant,
 ) -> i32 {
     // A broken config file cannot tell us its own on_error: then the documented default holds.
-    let config = args.settings.load().unwrap_or_default();
+    let config = args.settings.load_or_defaults();
     let id = state.map(|s| s.id.as_str()).unwrap_or("?");
     let decision = match config.on_error {
         OnFailure::Allow => Decision::Allow,

@@ -47,14 +47,25 @@ pub fn headroom_policy(c: &crate::config::Config) -> headroom::Policy {
 
 impl SettingsArgs {
     pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
-        let mut c = Config::load(self.config.as_deref())?;
+        Ok(self.apply(Config::load(self.config.as_deref())?))
+    }
+
+    /// The config, or where the file has errors the defaults; flags apply either way. The hook
+    /// records its own errors with this: with plain defaults a broken config file sent the report
+    /// to the default state directory instead of the `--state-dir` given (tests/faults.rs).
+    pub fn load_or_defaults(&self) -> Config {
+        self.load()
+            .unwrap_or_else(|_| self.apply(Config::default()))
+    }
+
+    fn apply(&self, mut c: Config) -> Config {
         if let Some(r) = &self.host_root {
             c.host_root = r.clone();
         }
         if let Some(s) = &self.state_dir {
             c.state_dir = s.clone();
         }
-        Ok(c)
+        c
     }
 }
 

@@ -672,6 +672,17 @@ struct RawMount {
     host_path: String,
 }
 
+/// Parse one CDI spec file (YAML or JSON) as `cdi_facts` does, checking the host paths it names
+/// under `host_root`. Public so the fuzz target feeds it untrusted bytes directly.
+pub fn parse_cdi_spec(
+    bytes: &[u8],
+    yaml: bool,
+    file: String,
+    host_root: &Path,
+) -> Result<CdiSpec, String> {
+    parse_cdi(bytes, yaml).map(|raw| raw.into_spec(file, host_root))
+}
+
 fn parse_cdi(bytes: &[u8], yaml: bool) -> Result<RawSpec, String> {
     if yaml {
         serde_yaml_ng::from_slice(bytes).map_err(|e| e.to_string())

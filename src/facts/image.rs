@@ -174,7 +174,7 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
         Err(e) => f.toolkit_version_error = Some(format!("/usr/local/cuda/version.json: {e}")),
     }
 
-    let mut seen_hosts: Vec<PathBuf> = Vec::new();
+    let mut seen_hosts: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut compat_hosts: Vec<(PathBuf, CompatLib)> = Vec::new();
     for d in &cuda_dirs {
         let dir = d.join("compat");
@@ -193,10 +193,9 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
             let Ok(host) = rootfs::resolve(root, &path) else {
                 continue;
             };
-            if seen_hosts.contains(&host) {
+            if !seen_hosts.insert(host.clone()) {
                 continue;
             }
-            seen_hosts.push(host.clone());
             let lib = CompatLib {
                 path,
                 version: Version::parse(rest),
@@ -274,7 +273,11 @@ fn find_runtimes(
     notes: &mut Vec<String>,
 ) -> Vec<CudaRuntime> {
     let mut out: Vec<CudaRuntime> = Vec::new();
-    let mut seen_hosts: Vec<PathBuf> = Vec::new();
+    // Sets, not linear scans: a hostile image with thousands of libcudart names per directory
+    // made this quadratic (seconds per start; tests/hostile.rs, 200,000 files).
+    let mut seen_hosts: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut seen_runtimes: std::collections::HashSet<(PathBuf, [u64; 8])> =
+        std::collections::HashSet::new();
     for dir in dirs {
         // libcudart.so.12.4.127, libcudart.so.12, torch's libcudart-<hash>.so.11.0; the fullest
         // version first, so a link (.so.12) and its target (.so.12.4.127) count as the target.
@@ -297,7 +300,7 @@ fn find_runtimes(
             if seen_hosts.contains(&host) || !host.is_file() {
                 continue;
             }
-            seen_hosts.push(host);
+            seen_hosts.insert(host);
             let (version, exact) = if ver.contains('.') {
                 (v, true)
             } else {
@@ -307,10 +310,9 @@ fn find_runtimes(
                 }
             };
             // The same runtime under several names (libcudart.so.12 → .so.12.4.127) counts once.
-            if !out
-                .iter()
-                .any(|r| r.version == version && r.path.parent() == path.parent())
-            {
+            // Versions compare with missing components as 0 (12.4 == 12.4.0), as the key does.
+            let key: [u64; 8] = std::array::from_fn(|i| version.part(i));
+            if seen_runtimes.insert((dir.clone(), key)) {
                 out.push(CudaRuntime {
                     path,
                     version,

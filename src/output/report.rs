@@ -66,6 +66,9 @@ pub fn write(state_dir: &Path, report: &Report, keep: usize) -> std::io::Result<
         file_name(report.container_id),
         std::process::id()
     ));
+    // A hook killed between creating and renaming its temporary file leaves it behind; a later
+    // hook that gets the same pid must not fail on it (tests/faults.rs).
+    let _ = std::fs::remove_file(&tmp);
     let result = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -84,13 +87,31 @@ pub fn write(state_dir: &Path, report: &Report, keep: usize) -> std::io::Result<
     Ok(final_path)
 }
 
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Keep the newest `keep` reports. Best effort: pruning never fails a start.
 fn prune(dir: &Path, keep: usize) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = rd
-        .filter_map(|e| e.ok())
+    let entries: Vec<std::fs::DirEntry> = rd.filter_map(|e| e.ok()).collect();
+    // Temporary files of hooks killed mid-write (SIGKILL at the runtime's timeout) would pile up;
+    // a live writer's is younger than the hook's deadline, so a minute-old one is stale.
+    let now = std::time::SystemTime::now();
+    for e in &entries {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if n.starts_with('.')
+            && n.ends_with(".tmp")
+            && e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > STALE_TMP)
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .into_iter()
         .filter(|e| {
             e.file_name()
                 .to_str()

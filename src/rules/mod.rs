@@ -26,9 +26,16 @@ pub fn finding_ids() -> Vec<&'static str> {
 
 /// Test helper: the ids of `findings`, each asserted to be one the rule file registers.
 #[cfg(test)]
-pub(crate) fn registered_ids<'a>(findings: &'a [crate::finding::Finding], registered: &[&str]) -> Vec<&'a str> {
+pub(crate) fn registered_ids<'a>(
+    findings: &'a [crate::finding::Finding],
+    registered: &[&str],
+) -> Vec<&'a str> {
     for f in findings {
-        assert!(registered.contains(&f.id.as_str()), "{} not in FINDING_IDS", f.id);
+        assert!(
+            registered.contains(&f.id.as_str()),
+            "{} not in FINDING_IDS",
+            f.id
+        );
     }
     findings.iter().map(|f| f.id.as_str()).collect()
 }

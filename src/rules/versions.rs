@@ -15,6 +15,7 @@ pub const FINDING_IDS: &[&str] = &[
     "cuda-minor-version-compat",
     "cuda-version-skipped",
     "cuda-version-json-unreadable",
+    "image-read-partial",
     "forward-compat-unsupported-gpu",
     "forward-compat-driver-mismatch",
     "forward-compat-active",
@@ -38,7 +39,9 @@ pub fn insufficient_driver() -> Predicted {
 /// The CUDA versions the image will run, with where each was read. Runtime libraries are what
 /// actually talks to the driver; `version.json` and `CUDA_VERSION` stand in only without them.
 pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
-    let mut out: Vec<(Version, String)> = Vec::new();
+    // A map, not a linear search: an image with thousands of runtime names made this quadratic
+    // (tests/hostile.rs, 200,000 files).
+    let mut by_version: std::collections::BTreeMap<Version, String> = Default::default();
     for r in &image.runtimes {
         let mm = r.version.major_minor();
         let src = if r.exact {
@@ -46,11 +49,12 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
         } else {
             format!("{} (major only)", r.path.display())
         };
-        match out.iter_mut().find(|(v, _)| *v == mm) {
-            Some((_, s)) => s.push_str(&format!(", {src}")),
-            None => out.push((mm, src)),
-        }
+        by_version
+            .entry(mm)
+            .and_modify(|s| s.push_str(&format!(", {src}")))
+            .or_insert(src);
     }
+    let mut out: Vec<(Version, String)> = by_version.into_iter().collect();
     if out.is_empty() {
         if let Some(v) = &image.toolkit_version {
             out.push((v.major_minor(), "/usr/local/cuda/version.json".to_string()));
@@ -163,6 +167,22 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
             None,
             e.clone(),
             "judged from the runtime libraries and CUDA_VERSION instead",
+        ));
+    }
+    // What the image facts left out (a corrupt ld.so.cache, a FIFO where a file should be, a
+    // directory past its listing bound) must show where people look, not only in `facts`.
+    if !image.notes.is_empty() {
+        const SHOWN: usize = 5;
+        let mut ev = image.notes[..image.notes.len().min(SHOWN)].join("; ");
+        if image.notes.len() > SHOWN {
+            ev.push_str(&format!("; and {} more", image.notes.len() - SHOWN));
+        }
+        out.push(Finding::new(
+            "image-read-partial",
+            Severity::Info,
+            None,
+            format!("parts of the image were not read: {ev}"),
+            "judged from what could be read",
         ));
     }
     let cudas = image_cuda_versions(image);
@@ -291,6 +311,31 @@ mod tests {
     use crate::facts::host::Gpu;
     use crate::facts::image::CudaRuntime;
     use std::path::PathBuf;
+
+    /// Regression (tests/hostile.rs, 200,000 files): grouping runtimes by version was quadratic;
+    /// 20,000 distinct versions took seconds. Now a map: well under a second even in debug.
+    #[test]
+    fn thousands_of_runtimes_group_in_linear_time() {
+        let image = ImageFacts {
+            runtimes: (0..20_000)
+                .map(|i| CudaRuntime {
+                    path: PathBuf::from(format!("/usr/local/cuda/lib64/libcudart.so.12.{i}")),
+                    version: Version::from_parts(&[12, i]),
+                    exact: true,
+                })
+                .collect(),
+            ..ImageFacts::default()
+        };
+        let t = std::time::Instant::now();
+        let v = image_cuda_versions(&image);
+        assert_eq!(v.len(), 20_000);
+        assert!(v.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t.elapsed()
+        );
+    }
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
@@ -524,6 +569,19 @@ mod tests {
         };
         let f = check(&i, &h100_580());
         assert_eq!(ids(&f), ["cuda-version-json-unreadable"]);
+        // Notes of the image facts become one info finding, bounded in size.
+        let i = ImageFacts {
+            notes: (0..7).map(|n| format!("note {n}")).collect(),
+            cuda_version: Some("12.4.1".into()),
+            ..ImageFacts::default()
+        };
+        let f = check(&i, &h100_580());
+        assert_eq!(ids(&f), ["image-read-partial"]);
+        assert!(
+            f[0].evidence.ends_with("note 4; and 2 more"),
+            "{}",
+            f[0].evidence
+        );
         // Missing host facts.
         let f = check(&image("12.4.127"), &HostProfile::default());
         assert_eq!(ids(&f), ["cuda-version-skipped"]);
