@@ -72,6 +72,11 @@ pub struct Config {
     pub hook_binary: Option<PathBuf>,
     /// Reports kept in the state directory; older ones are pruned.
     pub max_reports: usize,
+    /// Podman's store for `check --image containers-storage:…` (`podman --root`, `--runroot`,
+    /// `--storage-driver`); none: Podman's own `storage.conf`.
+    pub storage_root: Option<PathBuf>,
+    pub storage_runroot: Option<PathBuf>,
+    pub storage_driver: Option<String>,
 }
 
 impl Default for Config {
@@ -92,6 +97,9 @@ impl Default for Config {
             runtime: None,
             hook_binary: None,
             max_reports: 1000,
+            storage_root: None,
+            storage_runroot: None,
+            storage_driver: None,
         }
     }
 }
