@@ -481,4 +481,93 @@ mod tests {
         assert!(components(b"a/../../etc").is_none());
         assert_eq!(comps("/abs/./x"), comps("abs/x"));
     }
+
+    fn layer(entries: &[(tar::EntryType, &str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (kind, name, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_path(name).unwrap();
+            if !link.is_empty() {
+                h.set_link_name(link).unwrap();
+            }
+            h.set_mode(0o644);
+            let data: &[u8] = if *kind == tar::EntryType::Regular {
+                b"data"
+            } else {
+                b""
+            };
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn tree(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                if m.is_dir() {
+                    stack.push(p);
+                } else if m.file_type().is_symlink() {
+                    out.push(format!("{rel} -> {}", fs::read_link(&p).unwrap().display()));
+                } else {
+                    out.push(rel);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Whiteouts hide lower layers only: an opaque marker after this layer's own file in the
+    /// same directory keeps that file; a later layer's unkept file still hides a kept link.
+    #[test]
+    fn whiteouts_apply_to_lower_layers_in_order() {
+        use tar::EntryType as T;
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let mut a = Applied::default();
+        let l1 = layer(&[
+            (T::Directory, "usr/lib/", ""),
+            (T::Regular, "usr/lib/libold.so.1", ""),
+            (T::Symlink, "usr/lib/liblink.so", "libold.so.1"),
+            (
+                T::Regular,
+                "usr/local/cuda-12.4/lib64/libcudart.so.12.4.127",
+                "",
+            ),
+            (T::Regular, "usr/local/cuda-12.4/lib64/libgone.so.1", ""),
+            (T::Symlink, "usr/local/cuda", "cuda-12.4"),
+            (T::Symlink, "usr/bin/python3", "python3.11"),
+            (T::Regular, "usr/share/doc/README", ""),
+        ]);
+        apply(root, 1, &l1[..], &mut a).unwrap();
+        let l2 = layer(&[
+            (T::Regular, "usr/lib/libnew.so.1", ""),
+            (T::Regular, "usr/lib/.wh..wh..opq", ""),
+            // Through the kept /usr/local/cuda link, resolved inside the directory.
+            (T::Regular, "usr/local/cuda/lib64/.wh.libgone.so.1", ""),
+            (T::Regular, "usr/local/cuda/lib64/libcublas.so.12", ""),
+            // A file the rules do not read replaces the lower layer's link.
+            (T::Regular, "usr/bin/python3", ""),
+        ]);
+        apply(root, 2, &l2[..], &mut a).unwrap();
+        assert_eq!(
+            tree(root),
+            [
+                "usr/lib/libnew.so.1",
+                "usr/local/cuda -> cuda-12.4",
+                "usr/local/cuda-12.4/lib64/libcublas.so.12",
+                "usr/local/cuda-12.4/lib64/libcudart.so.12.4.127",
+            ]
+        );
+        assert_eq!(a.refused_total, 0, "{:?}", a.refused);
+        assert_eq!((a.files, a.bytes), (5, 20));
+    }
 }
