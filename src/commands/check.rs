@@ -146,12 +146,11 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 let host = p
                     .as_ref()
                     .map_or("this host".to_string(), |p| p.display().to_string());
-                let head = output::message::headline(&v.findings)
-                    .unwrap_or_else(|| "no problems found".into());
-                [host, v.verdict.as_str().to_string(), predicted(v), head]
+                let (pred, head) = row_cells(v);
+                [host, v.verdict.as_str().to_string(), pred, head]
             })
             .collect();
-        let w = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+        let w = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
         let (w0, w2) = (w(0), w(2));
         // An image's rows name it: the table is image × host.
         let lead = if what == "image" {
@@ -167,23 +166,34 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     Ok(if worst == Decision::Block { 1 } else { 0 })
 }
 
-/// The error the first judging finding predicts, short: `209 CUDA_ERROR_NO_BINARY_FOR_GPU`,
-/// a loader message, or `-`.
-fn predicted(v: &Verdict) -> String {
+/// The first judging finding (block, else warn) as two cells: the error it predicts, short
+/// (`209 CUDA_ERROR_NO_BINARY_FOR_GPU`, a loader or NVML message cut at 48 characters, or `-`),
+/// and the first clause of its evidence; the predicted error has its own column here, so the
+/// headline's "would fail with …" is not repeated.
+fn row_cells(v: &Verdict) -> (String, String) {
     use crate::finding::Severity;
+    const MAX: usize = 48;
     let f = v
         .findings
         .iter()
         .find(|f| f.severity == Severity::Block)
         .or_else(|| v.findings.iter().find(|f| f.severity == Severity::Warn));
-    match f.and_then(|f| f.predicted.as_ref()) {
+    let Some(f) = f else {
+        return ("-".into(), "no problems found".into());
+    };
+    let pred = match &f.predicted {
         Some(p) => match (&p.code, &p.name) {
             (Some(c), Some(n)) => format!("{c} {n}"),
             (None, Some(n)) => n.clone(),
+            _ if p.message.chars().count() > MAX => {
+                format!("{}…", p.message.chars().take(MAX - 1).collect::<String>())
+            }
             _ => p.message.clone(),
         },
         None => "-".into(),
-    }
+    };
+    let first = f.evidence.split(';').next().unwrap_or(&f.evidence).trim();
+    (pred, format!("{}: {first}", f.id))
 }
 
 fn load_image(
