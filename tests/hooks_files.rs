@@ -91,5 +91,5 @@ fn packaged_config_is_the_defaults() {
         }
     }
     Config::parse(&table).unwrap_or_else(|e| panic!("{table}: {e}"));
-    assert_eq!(parsed, 11, "every key in the file was tried");
+    assert_eq!(parsed, 14, "every key in the file was tried");
 }
