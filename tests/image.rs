@@ -333,7 +333,9 @@ fn hostile_layers_stay_inside_the_private_directory() {
     let tmp = d.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::write(tmp.join("canary"), "canary").unwrap();
-    let etc_canary = Path::new("/etc/libcuda-preflight-canary.so.1");
+    // Unique per run: a file left by a broken build must not fail, or pass, a later run.
+    let canary_name = format!("libcuda-preflight-canary-{}.so.1", std::process::id());
+    let etc_canary = Path::new("/etc").join(&canary_name);
     let out = outside.display().to_string();
     let out_rel = format!("../../../../../../../../..{out}");
 
@@ -357,7 +359,7 @@ fn hostile_layers_stay_inside_the_private_directory() {
     raw_entry(
         &mut b,
         T::Regular,
-        "usr/lib/x86_64-linux-gnu/etcdir/libcuda-preflight-canary.so.1",
+        &format!("usr/lib/x86_64-linux-gnu/etcdir/{canary_name}"),
         "",
         b"x",
     );
