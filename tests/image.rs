@@ -512,6 +512,24 @@ fn rootfs_and_fleet_and_text_table() {
     let col = |l: &str| l.find("  block").or_else(|| l.find("  allow")).unwrap();
     assert_eq!(col(lines[0]), col(lines[1]));
 
+    // One host: {"verdict", "findings"}.
+    let out = Command::new(BIN)
+        .args(["check", "--json", "--rootfs"])
+        .arg(&flat)
+        .arg("--host-profile")
+        .arg(repo().join("examples/hosts/h100-580.json"))
+        .arg("--host-root")
+        .arg(repo().join("tests/fixtures/h100-580"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "allow", "{v:#}");
+    assert!(
+        v["findings"].is_array() && v.get("hosts").is_none(),
+        "{v:#}"
+    );
+
     let empty = d.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let out = Command::new(BIN)

@@ -574,4 +574,22 @@ mod tests {
         assert_eq!(a.refused_total, 0, "{:?}", a.refused);
         assert_eq!((a.files, a.bytes), (5, 20));
     }
+
+    #[test]
+    fn layers_are_recognised_by_their_magic_bytes() {
+        use std::io::Write;
+        let tar = layer(&[(tar::EntryType::Regular, "usr/lib/libz.so.1", "")]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        for (what, blob) in [("plain", &tar), ("gzip", &gz), ("zstd", &zst)] {
+            let mut out = Vec::new();
+            decompress(&blob[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, tar, "{what}");
+        }
+    }
 }
