@@ -54,6 +54,18 @@ pub struct CheckArgs {
 /// Bad input (exit 2) is an `Err`; otherwise the exit code: 0 allow or warn, 1 block.
 pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let config = args.settings.load()?;
+    // Hosts first: a bad profile is found before a multi-GB image is read.
+    let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
+    if let Some(dir) = &args.fleet {
+        profiles.extend(fleet_profiles(dir)?.into_iter().map(Some));
+    }
+    if profiles.is_empty() {
+        profiles.push(config.host_profile.clone());
+    }
+    let hosts = profiles
+        .iter()
+        .map(|p| host_facts(p.as_deref(), &config.host_root))
+        .collect::<Result<Vec<_>, _>>()?;
     // The image (and its private directory) lives until the check is done.
     let loaded = match (&args.image, &args.rootfs) {
         (Some(r), _) => Some(load_image(&ImageRef::parse(r)?, args, &config)?),
@@ -87,13 +99,6 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         std::path::Path::new("/proc"),
         &config.host_root,
     );
-    let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
-    if let Some(dir) = &args.fleet {
-        profiles.extend(fleet_profiles(dir)?.into_iter().map(Some));
-    }
-    if profiles.is_empty() {
-        profiles.push(config.host_profile.clone());
-    }
     let annotation = bundle
         .spec
         .annotations()
@@ -101,9 +106,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .and_then(|a| a.get(MODE_ANNOTATION))
         .map(String::as_str);
     let mut verdicts: Vec<(Option<PathBuf>, Verdict)> = Vec::new();
-    for p in profiles {
-        let host = host_facts(p.as_deref(), &config.host_root)?;
-        let mut findings = run_rules(&facts, &host);
+    for (p, host) in profiles.into_iter().zip(&hosts) {
+        let mut findings = run_rules(&facts, host);
         findings.extend(image_findings.iter().cloned());
         let (mode, note) = verdict::effective_mode(&config, annotation);
         findings.extend(note);
