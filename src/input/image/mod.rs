@@ -8,7 +8,7 @@
 //! | `oci:DIR[:TAG]` | an OCI image layout directory |
 //! | `oci-archive:FILE[:TAG]` | a tar of an OCI layout (`podman save --format oci-archive`) |
 //! | `docker-archive:FILE[:NAME]` | `docker save` / `podman save` output (`manifest.json`) |
-//! | `containers-storage:NAME` | Podman's store, through `podman image save` to a private file |
+//! | `containers-storage:NAME` | Podman's store, through `podman image save` (docker-archive) to a private file |
 //! | `docker-daemon:NAME` | the Docker daemon at `DOCKER_HOST`, through `docker save` |
 //! | `dir:ROOTFS` | a plain rootfs directory, read in place (no environment) |
 //! | `NAME` | Podman's store, then Docker's |
@@ -188,7 +188,7 @@ pub fn load(
         ),
         ImageRef::ContainersStorage(name) => {
             let file = engines::podman_save(engine, name, tmp.path())?;
-            (Store::open_archive(&file).map_err(io(&file))?, None, false)
+            (Store::open_archive(&file).map_err(io(&file))?, None, true)
         }
         ImageRef::DockerDaemon(name) => {
             let file = engines::docker_save(engine, name, tmp.path())?;
