@@ -117,10 +117,7 @@ fn probe_runs_inside_the_container_as_its_user_without_capabilities() {
         "probe in another mount namespace than the container"
     );
     let pid_ns = lines.next().expect("container printed its pid ns");
-    assert_eq!(
-        id["pid_ns"], pid_ns,
-        "probe in another pid namespace than the container"
-    );
+    assert_eq!(id["pid_ns"], pid_ns, "probe in another pid namespace than the container");
     let container_cgroup: String = lines.map(|l| format!("{l}\n")).collect();
     assert_eq!(
         id["cgroup"].as_str().unwrap(),

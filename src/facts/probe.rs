@@ -155,9 +155,7 @@ pub fn run(
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(1) {
             if let Ok(Some(_)) = child.try_wait() {
-                return ProbeResult::TimedOut {
-                    deadline_ms: deadline.as_millis() as u64,
-                };
+                return ProbeResult::TimedOut { deadline_ms: deadline.as_millis() as u64 };
             }
             std::thread::sleep(Duration::from_millis(5));
         }

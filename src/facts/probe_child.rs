@@ -138,10 +138,7 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
     let mut status = 0;
     // SAFETY: a handler that only calls kill(2); waiting for our own child; then exiting.
     unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            kill_probing as *const () as libc::sighandler_t,
-        );
+        libc::signal(libc::SIGTERM, kill_probing as *const () as libc::sighandler_t);
         while libc::waitpid(child, &mut status, 0) < 0 {
             if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
                 libc::_exit(3);
@@ -152,11 +149,7 @@ fn wait_and_mirror(child: libc::pid_t) -> ! {
             libc::signal(sig, libc::SIG_DFL);
             libc::kill(libc::getpid(), sig);
         }
-        libc::_exit(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            3
-        })
+        libc::_exit(if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 3 })
     }
 }
 
