@@ -92,6 +92,11 @@ pub struct Config {
     pub scan_max_bytes: u64,
     /// `<state_dir>/scan-cache` is pruned, oldest first, beyond this many bytes.
     pub scan_cache_max_bytes: u64,
+    /// Podman's store for `check --image containers-storage:…` (`podman --root`, `--runroot`,
+    /// `--storage-driver`); none: Podman's own `storage.conf`.
+    pub storage_root: Option<PathBuf>,
+    pub storage_runroot: Option<PathBuf>,
+    pub storage_driver: Option<String>,
 }
 
 impl Default for Config {
@@ -125,6 +130,9 @@ impl Default for Config {
             scan_max_files: 20_000,
             scan_max_bytes: 256 << 20,
             scan_cache_max_bytes: 64 << 20,
+            storage_root: None,
+            storage_runroot: None,
+            storage_driver: None,
         }
     }
 }

@@ -1,8 +1,10 @@
-//! `cuda-preflight check`: the hook's pipeline against a bundle, without starting anything,
-//! against this host or one or more host profiles ("would this start on our A100s?").
+//! `cuda-preflight check`: the hook's pipeline against a bundle, a rootfs or an image, without
+//! starting anything, against this host or one or more host profiles ("would this start on our
+//! A100s?"). A rootfs or an image becomes a synthetic bundle started with every GPU asked for
+//! (`input::image`), so it goes through the same facts and rules as a bundle.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::json;
@@ -10,6 +12,7 @@ use serde_json::json;
 use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
 use crate::facts::container;
 use crate::input::bundle::Bundle;
+use crate::input::image::{self, ImageRef, engines::EngineOptions};
 use crate::output;
 use crate::verdict::{self, Decision, MODE_ANNOTATION, Verdict};
 
@@ -18,11 +21,31 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub settings: SettingsArgs,
     /// OCI bundle directory (holds config.json)
-    #[arg(long, value_name = "DIR")]
-    pub bundle: PathBuf,
+    #[arg(long, value_name = "DIR", group = "what", required_unless_present_any = ["rootfs", "image"])]
+    pub bundle: Option<PathBuf>,
+    /// A plain rootfs directory, judged as an image started with every GPU (no environment)
+    #[arg(long, value_name = "DIR", group = "what")]
+    pub rootfs: Option<PathBuf>,
+    /// An image, judged as started with every GPU: oci:DIR[:TAG], oci-archive:FILE[:TAG],
+    /// docker-archive:FILE, containers-storage:NAME, docker-daemon:NAME, dir:ROOTFS, or a NAME
+    /// looked up in Podman's store, then Docker's
+    #[arg(long, value_name = "REF", group = "what")]
+    pub image: Option<String>,
     /// Host profile JSON; repeat to judge several hosts [config: host_profile]
     #[arg(long, value_name = "FILE")]
     pub host_profile: Vec<PathBuf>,
+    /// Every *.json host profile in DIR (collect them with `cuda-preflight facts --json`)
+    #[arg(long, value_name = "DIR")]
+    pub fleet: Option<PathBuf>,
+    /// Podman's store root for containers-storage: images [config: storage_root]
+    #[arg(long, value_name = "DIR")]
+    pub storage_root: Option<PathBuf>,
+    /// Podman's run root [config: storage_runroot]
+    #[arg(long, value_name = "DIR")]
+    pub storage_runroot: Option<PathBuf>,
+    /// Podman's storage driver [config: storage_driver]
+    #[arg(long, value_name = "NAME")]
+    pub storage_driver: Option<String>,
     /// Print JSON: {"verdict", "findings"}, or {"verdict", "hosts": [...]} for several hosts
     #[arg(long)]
     pub json: bool,
@@ -31,7 +54,40 @@ pub struct CheckArgs {
 /// Bad input (exit 2) is an `Err`; otherwise the exit code: 0 allow or warn, 1 block.
 pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let config = args.settings.load()?;
-    let bundle = Bundle::load(&args.bundle)?;
+    // Hosts first: a bad profile is found before a multi-GB image is read.
+    let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
+    if let Some(dir) = &args.fleet {
+        profiles.extend(fleet_profiles(dir)?.into_iter().map(Some));
+    }
+    if profiles.is_empty() {
+        profiles.push(config.host_profile.clone());
+    }
+    let hosts = profiles
+        .iter()
+        .map(|p| host_facts(p.as_deref(), &config.host_root))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The image (and its private directory) lives until the check is done.
+    let loaded = match (&args.image, &args.rootfs) {
+        (Some(r), _) => Some(load_image(&ImageRef::parse(r)?, args, &config)?),
+        (None, Some(dir)) => Some(load_image(&ImageRef::Rootfs(dir.clone()), args, &config)?),
+        (None, None) => None,
+    };
+    let (bundle, name, what) = match (&loaded, &args.bundle) {
+        (Some(img), _) => {
+            let name = args
+                .image
+                .clone()
+                .unwrap_or_else(|| format!("dir:{}", img.rootfs.display()));
+            (img.gpu_bundle(), name, "image")
+        }
+        (None, Some(dir)) => {
+            let b = Bundle::load(dir)?;
+            let name = b.dir.display().to_string();
+            (b, name, "bundle")
+        }
+        (None, None) => anyhow::bail!("one of --bundle, --rootfs or --image is needed"),
+    };
+    let image_findings = loaded.as_ref().map(|i| i.findings()).unwrap_or_default();
     let request = container::detect(&bundle.spec, None);
     if request.wants_gpu() {
         bundle.require_rootfs()?;
@@ -46,10 +102,6 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
-    let mut profiles: Vec<Option<PathBuf>> = args.host_profile.iter().cloned().map(Some).collect();
-    if profiles.is_empty() {
-        profiles.push(config.host_profile.clone());
-    }
     let annotation = bundle
         .spec
         .annotations()
@@ -57,9 +109,9 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .and_then(|a| a.get(MODE_ANNOTATION))
         .map(String::as_str);
     let mut verdicts: Vec<(Option<PathBuf>, Verdict)> = Vec::new();
-    for p in profiles {
-        let host = host_facts(p.as_deref(), &config.host_root)?;
-        let mut findings = run_rules(&facts, &host);
+    for (p, host) in profiles.into_iter().zip(&hosts) {
+        let mut findings = run_rules(&facts, host);
+        findings.extend(image_findings.iter().cloned());
         let (mode, note) = verdict::effective_mode(&config, annotation);
         findings.extend(note);
         verdicts.push((p, verdict::decide(&config, mode, findings)));
@@ -69,7 +121,6 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .map(|(_, v)| v.verdict)
         .max()
         .unwrap_or(Decision::Allow);
-    let name = bundle.dir.display().to_string();
     if args.json {
         let doc = if verdicts.len() == 1 {
             json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries})
@@ -92,25 +143,106 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             "{}",
             output::message::render(&name, &verdicts[0].1, false).replacen(
                 "container ",
-                "bundle ",
+                &format!("{what} "),
                 1
             )
         )?;
     } else {
-        let width = verdicts
+        let rows: Vec<[String; 4]> = verdicts
             .iter()
-            .map(|(p, _)| p.as_ref().map_or(4, |p| p.display().to_string().len()))
-            .max()
-            .unwrap_or(4);
-        for (p, v) in &verdicts {
-            let host = p
-                .as_ref()
-                .map_or("this host".to_string(), |p| p.display().to_string());
-            let head = output::message::headline(&v.findings)
-                .unwrap_or_else(|| "no problems found".into());
-            writeln!(out, "{host:<width$}  {:<5}  {head}", v.verdict.as_str())?;
+            .map(|(p, v)| {
+                let host = p
+                    .as_ref()
+                    .map_or("this host".to_string(), |p| p.display().to_string());
+                let (pred, head) = row_cells(v);
+                [host, v.verdict.as_str().to_string(), pred, head]
+            })
+            .collect();
+        let w = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+        let (w0, w2) = (w(0), w(2));
+        // An image's rows name it: the table is image × host.
+        let lead = if what == "image" {
+            format!("{name}  ")
+        } else {
+            String::new()
+        };
+        for [host, verdict, pred, head] in &rows {
+            writeln!(out, "{lead}{host:<w0$}  {verdict:<5}  {pred:<w2$}  {head}")?;
         }
     }
     out.flush().context("writing output")?;
     Ok(if worst == Decision::Block { 1 } else { 0 })
+}
+
+/// The first judging finding (block, else warn) as two cells: the error it predicts, short
+/// (`209 CUDA_ERROR_NO_BINARY_FOR_GPU`, a loader or NVML message cut at 48 characters, or `-`),
+/// and the first clause of its evidence; the predicted error has its own column here, so the
+/// headline's "would fail with …" is not repeated.
+fn row_cells(v: &Verdict) -> (String, String) {
+    use crate::finding::Severity;
+    const MAX: usize = 48;
+    let f = v
+        .findings
+        .iter()
+        .find(|f| f.severity == Severity::Block)
+        .or_else(|| v.findings.iter().find(|f| f.severity == Severity::Warn));
+    let Some(f) = f else {
+        return ("-".into(), "no problems found".into());
+    };
+    let pred = match &f.predicted {
+        Some(p) => match (&p.code, &p.name) {
+            (Some(c), Some(n)) => format!("{c} {n}"),
+            (None, Some(n)) => n.clone(),
+            _ if p.message.chars().count() > MAX => {
+                format!("{}…", p.message.chars().take(MAX - 1).collect::<String>())
+            }
+            _ => p.message.clone(),
+        },
+        None => "-".into(),
+    };
+    let first = f.evidence.split(';').next().unwrap_or(&f.evidence).trim();
+    (pred, format!("{}: {first}", f.id))
+}
+
+fn load_image(
+    r: &ImageRef,
+    args: &CheckArgs,
+    config: &crate::config::Config,
+) -> anyhow::Result<image::Image> {
+    let engine = EngineOptions {
+        storage_root: args.storage_root.clone().or(config.storage_root.clone()),
+        storage_runroot: args
+            .storage_runroot
+            .clone()
+            .or(config.storage_runroot.clone()),
+        storage_driver: args
+            .storage_driver
+            .clone()
+            .or(config.storage_driver.clone()),
+        ..EngineOptions::default()
+    };
+    // The message names the image as the user wrote it.
+    let what = args
+        .image
+        .clone()
+        .or_else(|| args.rootfs.as_ref().map(|d| d.display().to_string()))
+        .unwrap_or_default();
+    image::load(r, &engine, None).with_context(|| what)
+}
+
+/// Every `*.json` file of a fleet directory, sorted by name; none is bad input.
+fn fleet_profiles(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read the fleet directory", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json") && p.is_file())
+        .collect();
+    out.sort();
+    if out.is_empty() {
+        anyhow::bail!(
+            "{}: no *.json host profile in the fleet directory",
+            dir.display()
+        );
+    }
+    Ok(out)
 }

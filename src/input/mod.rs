@@ -1,6 +1,7 @@
 //! Input: the OCI state on stdin and the bundle it names. Nothing here looks at the host.
 
 pub mod bundle;
+pub mod image;
 pub mod state;
 
 use std::io::Read;

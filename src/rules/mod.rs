@@ -21,6 +21,7 @@ pub fn finding_ids() -> Vec<&'static str> {
     ids.extend_from_slice(hoststate::FINDING_IDS);
     ids.extend_from_slice(headroom::FINDING_IDS);
     ids.extend_from_slice(crate::verdict::FINDING_IDS);
+    ids.extend_from_slice(crate::input::image::FINDING_IDS);
     ids
 }
 
