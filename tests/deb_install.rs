@@ -107,7 +107,15 @@ fn build_deb(out: &Path) -> PathBuf {
         .current_dir(repo())
         .env("PATH", path)
         .env("CARGO_TARGET_DIR", profile_dir.parent().unwrap())
-        .args(["deb", "--no-build", "--no-strip", "--fast", "--profile", profile, "-o"])
+        .args([
+            "deb",
+            "--no-build",
+            "--no-strip",
+            "--fast",
+            "--profile",
+            profile,
+            "-o",
+        ])
         .arg(out)
         .output()
         .unwrap();
@@ -152,7 +160,10 @@ fn deb_installs_runs_under_podman_and_purges_clean() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() && text.contains("deb-install: ok"), "{text}");
+    assert!(
+        out.status.success() && text.contains("deb-install: ok"),
+        "{text}"
+    );
 
     // The reports the installed hook wrote, outside the namespace: one allow, one block.
     let mut verdicts: Vec<String> = std::fs::read_dir(t.path().join("state/reports"))
