@@ -27,4 +27,21 @@ if [ -x scripts/cuda-tools.sh ]; then
   scripts/cuda-tools.sh
 fi
 
+# The Kubernetes schema validator (tests/kubernetes.rs), into the shared download cache (~1 min).
+scripts/kubernetes-validate.sh
+
+# cargo-deb for tests/deb_install.rs, once into the shared cache when missing (69 crates, 3 min).
+CACHE="${CUDA_PREFLIGHT_CACHE:-/var/tmp/cuda-preflight-cache}"
+export PATH="$CACHE/cargo-tools/bin:$PATH"
+if ! command -v cargo-deb >/dev/null; then
+  echo "scripts/test.sh: installing cargo-deb into $CACHE/cargo-tools" >&2
+  cargo install --locked --quiet --root "$CACHE/cargo-tools" cargo-deb@3.8.0
+fi
+
 cargo test --locked "$@"
+
+# Opt-in: the .rpm build and check. Installing cargo-generate-rpm compiles 219 crates (14 min on
+# a loaded 2-core machine), too long for every run.
+if [ "${CUDA_PREFLIGHT_RPM:-0}" = 1 ]; then
+  PROFILE=dev NO_BUILD=1 scripts/package-rpm.sh
+fi

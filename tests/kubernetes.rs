@@ -1,0 +1,217 @@
+//! packaging/kubernetes: the manifests validate against the Kubernetes schemas
+//! (kubernetes-validate, installed by scripts/kubernetes-validate.sh), and they agree with each
+//! other and with the containerd snippet: the RuntimeClass names the snippet's runtime, and the
+//! DaemonSet writes where the engines read.
+
+mod common;
+
+use common::repo;
+use serde_yaml_ng::Value;
+use std::path::Path;
+use std::process::Command;
+
+fn validate(files: &[&Path]) -> (bool, String) {
+    let out = Command::new(repo().join("scripts/kubernetes-validate.sh"))
+        .args(files)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn docs(rel: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(repo().join(rel)).unwrap();
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter().find(|d| d["kind"] == kind).unwrap()
+}
+
+#[test]
+fn manifests_validate_against_the_kubernetes_schemas() {
+    let d = repo().join("packaging/kubernetes");
+    let (ok, text) = validate(&[&d.join("daemonset.yaml"), &d.join("runtimeclass.yaml")]);
+    assert!(ok, "{text}");
+    // One line per resource: the validator saw all three.
+    for r in [
+        "namespace/cuda-preflight",
+        "daemonset/cuda-preflight-installer",
+        "runtimeclass/cuda-preflight",
+    ] {
+        assert!(text.contains(&format!("passed for resource {r}")), "{text}");
+    }
+}
+
+/// The validator does reject: the same DaemonSet with a misspelt key (strict mode) and one with a
+/// required field gone.
+#[test]
+fn the_validator_rejects_a_broken_manifest() {
+    let good = std::fs::read_to_string(repo().join("packaging/kubernetes/daemonset.yaml")).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    for (name, from, to) in [
+        ("misspelt.yaml", "  updateStrategy:", "  updateStrategi:"),
+        (
+            "no-selector.yaml",
+            "  selector:\n    matchLabels:\n      app.kubernetes.io/name: cuda-preflight\n",
+            "",
+        ),
+    ] {
+        assert!(good.contains(from));
+        let p = t.path().join(name);
+        std::fs::write(&p, good.replacen(from, to, 1)).unwrap();
+        let (ok, text) = validate(&[&p]);
+        assert!(!ok, "{name}: {text}");
+        assert!(
+            text.contains("did not validate for resource daemonset/"),
+            "{name}: {text}"
+        );
+    }
+}
+
+#[test]
+fn runtimeclass_names_the_containerd_runtime_and_the_daemonset_covers_its_nodes() {
+    let rc = docs("packaging/kubernetes/runtimeclass.yaml");
+    let rc = kind(&rc, "RuntimeClass");
+    let handler = rc["handler"].as_str().unwrap();
+    let snippet: toml::Table = toml::from_str(
+        &std::fs::read_to_string(repo().join("hooks/containerd/config.toml")).unwrap(),
+    )
+    .unwrap();
+    let runtimes = &snippet["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+    assert!(
+        runtimes.get(handler).is_some(),
+        "containerd has no runtime {handler}: {runtimes:?}"
+    );
+
+    let ds = docs("packaging/kubernetes/daemonset.yaml");
+    let ds = kind(&ds, "DaemonSet");
+    let pod = &ds["spec"]["template"]["spec"];
+    // Pods of the RuntimeClass are scheduled only where the DaemonSet installed the runtime.
+    assert_eq!(rc["scheduling"]["nodeSelector"], pod["nodeSelector"]);
+    assert_eq!(pod["nodeSelector"]["nvidia.com/gpu.present"], "true");
+
+    // Each host directory is mounted at /host + the same path, which the install script assumes.
+    let mounts = pod["initContainers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap();
+    let mut host_paths = vec![];
+    for v in pod["volumes"].as_sequence().unwrap() {
+        let path = v["hostPath"]["path"].as_str().unwrap();
+        let m = mounts.iter().find(|m| m["name"] == v["name"]).unwrap();
+        assert_eq!(m["mountPath"].as_str().unwrap(), format!("/host{path}"));
+        host_paths.push(path);
+    }
+    for want in [
+        "/opt/cuda-preflight",
+        "/etc/cuda-preflight",
+        "/usr/share/containers/oci/hooks.d",
+        "/etc/containerd/conf.d",
+    ] {
+        assert!(
+            host_paths.contains(&want),
+            "{want} not mounted: {host_paths:?}"
+        );
+    }
+}
+
+/// The init container's script, run with busybox's sh in a chroot laid out like the image (the
+/// .deb's files) with the node's directories under /host: it writes what the README says, with
+/// the node's paths, and a second run (a DaemonSet restart) keeps the node's edited config.
+#[test]
+fn daemonset_install_script_on_a_fake_node() {
+    let ds = docs("packaging/kubernetes/daemonset.yaml");
+    let init = &kind(&ds, "DaemonSet")["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(
+        init["command"],
+        serde_yaml_ng::from_str::<Value>("[/bin/sh, -c]").unwrap()
+    );
+    let script = init["args"][0].as_str().unwrap();
+
+    let t = tempfile::tempdir().unwrap();
+    let root = common::busybox_rootfs(t.path());
+    for applet in ["mkdir", "cp", "chmod", "mv", "["] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    // The image: both binaries and the default config where the .deb puts them, and the
+    // libraries they load (ldd's list).
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc/cuda-preflight")).unwrap();
+    let runtime = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
+    for b in [common::BIN, runtime] {
+        let name = Path::new(b).file_name().unwrap();
+        std::fs::copy(b, root.join("usr/bin").join(name)).unwrap();
+        let ldd = Command::new("ldd").arg(b).output().unwrap();
+        for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+            if lib.starts_with('/') {
+                let dest = root.join(lib.trim_start_matches('/'));
+                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                std::fs::copy(lib, dest).unwrap();
+            }
+        }
+    }
+    std::fs::copy(
+        repo().join("packaging/config.toml"),
+        root.join("etc/cuda-preflight/config.toml"),
+    )
+    .unwrap();
+
+    let run = || {
+        let out = Command::new(common::require_tool("chroot"))
+            .arg(&root)
+            .args(["/bin/sh", "-c", script])
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let host = root.join("host");
+    for b in ["cuda-preflight", "cuda-preflight-runtime"] {
+        let p = host.join("opt/cuda-preflight/bin").join(b);
+        let out = Command::new(&p).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{}", p.display());
+    }
+    let hook: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(host.join("usr/share/containers/oci/hooks.d/cuda-preflight.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        hook["hook"]["path"],
+        "/opt/cuda-preflight/bin/cuda-preflight"
+    );
+    assert_eq!(hook["stages"], serde_json::json!(["createRuntime"]));
+    let dropin: toml::Table = toml::from_str(
+        &std::fs::read_to_string(host.join("etc/containerd/conf.d/cuda-preflight.toml")).unwrap(),
+    )
+    .unwrap();
+    let rt =
+        &dropin["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["cuda-preflight"];
+    assert_eq!(
+        rt["options"]["BinaryName"].as_str(),
+        Some("/opt/cuda-preflight/bin/cuda-preflight-runtime")
+    );
+    let config = host.join("etc/cuda-preflight/config.toml");
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(repo().join("packaging/config.toml")).unwrap()
+    );
+
+    // The node's own settings survive a second run.
+    std::fs::write(&config, "mode = \"warn\"\n").unwrap();
+    run();
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "mode = \"warn\"\n"
+    );
+}
