@@ -1,6 +1,7 @@
 //! cuda-preflight: will CUDA work in this container on this host? Pipeline stages as modules:
 //! input → facts → rules → verdict → output (`../shared/DESIGN.md`).
 
+pub mod atomic;
 pub mod commands;
 pub mod config;
 pub mod facts;

@@ -349,13 +349,28 @@ fn explain_corrects_the_folklore_on_304() {
 #[test]
 fn readme_main_job_runs_as_written() {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let block = readme.split("```").nth(1).expect("a fenced block opens the README");
+    let block = readme
+        .split("```")
+        .nth(1)
+        .expect("a fenced block opens the README");
     let main = block.lines().nth(1).expect("its first command");
-    let args = main.strip_prefix("cargo run --release -- ").expect("the main job is a cargo run");
+    let args = main
+        .strip_prefix("cargo run --release -- ")
+        .expect("the main job is a cargo run");
     let manifest = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
-    assert!(manifest.contains("default-run = \"cuda-preflight\""), "cargo run must know which binary");
-    let out = Command::new(BIN).current_dir(repo()).args(args.split_whitespace()).output().unwrap();
+    assert!(
+        manifest.contains("default-run = \"cuda-preflight\""),
+        "cargo run must know which binary"
+    );
+    let out = Command::new(BIN)
+        .current_dir(repo())
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("cuda-preflight: blocked bundle examples/bundles/cdi-no-uvm: "), "{text}");
+    assert!(
+        text.starts_with("cuda-preflight: blocked bundle examples/bundles/cdi-no-uvm: "),
+        "{text}"
+    );
 }

@@ -127,19 +127,16 @@ pub fn host_facts_cached(
     }
     let facts = crate::facts::nvml::gather(host_root, host_root == Path::new("/"));
     if facts.source == crate::facts::nvml::FactSource::Nvml && !ttl.is_zero() {
-        let tmp = state_dir.join(format!(".host-facts.{}.tmp", std::process::id()));
         let c = Cached {
             key,
             time: now,
             profile: facts.profile.clone(),
         };
-        let ok = std::fs::create_dir_all(state_dir).is_ok()
-            && serde_json::to_vec(&c)
-                .ok()
-                .is_some_and(|b| std::fs::write(&tmp, b).is_ok())
-            && std::fs::rename(&tmp, &path).is_ok();
-        if !ok {
-            let _ = std::fs::remove_file(&tmp);
+        // Best effort: a cache that cannot be written costs the next start an NVML call.
+        if std::fs::create_dir_all(state_dir).is_ok()
+            && let Ok(b) = serde_json::to_vec(&c)
+        {
+            let _ = crate::atomic::write_file(&path, &b);
         }
     }
     facts.profile
@@ -304,13 +301,7 @@ pub fn probe_container(
         ));
     };
     let user = bundle.spec.process().as_ref().map(|p| p.user().clone());
-    let env = |k: &str| -> Option<String> {
-        let e = bundle.spec.process().as_ref()?.env().as_ref()?;
-        e.iter()
-            .rev()
-            .find_map(|kv| kv.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-            .map(String::from)
-    };
+    let env = |k: &str| bundle.env(k).map(String::from);
     let env_ld = env("LD_LIBRARY_PATH").filter(|s| !s.is_empty());
     let lib_dir = libcuda
         .real_path_in_image

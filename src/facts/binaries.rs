@@ -236,10 +236,7 @@ pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFac
 
 /// The starting directories, in the loader's order first; `(path in image, recursive)`.
 fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool)> {
-    let ld_path = env
-        .iter()
-        .rev()
-        .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="));
+    let ld_path = crate::input::bundle::env_var(env, "LD_LIBRARY_PATH");
     let mut out: Vec<(PathBuf, bool)> = Loader::from_image(root, ld_path)
         .search_dirs()
         .into_iter()

@@ -87,13 +87,6 @@ fn nvidia_hook(spec: &Spec) -> Option<String> {
     })
 }
 
-fn env<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
-    let env = spec.process().as_ref()?.env().as_ref()?;
-    env.iter()
-        .rev()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-}
-
 /// Decide from the spec alone — cheap, no I/O — whether the container asks for a GPU.
 pub fn detect(spec: &Spec, state_annotations: Option<&HashMap<String, String>>) -> GpuRequest {
     let spec_devices = spec
@@ -115,7 +108,7 @@ pub fn detect(spec: &Spec, state_annotations: Option<&HashMap<String, String>>) 
     if !cdi.is_empty() {
         return GpuRequest::Cdi { devices: cdi };
     }
-    match env(spec, "NVIDIA_VISIBLE_DEVICES") {
+    match crate::input::bundle::spec_env(spec, "NVIDIA_VISIBLE_DEVICES") {
         Some(v) if visible_names_devices(v) => match nvidia_hook(spec) {
             Some(hook) => GpuRequest::InjectedByHook {
                 visible: v.to_string(),

@@ -131,10 +131,7 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
         return f;
     }
     f.rootfs_read = true;
-    let ld_path = env
-        .iter()
-        .rev()
-        .find_map(|kv| kv.strip_prefix("LD_LIBRARY_PATH="));
+    let ld_path = crate::input::bundle::env_var(env, "LD_LIBRARY_PATH");
     let loader = Loader::from_image(root, ld_path);
     f.notes.extend(loader.notes().iter().cloned());
 

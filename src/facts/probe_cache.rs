@@ -5,7 +5,7 @@
 //! The key is content, not identity: overlay and vfs give every container its own inode numbers
 //! for the same library, so libraries are named by size, mtime and ELF build-id.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -88,24 +88,11 @@ pub fn lookup(dir: &Path, key: &str, ttl: Duration) -> Option<ProbeOutcome> {
 /// Store atomically (temp + rename): a reader sees the old entry or the new one, never a part.
 pub fn store(dir: &Path, key: &str, outcome: &ProbeOutcome) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(
-            &mut f,
-            &Entry {
-                time: now(),
-                outcome: outcome.clone(),
-            },
-        )?;
-        f.flush()?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(format!("{key}.json")))
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    let bytes = serde_json::to_vec(&Entry {
+        time: now(),
+        outcome: outcome.clone(),
+    })?;
+    crate::atomic::write_file(&dir.join(format!("{key}.json")), &bytes)
 }
 
 /// Hold the key's lock (exclusive `flock`) until `deadline`; `None` if it could not be had in

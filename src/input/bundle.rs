@@ -7,6 +7,18 @@ use oci_spec::runtime::Spec;
 /// Real specs are 2–30 KB; CDI can add a few hundred entries. 16 MiB is far beyond any.
 const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
+/// The value of `key` in a `KEY=VALUE` environment list; the last entry wins, as execve sees it.
+pub fn env_var<'a>(env: &'a [String], key: &str) -> Option<&'a str> {
+    env.iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// A variable of a spec's process environment.
+pub fn spec_env<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    env_var(spec.process().as_ref()?.env().as_ref()?, key)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("{path}: cannot read: {source}")]
@@ -83,12 +95,9 @@ impl Bundle {
         }
     }
 
-    /// The process environment as `KEY=VALUE` pairs (later entries win, as execve sees them).
+    /// A variable of the process environment (see [`spec_env`]).
     pub fn env(&self, key: &str) -> Option<&str> {
-        let env = self.spec.process().as_ref()?.env().as_ref()?;
-        env.iter()
-            .rev()
-            .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+        spec_env(&self.spec, key)
     }
 }
 

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -264,24 +263,7 @@ fn escape(v: &str) -> String {
 /// Write `bytes` to `path` through a temporary file in the same directory and a rename: a
 /// reader (the collector) sees the old file or the new one, never a part.
 fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("metrics"),
-        std::process::id()
-    ));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map_err(io(path))
+    crate::atomic::write_file(path, bytes).map_err(io(path))
 }
 
 /// Add one start to the counters kept in `state_dir` and rewrite `<metrics_dir>/cuda_preflight.prom`.

@@ -2,7 +2,6 @@
 //! atomically (temporary file, fsync, rename: a reader sees the old report or the new one, never
 //! a part), with the oldest reports pruned beyond a count.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -61,28 +60,9 @@ pub fn write(state_dir: &Path, report: &Report, keep: usize) -> std::io::Result<
     let dir = reports_dir(state_dir);
     std::fs::create_dir_all(&dir)?;
     let final_path = dir.join(file_name(report.container_id));
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        file_name(report.container_id),
-        std::process::id()
-    ));
-    // A hook killed between creating and renaming its temporary file leaves it behind; a later
-    // hook that gets the same pid must not fail on it (tests/faults.rs).
-    let _ = std::fs::remove_file(&tmp);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        serde_json::to_writer_pretty(&mut f, report)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &final_path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result?;
+    let mut bytes = serde_json::to_vec_pretty(report)?;
+    bytes.push(b'\n');
+    crate::atomic::write_file(&final_path, &bytes)?;
     prune(&dir, keep);
     Ok(final_path)
 }

@@ -1,0 +1,51 @@
+//! Replacing a file so that a reader sees the old content or the new, never a part: a temporary
+//! file beside it, fsync, rename. Reports, metrics and the caches all write this way.
+
+use std::io::Write;
+use std::path::Path;
+
+/// Write `bytes` to `path` atomically. The temporary file is `.<name>.<pid>.tmp` in the same
+/// directory; one left by a killed process that had our pid is removed first (a later writer
+/// must not fail on it, tests/faults.rs), and ours is removed if anything fails.
+pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn replaces_whole_and_survives_a_stale_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("r.json");
+        std::fs::write(
+            d.path().join(format!(".r.json.{}.tmp", std::process::id())),
+            b"{half",
+        )
+        .unwrap();
+        super::write_file(&p, b"one").unwrap();
+        super::write_file(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("r.json")]);
+        assert!(super::write_file(&d.path().join("missing/r.json"), b"x").is_err());
+    }
+}
