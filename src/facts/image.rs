@@ -234,7 +234,7 @@ fn cuda_dirs(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
 }
 
 /// Python package directories of the usual interpreters and conda/venv prefixes.
-fn site_packages(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
+pub(crate) fn site_packages(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
     for prefix in [
         "/usr/local/lib",
@@ -344,7 +344,7 @@ pub fn parse_version_json(bytes: &[u8]) -> Result<Version, VersionJsonError> {
 
 /// Names in an image directory (following links inside the rootfs), bounded and sorted; a
 /// missing directory is simply empty.
-fn list(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> {
+pub(crate) fn list(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> {
     let Ok(host) = rootfs::resolve(root, dir) else {
         return Vec::new();
     };
