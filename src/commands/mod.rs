@@ -19,6 +19,7 @@ use crate::facts::headroom::{self, HeadroomFacts};
 use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
+use crate::facts::toolchains::{self, ToolchainFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
 use crate::rules;
@@ -155,6 +156,8 @@ pub struct ContainerFacts {
     pub headroom: Option<HeadroomFacts>,
     /// The image's CUDA binaries and their inventories (GPU containers with a rootfs only).
     pub binaries: Option<BinaryFacts>,
+    /// The image's ptxas and NVRTC with their CUDA versions (GPU containers with a rootfs only).
+    pub toolchains: Option<ToolchainFacts>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -192,7 +195,12 @@ pub fn container_facts(
             Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
             None => bundle.rootfs.clone(),
         };
-        root.is_dir().then(|| binaries::gather(&root, &env, walk))
+        root.is_dir().then(|| {
+            (
+                binaries::gather(&root, &env, walk),
+                toolchains::gather(&root, &env),
+            )
+        })
     });
     let devices = match (&request, pid) {
         (GpuRequest::SpecDevices | GpuRequest::Cdi { .. }, _) => {
@@ -217,6 +225,7 @@ pub fn container_facts(
             host_root,
         )
     });
+    let (binaries, toolchains) = binaries.flatten().unzip();
     // One statvfs per writable volume, GPU containers only.
     let headroom = request
         .wants_gpu()
@@ -227,7 +236,8 @@ pub fn container_facts(
         devices,
         hoststate,
         headroom,
-        binaries: binaries.flatten(),
+        binaries,
+        toolchains,
     }
 }
 
@@ -246,20 +256,29 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::headroom::check(h, &c.request, host));
     }
     if let Some(b) = &c.binaries {
-        // The GPUs the container gets where that is known; else every GPU of the host (hosts
-        // are nearly always of one kind, and a mixed one is judged on each).
-        let gpus: Vec<crate::facts::host::Gpu> =
-            rules::hoststate::compute_mode::container_gpus(&c.request, host)
-                .filter(|g| !g.is_empty())
-                .map(|g| g.into_iter().cloned().collect())
-                .unwrap_or_else(|| host.gpus.clone());
         out.extend(rules::kernels::image_findings(
             b,
-            &gpus,
+            &container_gpus(c, host),
             host.cuda_driver_version.as_deref().unwrap_or(""),
         ));
     }
+    if let Some(t) = &c.toolchains {
+        out.extend(rules::toolchains::check(
+            t,
+            &container_gpus(c, host),
+            host.cuda_driver_version.as_deref(),
+        ));
+    }
     out
+}
+
+/// The GPUs the container gets where that is known; else every GPU of the host (hosts are
+/// nearly always of one kind, and a mixed one is judged on each).
+fn container_gpus(c: &ContainerFacts, host: &HostProfile) -> Vec<crate::facts::host::Gpu> {
+    rules::hoststate::compute_mode::container_gpus(&c.request, host)
+        .filter(|g| !g.is_empty())
+        .map(|g| g.into_iter().cloned().collect())
+        .unwrap_or_else(|| host.gpus.clone())
 }
 
 /// What the probe needs besides the container: the host's facts, settings and where to cache.

@@ -52,8 +52,31 @@ pub enum Origin {
     Wheel,
     /// Found only where the container's loader looks (`LD_LIBRARY_PATH`, `ld.so.cache`).
     Loader,
-    /// Named by `TRITON_PTXAS_PATH` in the container's environment.
-    TritonPtxasPath,
+    /// Named by `TRITON_PTXAS_PATH` (or Triton 3.3's `TRITON_PTXAS-BLACKWELL_PATH`) in the
+    /// container's environment.
+    TritonPtxasPath { variable: String },
+}
+
+/// Which GPUs a toolchain compiles for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsedFor {
+    AllGpus,
+    /// Triton 3.3's `ptxas` beside a `ptxas-blackwell`.
+    BelowSm100,
+    /// Triton 3.3's `ptxas-blackwell`.
+    Sm100AndNewer,
+}
+
+impl UsedFor {
+    /// Whether this toolchain compiles for a GPU of compute capability `major`.
+    pub fn covers(self, cc_major: u64) -> bool {
+        match self {
+            UsedFor::AllGpus => true,
+            UsedFor::BelowSm100 => cc_major < 10,
+            UsedFor::Sm100AndNewer => cc_major >= 10,
+        }
+    }
 }
 
 /// Where the CUDA version was read.
@@ -80,6 +103,7 @@ pub struct Toolchain {
     /// Set on Triton's bundled ptxas when `TRITON_PTXAS_PATH` names another one: Triton then
     /// never runs the bundled file.
     pub overridden_by: Option<PathBuf>,
+    pub used_for: UsedFor,
     /// Bytes read to find the version.
     pub bytes_read: u64,
 }
@@ -94,47 +118,29 @@ pub struct ToolchainFacts {
 pub fn gather(root: &Path, env: &[String]) -> ToolchainFacts {
     let mut f = ToolchainFacts::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
-    let mut add = |f: &mut ToolchainFacts, kind: Kind, path: PathBuf, origin: Origin| {
+    let mut add = |f: &mut ToolchainFacts, kind: Kind, path: PathBuf, origin: Origin| -> bool {
         // The same file under several names (`/usr/local/cuda` → `cuda-12.4`) counts once; a
         // name that does not resolve to a regular file is not a toolchain.
         let Ok(host) = rootfs::resolve(root, &path) else {
-            return;
+            return false;
         };
         if !seen.insert(host) {
-            return;
+            return false;
         }
-        if let Some(t) = examine(root, kind, path, origin) {
-            f.toolchains.push(t);
+        match examine(root, kind, path, origin) {
+            Some(t) => {
+                f.toolchains.push(t);
+                true
+            }
+            None => false,
         }
     };
-
-    let override_path = crate::input::bundle::env_var(env, "TRITON_PTXAS_PATH")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from);
-    if let Some(p) = &override_path {
-        add(&mut f, Kind::Ptxas, p.clone(), Origin::TritonPtxasPath);
-    }
 
     let sps = site_packages(root, &mut f.notes);
     for sp in &sps {
         let triton = sp.join("triton");
         if rootfs::resolve(root, &triton).is_ok_and(|h| h.is_dir()) {
-            let version = triton_version(root, &triton.join("__init__.py"));
-            // Triton 3.x: backends/nvidia/bin; 2.x: third_party/cuda/bin.
-            for rel in ["backends/nvidia/bin/ptxas", "third_party/cuda/bin/ptxas"] {
-                let before = f.toolchains.len();
-                add(
-                    &mut f,
-                    Kind::Ptxas,
-                    triton.join(rel),
-                    Origin::Triton {
-                        version: version.clone(),
-                    },
-                );
-                if let Some(t) = f.toolchains.get_mut(before) {
-                    t.overridden_by = override_path.clone();
-                }
-            }
+            triton_ptxas(root, env, &triton, &mut f, &mut add);
         }
         for pkg in ["cuda_nvcc", "cu13"] {
             add(
@@ -185,6 +191,72 @@ pub fn gather(root: &Path, env: &[String]) -> ToolchainFacts {
     f
 }
 
+/// Triton's ptxas binaries, as its `backends/nvidia/compiler.py` picks them: Triton 3.3 ships
+/// `ptxas` (CUDA 12.4) and `ptxas-blackwell` (12.8) and runs the second for sm_100 and newer
+/// (`get_ptxas(arch)`); a `TRITON_<NAME>_PATH` variable naming an existing file wins over the
+/// bundled one (`_path_to_binary`). Triton 2.x keeps ptxas in `third_party/cuda/bin`.
+fn triton_ptxas(
+    root: &Path,
+    env: &[String],
+    triton: &Path,
+    f: &mut ToolchainFacts,
+    add: &mut impl FnMut(&mut ToolchainFacts, Kind, PathBuf, Origin) -> bool,
+) {
+    let version = triton_version(root, &triton.join("__init__.py"));
+    let bin = triton.join("backends/nvidia/bin");
+    let split = rootfs::resolve(root, &bin.join("ptxas-blackwell")).is_ok_and(|h| h.is_file());
+    let names: &[(&str, UsedFor)] = if split {
+        &[
+            ("ptxas", UsedFor::BelowSm100),
+            ("ptxas-blackwell", UsedFor::Sm100AndNewer),
+        ]
+    } else {
+        &[("ptxas", UsedFor::AllGpus)]
+    };
+    for (name, used_for) in names {
+        let var = format!("TRITON_{}_PATH", name.to_ascii_uppercase());
+        let over = crate::input::bundle::env_var(env, &var)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let mut overridden_by = None;
+        if let Some(p) = over {
+            let before = f.toolchains.len();
+            add(
+                f,
+                Kind::Ptxas,
+                p.clone(),
+                Origin::TritonPtxasPath { variable: var },
+            );
+            // Triton falls back to the bundled file when the variable names no file.
+            if rootfs::open_regular(root, &p).is_ok() {
+                overridden_by = Some(p);
+            }
+            if let Some(t) = f.toolchains.get_mut(before) {
+                t.used_for = *used_for;
+            }
+        }
+        let mut paths = vec![bin.join(name)];
+        if *name == "ptxas" {
+            paths.push(triton.join("third_party/cuda/bin/ptxas"));
+        }
+        for path in paths {
+            let before = f.toolchains.len();
+            add(
+                f,
+                Kind::Ptxas,
+                path,
+                Origin::Triton {
+                    version: version.clone(),
+                },
+            );
+            if let Some(t) = f.toolchains.get_mut(before) {
+                t.used_for = *used_for;
+                t.overridden_by = overridden_by.clone();
+            }
+        }
+    }
+}
+
 /// `libnvrtc.so.*` names of a directory, the fullest version first, so that a link and its
 /// target count as the target (which carries the version in its name).
 fn nvrtc_names(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> {
@@ -205,6 +277,7 @@ fn examine(root: &Path, kind: Kind, path: PathBuf, origin: Origin) -> Option<Too
         version_source: None,
         error: None,
         overridden_by: None,
+        used_for: UsedFor::AllGpus,
         bytes_read: 0,
     };
     let (file, meta) = match rootfs::open_regular(root, &t.path) {
@@ -450,7 +523,11 @@ mod tests {
         std::fs::create_dir_all(&lib).unwrap();
         std::fs::write(lib.join("libnvrtc.so.12.8.93"), b"\x7fELF").unwrap();
         symlink("libnvrtc.so.12.8.93", lib.join("libnvrtc.so.12")).unwrap();
-        symlink("targets/x86_64-linux/lib", r.join("usr/local/cuda-12.8/lib64")).unwrap();
+        symlink(
+            "targets/x86_64-linux/lib",
+            r.join("usr/local/cuda-12.8/lib64"),
+        )
+        .unwrap();
         symlink("cuda-12.8", r.join("usr/local/cuda")).unwrap();
         // No banner and no version in the name: found, version unknown.
         banner_file(&r.join("usr/local/cuda-11.8/bin/x"), "11.8.89");
@@ -489,7 +566,11 @@ mod tests {
                     Some(Banner)
                 ),
                 s("/usr/local/cuda-11.8/bin/ptxas", None, None),
-                s("/usr/local/cuda-12.8/bin/ptxas", Some("12.8.93"), Some(Banner)),
+                s(
+                    "/usr/local/cuda-12.8/bin/ptxas",
+                    Some("12.8.93"),
+                    Some(Banner)
+                ),
                 s(
                     "/usr/local/cuda-12.8/targets/x86_64-linux/lib/libnvrtc.so.12.8.93",
                     Some("12.8.93"),
@@ -506,8 +587,16 @@ mod tests {
         assert!(f.toolchains[3].error.as_deref().unwrap().contains("banner"));
 
         // TRITON_PTXAS_PATH: that ptxas is found, and the bundled one is marked overridden.
-        let f = gather(r, &["TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas".to_string()]);
-        assert_eq!(f.toolchains[0].origin, Origin::TritonPtxasPath);
+        let f = gather(
+            r,
+            &["TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas".to_string()],
+        );
+        assert_eq!(
+            f.toolchains[0].origin,
+            Origin::TritonPtxasPath {
+                variable: "TRITON_PTXAS_PATH".into()
+            }
+        );
         assert_eq!(f.toolchains[0].path, Path::new("/usr/local/cuda/bin/ptxas"));
         assert_eq!(
             f.toolchains[1].overridden_by.as_deref(),
@@ -537,6 +626,12 @@ mod tests {
         // The FIFO is found and refused unopened; the loop does not resolve; the link out is
         // missing inside the rootfs.
         assert_eq!(f.toolchains.len(), 1, "{f:?}");
-        assert!(f.toolchains[0].error.as_deref().unwrap().contains("not a regular file"));
+        assert!(
+            f.toolchains[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("not a regular file")
+        );
     }
 }
