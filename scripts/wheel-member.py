@@ -9,6 +9,8 @@ the end-of-central-directory record, the central directory, and each member's lo
 data costs a fraction of the download. Members are written as `<member>` under OUTDIR, with the
 member's own file mode.
 """
+import base64
+import hashlib
 import os
 import struct
 import sys
@@ -94,10 +96,20 @@ def main():
         return
     url, outdir, names = sys.argv[1], sys.argv[2], sys.argv[3:]
     entries = central_directory(url)
+    # The wheel's RECORD lists each member's sha256: every member fetched is checked against it.
+    record = {}
+    for rname in (n for n in entries if n.endswith(".dist-info/RECORD")):
+        for line in member(url, entries[rname]).decode().splitlines():
+            parts = line.rsplit(",", 2)
+            if len(parts) == 3 and parts[1].startswith("sha256="):
+                record[parts[0]] = parts[1][len("sha256=") :]
     for name in names:
         if name not in entries:
             raise SystemExit(f"{url}: no member {name}")
         data = member(url, entries[name])
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        if record.get(name) != digest:
+            raise SystemExit(f"{url}: {name}: sha256 {digest} is not RECORD's {record.get(name)}")
         path = os.path.join(outdir, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
