@@ -34,6 +34,9 @@ text version_json bad '{"cuda":{"version":"12.x"}}'
 text devices_list v1 $'a *:* rwm\nc 195:* rwm\nc 238:0 rw\nb 8:0 r\n'
 text cdi json $'\x00{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[{"name":"0","containerEdits":{"deviceNodes":[{"path":"/dev/nvidia0"}]}}],"containerEdits":{"deviceNodes":[{"path":"/dev/nvidiactl"}],"mounts":[{"hostPath":"/usr/lib/libcuda.so.1","containerPath":"/usr/lib/libcuda.so.1"}]}}'
 text cdi yaml $'\x01cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: 0\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia0\n- name: all\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia0\n      hostPath: /dev/nvidia0\ncontainerEdits:\n  deviceNodes:\n  - path: /dev/nvidia-uvm\n  mounts:\n  - hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05\n    containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05\n'
+text toolchain_banner ptxas124 $'\x00Cuda compilation tools, release %d.%d, V%d.%d.%d\x00Cuda compilation tools, release 12.4, V12.4.99\x00'
+text toolchain_banner nvrtc $'Cuda compilation tools, release 12.4, V12.4.127\nBuild cuda_12.4.r12.4/compiler.34043715_0'
+text toolchain_banner bad $'Cuda compilation tools, release 12.4.1.2.3.4.5.6.7.8.9, V99999999999999999999.1'
 if command -v runc >/dev/null; then
     t=$(mktemp -d); runc spec --bundle "$t"; seed spec "$t/config.json"; rm -rf "$t"
 fi
