@@ -604,6 +604,37 @@ mod tests {
         );
     }
 
+    /// Triton 3.3: `ptxas` below sm_100, `ptxas-blackwell` from sm_100; an override that names
+    /// no file leaves the bundled one in use, as Triton falls back to it.
+    #[test]
+    fn triton_33_split_and_overrides() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let bin = r.join("usr/lib/python3.12/dist-packages/triton/backends/nvidia/bin");
+        banner_file(&bin.join("ptxas"), "12.4.99");
+        banner_file(&bin.join("ptxas-blackwell"), "12.8.61");
+        let f = gather(r, &["TRITON_PTXAS_PATH=/nowhere/ptxas".to_string()]);
+        let got: Vec<(String, UsedFor, bool)> = f
+            .toolchains
+            .iter()
+            .map(|t| {
+                (
+                    t.cuda.as_ref().unwrap().to_string(),
+                    t.used_for,
+                    t.overridden_by.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("12.4.99".to_string(), UsedFor::BelowSm100, false),
+                ("12.8.61".to_string(), UsedFor::Sm100AndNewer, false)
+            ]
+        );
+        assert!(UsedFor::Sm100AndNewer.covers(12) && !UsedFor::Sm100AndNewer.covers(9));
+    }
+
     #[test]
     fn hostile_names_stay_inside_and_do_not_block() {
         let d = tempfile::tempdir().unwrap();
