@@ -26,6 +26,7 @@ fi
 if [ -x scripts/cuda-tools.sh ]; then
   scripts/cuda-tools.sh
 fi
+scripts/toolchain-fixtures.sh  # Triton's ptxas and NVRTC cut out of their wheels (tests/toolchains.rs, ~11 s)
 
 # The Kubernetes schema validator (tests/kubernetes.rs), into the shared download cache (~1 min).
 scripts/kubernetes-validate.sh
