@@ -214,6 +214,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         probe: probe_result.as_ref(),
         binaries: facts.binaries.as_ref(),
         load: facts.load.as_ref(),
+        toolchains: facts.toolchains.as_ref(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
@@ -320,6 +321,7 @@ fn own_error(
         probe: None,
         binaries: None,
         load: None,
+        toolchains: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     if state.is_some() {

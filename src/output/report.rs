@@ -30,6 +30,9 @@ pub struct Report<'a> {
     /// How the image's CUDA-using libraries load: misses, runtimes in use.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub load: Option<&'a crate::facts::linkage::LoadFacts>,
+    /// The image's JIT toolchains (ptxas, NVRTC) and their CUDA versions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub toolchains: Option<&'a crate::facts::toolchains::ToolchainFacts>,
     pub duration_ms: f64,
 }
 
@@ -142,6 +145,7 @@ mod tests {
                 probe: None,
                 binaries: None,
                 load: None,
+                toolchains: None,
                 duration_ms: 0.0,
             };
             write(d.path(), &r, 3).unwrap();
