@@ -72,11 +72,14 @@ pub fn effective_mode(config: &Config, annotation: Option<&str>) -> (Mode, Optio
 /// Apply severity overrides and the mode. `enforce`: any block finding blocks. `warn`: block
 /// findings become warnings. `audit`: the start always goes on; findings are kept as they are
 /// for the record.
+/// A finding's severity after the config's `severity` table: what the verdict will use.
+pub fn effective_severity(config: &Config, f: &Finding) -> Severity {
+    config.severity.get(&f.id).copied().unwrap_or(f.severity)
+}
+
 pub fn decide(config: &Config, mode: Mode, mut findings: Vec<Finding>) -> Verdict {
     for f in &mut findings {
-        if let Some(s) = config.severity.get(&f.id) {
-            f.severity = *s;
-        }
+        f.severity = effective_severity(config, f);
     }
     let worst = findings.iter().map(|f| f.severity).max();
     let verdict = match (mode, worst) {

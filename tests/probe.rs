@@ -57,6 +57,18 @@ fn probe_in(
     state: &std::path::Path,
     log: Option<&std::path::Path>,
 ) -> Probed {
+    probe_in_env(dir, conf, config_toml, state, log, &[])
+}
+
+/// As `probe_in`, with `env` (`KEY=VALUE`) added to the container's environment.
+fn probe_in_env(
+    dir: &tempfile::TempDir,
+    conf: Option<&str>,
+    config_toml: &str,
+    state: &std::path::Path,
+    log: Option<&std::path::Path>,
+    env: &[&str],
+) -> Probed {
     let root = busybox_rootfs(dir.path());
     if let Some(conf) = conf {
         std::fs::create_dir_all(root.join("etc")).unwrap();
@@ -71,6 +83,9 @@ fn probe_in(
         ],
     );
     spec["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [44]});
+    for kv in env {
+        set_env(&mut spec, kv);
+    }
     spec["linux"]["devices"] = nvidia_devices(ALL_NODES);
     allow_nvidia_cgroup(&mut spec);
     if conf.is_some() {
@@ -318,4 +333,36 @@ fn a_missing_jit_compiler_is_a_warning_next_to_a_working_context() {
         .unwrap()
         .clone();
     assert_eq!(f["predicted"]["name"], "CUDA_ERROR_JIT_COMPILER_NOT_FOUND");
+}
+
+#[test]
+fn the_probe_is_skipped_for_a_static_block_as_the_severity_table_judges_it() {
+    // NVIDIA_REQUIRE_CUDA beyond the H100 profile's driver: `require-unsatisfied`, a block.
+    let env = ["NVIDIA_REQUIRE_CUDA=cuda>=99.0"];
+    let run = |severity: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let config = format!("probe = \"always\"\n{severity}");
+        probe_in_env(&dir, Some("version=12345\n"), &config, &state, None, &env)
+    };
+    let blocked = run("");
+    assert!(!blocked.ok);
+    assert!(all_finding_ids(&blocked.report).contains(&"require-unsatisfied".to_string()));
+    assert!(
+        blocked.report.get("probe").is_none(),
+        "a static block needs no probe: {}",
+        blocked.report
+    );
+    // The host downgraded that finding: the container may start, so the probe must run.
+    let downgraded = run("[severity]\n\"require-unsatisfied\" = \"warn\"\n");
+    assert!(downgraded.ok, "{}", downgraded.stderr);
+    assert_eq!(
+        downgraded.report["probe"]["result"], "finished",
+        "{}",
+        downgraded.report
+    );
+    assert_eq!(
+        downgraded.report["probe"]["outcome"]["driver_version"],
+        12345
+    );
 }

@@ -163,9 +163,13 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     if let Some(pid) = state.pid
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
-        && !findings.iter().any(|f| f.severity == Severity::Block)
+        && !findings
+            .iter()
+            .any(|f| verdict::effective_severity(&config, f) == Severity::Block)
     {
         // The static rules already explain a block; the probe is for what only the driver knows.
+        // Judged after the severity table: a static block the host downgraded still gets the
+        // probe, and a warning raised to a block does not need it.
         // It must end well inside the hook's own deadline.
         let left = Duration::from_millis(config.deadline_ms)
             .saturating_sub(started.elapsed() + Duration::from_millis(200));
