@@ -26,6 +26,7 @@ fi
 if [ -x scripts/cuda-tools.sh ]; then
   scripts/cuda-tools.sh
 fi
+scripts/load-fixtures.sh >/dev/null  # Debian packages and runtime wheels for tests/image_load.rs
 
 # The Kubernetes schema validator (tests/kubernetes.rs), into the shared download cache (~1 min).
 scripts/kubernetes-validate.sh
