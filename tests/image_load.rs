@@ -216,6 +216,7 @@ impl Image {
         let o = Command::new("chroot")
             .arg(self.root())
             .args(["/lib64/ld-linux-x86-64.so.2", "--list", file])
+            .env_clear()
             .envs(self.env.iter().filter_map(|kv| kv.split_once('=')))
             .output()
             .unwrap();
@@ -229,8 +230,9 @@ impl Image {
     }
 
     /// `dlopen(FILE, RTLD_LAZY)` by a small probe run by the image's loader inside the rootfs,
-    /// with the spec's environment: per file `ok FILE` or `error <dlerror()>`. This is the
-    /// message a framework's import shows.
+    /// with the spec's environment, in one process and in order: per file `ok FILE` or
+    /// `error <dlerror()>` (the message a framework's import shows); for the frameworks built
+    /// here, `ok FILE cudart=N`: the `cudaRuntimeGetVersion` of the libcudart it really called.
     fn dlopen(&self, files: &[&str]) -> Vec<String> {
         let probe = self.dir.path().join("dlopen-probe");
         cc(
@@ -239,7 +241,9 @@ impl Image {
             "#include <dlfcn.h>\n#include <stdio.h>\n\
              int main(int c, char **v) { for (int i = 1; i < c; i++) {\n\
                void *h = dlopen(v[i], RTLD_LAZY | RTLD_LOCAL);\n\
-               if (h) printf(\"ok %s\\n\", v[i]); else printf(\"error %s\\n\", dlerror()); }\n\
+               if (!h) { printf(\"error %s\\n\", dlerror()); continue; }\n\
+               int (*f)(void) = (int (*)(void))dlsym(h, \"fw_runtime_version\");\n\
+               if (f) printf(\"ok %s cudart=%d\\n\", v[i], f()); else printf(\"ok %s\\n\", v[i]); }\n\
                return 0; }\n",
         );
         self.place("/.dlopen-probe", &probe);
@@ -341,11 +345,24 @@ fn cc(args: &[&str], out: &Path, source: &str) {
 }
 
 /// A framework library as pip lays one out (torch's `libc10_cuda.so` is the model): DT_NEEDED
-/// `libcudart.so.12`, linked against the wheel's real runtime, found through DT_RPATH `rpath`.
+/// `libcudart.so.12`, linked against the wheel's real runtime, found through DT_RPATH `rpath`
+/// (searched before LD_LIBRARY_PATH).
 fn framework_lib(out: &Path, cudart_dir: &Path, rpath: &str, extra: &[&str]) {
+    framework_lib_tags(out, cudart_dir, rpath, extra, false)
+}
+
+/// As `framework_lib`; with `runpath`, DT_RUNPATH (searched after LD_LIBRARY_PATH) instead.
+fn framework_lib_tags(out: &Path, cudart_dir: &Path, rpath: &str, extra: &[&str], runpath: bool) {
     let mut args: Vec<String> = vec!["-shared".into(), "-fPIC".into()];
     args.push(format!("-L{}", cudart_dir.display()));
-    args.push("-Wl,--disable-new-dtags".into());
+    args.push(
+        if runpath {
+            "-Wl,--enable-new-dtags"
+        } else {
+            "-Wl,--disable-new-dtags"
+        }
+        .into(),
+    );
     args.push(format!("-Wl,-rpath,{rpath}"));
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("-o".into());
@@ -644,7 +661,10 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
         )),
         "{out}"
     );
-    assert_eq!(img.dlopen(&[&format!("/{fw}")]), vec![format!("ok /{fw}")]);
+    assert_eq!(
+        img.dlopen(&[&format!("/{fw}")]),
+        vec![format!("ok /{fw} cudart=12090")]
+    );
     // The 11.8 runtime is in the cache, side by side.
     assert_eq!(
         img.dlopen(&["libcudart.so.11.0"]),
@@ -804,4 +824,114 @@ fn hostile_links_and_loops_end_inside_the_rootfs() {
             "the loader finds no libcudart.so.12 for {consumer}; neither may check: {doc:#}"
         );
     }
+}
+
+/// Which copy of the same soname loads: Debian's libcudart 12.4 in /opt/cuda-12.4/lib on the
+/// spec's LD_LIBRARY_PATH, the cu12 wheel's 12.9 under site-packages. A framework with DT_RPATH
+/// to the wheel gets 12.9 (RPATH is searched before LD_LIBRARY_PATH); the same library with
+/// DT_RUNPATH gets 12.4 (RUNPATH after). In one process the first one loaded wins for both:
+/// the second framework's libcudart.so.12 is matched by soname to the one already there.
+#[test]
+fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
+    let fx = fixtures_or_skip!();
+    let mut img = Image::new(fx, Suite::Trixie, &[]);
+    let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
+    img.place(
+        &format!("{SITE}/nvidia/cuda_runtime/lib/libcudart.so.12"),
+        &cu12.join("libcudart.so.12"),
+    );
+    img.place(
+        "opt/cuda-12.4/lib/libcudart.so.12",
+        &fx.join("deb/trixie/libcudart12/root/usr/lib/x86_64-linux-gnu/libcudart.so.12.4.127"),
+    );
+    img.env.push("LD_LIBRARY_PATH=/opt/cuda-12.4/lib".into());
+    let rp = format!("{SITE}/fw_rpath/lib/libfw_rpath.so");
+    let rn = format!("{SITE}/fw_runpath/lib/libfw_runpath.so");
+    for (rel, runpath) in [(&rp, false), (&rn, true)] {
+        let built = img
+            .dir
+            .path()
+            .join(Path::new(rel.as_str()).file_name().unwrap());
+        framework_lib_tags(
+            &built,
+            &cu12,
+            "$ORIGIN/../../nvidia/cuda_runtime/lib",
+            &[],
+            runpath,
+        );
+        img.place(rel, &built);
+    }
+    img.ldconfig();
+
+    let (rc, out) = img.loader_list(&format!("/{rp}"));
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "libcudart.so.12 => /{SITE}/fw_rpath/lib/../../nvidia/cuda_runtime/lib/libcudart.so.12"
+        )),
+        "{out}"
+    );
+    let (rc, out) = img.loader_list(&format!("/{rn}"));
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains("libcudart.so.12 => /opt/cuda-12.4/lib/libcudart.so.12"),
+        "{out}"
+    );
+    let (rp_abs, rn_abs) = (format!("/{rp}"), format!("/{rn}"));
+    assert_eq!(
+        img.dlopen(&[&rp_abs]),
+        vec![format!("ok {rp_abs} cudart=12090")]
+    );
+    assert_eq!(
+        img.dlopen(&[&rn_abs]),
+        vec![format!("ok {rn_abs} cudart=12040")]
+    );
+    assert_eq!(
+        img.dlopen(&[&rp_abs, &rn_abs]),
+        vec![
+            format!("ok {rp_abs} cudart=12090"),
+            format!("ok {rn_abs} cudart=12090")
+        ]
+    );
+    assert_eq!(
+        img.dlopen(&[&rn_abs, &rp_abs]),
+        vec![
+            format!("ok {rn_abs} cudart=12040"),
+            format!("ok {rp_abs} cudart=12040")
+        ]
+    );
+
+    let (code, doc) = img.check("h100-580");
+    assert!(code == 0 || code == 1, "{doc:#}");
+    let rt = runtimes_in_use(&doc);
+    let uses = |consumer: &str, lib: &str, version: &str| {
+        rt.iter().any(|r| {
+            let s = r.to_string();
+            s.contains(consumer) && s.contains(lib) && s.contains(version)
+        })
+    };
+    assert!(
+        uses(
+            "libfw_rpath.so",
+            "nvidia/cuda_runtime/lib/libcudart.so.12",
+            "12.9"
+        ),
+        "DT_RPATH beats LD_LIBRARY_PATH: {doc:#}"
+    );
+    assert!(
+        uses(
+            "libfw_runpath.so",
+            "/opt/cuda-12.4/lib/libcudart.so.12",
+            "12.4"
+        ),
+        "LD_LIBRARY_PATH beats DT_RUNPATH: {doc:#}"
+    );
+    assert!(with_id(&doc, "image-library-missing").is_empty(), "{doc:#}");
+    let several = with_id(&doc, "image-cuda-runtimes");
+    assert!(
+        several.iter().any(|f| f["severity"] == "info"
+            && text(f).contains("12.4")
+            && text(f).contains("12.9")),
+        "two libcudart.so.12 copies load, one per framework: {doc:#}"
+    );
 }
