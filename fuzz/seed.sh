@@ -34,6 +34,10 @@ text version_json bad '{"cuda":{"version":"12.x"}}'
 text devices_list v1 $'a *:* rwm\nc 195:* rwm\nc 238:0 rw\nb 8:0 r\n'
 text cdi json $'\x00{"cdiVersion":"0.5.0","kind":"nvidia.com/gpu","devices":[{"name":"0","containerEdits":{"deviceNodes":[{"path":"/dev/nvidia0"}]}}],"containerEdits":{"deviceNodes":[{"path":"/dev/nvidiactl"}],"mounts":[{"hostPath":"/usr/lib/libcuda.so.1","containerPath":"/usr/lib/libcuda.so.1"}]}}'
 text cdi yaml $'\x01cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: 0\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia0\n- name: all\n  containerEdits:\n    deviceNodes:\n    - path: /dev/nvidia0\n      hostPath: /dev/nvidia0\ncontainerEdits:\n  deviceNodes:\n  - path: /dev/nvidia-uvm\n  mounts:\n  - hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05\n    containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05\n'
+# Small real shared objects: program headers, DT_NEEDED/RUNPATH, version needs and definitions.
+for l in /lib/x86_64-linux-gnu/libdl.so.2 /lib/x86_64-linux-gnu/libpthread.so.0 /lib/x86_64-linux-gnu/librt.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1; do
+    [ -f "$l" ] && seed elf_dynamic "$l"
+done
 if command -v runc >/dev/null; then
     t=$(mktemp -d); runc spec --bundle "$t"; seed spec "$t/config.json"; rm -rf "$t"
 fi

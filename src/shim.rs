@@ -458,6 +458,7 @@ pub fn early_verdict(
         error: None,
         probe: None,
         binaries: None,
+        load: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     // The message matters more than the record: a report that cannot be written is noted in it.

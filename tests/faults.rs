@@ -257,6 +257,7 @@ fn stale_temporary_file_of_a_killed_hook_does_not_block_the_report() {
         error: None,
         probe: None,
         binaries: None,
+        load: None,
         duration_ms: 0.0,
     };
     // Another hook's temporary file: one a minute old is a killed hook's and is pruned, a fresh

@@ -123,7 +123,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .unwrap_or(Decision::Allow);
     if args.json {
         let doc = if verdicts.len() == 1 {
-            json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries})
+            json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries, "load": facts.load})
         } else {
             json!({
                 "verdict": worst,
@@ -133,6 +133,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                     "findings": v.findings,
                 })).collect::<Vec<_>>(),
                 "binaries": facts.binaries,
+                "load": facts.load,
             })
         };
         serde_json::to_writer_pretty(&mut *out, &doc)?;

@@ -213,6 +213,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         error: None,
         probe: probe_result.as_ref(),
         binaries: facts.binaries.as_ref(),
+        load: facts.load.as_ref(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
@@ -318,6 +319,7 @@ fn own_error(
         error: Some(err),
         probe: None,
         binaries: None,
+        load: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
     if state.is_some() {

@@ -19,6 +19,7 @@ use crate::facts::headroom::{self, HeadroomFacts};
 use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
+use crate::facts::linkage::{self, LoadFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
 use crate::rules;
@@ -155,6 +156,8 @@ pub struct ContainerFacts {
     pub headroom: Option<HeadroomFacts>,
     /// The image's CUDA binaries and their inventories (GPU containers with a rootfs only).
     pub binaries: Option<BinaryFacts>,
+    /// How the image's CUDA-using libraries will load (GPU containers with a rootfs only).
+    pub load: Option<LoadFacts>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -178,7 +181,7 @@ pub fn container_facts(
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
-    let image_facts = request.wants_gpu().then(|| match pid {
+    let mut image_facts = request.wants_gpu().then(|| match pid {
         Some(pid) => image::gather_rootfs(
             &container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
             &env,
@@ -187,13 +190,31 @@ pub fn container_facts(
     });
     // The same root the image facts read: the container's view at hook time (its mounts
     // included), the bundle's rootfs offline.
-    let binaries = request.wants_gpu().then(|| {
-        let root = match pid {
-            Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
-            None => bundle.rootfs.clone(),
-        };
-        root.is_dir().then(|| binaries::gather(&root, &env, walk))
-    });
+    let root = match pid {
+        Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
+        None => bundle.rootfs.clone(),
+    };
+    let binaries =
+        (request.wants_gpu() && root.is_dir()).then(|| binaries::gather(&root, &env, walk));
+    // The runtimes the image's libraries really load: what the version rules judge.
+    let load = match (&binaries, &mut image_facts) {
+        (Some(b), Some(img)) => {
+            let l = linkage::gather(&root, &env, b, img);
+            img.loaded_runtimes = l
+                .runtimes_in_use
+                .iter()
+                .filter_map(|r| {
+                    Some(image::CudaRuntime {
+                        path: r.path.clone(),
+                        version: r.version.clone()?,
+                        exact: r.exact,
+                    })
+                })
+                .collect();
+            Some(l)
+        }
+        _ => None,
+    };
     let devices = match (&request, pid) {
         (GpuRequest::SpecDevices | GpuRequest::Cdi { .. }, _) => {
             Ok(container::view_from_spec(&bundle.spec))
@@ -227,7 +248,8 @@ pub fn container_facts(
         devices,
         hoststate,
         headroom,
-        binaries: binaries.flatten(),
+        binaries,
+        load,
     }
 }
 
@@ -244,6 +266,9 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     }
     if let Some(h) = &c.headroom {
         out.extend(rules::headroom::check(h, &c.request, host));
+    }
+    if let (Some(l), Some(image)) = (&c.load, &c.image) {
+        out.extend(rules::loading::check(l, image));
     }
     if let Some(b) = &c.binaries {
         // The GPUs the container gets where that is known; else every GPU of the host (hosts

@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::facts::elf_dynamic::{self, Dynamic};
 use crate::facts::fatbin::{self, ScannedFile};
 use crate::facts::loader::Loader;
 use crate::facts::rootfs;
@@ -146,6 +147,13 @@ pub struct BinaryFacts {
     /// Files with GPU code, paths as the container sees them.
     #[serde(skip)]
     pub files: Vec<ScannedFile>,
+    /// Files that use CUDA (GPU code, or a CUDA library in `DT_NEEDED`) with their dynamic
+    /// sections, for the load facts ([`crate::facts::linkage`]).
+    #[serde(skip)]
+    pub linked: Vec<LinkedFile>,
+    /// Every ELF library the walk examined, as the container sees it.
+    #[serde(skip)]
+    pub library_names: Vec<PathBuf>,
     pub stats: WalkStats,
     /// The budget that stopped the walk, if one did.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,6 +184,13 @@ impl BinaryFacts {
             .iter()
             .any(|s| s.count > 0)
     }
+}
+
+/// An ELF file that uses CUDA and what the loader reads of it.
+#[derive(Debug, Clone)]
+pub struct LinkedFile {
+    pub path: PathBuf,
+    pub dynamic: Dynamic,
 }
 
 /// A directory to list: as the container sees it, where it is here once resolved, and whether
@@ -609,6 +624,25 @@ impl Walk<'_> {
                 return;
             }
         };
+        self.facts.library_names.push(image.to_path_buf());
+        // What the loader reads: a bad dynamic section is the loader's failure to report, and
+        // judged only where the file uses CUDA.
+        let dynamic = elf_dynamic::read(&file, meta.len(), &self.bytes)
+            .ok()
+            .flatten();
+        let needs_cuda = dynamic.as_ref().is_some_and(|d| {
+            d.needed
+                .iter()
+                .any(|n| crate::knowledge::cuda_library(n).is_some())
+        });
+        if let Some(d) = dynamic
+            && (needs_cuda || headers.key.is_some())
+        {
+            self.facts.linked.push(LinkedFile {
+                path: image.to_path_buf(),
+                dynamic: d,
+            });
+        }
         let Some(key) = headers.key else { return };
         self.facts.stats.cuda_files += 1;
         let cached = self.cache.as_ref().and_then(|c| c.get(&key, meta.len()));

@@ -55,7 +55,11 @@ pub struct ImageFacts {
     pub disable_require: Option<String>,
     /// Whether the rootfs could be read at all.
     pub rootfs_read: bool,
+    /// Every CUDA runtime library on disk in the usual places.
     pub runtimes: Vec<CudaRuntime>,
+    /// The runtimes the image's CUDA-using libraries resolve to (`facts::linkage`); where
+    /// there are any, they are what must fit the driver.
+    pub loaded_runtimes: Vec<CudaRuntime>,
     /// `cuda.version` of `/usr/local/cuda/version.json`.
     pub toolkit_version: Option<Version>,
     /// Why `version.json` exists but could not be used.
@@ -234,7 +238,7 @@ fn cuda_dirs(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
 }
 
 /// Python package directories of the usual interpreters and conda/venv prefixes.
-fn site_packages(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
+pub(crate) fn site_packages(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
     for prefix in [
         "/usr/local/lib",
@@ -316,6 +320,49 @@ fn find_runtimes(
                     exact,
                 });
             }
+        }
+    }
+    out
+}
+
+/// What `torch/version.py` says: `__version__ = '2.7.0+cu128'`, `cuda = '12.8'` (or
+/// `cuda: Optional[str] = '12.8'`, `None` for CPU builds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionPy {
+    pub version: Option<String>,
+    pub cuda: Option<String>,
+}
+
+const MAX_VERSION_PY_BYTES: u64 = 64 << 10;
+
+/// Read a framework's `version.py` (never imported: read as text). `None` if it is missing.
+pub(crate) fn read_version_py(root: &Path, path: &Path) -> Option<VersionPy> {
+    let bytes = read_image_file(root, path, MAX_VERSION_PY_BYTES).ok()?;
+    Some(parse_version_py(&String::from_utf8_lossy(&bytes)))
+}
+
+pub fn parse_version_py(text: &str) -> VersionPy {
+    let value = |line: &str, key: &str| -> Option<Option<String>> {
+        let rest = line.strip_prefix(key)?;
+        // `cuda = '12.8'`, `cuda: Optional[str] = '12.8'`, not `cuda_version = …`.
+        if !(rest.starts_with(' ') || rest.starts_with('=') || rest.starts_with(':')) {
+            return None;
+        }
+        let (_, v) = rest.split_once('=')?;
+        let v = v.trim();
+        if v == "None" {
+            return Some(None);
+        }
+        let q = v.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+        let inner = &v[1..];
+        Some(Some(inner[..inner.find(q)?].to_string()))
+    };
+    let mut out = VersionPy::default();
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = value(line, "__version__") {
+            out.version = v;
+        } else if let Some(v) = value(line, "cuda") {
+            out.cuda = v;
         }
     }
     out

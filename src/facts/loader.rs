@@ -147,7 +147,13 @@ fn cstr_at(d: &[u8], off: usize) -> Result<String, LoaderError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
+    /// `DT_RPATH` of the object that needs the library.
+    Rpath,
     LdLibraryPath,
+    /// `DT_RUNPATH` of the object that needs the library.
+    Runpath,
+    /// A `DT_NEEDED` name with a `/`: opened as it is.
+    Path,
     LdSoCache,
     /// A directory of `ld.so.conf`, standing in for a missing or unreadable cache.
     LdSoConf,
@@ -266,9 +272,77 @@ impl Loader {
                 return Some(r);
             }
         }
+        self.resolve_system(name, &mut Vec::new())
+    }
+
+    /// Resolve `name`, needed by an object at `origin` (its directory as the container sees
+    /// it) with the search paths of its dynamic section, in glibc's order: `DT_RPATH` (only
+    /// without `DT_RUNPATH`), `LD_LIBRARY_PATH`, `DT_RUNPATH`, then unless `nodeflib` the cache
+    /// and the default directories. Also returns where it looked, for a message. The `DT_RPATH`
+    /// of the objects that loaded this one (up to the executable) is not known here and not
+    /// searched.
+    pub fn resolve_needed(
+        &self,
+        name: &str,
+        origin: &Path,
+        rpath: &[String],
+        runpath: &[String],
+        nodeflib: bool,
+    ) -> (Option<Resolved>, Vec<String>) {
+        let mut searched: Vec<String> = Vec::new();
+        if name.is_empty() {
+            return (None, searched);
+        }
+        if name.contains('/') {
+            searched.push(name.to_string());
+            // A relative name is opened from the working directory, unknown here.
+            let r = name
+                .starts_with('/')
+                .then(|| self.try_path(Path::new(name), Source::Path))
+                .flatten();
+            return (r, searched);
+        }
+        let dirs = |list: &[String], via: Source, label: &str, searched: &mut Vec<String>| {
+            for entry in list.iter().take(MAX_DIRS) {
+                let Some(dir) = expand_origin(entry, origin) else {
+                    searched.push(format!("{label} {entry} (not followed)"));
+                    continue;
+                };
+                searched.push(format!("{label} {}", dir.display()));
+                if let Some(r) = self.try_dir(&dir, name, via) {
+                    return Some(r);
+                }
+            }
+            None
+        };
+        if runpath.is_empty()
+            && let Some(r) = dirs(rpath, Source::Rpath, "RPATH", &mut searched)
+        {
+            return (Some(r), searched);
+        }
+        for d in &self.ld_library_path {
+            searched.push(format!("LD_LIBRARY_PATH {}", d.display()));
+            if let Some(r) = self.try_dir(d, name, Source::LdLibraryPath) {
+                return (Some(r), searched);
+            }
+        }
+        if let Some(r) = dirs(runpath, Source::Runpath, "RUNPATH", &mut searched) {
+            return (Some(r), searched);
+        }
+        if nodeflib {
+            searched.push("(DF_1_NODEFLIB: no cache, no default directories)".to_string());
+            return (None, searched);
+        }
+        let r = self.resolve_system(name, &mut searched);
+        (r, searched)
+    }
+
+    /// The cache (or `ld.so.conf` without one) and the default directories.
+    fn resolve_system(&self, name: &str, searched: &mut Vec<String>) -> Option<Resolved> {
         if let Some(c) = &self.cache {
+            searched.push("/etc/ld.so.cache".to_string());
             // The cache is searched by name; hwcap subdirectory entries (hwcap != 0) need CPU
-            // feature matching, which libcuda and its kin do not use, so only plain entries count.
+            // feature matching, which CUDA libraries do not use, so only plain entries count.
             for e in c
                 .iter()
                 .filter(|e| e.flags == NATIVE_FLAGS && e.hwcap == 0 && e.name == name)
@@ -279,13 +353,18 @@ impl Loader {
             }
         }
         for d in &self.conf_dirs {
+            searched.push(format!("ld.so.conf {}", d.display()));
             if let Some(r) = self.try_dir(d, name, Source::LdSoConf) {
                 return Some(r);
             }
         }
-        DEFAULT_DIRS
-            .iter()
-            .find_map(|d| self.try_dir(Path::new(d), name, Source::Default))
+        for d in DEFAULT_DIRS {
+            searched.push(d.to_string());
+            if let Some(r) = self.try_dir(Path::new(d), name, Source::Default) {
+                return Some(r);
+            }
+        }
+        None
     }
 
     fn try_dir(&self, dir: &Path, name: &str, via: Source) -> Option<Resolved> {
@@ -310,6 +389,15 @@ impl Loader {
             via,
         })
     }
+}
+
+/// A `DT_RPATH`/`DT_RUNPATH` entry with `$ORIGIN` (or `${ORIGIN}`) replaced by the needing
+/// object's directory. Other tokens (`$LIB`, `$PLATFORM`) depend on how the image's glibc was
+/// built and a relative entry on the working directory: `None`, not followed.
+pub fn expand_origin(entry: &str, origin: &Path) -> Option<PathBuf> {
+    let o = origin.to_str()?;
+    let e = entry.replace("${ORIGIN}", o).replace("$ORIGIN", o);
+    (e.starts_with('/') && !e.contains('$')).then(|| PathBuf::from(e))
 }
 
 /// glibc splits `LD_LIBRARY_PATH` at `:` and `;`. Empty and relative entries depend on the

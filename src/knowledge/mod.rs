@@ -299,7 +299,8 @@ mod explanation_tests {
     /// by `+`) that the header defines, or `no` for an unconfirmed row.
     #[test]
     fn verified_tables_cite_their_sources_on_every_row() {
-        let tables: [(&str, &str); 5] = [
+        let tables: [(&str, &str); 6] = [
+            ("cuda_libraries.tsv", include_str!("cuda_libraries.tsv")),
             ("cuda_driver_min.tsv", include_str!("cuda_driver_min.tsv")),
             ("cuda_major_min.tsv", include_str!("cuda_major_min.tsv")),
             (
@@ -387,5 +388,191 @@ mod outside_fatbin_tests {
             Some("NPP (all libnpp*.so)")
         );
         assert_eq!(super::kernels_outside_fatbin("libcublasLt.so.13"), None);
+    }
+}
+
+const CUDA_LIBRARIES_TSV: &str = include_str!("cuda_libraries.tsv");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LibraryKind {
+    /// `libcudart`: the runtime, whose version must fit the driver.
+    Runtime,
+    Library,
+    /// Mounted from the host at start, never expected in an image.
+    Driver,
+}
+
+#[derive(Debug)]
+pub struct CudaLibrary {
+    pub stem: &'static str,
+    prefix: bool,
+    pub kind: LibraryKind,
+    /// Wheels for CUDA 11, 12, 13.
+    wheels: [Option<&'static str>; 3],
+    apt: Option<&'static str>,
+}
+
+impl CudaLibrary {
+    /// What provides the library: the wheel for `cuda_major` where that is known, else the
+    /// wheel of every major, and the apt package.
+    pub fn providers(&self, cuda_major: Option<u64>) -> String {
+        let wheel = |m: u64| {
+            self.wheels
+                .get(m.checked_sub(11)? as usize)
+                .copied()
+                .flatten()
+        };
+        let wheels: Vec<&str> = match cuda_major.and_then(wheel) {
+            Some(w) => vec![w],
+            None => self.wheels.iter().flatten().copied().collect(),
+        };
+        let mut out = String::new();
+        if !wheels.is_empty() {
+            out.push_str(&format!("the Python wheel {}", wheels.join(" / ")));
+        }
+        if let Some(apt) = self.apt {
+            let apt = match cuda_major {
+                Some(m) => apt
+                    .replace("{M}", &m.to_string())
+                    .replace("-{m}", "-<minor>"),
+                None => apt
+                    .replace("{M}-{m}", "<major>-<minor>")
+                    .replace("{M}", "<major>"),
+            };
+            if !out.is_empty() {
+                out.push_str(", or ");
+            }
+            out.push_str(&format!("the {apt} package of NVIDIA's CUDA repository"));
+        }
+        out
+    }
+}
+
+pub fn cuda_libraries() -> &'static [CudaLibrary] {
+    static TABLE: OnceLock<Vec<CudaLibrary>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let opt = |s: &'static str| (s != "-").then_some(s);
+        let mut rows: Vec<CudaLibrary> = tsv_rows(CUDA_LIBRARIES_TSV)
+            .map(|c| CudaLibrary {
+                stem: c[0].trim_end_matches('*'),
+                prefix: c[0].ends_with('*'),
+                kind: match c[1] {
+                    "runtime" => LibraryKind::Runtime,
+                    "driver" => LibraryKind::Driver,
+                    _ => LibraryKind::Library,
+                },
+                wheels: [opt(c[2]), opt(c[3]), opt(c[4])],
+                apt: opt(c[5]),
+            })
+            .collect();
+        // Longest stem first: libcublasLt before libcublas.
+        rows.sort_by_key(|r| std::cmp::Reverse(r.stem.len()));
+        rows
+    })
+}
+
+/// The CUDA library a file or `DT_NEEDED` name is (`libcudart.so.12`, torch's
+/// `libcudart-9335f6a2.so.12`), if it is one.
+pub fn cuda_library(name: &str) -> Option<&'static CudaLibrary> {
+    let stem = name.split(".so").next()?;
+    cuda_libraries().iter().find(|r| {
+        if r.prefix {
+            stem.starts_with(r.stem)
+        } else {
+            stem == r.stem
+                || stem
+                    .strip_prefix(r.stem)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|hash| {
+                        hash.bytes().all(|b| b.is_ascii_hexdigit()) && !hash.is_empty()
+                    })
+        }
+    })
+}
+
+#[cfg(test)]
+mod cuda_library_tests {
+    use super::{LibraryKind, cuda_library};
+
+    #[test]
+    fn names_match_their_rows() {
+        for (name, stem, kind) in [
+            (
+                "libcudart.so.12",
+                Some("libcudart"),
+                Some(LibraryKind::Runtime),
+            ),
+            (
+                "libcudart-9335f6a2.so.12",
+                Some("libcudart"),
+                Some(LibraryKind::Runtime),
+            ),
+            (
+                "libcublasLt.so.13",
+                Some("libcublasLt"),
+                Some(LibraryKind::Library),
+            ),
+            (
+                "libcublas.so.12",
+                Some("libcublas"),
+                Some(LibraryKind::Library),
+            ),
+            (
+                "libcudnn_ops.so.9",
+                Some("libcudnn"),
+                Some(LibraryKind::Library),
+            ),
+            (
+                "libnvrtc-builtins.so.12.4",
+                Some("libnvrtc-builtins"),
+                Some(LibraryKind::Library),
+            ),
+            (
+                "libnvJitLink.so.12",
+                Some("libnvJitLink"),
+                Some(LibraryKind::Library),
+            ),
+            ("libcuda.so.1", Some("libcuda"), Some(LibraryKind::Driver)),
+            (
+                "libnvidia-ptxjitcompiler.so.1",
+                Some("libnvidia-"),
+                Some(LibraryKind::Driver),
+            ),
+            ("libcudadebugger.so.1", None, None),
+            ("libc.so.6", None, None),
+            ("libstdc++.so.6", None, None),
+            ("libcudart_static.a", None, None),
+        ] {
+            let row = cuda_library(name);
+            assert_eq!(row.map(|r| r.stem), stem, "{name}");
+            assert_eq!(row.map(|r| r.kind), kind, "{name}");
+        }
+    }
+
+    #[test]
+    fn providers_pick_the_wheel_of_the_cuda_major() {
+        let cudart = cuda_library("libcudart.so.12").unwrap();
+        assert_eq!(
+            cudart.providers(Some(12)),
+            "the Python wheel nvidia-cuda-runtime-cu12, or the cuda-cudart-12-<minor> package of NVIDIA's CUDA repository"
+        );
+        assert!(
+            cudart
+                .providers(Some(13))
+                .contains("wheel nvidia-cuda-runtime,")
+        );
+        let all = cudart.providers(None);
+        assert!(
+            all.contains(
+                "nvidia-cuda-runtime-cu11 / nvidia-cuda-runtime-cu12 / nvidia-cuda-runtime"
+            ),
+            "{all}"
+        );
+        assert!(
+            cuda_library("libnvJitLink.so.12")
+                .unwrap()
+                .providers(Some(11))
+                .starts_with("the Python wheel nvidia-nvjitlink-cu12 /")
+        );
     }
 }

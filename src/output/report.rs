@@ -27,6 +27,9 @@ pub struct Report<'a> {
     /// The walk for the image's CUDA binaries: counts, cache hits, what it did not reach.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub binaries: Option<&'a crate::facts::binaries::BinaryFacts>,
+    /// How the image's CUDA-using libraries load: misses, runtimes in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<&'a crate::facts::linkage::LoadFacts>,
     pub duration_ms: f64,
 }
 
@@ -138,6 +141,7 @@ mod tests {
                 error: None,
                 probe: None,
                 binaries: None,
+                load: None,
                 duration_ms: 0.0,
             };
             write(d.path(), &r, 3).unwrap();

@@ -5,6 +5,7 @@ pub mod doctor;
 pub mod headroom;
 pub mod hoststate;
 pub mod kernels;
+pub mod loading;
 pub mod probe;
 pub mod requirements;
 pub mod versions;
@@ -16,6 +17,7 @@ pub fn finding_ids() -> Vec<&'static str> {
     ids.extend_from_slice(devices::FINDING_IDS);
     ids.extend_from_slice(probe::FINDING_IDS);
     ids.extend_from_slice(kernels::FINDING_IDS);
+    ids.extend_from_slice(loading::FINDING_IDS);
     ids.extend_from_slice(requirements::FINDING_IDS);
     ids.extend_from_slice(versions::FINDING_IDS);
     ids.extend_from_slice(hoststate::FINDING_IDS);

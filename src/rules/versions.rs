@@ -36,13 +36,19 @@ pub fn insufficient_driver() -> Predicted {
     }
 }
 
-/// The CUDA versions the image will run, with where each was read. Runtime libraries are what
-/// actually talks to the driver; `version.json` and `CUDA_VERSION` stand in only without them.
+/// The CUDA versions the image will run, with where each was read. The runtimes its CUDA-using
+/// libraries load are what talks to the driver; without those, every runtime on disk; and
+/// `version.json` and `CUDA_VERSION` stand in only without any.
 pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
     // A map, not a linear search: an image with thousands of runtime names made this quadratic
     // (tests/hostile.rs, 200,000 files).
     let mut by_version: std::collections::BTreeMap<Version, String> = Default::default();
-    for r in &image.runtimes {
+    let runtimes = if image.loaded_runtimes.is_empty() {
+        &image.runtimes
+    } else {
+        &image.loaded_runtimes
+    };
+    for r in runtimes {
         let mm = r.version.major_minor();
         let src = if r.exact {
             r.path.display().to_string()

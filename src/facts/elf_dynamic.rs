@@ -1,0 +1,417 @@
+//! What the dynamic loader reads of an ELF file before it maps it: `DT_NEEDED`, `DT_SONAME`,
+//! `DT_RPATH`/`DT_RUNPATH`, `DF_1_NODEFLIB`, and the symbol-version tables (`DT_VERNEED`, the
+//! versions it requires of each library; `DT_VERDEF`, the versions it defines).
+//!
+//! Read the way `ld.so` reads them, through the program headers (`PT_DYNAMIC`, addresses mapped
+//! to file offsets through `PT_LOAD`), not the section table a stripped file may lack. Only
+//! 64-bit little-endian files: `ld.so` on x86-64 and aarch64 skips any other class. Every read
+//! is a bounded `pread`, every count and offset is checked against the file, and chains
+//! (`vn_next`, `vd_next`) are followed a bounded number of times, so a hostile file costs a few
+//! reads and an error, never a loop or an allocation of its choosing.
+
+use std::cell::Cell;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use serde::Serialize;
+
+const PT_LOAD: u32 = 1;
+const PT_DYNAMIC: u32 = 2;
+const DT_NULL: u64 = 0;
+const DT_NEEDED: u64 = 1;
+const DT_STRTAB: u64 = 5;
+const DT_STRSZ: u64 = 10;
+const DT_SONAME: u64 = 14;
+const DT_RPATH: u64 = 15;
+const DT_RUNPATH: u64 = 29;
+const DT_FLAGS_1: u64 = 0x6fff_fffb;
+const DT_VERDEF: u64 = 0x6fff_fffc;
+const DT_VERDEFNUM: u64 = 0x6fff_fffd;
+const DT_VERNEED: u64 = 0x6fff_fffe;
+const DT_VERNEEDNUM: u64 = 0x6fff_ffff;
+const DF_1_NODEFLIB: u64 = 0x800;
+const VER_FLG_BASE: u16 = 0x1;
+const VER_FLG_WEAK: u16 = 0x2;
+
+/// Program headers of real files number a dozen; the loader itself refuses absurd counts.
+const MAX_PHNUM: u64 = 1024;
+/// `.dynamic` of libtorch_cuda.so is ~1 KB; 64 KiB is 4096 entries.
+const MAX_DYNAMIC_BYTES: u64 = 64 << 10;
+/// One string (a library name, a search path list, a version name).
+const MAX_STRING: u64 = 4096;
+const STRING_WINDOW: u64 = 4096;
+/// Version tables: `.gnu.version_r` of libstdc++ is ~300 bytes, `.gnu.version_d` ~4 KB.
+const MAX_VERSION_BYTES: u64 = 256 << 10;
+const MAX_VERSION_ENTRIES: usize = 4096;
+const MAX_NEEDED: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DynamicError {
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed ELF: {0}")]
+    Corrupt(&'static str),
+}
+
+/// Versions an object requires of one library (`Elf64_Verneed` and its `Elf64_Vernaux`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionNeed {
+    /// The library, as `DT_NEEDED` names it (`libstdc++.so.6`).
+    pub file: String,
+    /// `(version, weak)`: a weak requirement missing is not an error to `ld.so`.
+    pub versions: Vec<(String, bool)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Dynamic {
+    pub soname: Option<String>,
+    pub needed: Vec<String>,
+    /// `DT_RPATH`, split at `:`, tokens (`$ORIGIN`) not yet expanded.
+    pub rpath: Vec<String>,
+    pub runpath: Vec<String>,
+    /// `-z nodeflib`: the cache and default directories are not searched for its dependencies.
+    pub nodeflib: bool,
+    pub verneed: Vec<VersionNeed>,
+    /// Version names defined (the file's own base entry left out).
+    pub verdef: Vec<String>,
+}
+
+/// Read `file`'s dynamic section. `Ok(None)`: not a 64-bit little-endian ELF object, or one
+/// without a dynamic section (static, a linker script named `.so`): nothing the loader links.
+/// `bytes` counts what was read (the scan's byte budget).
+pub fn read(file: &File, size: u64, bytes: &Cell<u64>) -> Result<Option<Dynamic>, DynamicError> {
+    let r = Reader { file, size, bytes };
+    if size < 64 {
+        return Ok(None);
+    }
+    let eh = r.read(0, 64)?;
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
+        return Ok(None);
+    }
+    let e_type = u16le(&eh, 16);
+    if e_type != 2 && e_type != 3 {
+        return Ok(None);
+    }
+    let phoff = u64le(&eh, 0x20);
+    let phentsize = u16le(&eh, 0x36) as u64;
+    let phnum = u16le(&eh, 0x38) as u64;
+    if phnum == 0 {
+        return Ok(None);
+    }
+    if phentsize != 56 || phnum > MAX_PHNUM {
+        return Err(DynamicError::Corrupt("program header table"));
+    }
+    let ph = r.read(phoff, phnum * 56)?;
+    let mut loads: Vec<(u64, u64, u64)> = Vec::new(); // (vaddr, offset, filesz)
+    let mut dynamic: Option<(u64, u64)> = None;
+    for p in ph.chunks_exact(56) {
+        let kind = u32le(p, 0);
+        let (offset, vaddr, filesz) = (u64le(p, 8), u64le(p, 16), u64le(p, 32));
+        match kind {
+            PT_LOAD => loads.push((vaddr, offset, filesz)),
+            PT_DYNAMIC => dynamic = Some((offset, filesz)),
+            _ => {}
+        }
+    }
+    let Some((dyn_off, dyn_size)) = dynamic else {
+        return Ok(None);
+    };
+    if dyn_size > MAX_DYNAMIC_BYTES {
+        return Err(DynamicError::Corrupt("dynamic section too large"));
+    }
+    let dynbuf = r.read(dyn_off, dyn_size - dyn_size % 16)?;
+    let to_offset = |addr: u64| -> Option<u64> {
+        loads.iter().find_map(|&(vaddr, offset, filesz)| {
+            (addr >= vaddr && addr - vaddr < filesz).then(|| offset + (addr - vaddr))
+        })
+    };
+    let mut out = Dynamic::default();
+    let (mut strtab, mut strsz) = (None, None);
+    let (mut needed, mut soname, mut rpath, mut runpath) = (Vec::new(), None, None, None);
+    let (mut verneed, mut verneednum, mut verdef, mut verdefnum) = (None, 0u64, None, 0u64);
+    for e in dynbuf.chunks_exact(16) {
+        let (tag, val) = (u64le(e, 0), u64le(e, 8));
+        match tag {
+            DT_NULL => break,
+            DT_NEEDED if needed.len() < MAX_NEEDED => needed.push(val),
+            DT_STRTAB => strtab = Some(val),
+            DT_STRSZ => strsz = Some(val),
+            DT_SONAME => soname = Some(val),
+            DT_RPATH => rpath = Some(val),
+            DT_RUNPATH => runpath = Some(val),
+            DT_FLAGS_1 => out.nodeflib = val & DF_1_NODEFLIB != 0,
+            DT_VERNEED => verneed = Some(val),
+            DT_VERNEEDNUM => verneednum = val,
+            DT_VERDEF => verdef = Some(val),
+            DT_VERDEFNUM => verdefnum = val,
+            _ => {}
+        }
+    }
+    let strtab = match strtab {
+        Some(a) => to_offset(a).ok_or(DynamicError::Corrupt("DT_STRTAB outside the file"))?,
+        None if needed.is_empty() && soname.is_none() => return Ok(Some(out)),
+        None => return Err(DynamicError::Corrupt("no DT_STRTAB")),
+    };
+    let strsz = strsz.unwrap_or(0).min(size.saturating_sub(strtab));
+    let strings = Strings {
+        r: &r,
+        base: strtab,
+        len: strsz,
+        window: Default::default(),
+    };
+    for off in needed {
+        out.needed.push(strings.get(off)?);
+    }
+    out.soname = soname.map(|o| strings.get(o)).transpose()?;
+    let split = |s: String| -> Vec<String> {
+        s.split(':')
+            .filter(|p| !p.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    out.rpath = rpath
+        .map(|o| strings.get(o))
+        .transpose()?
+        .map(split)
+        .unwrap_or_default();
+    out.runpath = runpath
+        .map(|o| strings.get(o))
+        .transpose()?
+        .map(split)
+        .unwrap_or_default();
+    if let Some(a) = verneed {
+        let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERNEED outside the file"))?;
+        out.verneed = read_verneed(&r, &strings, off, verneednum)?;
+    }
+    if let Some(a) = verdef {
+        let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERDEF outside the file"))?;
+        out.verdef = read_verdef(&r, &strings, off, verdefnum)?;
+    }
+    Ok(Some(out))
+}
+
+fn read_verneed(
+    r: &Reader,
+    strings: &Strings,
+    off: u64,
+    count: u64,
+) -> Result<Vec<VersionNeed>, DynamicError> {
+    let buf = r.read(off, r.size.saturating_sub(off).min(MAX_VERSION_BYTES))?;
+    let bad = || DynamicError::Corrupt("version requirements run past their table");
+    let mut out = Vec::new();
+    let (mut at, mut entries) = (0usize, 0usize);
+    for _ in 0..count.min(MAX_VERSION_ENTRIES as u64) {
+        let vn = buf.get(at..at + 16).ok_or_else(bad)?;
+        let (cnt, file, aux, next) = (u16le(vn, 2), u32le(vn, 4), u32le(vn, 8), u32le(vn, 12));
+        let mut need = VersionNeed {
+            file: strings.get(file as u64)?,
+            versions: Vec::new(),
+        };
+        let mut a = at.checked_add(aux as usize).ok_or_else(bad)?;
+        for _ in 0..cnt {
+            entries += 1;
+            if entries > MAX_VERSION_ENTRIES {
+                return Err(DynamicError::Corrupt("too many version requirements"));
+            }
+            let vna = buf.get(a..a + 16).ok_or_else(bad)?;
+            let (flags, name, next) = (u16le(vna, 4), u32le(vna, 8), u32le(vna, 12));
+            need.versions
+                .push((strings.get(name as u64)?, flags & VER_FLG_WEAK != 0));
+            if next == 0 {
+                break;
+            }
+            a = a.checked_add(next as usize).ok_or_else(bad)?;
+        }
+        out.push(need);
+        if next == 0 {
+            break;
+        }
+        at = at.checked_add(next as usize).ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+fn read_verdef(
+    r: &Reader,
+    strings: &Strings,
+    off: u64,
+    count: u64,
+) -> Result<Vec<String>, DynamicError> {
+    let buf = r.read(off, r.size.saturating_sub(off).min(MAX_VERSION_BYTES))?;
+    let bad = || DynamicError::Corrupt("version definitions run past their table");
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    for _ in 0..count.min(MAX_VERSION_ENTRIES as u64) {
+        let vd = buf.get(at..at + 20).ok_or_else(bad)?;
+        let (flags, cnt, aux, next) = (u16le(vd, 2), u16le(vd, 6), u32le(vd, 12), u32le(vd, 16));
+        // The first Verdaux names the version; later ones name its parents.
+        if cnt > 0 && flags & VER_FLG_BASE == 0 {
+            let a = at.checked_add(aux as usize).ok_or_else(bad)?;
+            let vda = buf.get(a..a + 8).ok_or_else(bad)?;
+            out.push(strings.get(u32le(vda, 0) as u64)?);
+        }
+        if next == 0 {
+            break;
+        }
+        at = at.checked_add(next as usize).ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+struct Reader<'a> {
+    file: &'a File,
+    size: u64,
+    bytes: &'a Cell<u64>,
+}
+
+impl Reader<'_> {
+    fn read(&self, off: u64, len: u64) -> Result<Vec<u8>, DynamicError> {
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= self.size)
+            .ok_or(DynamicError::Corrupt(
+                "a table runs past the end of the file",
+            ))?;
+        let mut buf = vec![0u8; (end - off) as usize];
+        self.file.read_exact_at(&mut buf, off)?;
+        self.bytes.set(self.bytes.get() + len);
+        Ok(buf)
+    }
+}
+
+/// The dynamic string table, read in windows: libtorch's is megabytes of C++ symbol names,
+/// while the names the loader needs sit together near its start.
+struct Strings<'a> {
+    r: &'a Reader<'a>,
+    base: u64,
+    len: u64,
+    window: std::cell::RefCell<(u64, Vec<u8>)>,
+}
+
+impl Strings<'_> {
+    fn get(&self, off: u64) -> Result<String, DynamicError> {
+        if off >= self.len {
+            return Err(DynamicError::Corrupt("string offset outside DT_STRTAB"));
+        }
+        let from_window = |w: &(u64, Vec<u8>)| -> Option<String> {
+            let rel = off.checked_sub(w.0)? as usize;
+            let rest = w.1.get(rel..)?;
+            let n = rest.iter().position(|&b| b == 0)?;
+            Some(String::from_utf8_lossy(&rest[..n]).into_owned())
+        };
+        if let Some(s) = from_window(&self.window.borrow()) {
+            return Ok(s);
+        }
+        let len = (self.len - off).min(STRING_WINDOW.max(MAX_STRING));
+        let buf = self.r.read(self.base + off, len)?;
+        let w = (off, buf);
+        let s = from_window(&w).ok_or(DynamicError::Corrupt("unterminated string"))?;
+        *self.window.borrow_mut() = w;
+        Ok(s)
+    }
+}
+
+fn u16le(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes([b[o], b[o + 1]])
+}
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
+}
+fn u64le(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
+}
+
+/// Parse an in-memory file (fuzzing, tests).
+pub fn read_bytes(data: &[u8]) -> Result<Option<Dynamic>, DynamicError> {
+    let f = file_in_memory(data)?;
+    read(&f, data.len() as u64, &Cell::new(0))
+}
+
+/// An anonymous memory-backed file holding `data` (memfd: no disk, no name to race on).
+fn file_in_memory(data: &[u8]) -> std::io::Result<File> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    // SAFETY: a NUL-terminated name and valid flags; the fd returned is owned below.
+    let fd = unsafe { libc::memfd_create(c"elf-dynamic".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    f.write_all(data)?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_exe() -> Dynamic {
+        let exe = std::env::current_exe().unwrap();
+        let f = File::open(&exe).unwrap();
+        let size = f.metadata().unwrap().len();
+        read(&f, size, &Cell::new(0))
+            .unwrap()
+            .expect("a dynamic test binary")
+    }
+
+    #[test]
+    fn reads_this_test_binary_like_readelf() {
+        let d = own_exe();
+        assert!(d.needed.iter().any(|n| n == "libc.so.6"), "{:?}", d.needed);
+        let libc = d.verneed.iter().find(|v| v.file == "libc.so.6").unwrap();
+        assert!(libc.versions.iter().any(|(v, _)| v.starts_with("GLIBC_2.")));
+    }
+
+    #[test]
+    fn reads_libc_version_definitions() {
+        for p in ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6"] {
+            let Ok(f) = File::open(p) else { continue };
+            let size = f.metadata().unwrap().len();
+            let d = read(&f, size, &Cell::new(0)).unwrap().unwrap();
+            assert_eq!(d.soname.as_deref(), Some("libc.so.6"));
+            assert!(
+                d.verdef.iter().any(|v| v == "GLIBC_2.2.5"),
+                "{:?}",
+                d.verdef
+            );
+            assert!(
+                !d.verdef.iter().any(|v| v == "libc.so.6"),
+                "base entry left out"
+            );
+            return;
+        }
+        panic!("no libc.so.6 on this machine");
+    }
+
+    #[test]
+    fn rejects_without_panicking() {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[16] = 3;
+        // No program headers: nothing to link.
+        assert!(read_bytes(&elf).unwrap().is_none());
+        // A program header table past the end of the file.
+        elf[0x20] = 0xff;
+        elf[0x36] = 56;
+        elf[0x38] = 3;
+        assert!(read_bytes(&elf).is_err());
+        // Not ELF, 32-bit, big-endian: not for this loader.
+        assert!(read_bytes(b"INPUT(libc.so.6)\n").unwrap().is_none());
+        let mut e32 = elf.clone();
+        e32[4] = 1;
+        assert!(read_bytes(&e32).unwrap().is_none());
+    }
+
+    #[test]
+    fn truncations_of_a_real_binary_never_panic() {
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let whole = read_bytes(&exe).unwrap().unwrap();
+        assert!(!whole.needed.is_empty());
+        for cut in [64usize, 100, 500, 1000, 4096, 20_000] {
+            let _ = read_bytes(&exe[..cut.min(exe.len())]);
+        }
+    }
+}
