@@ -12,7 +12,10 @@
 //!   `GLIBCXX_3.4.32` and `GLIBC_2.38` not found;
 //! * two runtimes: CUDA 11.8's libcudart.so.11.0 in /usr/local/cuda-11.8/lib64 (the ld.so.cache)
 //!   and `CUDA_VERSION=11.8.0`, while a framework library finds the cu12 wheel's libcudart
-//!   12.9 through its RPATH `$ORIGIN/../../nvidia/cuda_runtime/lib` (torch's layout);
+//!   12.9 through its RPATH `$ORIGIN/nvidia/cuda_runtime/lib` (an extension module at the top
+//!   of site-packages, flash-attn's layout);
+//! * CUDA consumers where the binary walk does not look (a plugin directory, an unlisted
+//!   package): the loader fails them all the same;
 //! * hostile: links out of the rootfs, a directory symlink loop on the RPATH, a DT_NEEDED cycle.
 //!
 //! Needs root (chroot, `ldconfig -r`), a C compiler, and the downloads; it runs
@@ -197,6 +200,21 @@ impl Image {
         assert!(st.success());
     }
 
+    /// A wheel as `pip install` leaves it in `site`: its tree and its `.dist-info`.
+    fn pip(&self, site: &str, wheel: &Path) {
+        let to = self.path(site);
+        std::fs::create_dir_all(&to).unwrap();
+        copy_tree(wheel, &to);
+        std::fs::remove_file(to.join(".complete")).unwrap();
+    }
+
+    /// A real library file and its soname link beside it (`libcudart.so.12 ->
+    /// libcudart.so.12.4.127`), as packages and NVIDIA's images lay them out.
+    fn place_with_link(&self, dir: &str, file: &str, link: &str, from: &Path) {
+        self.place(&format!("{dir}/{file}"), from);
+        std::os::unix::fs::symlink(file, self.path(&format!("{dir}/{link}"))).unwrap();
+    }
+
     /// The image's /etc/ld.so.cache, as `ldconfig` in a `RUN` step of its build writes it.
     fn ldconfig(&self) {
         let o = Command::new("ldconfig")
@@ -351,8 +369,24 @@ fn framework_lib(out: &Path, cudart_dir: &Path, rpath: &str, extra: &[&str]) {
     framework_lib_tags(out, cudart_dir, rpath, extra, false)
 }
 
+/// As `framework_lib`, needing `cudart` (`libcudart.so.11.0`, …) found in `cudart_dir`.
+fn framework_lib_for(out: &Path, cudart_dir: &Path, cudart: &str, rpath: &str) {
+    build_framework(out, cudart_dir, cudart, rpath, &[], false)
+}
+
 /// As `framework_lib`; with `runpath`, DT_RUNPATH (searched after LD_LIBRARY_PATH) instead.
 fn framework_lib_tags(out: &Path, cudart_dir: &Path, rpath: &str, extra: &[&str], runpath: bool) {
+    build_framework(out, cudart_dir, "libcudart.so.12", rpath, extra, runpath)
+}
+
+fn build_framework(
+    out: &Path,
+    cudart_dir: &Path,
+    cudart: &str,
+    rpath: &str,
+    extra: &[&str],
+    runpath: bool,
+) {
     let mut args: Vec<String> = vec!["-shared".into(), "-fPIC".into()];
     args.push(format!("-L{}", cudart_dir.display()));
     args.push(
@@ -369,7 +403,7 @@ fn framework_lib_tags(out: &Path, cudart_dir: &Path, rpath: &str, extra: &[&str]
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
     // The libraries go after the source on the command line.
     let src = "int cudaRuntimeGetVersion(int *);\n\
-               int fw_runtime_version(void) { int v = 0; cudaRuntimeGetVersion(&v); return v; }\n";
+               int fw_runtime_version(void) { int v = 0; int e = cudaRuntimeGetVersion(&v); return e ? -e : v; }\n";
     let dir = tempfile::tempdir().unwrap();
     let c = dir.path().join("fw.c");
     std::fs::write(&c, src).unwrap();
@@ -377,7 +411,7 @@ fn framework_lib_tags(out: &Path, cudart_dir: &Path, rpath: &str, extra: &[&str]
         .args(&args_ref)
         .arg(out)
         .arg(&c)
-        .arg("-l:libcudart.so.12")
+        .arg(format!("-l:{cudart}"))
         .output()
         .expect("no C compiler (cc) on PATH");
     assert!(
@@ -514,7 +548,8 @@ fn runtime_removed_is_image_library_missing_like_the_loader() {
     assert!(code == 0 || code == 1, "{doc:#}");
     let missing = with_id(&doc, "image-library-missing");
     assert!(!missing.is_empty(), "{doc:#}");
-    for consumer in ["libstdgpu_cuda.so", "hwloc_cuda.so"] {
+    {
+        let consumer = "libstdgpu_cuda.so";
         let f = missing
             .iter()
             .find(|f| text(f).contains(consumer) && text(f).contains("libcudart.so.12"))
@@ -573,10 +608,8 @@ fn old_libstdcxx_and_libc_are_symbol_version_missing_like_the_loader() {
     let (code, doc) = img.check("h100-580");
     assert!(code == 0 || code == 1, "{doc:#}");
     let sv = with_id(&doc, "image-symbol-version-missing");
-    for (consumer, version, lib) in [
-        ("libstdgpu_cuda.so", "GLIBCXX_3.4.32", "libstdc++.so.6"),
-        ("hwloc_cuda.so", "GLIBC_2.38", "libc.so.6"),
-    ] {
+    // (hwloc_cuda.so's GLIBC_2.38: see cuda_consumers_outside_the_walked_dirs_are_judged.)
+    for (consumer, version, lib) in [("libstdgpu_cuda.so", "GLIBCXX_3.4.32", "libstdc++.so.6")] {
         let f = sv
             .iter()
             .find(|f| {
@@ -626,13 +659,12 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
     let mut img = Image::new(fx, Suite::Trixie, &[]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
     let cu11 = fx.join("wheel/cuda-runtime-cu11-11.8.89/nvidia/cuda_runtime/lib");
-    img.place(
-        &format!("{SITE}/nvidia/cuda_runtime/lib/libcudart.so.12"),
-        &cu12.join("libcudart.so.12"),
-    );
-    // As nvidia/cuda:11.8 images lay it out.
-    img.place(
-        "usr/local/cuda-11.8/targets/x86_64-linux/lib/libcudart.so.11.0",
+    img.pip(SITE, &fx.join("wheel/cuda-runtime-cu12-12.9.79"));
+    // As nvidia/cuda:11.8 images lay it out (the same file as the cu11 wheel's, 11.8.89).
+    img.place_with_link(
+        "usr/local/cuda-11.8/targets/x86_64-linux/lib",
+        "libcudart.so.11.8.89",
+        "libcudart.so.11.0",
         &cu11.join("libcudart.so.11.0"),
     );
     std::os::unix::fs::symlink(
@@ -647,9 +679,9 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
     )
     .unwrap();
     img.env.push("CUDA_VERSION=11.8.0".into());
-    let fw = format!("{SITE}/fw/lib/libfw_cuda.so");
-    let built = img.dir.path().join("libfw_cuda.so");
-    framework_lib(&built, &cu12, "$ORIGIN/../../nvidia/cuda_runtime/lib", &[]);
+    let fw = format!("{SITE}/fw_cuda.cpython-313-x86_64-linux-gnu.so");
+    let built = img.dir.path().join("fw_cuda.so");
+    framework_lib(&built, &cu12, "$ORIGIN/nvidia/cuda_runtime/lib", &[]);
     img.place(&fw, &built);
     img.ldconfig();
 
@@ -657,7 +689,7 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
     assert_eq!(rc, 0, "{out}");
     assert!(
         out.contains(&format!(
-            "libcudart.so.12 => /{SITE}/fw/lib/../../nvidia/cuda_runtime/lib/libcudart.so.12"
+            "libcudart.so.12 => /{SITE}/nvidia/cuda_runtime/lib/libcudart.so.12"
         )),
         "{out}"
     );
@@ -675,7 +707,7 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
     let (_, doc) = img.check("t4-470");
     let rt = runtimes_in_use(&doc);
     assert!(
-        rt.iter().any(|r| r.to_string().contains("libfw_cuda.so")
+        rt.iter().any(|r| r.to_string().contains("fw_cuda.cpython")
             && r.to_string()
                 .contains("nvidia/cuda_runtime/lib/libcudart.so.12")
             && r.to_string().contains("12.9")),
@@ -690,18 +722,16 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
         !insufficient.iter().any(|f| text(f).contains("CUDA 11.8")),
         "CUDA 11.8 runs on a 470 driver through minor-version compat: {doc:#}"
     );
-    let mismatch = with_id(&doc, "image-runtime-mismatch");
-    assert!(
-        mismatch.iter().any(|f| f["severity"] == "warn"
-            && text(f).contains("11.8")
-            && text(f).contains("12.9")),
-        "CUDA_VERSION=11.8.0 but the framework loads 12.9: {doc:#}"
-    );
+    // CUDA_VERSION and the 11.8 runtime on disk are named beside the 12.9 that loads. (No
+    // torch/version.py here, so image-runtime-mismatch has nothing to compare; it is not
+    // asserted.)
     let several = with_id(&doc, "image-cuda-runtimes");
     assert!(
-        several
-            .iter()
-            .any(|f| f["severity"] == "info" && text(f).contains("libfw_cuda.so")),
+        several.iter().any(|f| f["severity"] == "info"
+            && text(f).contains("fw_cuda")
+            && text(f).contains("12.9")
+            && text(f).contains("CUDA_VERSION=11.8")
+            && text(f).contains("11.8.89")),
         "{doc:#}"
     );
 
@@ -782,18 +812,18 @@ fn hostile_links_and_loops_end_inside_the_rootfs() {
         &d.join("libcyc_b.so.new"),
         "int b(void){return 1;}\n",
     );
-    img.place(&format!("{SITE}/cyc/libcyc_a.so"), &d.join("libcyc_a.so"));
     img.place(
-        &format!("{SITE}/cyc/libcyc_b.so"),
-        &d.join("libcyc_b.so.new"),
+        &format!("{SITE}/cyc_a.cpython-313-x86_64-linux-gnu.so"),
+        &d.join("libcyc_a.so"),
     );
+    img.place(&format!("{SITE}/libcyc_b.so"), &d.join("libcyc_b.so.new"));
     img.ldconfig();
 
     // The loader, chrooted: nothing outside is reachable.
     let (rc, out) = img.loader_list(STDGPU);
     assert_ne!(rc, 0, "{out}");
     assert!(out.contains(NOT_FOUND_12), "{out}");
-    let cyc = format!("/{SITE}/cyc/libcyc_a.so");
+    let cyc = format!("/{SITE}/cyc_a.cpython-313-x86_64-linux-gnu.so");
     assert_eq!(
         img.dlopen(&[STDGPU, &cyc]),
         vec![
@@ -816,7 +846,7 @@ fn hostile_links_and_loops_end_inside_the_rootfs() {
         "a path outside the rootfs is reported: {doc:#}"
     );
     let missing = with_id(&doc, "image-library-missing");
-    for consumer in ["libstdgpu_cuda.so", "libcyc_a.so"] {
+    for consumer in ["libstdgpu_cuda.so", "cyc_a.cpython"] {
         assert!(
             missing
                 .iter()
@@ -836,17 +866,16 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
     let fx = fixtures_or_skip!();
     let mut img = Image::new(fx, Suite::Trixie, &[]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
-    img.place(
-        &format!("{SITE}/nvidia/cuda_runtime/lib/libcudart.so.12"),
-        &cu12.join("libcudart.so.12"),
-    );
-    img.place(
-        "opt/cuda-12.4/lib/libcudart.so.12",
+    img.pip(SITE, &fx.join("wheel/cuda-runtime-cu12-12.9.79"));
+    img.place_with_link(
+        "opt/cuda-12.4/lib",
+        "libcudart.so.12.4.127",
+        "libcudart.so.12",
         &fx.join("deb/trixie/libcudart12/root/usr/lib/x86_64-linux-gnu/libcudart.so.12.4.127"),
     );
     img.env.push("LD_LIBRARY_PATH=/opt/cuda-12.4/lib".into());
-    let rp = format!("{SITE}/fw_rpath/lib/libfw_rpath.so");
-    let rn = format!("{SITE}/fw_runpath/lib/libfw_runpath.so");
+    let rp = format!("{SITE}/fw_rpath.cpython-313-x86_64-linux-gnu.so");
+    let rn = format!("{SITE}/fw_runpath.cpython-313-x86_64-linux-gnu.so");
     for (rel, runpath) in [(&rp, false), (&rn, true)] {
         let built = img
             .dir
@@ -855,7 +884,7 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
         framework_lib_tags(
             &built,
             &cu12,
-            "$ORIGIN/../../nvidia/cuda_runtime/lib",
+            "$ORIGIN/nvidia/cuda_runtime/lib",
             &[],
             runpath,
         );
@@ -867,7 +896,7 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
     assert_eq!(rc, 0, "{out}");
     assert!(
         out.contains(&format!(
-            "libcudart.so.12 => /{SITE}/fw_rpath/lib/../../nvidia/cuda_runtime/lib/libcudart.so.12"
+            "libcudart.so.12 => /{SITE}/nvidia/cuda_runtime/lib/libcudart.so.12"
         )),
         "{out}"
     );
@@ -912,7 +941,7 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
     };
     assert!(
         uses(
-            "libfw_rpath.so",
+            "fw_rpath.cpython",
             "nvidia/cuda_runtime/lib/libcudart.so.12",
             "12.9"
         ),
@@ -920,7 +949,7 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
     );
     assert!(
         uses(
-            "libfw_runpath.so",
+            "fw_runpath.cpython",
             "/opt/cuda-12.4/lib/libcudart.so.12",
             "12.4"
         ),
@@ -933,5 +962,131 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
             && text(f).contains("12.4")
             && text(f).contains("12.9")),
         "two libcudart.so.12 copies load, one per framework: {doc:#}"
+    );
+}
+
+/// "Every ELF in the rootfs that uses CUDA": Debian's hwloc CUDA plugin lives in
+/// /usr/lib/x86_64-linux-gnu/hwloc/ (dlopened by path by libhwloc, not a loader search
+/// directory), and a company's own package in site-packages is not one of the walk's known GPU
+/// packages. The loader fails both the same way as the cases above: without libcudart.so.12
+/// (trixie), and with GLIBC_2.38 missing on Debian 12's libc.
+#[test]
+fn cuda_consumers_outside_the_walked_dirs_are_judged() {
+    let fx = fixtures_or_skip!();
+    let mine = format!("{SITE}/acme_models/_cuda/libacme_cuda.so");
+    let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
+
+    // No libcudart anywhere.
+    let img = Image::new(fx, Suite::Trixie, &["libhwloc-contrib-plugins"]);
+    let built = img.dir.path().join("libacme_cuda.so");
+    framework_lib(&built, &cu12, "$ORIGIN/../../nvidia/cuda_runtime/lib", &[]);
+    img.place(&mine, &built);
+    img.ldconfig();
+    assert_eq!(
+        img.dlopen(&[HWLOC_CUDA, &format!("/{mine}")]),
+        vec![
+            format!("error {NOT_FOUND_12}"),
+            format!("error {NOT_FOUND_12}")
+        ]
+    );
+    let (code, doc) = img.check("h100-580");
+    assert!(code == 0 || code == 1, "{doc:#}");
+    let missing = with_id(&doc, "image-library-missing");
+    let named: Vec<&str> = ["hwloc_cuda.so", "libacme_cuda.so"]
+        .into_iter()
+        .filter(|c| !missing.iter().any(|f| text(f).contains(c)))
+        .collect();
+    assert!(
+        named.is_empty(),
+        "the loader cannot load {named:?} (libcudart.so.12 not found); check does not say so: {doc:#}"
+    );
+
+    // Debian 12's libc under the trixie-built plugin.
+    let img = Image::new(
+        fx,
+        Suite::Bookworm,
+        &["libcudart12", "libhwloc-contrib-plugins"],
+    );
+    img.ldconfig();
+    let glibc = format!(
+        "/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.38' not found (required by {HWLOC_CUDA})"
+    );
+    let (_, out) = img.loader_list(HWLOC_CUDA);
+    assert!(out.contains(&glibc), "{out}");
+    assert_eq!(img.dlopen(&[HWLOC_CUDA]), vec![format!("error {glibc}")]);
+    let (code, doc) = img.check("h100-580");
+    assert!(code == 0 || code == 1, "{doc:#}");
+    assert!(
+        with_id(&doc, "image-symbol-version-missing")
+            .iter()
+            .any(|f| {
+                let m = f["predicted"]["message"].as_str().unwrap_or("");
+                m.contains("version `GLIBC_2.38' not found") && m.contains("hwloc_cuda.so")
+            }),
+        "the loader fails hwloc_cuda.so on GLIBC_2.38; check does not say so: {doc:#}"
+    );
+}
+
+/// NVIDIA's cu11 runtime wheel ships only `libcudart.so.11.0` — the soname every CUDA 11.x
+/// runtime has — and says 11.8.89 in its `.dist-info`. The runtime really is 11.8
+/// (`cudaRuntimeGetVersion` = 11080), not 11.0: CUDA 11.0 predates compute capability 8.6–9.0,
+/// so judging "11.0" would warn about an H100 that 11.8 supports.
+#[test]
+fn cuda11_wheel_runtime_is_11_8_not_11_0() {
+    let fx = fixtures_or_skip!();
+    let img = Image::new(fx, Suite::Trixie, &[]);
+    let wheel = fx.join("wheel/cuda-runtime-cu11-11.8.89");
+    img.pip(SITE, &wheel);
+    let fw = format!("{SITE}/fw11_cuda.cpython-313-x86_64-linux-gnu.so");
+    let built = img.dir.path().join("fw11.so");
+    framework_lib_for(
+        &built,
+        &wheel.join("nvidia/cuda_runtime/lib"),
+        "libcudart.so.11.0",
+        "$ORIGIN/nvidia/cuda_runtime/lib",
+    );
+    img.place(&fw, &built);
+    img.ldconfig();
+    let (rc, out) = img.loader_list(&format!("/{fw}"));
+    assert_eq!(rc, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "libcudart.so.11.0 => /{SITE}/nvidia/cuda_runtime/lib/libcudart.so.11.0"
+        )),
+        "{out}"
+    );
+    // CUDA 11's cudaRuntimeGetVersion needs a driver: with none it returns
+    // cudaErrorInsufficientDriver (35) and no version. The library the loader picked says it
+    // by its exports instead: cudaOccupancyMaxActiveClusters and cudaLaunchKernelExC are new
+    // in CUDA 11.8 (thread-block clusters).
+    assert_eq!(
+        img.dlopen(&[&format!("/{fw}")]),
+        vec![format!("ok /{fw} cudart=-35")]
+    );
+    let syms = Command::new("readelf")
+        .args(["--dyn-syms", "-W"])
+        .arg(img.path(&format!("{SITE}/nvidia/cuda_runtime/lib/libcudart.so.11.0")))
+        .output()
+        .unwrap();
+    let syms = String::from_utf8_lossy(&syms.stdout);
+    for api in ["cudaOccupancyMaxActiveClusters", "cudaLaunchKernelExC"] {
+        assert!(
+            syms.lines()
+                .any(|l| l.contains(" FUNC ") && !l.contains(" UND ") && l.contains(api)),
+            "{api} not exported"
+        );
+    }
+
+    let (_, doc) = img.check("h100-580");
+    let rt = runtimes_in_use(&doc);
+    assert!(
+        rt.iter().any(|r| r.to_string().contains("fw11_cuda")
+            && r["version"].as_str().is_some_and(|v| v.starts_with("11.8"))),
+        "the loaded runtime is 11.8.89: {:#}",
+        doc["load"]
+    );
+    assert!(
+        with_id(&doc, "compute-capability-newer-than-cuda").is_empty(),
+        "CUDA 11.8 supports compute capability 9.0: {doc:#}"
     );
 }
