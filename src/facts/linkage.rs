@@ -357,7 +357,9 @@ fn runtime_version(root: &Path, r: &Resolved, image: &ImageFacts) -> (Option<Ver
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("");
-    let ver = name.split_once(".so.").map(|x| x.1).unwrap_or("");
+    let ver = crate::facts::image::cudart_soname_version(
+        name.split_once(".so.").map(|x| x.1).unwrap_or(""),
+    );
     if ver.contains('.')
         && let Some(v) = Version::parse(ver)
     {
