@@ -68,3 +68,51 @@ for f in d["findings"]:
         print("  ", f["id"], f["evidence"][:300])
 PY
 done
+
+# 3. Image load checks (issue 14) on the same real install: what `check` predicts each framework
+#    loads (`load.runtimes_in_use`) against the libcudart really mapped into a Python process
+#    that imported the framework and ran a kernel (/proc/self/maps); and the load findings (a
+#    healthy install must have none of image-library-missing / image-symbol-version-missing).
+cat >loaded.py <<'PY'
+import json, os, sys
+fw = sys.argv[1]
+try:
+    if fw == "torch":
+        import torch; torch.ones(1, device="cuda").sum().item(); extra = torch.version.cuda
+    elif fw == "cupy":
+        import cupy; cupy.ones(1).sum().item(); extra = cupy.cuda.runtime.runtimeGetVersion()
+    elif fw == "jax":
+        import jax, jax.numpy as jnp; jnp.ones(1).block_until_ready(); extra = str(jax.devices())
+    maps = open("/proc/self/maps").read().splitlines()
+    libs = sorted({os.path.realpath(l.split()[-1]) for l in maps if "libcudart" in l})
+    print(json.dumps({"framework": fw, "cudart": libs, "extra": str(extra)}))
+except Exception as e:
+    print(json.dumps({"framework": fw, "error": f"{type(e).__name__}: {e}"[:200]}))
+PY
+python3 - check-warm.json <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1])); l = d.get("load") or {}
+print("load: consumers", l.get("consumers"), "objects", l.get("objects"), "elapsed_ms", l.get("elapsed_ms"))
+for r in l.get("runtimes_in_use", []):
+    print("  runtime", r["version"], r["path"], "via", r["via"], "by", ",".join(r["packages"]) or r["loaded_by"][:2])
+for f in l.get("frameworks", []):
+    print("  framework", f["name"], f["version"], "built for", f["built_for_cuda"], "loads", f["runtime"], f["runtime_version"])
+for f in d["findings"]:
+    if f["id"].startswith("image-") or f["id"].startswith("toolchain-") or f["id"].startswith("cuda-"):
+        print("  finding", f["id"], f["severity"], f["evidence"][:400])
+PY
+printf '%-8s %-72s %-72s %s\n' framework predicted actual agree >load-table.txt
+for fw in torch cupy jax; do
+    actual=$(python3 loaded.py "$fw" 2>/dev/null | tail -1)
+    python3 - check-warm.json "$actual" >>load-table.txt <<'PY'
+import json, os, sys
+d = json.load(open(sys.argv[1])); a = json.loads(sys.argv[2] or "{}")
+fw = a.get("framework", "?")
+pred = sorted({os.path.realpath(r["path"]) for r in (d.get("load") or {}).get("runtimes_in_use", [])
+               if any(p == fw or p.startswith(fw + "_") for p in r["packages"])})
+act = a.get("cudart", a.get("error", "not run"))
+agree = "yes" if isinstance(act, list) and set(act) <= set(pred) and act else ("n/a" if not pred and not act else "NO")
+print(f"{fw:<8} {','.join(pred) or '-':<72} {(','.join(act) if isinstance(act, list) else act) or '-':<72} {agree}")
+PY
+done
+cat load-table.txt

@@ -494,3 +494,128 @@ fn elf_whose_section_table_lies() {
     std::fs::copy(lib.join("past-end.so"), lib.join("libcuda.so.1")).unwrap();
     check(&b);
 }
+
+/// Build a shared object with `gcc`: `soname`, the libraries it needs (built alongside as empty
+/// objects), and its RUNPATH.
+fn gcc_lib(dir: &Path, file: &str, soname: &str, needs: &[&str], runpath: &str) -> PathBuf {
+    let build = dir.join(format!("build-{file}"));
+    std::fs::create_dir_all(&build).unwrap();
+    let src = build.join("x.c");
+    std::fs::write(&src, "int preflight_marker(void) { return 1; }\n").unwrap();
+    for n in needs {
+        let st = std::process::Command::new(require_tool("gcc"))
+            .args(["-shared", "-fPIC", "-o"])
+            .arg(build.join(n))
+            .arg(&src)
+            .arg(format!("-Wl,-soname,{n}"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let out = dir.join(file);
+    let mut cmd = std::process::Command::new(require_tool("gcc"));
+    cmd.args(["-shared", "-fPIC", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg(format!("-Wl,-soname,{soname}"))
+        .arg("-Wl,--no-as-needed")
+        .arg(format!("-L{}", build.display()));
+    for n in needs {
+        cmd.arg(format!("-l:{n}"));
+    }
+    if !runpath.is_empty() {
+        cmd.arg(format!("-Wl,--enable-new-dtags,-rpath,{runpath}"));
+    }
+    assert!(cmd.status().unwrap().success());
+    out
+}
+
+#[test]
+fn load_resolution_never_leaves_the_rootfs_and_ends_on_loops() {
+    let top = tempfile::tempdir().unwrap();
+    let (b, root) = gpu_bundle(top.path());
+    // A real ELF libcudart outside the rootfs: found, it would be a runtime in use.
+    let host_lib = top.path().join("host/lib");
+    std::fs::create_dir_all(&host_lib).unwrap();
+    gcc_lib(&host_lib, "libcudart.so.12", "libcudart.so.12", &[], "");
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::fs::create_dir_all(root.join("opt")).unwrap();
+    symlink("loop-b", root.join("opt/loop-a")).unwrap();
+    symlink("loop-a", root.join("opt/loop-b")).unwrap();
+    // Every way out: an absolute host path, a `..` chain from $ORIGIN, /proc/self/root, a loop.
+    let runpath = format!(
+        "{host}:$ORIGIN/../../../../host/lib:/proc/self/root{host}:/opt/loop-a",
+        host = host_lib.display()
+    );
+    gcc_lib(
+        &libdir,
+        "libconsumer.so",
+        "libconsumer.so",
+        &["libcudart.so.12"],
+        &runpath,
+    );
+    // Two CUDA libraries that need each other: the closure ends.
+    let cyc = root.join("opt/cyc");
+    std::fs::create_dir_all(&cyc).unwrap();
+    gcc_lib(
+        &cyc,
+        "libcublas.so.12",
+        "libcublas.so.12",
+        &["libcublasLt.so.12"],
+        "$ORIGIN",
+    );
+    gcc_lib(
+        &cyc,
+        "libcublasLt.so.12",
+        "libcublasLt.so.12",
+        &["libcublas.so.12"],
+        "$ORIGIN",
+    );
+    gcc_lib(
+        &libdir,
+        "libcycuser.so",
+        "libcycuser.so",
+        &["libcublas.so.12"],
+        "/opt/cyc",
+    );
+
+    let r = check(&b);
+    let load = &r.json["load"];
+    assert_eq!(load["runtimes_in_use"], serde_json::json!([]), "{load}");
+    let missing: Vec<&str> = load["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["library"].as_str().unwrap())
+        .collect();
+    assert_eq!(missing, ["libcudart.so.12"], "{load}");
+    assert!(ids(&r).contains(&"image-library-missing".to_string()));
+    // consumer, cycuser, libcublas, libcublasLt: each linked once.
+    assert_eq!(load["objects"], 4, "{load}");
+    // The image's RUNPATH strings are quoted as written (searched inside the rootfs); nothing
+    // was found through them.
+    assert_eq!(
+        load["missing"][0]["elsewhere"],
+        serde_json::json!([]),
+        "{load}"
+    );
+
+    // Control: the same libcudart inside the rootfs on the RUNPATH is found and in use.
+    std::fs::remove_file(root.join("opt/loop-a")).unwrap();
+    std::fs::create_dir_all(root.join("opt/loop-a")).unwrap();
+    std::fs::copy(
+        host_lib.join("libcudart.so.12"),
+        root.join("opt/loop-a/libcudart.so.12"),
+    )
+    .unwrap();
+    let inside = check(&b);
+    let rt = &inside.json["load"]["runtimes_in_use"];
+    assert_eq!(
+        rt[0]["path"], "/opt/loop-a/libcudart.so.12",
+        "{}",
+        inside.json["load"]
+    );
+    assert_eq!(rt[0]["via"], "runpath");
+    assert!(!ids(&inside).contains(&"image-library-missing".to_string()));
+}
