@@ -140,6 +140,8 @@ enum Suite {
 struct Image {
     dir: tempfile::TempDir,
     env: Vec<String>,
+    /// The spec's `process.args`.
+    args: Vec<String>,
 }
 
 impl Image {
@@ -177,6 +179,7 @@ impl Image {
         Image {
             dir,
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            args: vec!["true".into()],
         }
     }
 
@@ -252,9 +255,18 @@ impl Image {
     /// `error <dlerror()>` (the message a framework's import shows); for the frameworks built
     /// here, `ok FILE cudart=N`: the `cudaRuntimeGetVersion` of the libcudart it really called.
     fn dlopen(&self, files: &[&str]) -> Vec<String> {
+        self.dlopen_as("/.dlopen-probe", &[], files)
+    }
+
+    /// As `dlopen`, by a probe installed at `exe` in the image, linked with `ldflags`
+    /// (`-Wl,-rpath,...`: an executable's DT_RPATH also serves every library it loads).
+    fn dlopen_as(&self, exe: &str, ldflags: &[&str], files: &[&str]) -> Vec<String> {
         let probe = self.dir.path().join("dlopen-probe");
+        let mut args = vec!["-O2"];
+        args.extend(ldflags);
+        args.push("-o");
         cc(
-            &["-O2", "-o"],
+            &args,
             &probe,
             "#include <dlfcn.h>\n#include <stdio.h>\n\
              int main(int c, char **v) { for (int i = 1; i < c; i++) {\n\
@@ -264,16 +276,18 @@ impl Image {
                if (f) printf(\"ok %s cudart=%d\\n\", v[i], f()); else printf(\"ok %s\\n\", v[i]); }\n\
                return 0; }\n",
         );
-        self.place("/.dlopen-probe", &probe);
+        self.place(exe, &probe);
         let o = Command::new("chroot")
             .arg(self.root())
-            .args(["/lib64/ld-linux-x86-64.so.2", "/.dlopen-probe"])
+            .args(["/lib64/ld-linux-x86-64.so.2", exe])
             .args(files)
             .env_clear()
             .envs(self.env.iter().filter_map(|kv| kv.split_once('=')))
             .output()
             .unwrap();
-        std::fs::remove_file(self.path("/.dlopen-probe")).unwrap();
+        if exe == "/.dlopen-probe" {
+            std::fs::remove_file(self.path(exe)).unwrap();
+        }
         assert!(
             o.status.success(),
             "dlopen probe: {}",
@@ -291,7 +305,7 @@ impl Image {
     fn check(&self, profile: &str) -> (i32, Value) {
         let spec = json!({
             "ociVersion": "1.0.2",
-            "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": self.args, "cwd": "/",
                         "env": self.env},
             "root": {"path": "rootfs"},
             "linux": {
@@ -397,7 +411,9 @@ fn build_framework(
         }
         .into(),
     );
-    args.push(format!("-Wl,-rpath,{rpath}"));
+    if !rpath.is_empty() {
+        args.push(format!("-Wl,-rpath,{rpath}"));
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args.push("-o".into());
     let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -1088,5 +1104,116 @@ fn cuda11_wheel_runtime_is_11_8_not_11_0() {
     assert!(
         with_id(&doc, "compute-capability-newer-than-cuda").is_empty(),
         "CUDA 11.8 supports compute capability 9.0: {doc:#}"
+    );
+}
+
+/// glibc also searches the DT_RPATH of the executable for every library the process loads
+/// (where the needing object has no DT_RUNPATH). Conda's python carries `$ORIGIN/../lib`, so an
+/// extension module with no RPATH of its own that needs libcudart.so.12 finds the one conda put
+/// in /opt/conda/lib, although no ld.so.cache or default directory has it. `ld.so --list` on
+/// the module alone says "not found"; run by that python it loads.
+#[test]
+fn executable_rpath_serves_the_libraries_it_loads() {
+    let fx = fixtures_or_skip!();
+    let mut img = Image::new(fx, Suite::Trixie, &[]);
+    let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
+    img.place_with_link(
+        "opt/conda/lib",
+        "libcudart.so.12.9.79",
+        "libcudart.so.12",
+        &cu12.join("libcudart.so.12"),
+    );
+    let ext = "/opt/conda/lib/python3.12/site-packages/ext_cuda.cpython-312-x86_64-linux-gnu.so";
+    let built = img.dir.path().join("ext_cuda.so");
+    build_framework(&built, &cu12, "libcudart.so.12", "", &[], false);
+    img.place(ext, &built);
+    img.ldconfig();
+    let python = "/opt/conda/bin/python3.12";
+    img.args = vec![python.into(), "-c".into(), "import ext_cuda".into()];
+
+    let (rc, out) = img.loader_list(ext);
+    assert_ne!(rc, 0, "{out}");
+    assert!(out.contains(NOT_FOUND_12), "{out}");
+    assert_eq!(
+        img.dlopen_as(
+            python,
+            &["-Wl,--disable-new-dtags", "-Wl,-rpath,$ORIGIN/../lib"],
+            &[ext]
+        ),
+        vec![format!("ok {ext} cudart=12090")]
+    );
+
+    let (code, doc) = img.check("h100-580");
+    assert!(code == 0 || code == 1, "{doc:#}");
+    assert!(
+        !with_id(&doc, "image-library-missing")
+            .iter()
+            .any(|f| f["severity"] == "block"),
+        "a library the workload's python does load must not block: {doc:#}"
+    );
+    assert!(
+        with_id(&doc, "image-library-missing").is_empty(),
+        "the process args[0] ({python}) has DT_RPATH $ORIGIN/../lib: libcudart.so.12 loads from \
+         /opt/conda/lib (docs/image-load.md lists the executable's RPATH as not modelled): {doc:#}"
+    );
+}
+
+/// The usual cure for a `GLIBCXX_…' not found`: a newer libstdc++ elsewhere in the image
+/// (conda's /opt/conda/lib, as `libstdc++.so.6.0.33` with the `libstdc++.so.6` link) put first
+/// on LD_LIBRARY_PATH. Without it on the path the loader fails and check should point at that
+/// copy. Here the copy is Debian 13's, built against glibc 2.41: on the path, the loader gets
+/// past GLIBCXX_3.4.32 and fails on the copy's own GLIBC_2.38 — check must not call that a cure.
+#[test]
+fn newer_libstdcxx_elsewhere_is_named_and_its_own_needs_are_judged() {
+    let fx = fixtures_or_skip!();
+    let mut img = Image::new(fx, Suite::Bookworm, &["libcudart12", "libstdgpu-cuda0d"]);
+    img.place_with_link(
+        "opt/conda/lib",
+        "libstdc++.so.6.0.33",
+        "libstdc++.so.6",
+        &fx.join("deb/trixie/libstdc++6/root/usr/lib/x86_64-linux-gnu/libstdc++.so.6.0.33"),
+    );
+    img.ldconfig();
+
+    let glibcxx = format!(
+        "/usr/lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.32' not found (required by {STDGPU})"
+    );
+    assert_eq!(img.dlopen(&[STDGPU]), vec![format!("error {glibcxx}")]);
+    let (_, doc) = img.check("h100-580");
+    let sv = with_id(&doc, "image-symbol-version-missing");
+    let f = sv
+        .iter()
+        .find(|f| text(f).contains("GLIBCXX_3.4.32"))
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert!(
+        text(f).contains("/opt/conda/lib/libstdc++.so.6"),
+        "/opt/conda/lib/libstdc++.so.6.0.33 defines GLIBCXX_3.4.32: the finding should name it: {f:#}"
+    );
+
+    img.env.push("LD_LIBRARY_PATH=/opt/conda/lib".into());
+    let glibc = "/lib/x86_64-linux-gnu/libc.so.6: version `GLIBC_2.38' not found (required by /opt/conda/lib/libstdc++.so.6)";
+    assert_eq!(img.dlopen(&[STDGPU]), vec![format!("error {glibc}")]);
+    let (_, out) = img.loader_list(STDGPU);
+    assert!(out.contains(glibc), "{out}");
+    assert!(
+        out.contains("libstdc++.so.6 => /opt/conda/lib/libstdc++.so.6"),
+        "{out}"
+    );
+    let (_, doc) = img.check("h100-580");
+    assert!(
+        !with_id(&doc, "image-symbol-version-missing")
+            .iter()
+            .any(|f| text(f).contains("GLIBCXX_3.4.32")),
+        "on LD_LIBRARY_PATH the copy defines GLIBCXX_3.4.32: {doc:#}"
+    );
+    assert!(
+        with_id(&doc, "image-symbol-version-missing")
+            .iter()
+            .any(|f| f["predicted"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("GLIBC_2.38")),
+        "the loader fails {STDGPU} on /opt/conda/lib/libstdc++.so.6's own GLIBC_2.38; check \
+         does not look at the needs of the C++ runtime it resolves: {doc:#}"
     );
 }

@@ -300,7 +300,7 @@ pub fn gather(
     for m in missing.values_mut() {
         m.elsewhere = all_files
             .iter()
-            .filter(|p| p.file_name().and_then(|n| n.to_str()) == Some(m.library.as_str()))
+            .filter(|p| named(p, &m.library))
             .take(MAX_NAMED)
             .map(|p| (*p).clone())
             .collect();
@@ -308,10 +308,7 @@ pub fn gather(
     for mv in &mut f.missing_versions {
         let copies: Vec<PathBuf> = all_files
             .iter()
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()) == Some(mv.library.as_str())
-                    && **p != &mv.provider
-            })
+            .filter(|p| named(p, &mv.library) && **p != &mv.provider)
             .map(|p| (*p).clone())
             .collect();
         for c in copies.into_iter().take(MAX_NAMED) {
@@ -337,6 +334,16 @@ pub fn gather(
         .then(|| PathBuf::from("/usr/local/cuda/bin/nvcc"));
     f.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     f
+}
+
+/// Whether `path` is a file of library `name`: the name itself, or its fuller version
+/// (`libstdc++.so.6.0.33`, `libcudart.so.12.4.127`). The walk names a library by its real file
+/// when a link and its target share a directory, so the link's name alone finds no copy in
+/// conda's or NVIDIA's layouts.
+fn named(path: &Path, name: &str) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == name || n.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
 }
 
 /// The CUDA major an object is built for, from the sonames it needs (`libcudart.so.12`).
