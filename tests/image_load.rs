@@ -1217,3 +1217,56 @@ fn newer_libstdcxx_elsewhere_is_named_and_its_own_needs_are_judged() {
          does not look at the needs of the C++ runtime it resolves: {doc:#}"
     );
 }
+
+/// The same outcomes inside a real runc container of the bundle (its own mount namespace,
+/// pivot_root, the spec's environment), not just a chroot: the framework's import fails on the
+/// missing runtime, and on the old libstdc++, with the loader's words.
+#[test]
+fn real_container_sees_what_the_chroot_sees() {
+    let fx = fixtures_or_skip!();
+    for (suite, pkgs, want) in [
+        (
+            Suite::Trixie,
+            &["libstdgpu-cuda0d"][..],
+            format!("error {NOT_FOUND_12}"),
+        ),
+        (
+            Suite::Bookworm,
+            &["libcudart12", "libstdgpu-cuda0d"][..],
+            format!(
+                "error /usr/lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.32' not found (required by {STDGPU})"
+            ),
+        ),
+        (
+            Suite::Trixie,
+            &["libcudart12", "libstdgpu-cuda0d"][..],
+            format!("ok {STDGPU}"),
+        ),
+    ] {
+        let img = Image::new(fx, suite, pkgs);
+        img.ldconfig();
+        // The probe stays in the image for the container to run.
+        let probe = img.dir.path().join("probe");
+        cc(
+            &["-O2", "-o"],
+            &probe,
+            "#include <dlfcn.h>\n#include <stdio.h>\n\
+             int main(int c, char **v) { void *h = dlopen(v[1], RTLD_LAZY);\n\
+               if (h) printf(\"ok %s\\n\", v[1]); else printf(\"error %s\\n\", dlerror());\n\
+               return 0; }\n",
+        );
+        img.place("/usr/local/bin/import-probe", &probe);
+        let mut spec = common::base_spec(img.dir.path(), &["/usr/local/bin/import-probe", STDGPU]);
+        spec["process"]["env"] = json!(img.env);
+        spec["root"]["readonly"] = json!(false);
+        common::write_spec(img.dir.path(), &spec);
+        let out = common::runc_run(img.dir.path(), &common::unique_id("imgload"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.trim() == want,
+            "runc: {:?}\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
