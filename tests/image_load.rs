@@ -354,6 +354,17 @@ impl Image {
                 String::from_utf8_lossy(&o.stderr)
             )
         });
+        // Shown with --nocapture (and on failure): what check said, in short.
+        eprintln!("check --host-profile {profile}: exit {:?}", o.status.code());
+        for f in doc["findings"].as_array().into_iter().flatten() {
+            eprintln!(
+                "  {} {}: {} | {}",
+                f["severity"].as_str().unwrap_or(""),
+                f["id"].as_str().unwrap_or(""),
+                f["evidence"].as_str().unwrap_or(""),
+                f["predicted"]["message"].as_str().unwrap_or("")
+            );
+        }
         (o.status.code().unwrap_or(-1), doc)
     }
 }
