@@ -11,7 +11,7 @@
 #
 #   Debian 13 trixie (deb.debian.org):
 #     libc6                   2.41-12+deb13u4                2,846,580 B  loader, libc (GLIBC_2.41)
-#     libstdc++6              14.2.0-19                        ~720,000 B  defines up to GLIBCXX_3.4.33
+#     libstdc++6              14.2.0-19                         713,628 B  defines up to GLIBCXX_3.4.33
 #     libgcc-s1               14.2.0-19                          72,772 B
 #     libcudart12 (non-free)  12.4.127~12.4.1-2                 176,216 B  libcudart.so.12 in
 #                                                                           /usr/lib/x86_64-linux-gnu
@@ -21,7 +21,7 @@
 #       (contrib)               plugin, DT_NEEDED libcudart.so.12, needs GLIBC_2.38
 #   Debian 12 bookworm (deb.debian.org), the "old" image:
 #     libc6                   2.36-9+deb12u14                2,759,320 B  GLIBC up to 2.36
-#     libstdc++6              12.2.0-14+deb12u1                ~710,000 B  GLIBCXX up to 3.4.30
+#     libstdc++6              12.2.0-14+deb12u1                 612,604 B  GLIBCXX up to 3.4.30
 #     libgcc-s1               12.2.0-14+deb12u1                  49,856 B
 #   PyPI (NVIDIA's runtime wheels), the pip-installed runtimes:
 #     nvidia-cuda-runtime-cu12 12.9.79   3.5 MB  nvidia/cuda_runtime/lib/libcudart.so.12 (12.9)
@@ -36,8 +36,10 @@
 # torchvision needs libtorch; cupy-cuda12x is 135 MB; torch ~800 MB. Debian contrib has real
 # consumers linked against libcudart.so.12 that are a few KB, built with GCC 14, so the same
 # consumer loads on trixie's libstdc++ and fails on bookworm's — the GLIBCXX case for real.
-# The RPATH-to-wheel case ($ORIGIN/../../nvidia/cuda_runtime/lib, torch's layout) is a small
-# library the test builds with gcc against the wheel's real libcudart.so.12.
+# The RPATH/RUNPATH-to-wheel cases (an extension module at the top of site-packages with
+# `$ORIGIN/nvidia/cuda_runtime/lib`, flash-attn's layout) are small libraries the tests build
+# with cc against the wheels' real libcudart, as is the dlopen probe the image's loader runs.
+# The cu11 wheel's runtime (soname libcudart.so.11.0) is 11.8.89.
 #
 # Prints where everything is. Needs curl, xz, dpkg-deb and pip.
 set -euo pipefail
