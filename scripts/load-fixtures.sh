@@ -41,6 +41,10 @@
 # with cc against the wheels' real libcudart, as is the dlopen probe the image's loader runs.
 # The cu11 wheel's runtime (soname libcudart.so.11.0) is 11.8.89.
 #
+# A .deb is the suite's current version when first fetched (a point release drops the old one
+# from the pool), recorded in its VERSION file; the tests rely only on what the suites fix (GCC
+# 14 vs 12, glibc 2.41 vs 2.36, CUDA 12.4 in trixie). The wheels are pinned.
+#
 # Prints where everything is. Needs curl, xz, dpkg-deb and pip.
 set -euo pipefail
 
