@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Time `check --rootfs` with the image load checks on a PyTorch-sized environment: torch and
-# every nvidia-* / cuda-toolkit wheel it pulls in (`pip install --target`, ~3 GB, once, into the
-# download cache), under site-packages of a rootfs with Debian 13's loader, libc and libstdc++
+# every nvidia-* / cuda-toolkit wheel it pulls in (`pip install --target`, 5.3 GB installed, once,
+# into the download cache at $CACHE/bench/torch-VERSION), under site-packages of a rootfs with Debian 13's loader, libc and libstdc++
 # and an ld.so.cache (from scripts/load-fixtures.sh). Cold: a fresh state directory (no scan
 # cache) each run; warm: the same state directory again (a second container of the image). Page
 # cache warm in both. A benchmark input, not a test.
@@ -21,7 +21,8 @@ FX="$CACHE/load-fixtures/v1"
 
 scripts/load-fixtures.sh >/dev/null
 if [[ -z "${BENCH_SITE:-}" ]]; then
-    BENCH_SITE="$CACHE/load-fixtures/bench/torch-$TORCH_VERSION"
+    # Shared with the other benchmarks' torch environment.
+    BENCH_SITE="$CACHE/bench/torch-$TORCH_VERSION"
     if [[ ! -f "$BENCH_SITE/.complete" ]]; then
         echo "bench-load.sh: installing torch==$TORCH_VERSION and its CUDA wheels into $BENCH_SITE (~3 GB)" >&2
         rm -rf "$BENCH_SITE.partial"
