@@ -67,7 +67,7 @@ run() { # → "wall_ms binaries_ms load_ms cuda_files consumers"
 import json, sys
 d = json.loads(sys.argv[1]); wall = (int(sys.argv[3]) - int(sys.argv[2])) / 1e6
 b = d.get("binaries", {}).get("stats", {}); l = d.get("load") or {}
-ls = l.get("stats", {}) if isinstance(l, dict) else {}
+ls = l if isinstance(l, dict) else {}
 print("%.2f %s %s %s %s" % (wall, b.get("elapsed_ms", "-"), ls.get("elapsed_ms", "-"),
       b.get("cuda_files", "-"), len(l.get("runtimes_in_use", [])) if isinstance(l, dict) else "-"))
 ' "$out" "$t0" "$t1"
@@ -85,7 +85,7 @@ PY
 find "$R" -type f -name '*.so*' -exec cat {} + >/dev/null 2>&1 || true # page cache warm
 echo "rootfs: $R ($(find "$R" -type f | wc -l) files, $(du -sm "$R" | cut -f1) MB), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-5s %4s | %-29s | %-29s | %-29s | %10s %9s\n' "" runs "whole check ms (med min max)" \
-    "binaries.stats.elapsed_ms" "load.stats.elapsed_ms" cuda_files runtimes
+    "binaries.stats.elapsed_ms" "load.elapsed_ms" cuda_files runtimes
 cold=$(mktemp); warm=$(mktemp)
 for _ in $(seq "$RUNS"); do rm -rf "$STATE"; run >>"$cold"; done
 for _ in $(seq "$RUNS"); do run >>"$warm"; done
