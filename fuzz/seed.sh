@@ -38,6 +38,9 @@ text cdi yaml $'\x01cdiVersion: 0.5.0\nkind: nvidia.com/gpu\ndevices:\n- name: 0
 for l in /lib/x86_64-linux-gnu/libdl.so.2 /lib/x86_64-linux-gnu/libpthread.so.0 /lib/x86_64-linux-gnu/librt.so.1 /lib/x86_64-linux-gnu/libgcc_s.so.1; do
     [ -f "$l" ] && seed elf_dynamic "$l"
 done
+text toolchain_banner ptxas124 $'\x00Cuda compilation tools, release %d.%d, V%d.%d.%d\x00Cuda compilation tools, release 12.4, V12.4.99\x00'
+text toolchain_banner nvrtc $'Cuda compilation tools, release 12.4, V12.4.127\nBuild cuda_12.4.r12.4/compiler.34043715_0'
+text toolchain_banner bad $'Cuda compilation tools, release 12.4.1.2.3.4.5.6.7.8.9, V99999999999999999999.1'
 if command -v runc >/dev/null; then
     t=$(mktemp -d); runc spec --bundle "$t"; seed spec "$t/config.json"; rm -rf "$t"
 fi

@@ -123,7 +123,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .unwrap_or(Decision::Allow);
     if args.json {
         let doc = if verdicts.len() == 1 {
-            json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries, "load": facts.load})
+            json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries,
+                   "toolchains": facts.toolchains, "load": facts.load})
         } else {
             json!({
                 "verdict": worst,
@@ -134,6 +135,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 })).collect::<Vec<_>>(),
                 "binaries": facts.binaries,
                 "load": facts.load,
+                "toolchains": facts.toolchains,
             })
         };
         serde_json::to_writer_pretty(&mut *out, &doc)?;

@@ -20,6 +20,7 @@ use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
 use crate::facts::linkage::{self, LoadFacts};
+use crate::facts::toolchains::{self, ToolchainFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
 use crate::rules;
@@ -158,6 +159,8 @@ pub struct ContainerFacts {
     pub binaries: Option<BinaryFacts>,
     /// How the image's CUDA-using libraries will load (GPU containers with a rootfs only).
     pub load: Option<LoadFacts>,
+    /// The image's ptxas and NVRTC with their CUDA versions (GPU containers with a rootfs only).
+    pub toolchains: Option<ToolchainFacts>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -196,6 +199,8 @@ pub fn container_facts(
     };
     let binaries =
         (request.wants_gpu() && root.is_dir()).then(|| binaries::gather(&root, &env, walk));
+    let toolchains =
+        (request.wants_gpu() && root.is_dir()).then(|| toolchains::gather(&root, &env));
     // The runtimes the image's libraries really load: what the version rules judge.
     let load = match (&binaries, &mut image_facts) {
         (Some(b), Some(img)) => {
@@ -250,6 +255,7 @@ pub fn container_facts(
         headroom,
         binaries,
         load,
+        toolchains,
     }
 }
 
@@ -271,20 +277,29 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::loading::check(l, image));
     }
     if let Some(b) = &c.binaries {
-        // The GPUs the container gets where that is known; else every GPU of the host (hosts
-        // are nearly always of one kind, and a mixed one is judged on each).
-        let gpus: Vec<crate::facts::host::Gpu> =
-            rules::hoststate::compute_mode::container_gpus(&c.request, host)
-                .filter(|g| !g.is_empty())
-                .map(|g| g.into_iter().cloned().collect())
-                .unwrap_or_else(|| host.gpus.clone());
         out.extend(rules::kernels::image_findings(
             b,
-            &gpus,
+            &container_gpus(c, host),
             host.cuda_driver_version.as_deref().unwrap_or(""),
         ));
     }
+    if let Some(t) = &c.toolchains {
+        out.extend(rules::toolchains::check(
+            t,
+            &container_gpus(c, host),
+            host.cuda_driver_version.as_deref(),
+        ));
+    }
     out
+}
+
+/// The GPUs the container gets where that is known; else every GPU of the host (hosts are
+/// nearly always of one kind, and a mixed one is judged on each).
+fn container_gpus(c: &ContainerFacts, host: &HostProfile) -> Vec<crate::facts::host::Gpu> {
+    rules::hoststate::compute_mode::container_gpus(&c.request, host)
+        .filter(|g| !g.is_empty())
+        .map(|g| g.into_iter().cloned().collect())
+        .unwrap_or_else(|| host.gpus.clone())
 }
 
 /// What the probe needs besides the container: the host's facts, settings and where to cache.

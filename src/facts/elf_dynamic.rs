@@ -181,22 +181,39 @@ pub fn read(file: &File, size: u64, bytes: &Cell<u64>) -> Result<Option<Dynamic>
         .unwrap_or_default();
     if let Some(a) = verneed {
         let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERNEED outside the file"))?;
-        out.verneed = read_verneed(&r, &strings, off, verneednum)?;
+        out.verneed = growing(&r, off, |buf| read_verneed(buf, &strings, verneednum))?;
     }
     if let Some(a) = verdef {
         let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERDEF outside the file"))?;
-        out.verdef = read_verdef(&r, &strings, off, verdefnum)?;
+        out.verdef = growing(&r, off, |buf| read_verdef(buf, &strings, verdefnum))?;
     }
     Ok(Some(out))
 }
 
-fn read_verneed(
+/// The version tables have no size in the dynamic section, only an entry count: read a small
+/// window first (they are a few hundred bytes to a few KB) and a larger one only when a chain
+/// runs past it, up to [`MAX_VERSION_BYTES`].
+fn growing<T>(
     r: &Reader,
-    strings: &Strings,
     off: u64,
+    parse: impl Fn(&[u8]) -> Result<T, DynamicError>,
+) -> Result<T, DynamicError> {
+    let mut len = 4096u64;
+    loop {
+        let want = r.size.saturating_sub(off).min(len);
+        let buf = r.read(off, want)?;
+        match parse(&buf) {
+            Err(DynamicError::Corrupt(_)) if want == len && len < MAX_VERSION_BYTES => len *= 8,
+            other => return other,
+        }
+    }
+}
+
+fn read_verneed(
+    buf: &[u8],
+    strings: &Strings,
     count: u64,
 ) -> Result<Vec<VersionNeed>, DynamicError> {
-    let buf = r.read(off, r.size.saturating_sub(off).min(MAX_VERSION_BYTES))?;
     let bad = || DynamicError::Corrupt("version requirements run past their table");
     let mut out = Vec::new();
     let (mut at, mut entries) = (0usize, 0usize);
@@ -231,13 +248,7 @@ fn read_verneed(
     Ok(out)
 }
 
-fn read_verdef(
-    r: &Reader,
-    strings: &Strings,
-    off: u64,
-    count: u64,
-) -> Result<Vec<String>, DynamicError> {
-    let buf = r.read(off, r.size.saturating_sub(off).min(MAX_VERSION_BYTES))?;
+fn read_verdef(buf: &[u8], strings: &Strings, count: u64) -> Result<Vec<String>, DynamicError> {
     let bad = || DynamicError::Corrupt("version definitions run past their table");
     let mut out = Vec::new();
     let mut at = 0usize;

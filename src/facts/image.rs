@@ -398,7 +398,7 @@ pub fn parse_version_json(bytes: &[u8]) -> Result<Version, VersionJsonError> {
 
 /// Names in an image directory (following links inside the rootfs), bounded and sorted; a
 /// missing directory is simply empty.
-fn list(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> {
+pub(crate) fn list(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> {
     let Ok(host) = rootfs::resolve(root, dir) else {
         return Vec::new();
     };

@@ -19,3 +19,4 @@ pub mod probe_cache;
 pub mod probe_child;
 pub mod rootfs;
 pub mod scan_cache;
+pub mod toolchains;

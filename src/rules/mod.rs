@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod loading;
 pub mod probe;
 pub mod requirements;
+pub mod toolchains;
 pub mod versions;
 
 /// Every finding id the rules can produce, by rule file. Ids are a stable interface: people grep
@@ -22,6 +23,7 @@ pub fn finding_ids() -> Vec<&'static str> {
     ids.extend_from_slice(versions::FINDING_IDS);
     ids.extend_from_slice(hoststate::FINDING_IDS);
     ids.extend_from_slice(headroom::FINDING_IDS);
+    ids.extend_from_slice(toolchains::FINDING_IDS);
     ids.extend_from_slice(crate::verdict::FINDING_IDS);
     ids.extend_from_slice(crate::input::image::FINDING_IDS);
     ids
