@@ -286,7 +286,7 @@ fn find_runtimes(
             .into_iter()
             .filter(|n| n.starts_with("libcudart"))
             .filter_map(|n| {
-                let ver = n.split_once(".so.")?.1.to_string();
+                let ver = cudart_soname_version(n.split_once(".so.")?.1).to_string();
                 let v = Version::parse(&ver)?;
                 Some((n, ver, v))
             })
@@ -323,6 +323,13 @@ fn find_runtimes(
         }
     }
     out
+}
+
+/// The version a libcudart file name's suffix tells: every CUDA 11.x runtime has the soname
+/// `libcudart.so.11.0` (NVIDIA's cu11 wheel ships only that name, for 11.8.89), so "11.0" names
+/// the major alone; `12.4.127`, `12` and CUDA 10's `10.1` mean what they say.
+pub fn cudart_soname_version(suffix: &str) -> &str {
+    if suffix == "11.0" { "11" } else { suffix }
 }
 
 /// What `torch/version.py` says: `__version__ = '2.7.0+cu128'`, `cuda = '12.8'` (or
@@ -507,7 +514,8 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("11.0".to_string(), true),
+                // torch's bundled libcudart-<hash>.so.11.0: the soname of every 11.x, major only.
+                ("11".to_string(), false),
                 ("12.8.90".into(), true),
                 ("13.0.96".into(), true)
             ]

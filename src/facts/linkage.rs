@@ -300,7 +300,7 @@ pub fn gather(
     for m in missing.values_mut() {
         m.elsewhere = all_files
             .iter()
-            .filter(|p| p.file_name().and_then(|n| n.to_str()) == Some(m.library.as_str()))
+            .filter(|p| named(p, &m.library))
             .take(MAX_NAMED)
             .map(|p| (*p).clone())
             .collect();
@@ -308,10 +308,7 @@ pub fn gather(
     for mv in &mut f.missing_versions {
         let copies: Vec<PathBuf> = all_files
             .iter()
-            .filter(|p| {
-                p.file_name().and_then(|n| n.to_str()) == Some(mv.library.as_str())
-                    && **p != &mv.provider
-            })
+            .filter(|p| named(p, &mv.library) && **p != &mv.provider)
             .map(|p| (*p).clone())
             .collect();
         for c in copies.into_iter().take(MAX_NAMED) {
@@ -339,6 +336,16 @@ pub fn gather(
     f
 }
 
+/// Whether `path` is a file of library `name`: the name itself, or its fuller version
+/// (`libstdc++.so.6.0.33`, `libcudart.so.12.4.127`). The walk names a library by its real file
+/// when a link and its target share a directory, so the link's name alone finds no copy in
+/// conda's or NVIDIA's layouts.
+fn named(path: &Path, name: &str) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n == name || n.strip_prefix(name).is_some_and(|r| r.starts_with('.')))
+}
+
 /// The CUDA major an object is built for, from the sonames it needs (`libcudart.so.12`).
 fn node_cuda_major(node: &Node) -> Option<u64> {
     node.dynamic.needed.iter().find_map(|n| {
@@ -357,7 +364,9 @@ fn runtime_version(root: &Path, r: &Resolved, image: &ImageFacts) -> (Option<Ver
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("");
-    let ver = name.split_once(".so.").map(|x| x.1).unwrap_or("");
+    let ver = crate::facts::image::cudart_soname_version(
+        name.split_once(".so.").map(|x| x.1).unwrap_or(""),
+    );
     if ver.contains('.')
         && let Some(v) = Version::parse(ver)
     {
