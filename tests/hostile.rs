@@ -498,8 +498,9 @@ fn elf_whose_section_table_lies() {
 /// Build a shared object with `gcc`: `soname`, the libraries it needs (built alongside as empty
 /// objects), and its RUNPATH.
 fn gcc_lib(dir: &Path, file: &str, soname: &str, needs: &[&str], runpath: &str) -> PathBuf {
-    let build = dir.join(format!("build-{file}"));
-    std::fs::create_dir_all(&build).unwrap();
+    // Built outside the rootfs: the stubs linked against must not be part of the image.
+    let tmp = tempfile::tempdir().unwrap();
+    let build = tmp.path();
     let src = build.join("x.c");
     std::fs::write(&src, "int preflight_marker(void) { return 1; }\n").unwrap();
     for n in needs {

@@ -204,7 +204,13 @@ pub fn container_facts(
     // The runtimes the image's libraries really load: what the version rules judge.
     let load = match (&binaries, &mut image_facts) {
         (Some(b), Some(img)) => {
-            let l = linkage::gather(&root, &env, b, img);
+            let args0 = bundle
+                .spec
+                .process()
+                .as_ref()
+                .and_then(|p| p.args().as_ref())
+                .and_then(|a| a.first().cloned());
+            let l = linkage::gather(&root, &env, args0.as_deref(), b, img);
             img.loaded_runtimes = l
                 .runtimes_in_use
                 .iter()

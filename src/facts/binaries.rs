@@ -199,6 +199,9 @@ struct Dir {
     image: PathBuf,
     host: Option<PathBuf>,
     recursive: bool,
+    /// List its subdirectories too, once and not deeper (a loader directory's plugin
+    /// subdirectories: `hwloc/`, `gconv/`, whose modules are dlopened by path).
+    subdirs: bool,
     depth: usize,
 }
 
@@ -222,10 +225,11 @@ pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFac
         .map(|dir| ScanCache::open(dir, settings.cache_max_bytes));
     let mut queue: VecDeque<Dir> = start_dirs(root, env)
         .into_iter()
-        .map(|(image, recursive)| Dir {
+        .map(|(image, recursive, subdirs)| Dir {
             image,
             host: None,
             recursive,
+            subdirs,
             depth: 0,
         })
         .collect();
@@ -249,23 +253,25 @@ pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFac
     w.facts
 }
 
-/// The starting directories, in the loader's order first; `(path in image, recursive)`.
-fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool)> {
+/// The starting directories, in the loader's order first; `(path in image, recursive,
+/// subdirectories)`.
+fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool, bool)> {
     let ld_path = crate::input::bundle::env_var(env, "LD_LIBRARY_PATH");
-    let mut out: Vec<(PathBuf, bool)> = Loader::from_image(root, ld_path)
+    let mut out: Vec<(PathBuf, bool, bool)> = Loader::from_image(root, ld_path)
         .search_dirs()
         .into_iter()
-        .map(|(d, _)| (d, false))
+        .map(|(d, _)| (d, false, true))
         .collect();
+    let mut tail: Vec<(PathBuf, bool, bool)> = Vec::new();
     for cuda in names(root, Path::new("/usr/local"))
         .into_iter()
         .filter(|n| n.starts_with("cuda"))
     {
         let d = Path::new("/usr/local").join(cuda);
-        out.push((d.join("lib64"), false));
-        out.push((d.join("lib"), false));
+        out.push((d.join("lib64"), false, false));
+        out.push((d.join("lib"), false, false));
         for t in names(root, &d.join("targets")) {
-            out.push((d.join("targets").join(t).join("lib"), false));
+            out.push((d.join("targets").join(t).join("lib"), false, false));
         }
     }
     let mut prefixes: Vec<PathBuf> = [
@@ -278,10 +284,10 @@ fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool)> {
     .iter()
     .map(PathBuf::from)
     .collect();
-    out.push((PathBuf::from("/opt/conda/lib"), false));
+    out.push((PathBuf::from("/opt/conda/lib"), false, false));
     for env_name in names(root, Path::new("/opt/conda/envs")) {
         let lib = Path::new("/opt/conda/envs").join(env_name).join("lib");
-        out.push((lib.clone(), false));
+        out.push((lib.clone(), false, false));
         prefixes.push(lib);
     }
     let mut site = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
@@ -301,18 +307,24 @@ fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool)> {
             continue;
         }
         // Top level: extension modules such as flash_attn_2_cuda.*.so live there.
-        out.push((sp.clone(), false));
+        out.push((sp.clone(), false, false));
         for p in pkgs {
             if p == "torch" {
                 // PyTorch keeps its GPU code in torch/lib (and extension modules at its top);
                 // the rest of its tree is thousands of Python files and headers.
-                out.push((sp.join("torch"), false));
-                out.push((sp.join("torch/lib"), false));
-            } else if GPU_PACKAGES.iter().any(|g| p.starts_with(g)) && !p.ends_with("-info") {
-                out.push((sp.join(p), true));
+                out.push((sp.join("torch"), false, false));
+                out.push((sp.join("torch/lib"), false, false));
+            } else if p.ends_with("-info") || p.ends_with(".data") || p == "__pycache__" {
+            } else if GPU_PACKAGES.iter().any(|g| p.starts_with(g)) {
+                out.push((sp.join(p), true, false));
+            } else {
+                // Any package may link CUDA (a model library with its own kernels): walked
+                // after the known ones, so the budgets cut these first.
+                tail.push((sp.join(p), true, false));
             }
         }
     }
+    out.extend(tail);
     out
 }
 
@@ -447,7 +459,7 @@ impl Walk<'_> {
                 continue;
             };
             // Package trees are mostly Python files: keep only what is looked at further.
-            if (ft.is_dir() && d.recursive) || library_name(&name) {
+            if (ft.is_dir() && (d.recursive || d.subdirs)) || library_name(&name) {
                 entries.push((name, ft));
             }
         }
@@ -466,6 +478,15 @@ impl Walk<'_> {
                         image,
                         host: Some(host.join(&name)),
                         recursive: true,
+                        subdirs: false,
+                        depth: d.depth + 1,
+                    });
+                } else if d.subdirs && !d.recursive {
+                    queue.push_back(Dir {
+                        image,
+                        host: Some(host.join(&name)),
+                        recursive: false,
+                        subdirs: false,
                         depth: d.depth + 1,
                     });
                 }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::facts::binaries::{BinaryFacts, LinkedFile};
 use crate::facts::elf_dynamic::{self, Dynamic};
 use crate::facts::image::{ImageFacts, read_version_py};
-use crate::facts::loader::{Loader, Resolved, Source};
+use crate::facts::loader::{Loader, Resolved, Source, expand_origin};
 use crate::facts::rootfs;
 use crate::knowledge::cuda::Version;
 use crate::knowledge::{LibraryKind, cuda_library};
@@ -63,6 +63,8 @@ pub struct MissingVersion {
     pub required_by: PathBuf,
     /// Other copies of that library in the image that define the version.
     pub defined_elsewhere: Vec<PathBuf>,
+    /// Copies that define it but would not load themselves, and why.
+    pub unusable_elsewhere: Vec<String>,
     pub framework: Option<String>,
 }
 
@@ -141,10 +143,31 @@ fn framework_of(path: &Path) -> Option<String> {
         .map(|(p, _)| p.to_string())
 }
 
-/// One object to link: as the container sees it, and its dynamic section.
+/// One object to link: as the container sees it, its dynamic section, and the `DT_RPATH`
+/// directories of the objects that load it up to the executable (glibc searches them, in that
+/// order, for an object without `DT_RUNPATH`).
 struct Node {
     path: PathBuf,
     dynamic: Dynamic,
+    chain: Vec<PathBuf>,
+    /// The framework whose core library this object was loaded for, if any.
+    framework: Option<String>,
+}
+
+impl Node {
+    /// The `chain` of the objects this one loads: its own `DT_RPATH` first.
+    fn chain_for_children(&self) -> Vec<PathBuf> {
+        let origin = self.path.parent().unwrap_or(Path::new("/"));
+        let mut out: Vec<PathBuf> = self
+            .dynamic
+            .rpath
+            .iter()
+            .filter_map(|e| expand_origin(e, origin))
+            .collect();
+        out.extend(self.chain.iter().cloned());
+        out.dedup();
+        out
+    }
 }
 
 /// Gather the load facts of `root` (the rootfs as the container sees it). `binaries` is the
@@ -152,6 +175,7 @@ struct Node {
 pub fn gather(
     root: &Path,
     env: &[String],
+    executable: Option<&str>,
     binaries: &BinaryFacts,
     image: &ImageFacts,
 ) -> LoadFacts {
@@ -169,7 +193,9 @@ pub fn gather(
         bytes: &bytes,
         verdefs: HashMap::new(),
         resolved: HashMap::new(),
+        exe_rpaths: HashMap::new(),
     };
+    let args0 = executable.and_then(|e| executable_path(root, e, env));
     // Every file of a library name the walk saw, for "found elsewhere" in a miss.
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut queue: VecDeque<Node> = VecDeque::new();
@@ -177,12 +203,19 @@ pub fn gather(
         if let Ok(h) = rootfs::resolve(root, path)
             && seen.insert(h)
         {
+            // The executable: the Python of the prefix a module is installed in (conda's has
+            // DT_RPATH $ORIGIN/../lib), else the container's `process.args[0]`.
+            let exe = python_of(path).or_else(|| args0.clone());
             queue.push_back(Node {
                 path: path.clone(),
                 dynamic: dynamic.clone(),
+                chain: exe.map(|e| g.exe_rpath(&e)).unwrap_or_default(),
+                framework: framework_of(path),
             });
         }
     }
+    // Version providers (libstdc++, libc) whose own needs were checked, by host path.
+    let mut providers_checked: HashSet<PathBuf> = HashSet::new();
     let mut missing: BTreeMap<String, MissingLibrary> = BTreeMap::new();
     let mut runtimes: BTreeMap<PathBuf, (RuntimeInUse, PathBuf)> = BTreeMap::new();
     // consumer path → the libcudart it resolves to (host path).
@@ -205,7 +238,7 @@ pub fn gather(
                 // Mounted from the host at start; the device and probe rules judge it.
                 continue;
             }
-            let (r, searched) = g.resolve(name, &origin, &node.dynamic);
+            let (r, searched) = g.resolve(name, &origin, &node.dynamic, &node.chain);
             let Some(r) = r else {
                 let m = missing
                     .entry(name.clone())
@@ -223,7 +256,7 @@ pub fn gather(
                     m.needed_by.push(node.path.clone());
                 }
                 m.cuda_major = m.cuda_major.or(cuda_major);
-                m.framework = m.framework.clone().or_else(|| framework_of(&node.path));
+                m.framework = m.framework.clone().or_else(|| node.framework.clone());
                 continue;
             };
             if lib.kind == LibraryKind::Runtime {
@@ -259,39 +292,17 @@ pub fn gather(
                 queue.push_back(Node {
                     path: r.path_in_image.clone(),
                     dynamic: d,
+                    chain: node.chain_for_children(),
+                    framework: node.framework.clone(),
                 });
             }
         }
-        for need in &node.dynamic.verneed {
-            let wanted: Vec<&str> = need
-                .versions
-                .iter()
-                .filter(|(v, weak)| !weak && CHECKED_VERSIONS.iter().any(|p| v.starts_with(p)))
-                .map(|(v, _)| v.as_str())
-                .collect();
-            if wanted.is_empty() {
-                continue;
-            }
-            let (Some(r), _) = g.resolve(&need.file, &origin, &node.dynamic) else {
-                continue; // not found at all: the loader's own "cannot open" comes first
-            };
-            let Some(defs) = g.verdefs_of(&r) else {
-                continue;
-            };
-            for v in wanted {
-                if defs.iter().any(|d| d == v) {
-                    continue;
-                }
-                f.missing_versions.push(MissingVersion {
-                    version: v.to_string(),
-                    library: need.file.clone(),
-                    provider: r.path_in_image.clone(),
-                    required_by: node.path.clone(),
-                    defined_elsewhere: Vec::new(),
-                    framework: framework_of(&node.path),
-                });
-            }
-        }
+        check_versions(
+            &mut g,
+            &node,
+            &mut f.missing_versions,
+            &mut providers_checked,
+        );
     }
 
     // Misses: copies of the same name elsewhere in the image (another site-packages that
@@ -322,7 +333,27 @@ pub fn gather(
                 via: Source::Path,
             };
             if g.verdefs_of(&r).is_some_and(|d| d.contains(&mv.version)) {
-                mv.defined_elsewhere.push(c);
+                // A copy that would not load itself (built for a newer glibc) is no cure.
+                let node = g.dynamic(&r).map(|d| Node {
+                    path: c.clone(),
+                    dynamic: d,
+                    chain: Vec::new(),
+                    framework: None,
+                });
+                let mut own = Vec::new();
+                if let Some(n) = node {
+                    check_versions(&mut g, &n, &mut own, &mut HashSet::new());
+                }
+                match own.first() {
+                    None => mv.defined_elsewhere.push(c),
+                    Some(o) => mv.unusable_elsewhere.push(format!(
+                        "{} (itself needs {} of {}, which {} does not define)",
+                        c.display(),
+                        o.version,
+                        o.library,
+                        o.provider.display()
+                    )),
+                }
             }
         }
     }
@@ -334,6 +365,91 @@ pub fn gather(
         .then(|| PathBuf::from("/usr/local/cuda/bin/nvcc"));
     f.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     f
+}
+
+/// Check `node`'s symbol-version requirements against the libraries they resolve to, and (once
+/// each) those libraries' own: a newer libstdc++ on the path that needs a newer glibc than the
+/// image's fails the load just the same.
+fn check_versions(
+    g: &mut Gather,
+    node: &Node,
+    out: &mut Vec<MissingVersion>,
+    providers_checked: &mut HashSet<PathBuf>,
+) {
+    let origin = node.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    for need in &node.dynamic.verneed {
+        let wanted: Vec<&str> = need
+            .versions
+            .iter()
+            .filter(|(v, weak)| !weak && CHECKED_VERSIONS.iter().any(|p| v.starts_with(p)))
+            .map(|(v, _)| v.as_str())
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        let (Some(r), _) = g.resolve(&need.file, &origin, &node.dynamic, &node.chain) else {
+            continue; // not found at all: the loader's own "cannot open" comes first
+        };
+        let Some(defs) = g.verdefs_of(&r).cloned() else {
+            continue;
+        };
+        for v in wanted {
+            if defs.iter().any(|d| d == v) {
+                continue;
+            }
+            out.push(MissingVersion {
+                version: v.to_string(),
+                library: need.file.clone(),
+                provider: r.path_in_image.clone(),
+                required_by: node.path.clone(),
+                defined_elsewhere: Vec::new(),
+                unusable_elsewhere: Vec::new(),
+                framework: node.framework.clone(),
+            });
+        }
+        if providers_checked.insert(r.host_path.clone())
+            && let Some(d) = g.dynamic(&r)
+        {
+            let provider = Node {
+                path: r.path_in_image.clone(),
+                dynamic: d,
+                chain: node.chain_for_children(),
+                framework: node.framework.clone(),
+            };
+            check_versions(g, &provider, out, providers_checked);
+        }
+    }
+}
+
+/// The Python interpreter of the prefix a module is installed under:
+/// `<prefix>/lib/python3.N/site-packages/…` → `<prefix>/bin/python3.N`.
+fn python_of(path: &Path) -> Option<PathBuf> {
+    let comps: Vec<&str> = path.iter().filter_map(|c| c.to_str()).collect();
+    let i = comps
+        .iter()
+        .position(|c| *c == "site-packages" || *c == "dist-packages")?;
+    let py = comps.get(i.checked_sub(1)?)?;
+    if !py.starts_with("python3") || comps.get(i.checked_sub(2)?) != Some(&"lib") {
+        return None;
+    }
+    let prefix: PathBuf = comps[..i - 2].iter().collect();
+    Some(prefix.join("bin").join(py))
+}
+
+/// The container's `process.args[0]` as the runtime executes it: absolute, or looked up in the
+/// spec's `PATH` inside the rootfs.
+fn executable_path(root: &Path, args0: &str, env: &[String]) -> Option<PathBuf> {
+    if args0.starts_with('/') {
+        return Some(PathBuf::from(args0));
+    }
+    if args0.contains('/') {
+        return None; // relative to the working directory
+    }
+    let path = crate::input::bundle::env_var(env, "PATH").unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    path.split(':')
+        .filter(|d| d.starts_with('/'))
+        .map(|d| Path::new(d).join(args0))
+        .find(|p| rootfs::open_regular(root, p).is_ok())
 }
 
 /// Whether `path` is a file of library `name`: the name itself, or its fuller version
@@ -408,8 +524,15 @@ fn frameworks(
     out
 }
 
-/// (name, origin, rpath, runpath, nodeflib).
-type ResolveKey = (String, PathBuf, Vec<String>, Vec<String>, bool);
+/// (name, origin, rpath, runpath, nodeflib, loader chain's rpath).
+type ResolveKey = (
+    String,
+    PathBuf,
+    Vec<String>,
+    Vec<String>,
+    bool,
+    Vec<PathBuf>,
+);
 
 /// Reads and resolutions of one gather, each done once.
 struct Gather<'a> {
@@ -420,6 +543,8 @@ struct Gather<'a> {
     /// (name, origin, rpath, runpath, nodeflib) → result: every library of torch/lib shares one
     /// RUNPATH and directory.
     resolved: HashMap<ResolveKey, (Option<Resolved>, Vec<String>)>,
+    /// Executable (as the container sees it) → its expanded `DT_RPATH`.
+    exe_rpaths: HashMap<PathBuf, Vec<PathBuf>>,
 }
 
 impl Gather<'_> {
@@ -428,6 +553,7 @@ impl Gather<'_> {
         name: &str,
         origin: &Path,
         d: &Dynamic,
+        chain: &[PathBuf],
     ) -> (Option<Resolved>, Vec<String>) {
         let key = (
             name.to_string(),
@@ -435,13 +561,14 @@ impl Gather<'_> {
             d.rpath.clone(),
             d.runpath.clone(),
             d.nodeflib,
+            chain.to_vec(),
         );
         if let Some(r) = self.resolved.get(&key) {
             return r.clone();
         }
         let r = self
             .loader
-            .resolve_needed(name, origin, &d.rpath, &d.runpath, d.nodeflib);
+            .resolve_needed(name, origin, &d.rpath, &d.runpath, d.nodeflib, chain);
         self.resolved.insert(key, r.clone());
         r
     }
@@ -453,6 +580,31 @@ impl Gather<'_> {
         elf_dynamic::read(&file, meta.len(), self.bytes)
             .ok()
             .flatten()
+    }
+
+    /// The executable's `DT_RPATH` directories (none where it has `DT_RUNPATH`, is missing, or is
+    /// not a dynamic ELF).
+    fn exe_rpath(&mut self, exe: &Path) -> Vec<PathBuf> {
+        if let Some(v) = self.exe_rpaths.get(exe) {
+            return v.clone();
+        }
+        let dirs = (|| {
+            let (file, meta) = rootfs::open_regular(self.root, exe).ok()?;
+            let d = elf_dynamic::read(&file, meta.len(), self.bytes).ok()??;
+            if !d.runpath.is_empty() {
+                return None;
+            }
+            let origin = exe.parent()?;
+            Some(
+                d.rpath
+                    .iter()
+                    .filter_map(|e| expand_origin(e, origin))
+                    .collect::<Vec<_>>(),
+            )
+        })()
+        .unwrap_or_default();
+        self.exe_rpaths.insert(exe.to_path_buf(), dirs.clone());
+        dirs
     }
 
     fn verdefs_of(&mut self, r: &Resolved) -> Option<&Vec<String>> {

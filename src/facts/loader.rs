@@ -276,11 +276,10 @@ impl Loader {
     }
 
     /// Resolve `name`, needed by an object at `origin` (its directory as the container sees
-    /// it) with the search paths of its dynamic section, in glibc's order: `DT_RPATH` (only
-    /// without `DT_RUNPATH`), `LD_LIBRARY_PATH`, `DT_RUNPATH`, then unless `nodeflib` the cache
-    /// and the default directories. Also returns where it looked, for a message. The `DT_RPATH`
-    /// of the objects that loaded this one (up to the executable) is not known here and not
-    /// searched.
+    /// it) with the search paths of its dynamic section, in glibc's order: without `DT_RUNPATH`,
+    /// its `DT_RPATH` and then `chain` (the `DT_RPATH` directories of the objects that loaded it,
+    /// up to the executable); `LD_LIBRARY_PATH`; `DT_RUNPATH`; then unless `nodeflib` the cache
+    /// and the default directories. Also returns where it looked, for a message.
     pub fn resolve_needed(
         &self,
         name: &str,
@@ -288,6 +287,7 @@ impl Loader {
         rpath: &[String],
         runpath: &[String],
         nodeflib: bool,
+        chain: &[PathBuf],
     ) -> (Option<Resolved>, Vec<String>) {
         let mut searched: Vec<String> = Vec::new();
         if name.is_empty() {
@@ -315,10 +315,16 @@ impl Loader {
             }
             None
         };
-        if runpath.is_empty()
-            && let Some(r) = dirs(rpath, Source::Rpath, "RPATH", &mut searched)
-        {
-            return (Some(r), searched);
+        if runpath.is_empty() {
+            if let Some(r) = dirs(rpath, Source::Rpath, "RPATH", &mut searched) {
+                return (Some(r), searched);
+            }
+            for d in chain.iter().take(MAX_DIRS) {
+                searched.push(format!("RPATH of its loader {}", d.display()));
+                if let Some(r) = self.try_dir(d, name, Source::Rpath) {
+                    return (Some(r), searched);
+                }
+            }
         }
         for d in &self.ld_library_path {
             searched.push(format!("LD_LIBRARY_PATH {}", d.display()));

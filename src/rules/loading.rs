@@ -131,6 +131,23 @@ fn missing_versions(load: &LoadFacts, out: &mut Vec<Finding>) {
                 list_paths(&elsewhere[..elsewhere.len().min(3)], elsewhere.len())
             ));
         }
+        let mut unusable: Vec<&str> = mvs
+            .iter()
+            .flat_map(|m| m.unusable_elsewhere.iter().map(String::as_str))
+            .collect();
+        unusable.sort();
+        unusable.dedup();
+        if !unusable.is_empty() {
+            evidence.push_str(&format!(
+                "; {} defines them too but would not load either: {}",
+                if unusable.len() > 1 {
+                    "other copies"
+                } else {
+                    "another copy"
+                },
+                unusable[..unusable.len().min(3)].join("; ")
+            ));
+        }
         let fix = if newest.starts_with("GLIBC_") {
             format!(
                 "build the image on a base whose glibc defines {newest} (a newer distribution release), or install a build of the library made for an older glibc (an older manylinux wheel)"
@@ -394,6 +411,7 @@ mod tests {
                 provider: "/usr/lib/x86_64-linux-gnu/libstdc++.so.6".into(),
                 required_by: "/sp/foo/libfoo.so".into(),
                 defined_elsewhere: vec![],
+                unusable_elsewhere: vec![],
                 framework: None,
             }],
             ..Default::default()
@@ -422,6 +440,7 @@ mod tests {
             provider: "/usr/lib/libstdc++.so.6".into(),
             required_by: by.into(),
             defined_elsewhere: vec![],
+            unusable_elsewhere: vec![],
             framework: None,
         };
         let load = LoadFacts {
