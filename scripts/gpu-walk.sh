@@ -116,3 +116,30 @@ print(f"{fw:<8} {','.join(pred) or '-':<72} {(','.join(act) if isinstance(act, l
 PY
 done
 cat load-table.txt
+
+# 4. JIT toolchains (issue 14 part 4) of the same install: the CUDA version check reads from each
+#    ptxas file against what that ptxas prints when run (NVIDIA's tool, run here as ground truth
+#    only), and the predicted `toolchain-gpu-unsupported` for this H100 and for the RTX 5070 Ti
+#    profile (sm_120) against ptxas really assembling a one-instruction PTX for that GPU.
+printf '.version 7.0\n.target sm_50\n.address_size 64\n.visible .entry k() { ret; }\n' >tiny.ptx
+"$BIN" check --json --bundle bhost --state-dir "$PWD/statehost" \
+    --host-profile "$here/examples/hosts/rtx5070ti-570.json" >check-sm120.json 2>/dev/null || true
+printf '%-64s %-8s %-8s %-6s %-9s %-6s %-9s %s\n' ptxas read ran sm_90 predicted sm_120 predicted used_for >toolchain-table.txt
+python3 - check-warm.json check-sm120.json <<'PY' >toolchains.tsv
+import json, sys
+warm, b = (json.load(open(p)) for p in sys.argv[1:3])
+def flagged(d, path):
+    return any(f["id"] == "toolchain-gpu-unsupported" and path in f["evidence"] for f in d["findings"])
+for t in (warm.get("toolchains") or {}).get("toolchains", []):
+    if t["kind"] != "ptxas":
+        continue
+    print("\t".join([t["path"], str(t.get("cuda")), "fail" if flagged(warm, t["path"]) else "ok",
+                     "fail" if flagged(b, t["path"]) else "ok", json.dumps(t.get("used_for"))]))
+PY
+while IFS=$'\t' read -r path read p90 p120 used; do
+    ran=$("$path" --version 2>/dev/null | sed -n 's/.*release \([0-9.]*\),.*/\1/p' | tail -1)
+    a90=$("$path" --gpu-name sm_90 tiny.ptx -o /dev/null >/dev/null 2>&1 && echo ok || echo fail)
+    a120=$("$path" --gpu-name sm_120 tiny.ptx -o /dev/null >/dev/null 2>&1 && echo ok || echo fail)
+    printf '%-64s %-8s %-8s %-6s %-9s %-6s %-9s %s\n' "$path" "$read" "${ran:-?}" "$a90" "$p90" "$a120" "$p120" "$used" >>toolchain-table.txt
+done <toolchains.tsv
+cat toolchain-table.txt
