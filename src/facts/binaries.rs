@@ -274,33 +274,14 @@ fn start_dirs(root: &Path, env: &[String]) -> Vec<(PathBuf, bool, bool)> {
             out.push((d.join("targets").join(t).join("lib"), false, false));
         }
     }
-    let mut prefixes: Vec<PathBuf> = [
-        "/usr/local/lib",
-        "/usr/lib",
-        "/opt/conda/lib",
-        "/opt/venv/lib",
-        "/root/.local/lib",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .collect();
     out.push((PathBuf::from("/opt/conda/lib"), false, false));
     for env_name in names(root, Path::new("/opt/conda/envs")) {
         let lib = Path::new("/opt/conda/envs").join(env_name).join("lib");
-        out.push((lib.clone(), false, false));
-        prefixes.push(lib);
+        out.push((lib, false, false));
     }
-    let mut site = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
-    for prefix in &prefixes {
-        for py in names(root, prefix)
-            .into_iter()
-            .filter(|n| n.starts_with("python3"))
-        {
-            for sub in ["site-packages", "dist-packages"] {
-                site.push(prefix.join(&py).join(sub));
-            }
-        }
-    }
+    // One discovery of Python's package directories for every part (image facts, toolchains,
+    // frameworks, this walk).
+    let site = crate::facts::image::site_packages(root, env, &mut Vec::new());
     for sp in site {
         let pkgs = names(root, &sp);
         if pkgs.is_empty() {

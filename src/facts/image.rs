@@ -149,7 +149,7 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
     }
     lib_dirs.push(PathBuf::from("/opt/conda/lib"));
     let mut wheel_versions: Vec<Version> = Vec::new();
-    for sp in site_packages(root, &mut f.notes) {
+    for sp in site_packages(root, env, &mut f.notes) {
         for pkg in list(root, &sp.join("nvidia"), &mut f.notes) {
             lib_dirs.push(sp.join("nvidia").join(pkg).join("lib"));
         }
@@ -238,24 +238,68 @@ fn cuda_dirs(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
 }
 
 /// Python package directories of the usual interpreters and conda/venv prefixes.
-pub(crate) fn site_packages(root: &Path, notes: &mut Vec<String>) -> Vec<PathBuf> {
+/// Python package directories, as the container sees them: the usual interpreters' and conda's,
+/// every conda env, the virtual environments and prefixes the spec's environment names
+/// (`VIRTUAL_ENV`, `CONDA_PREFIX`, each `PATH` entry's `…/bin` parent, `PYTHONPATH` entries),
+/// and virtual environments one level under `/opt`, `/app`, `/workspace` and `/root`
+/// (`/opt/torch/.venv`). Only directories that exist, each once.
+pub(crate) fn site_packages(root: &Path, env: &[String], notes: &mut Vec<String>) -> Vec<PathBuf> {
+    let var = |k: &str| crate::input::bundle::env_var(env, k).filter(|v| !v.is_empty());
+    let mut prefixes: Vec<PathBuf> = [
+        "/usr/local",
+        "/usr",
+        "/opt/conda",
+        "/opt/venv",
+        "/root/.local",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect();
+    for e in list(root, Path::new("/opt/conda/envs"), notes) {
+        prefixes.push(Path::new("/opt/conda/envs").join(e));
+    }
+    for k in ["VIRTUAL_ENV", "CONDA_PREFIX"] {
+        if let Some(v) = var(k).filter(|v| v.starts_with('/')) {
+            prefixes.push(PathBuf::from(v));
+        }
+    }
+    for d in var("PATH").unwrap_or_default().split(':') {
+        if let Some(prefix) = d
+            .strip_suffix("/bin")
+            .filter(|p| p.starts_with('/') && !p.is_empty())
+        {
+            prefixes.push(PathBuf::from(prefix));
+        }
+    }
+    for top in ["/opt", "/app", "/workspace", "/root"] {
+        for name in list(root, Path::new(top), notes) {
+            let dir = Path::new(top).join(&name);
+            for venv in [dir.join(".venv"), dir.join("venv"), dir.clone()] {
+                prefixes.push(venv);
+            }
+        }
+    }
     let mut out = vec![PathBuf::from("/usr/lib/python3/dist-packages")];
-    for prefix in [
-        "/usr/local/lib",
-        "/usr/lib",
-        "/opt/conda/lib",
-        "/opt/venv/lib",
-        "/root/.local/lib",
-    ] {
-        for py in list(root, Path::new(prefix), notes)
+    for d in var("PYTHONPATH").unwrap_or_default().split(':') {
+        if d.starts_with('/') {
+            out.push(PathBuf::from(d));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    prefixes.retain(|p| seen.insert(p.clone()));
+    for prefix in prefixes {
+        let lib = prefix.join("lib");
+        for py in list(root, &lib, notes)
             .into_iter()
             .filter(|n| n.starts_with("python3"))
         {
             for sub in ["site-packages", "dist-packages"] {
-                out.push(Path::new(prefix).join(&py).join(sub));
+                out.push(lib.join(&py).join(sub));
             }
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| rootfs::resolve(root, p).is_ok_and(|h| h.is_dir() && seen.insert(h)));
     out
 }
 
@@ -608,5 +652,56 @@ mod tests {
         assert!(!f.rootfs_read);
         assert_eq!(f.cuda_version.as_deref(), Some("12.0.0"));
         assert_eq!(f.notes.len(), 1);
+    }
+
+    #[test]
+    fn site_packages_of_venvs_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in [
+            "opt/torch/.venv/lib/python3.12/site-packages",
+            "srv/env/lib/python3.11/site-packages",
+            "usr/local/lib/python3.10/dist-packages",
+            "data/extra",
+            "work/py/lib/python3.9/site-packages",
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        let got = |e: &[&str]| site_packages(root, &env(e), &mut Vec::new());
+        let plain = got(&[]);
+        assert!(
+            plain.contains(&PathBuf::from(
+                "/opt/torch/.venv/lib/python3.12/site-packages"
+            )),
+            "{plain:?}"
+        );
+        assert!(plain.contains(&PathBuf::from("/usr/local/lib/python3.10/dist-packages")));
+        assert!(
+            !plain
+                .iter()
+                .any(|p| p.starts_with("/srv") || p.starts_with("/work")),
+            "{plain:?}"
+        );
+        let with_env = got(&[
+            "PATH=/srv/env/bin:/usr/bin",
+            "PYTHONPATH=/data/extra:rel",
+            "VIRTUAL_ENV=/work/py",
+        ]);
+        for want in [
+            "/srv/env/lib/python3.11/site-packages",
+            "/data/extra",
+            "/work/py/lib/python3.9/site-packages",
+        ] {
+            assert!(
+                with_env.contains(&PathBuf::from(want)),
+                "{want}: {with_env:?}"
+            );
+        }
+        // Each directory once, only existing ones.
+        let mut uniq = with_env.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), with_env.len());
+        assert!(!with_env.contains(&PathBuf::from("/usr/lib/python3/dist-packages")));
     }
 }

@@ -358,7 +358,7 @@ pub fn gather(
         }
     }
     f.missing = missing.into_values().collect();
-    f.frameworks = frameworks(root, &cudart_of, &runtimes);
+    f.frameworks = frameworks(root, env, &cudart_of, &runtimes);
     f.runtimes_in_use = runtimes.into_values().map(|(r, _)| r).collect();
     f.nvcc = rootfs::lstat(root, Path::new("/usr/local/cuda/bin/nvcc"))
         .is_ok()
@@ -498,11 +498,12 @@ fn runtime_version(root: &Path, r: &Resolved, image: &ImageFacts) -> (Option<Ver
 
 fn frameworks(
     root: &Path,
+    env: &[String],
     cudart_of: &HashMap<PathBuf, PathBuf>,
     runtimes: &BTreeMap<PathBuf, (RuntimeInUse, PathBuf)>,
 ) -> Vec<Framework> {
     let mut out = Vec::new();
-    for sp in crate::facts::image::site_packages(root, &mut Vec::new()) {
+    for sp in crate::facts::image::site_packages(root, env, &mut Vec::new()) {
         let torch = sp.join("torch");
         let Some(vp) = read_version_py(root, &torch.join("version.py")) else {
             continue;

@@ -136,7 +136,7 @@ pub fn gather(root: &Path, env: &[String]) -> ToolchainFacts {
         }
     };
 
-    let sps = site_packages(root, &mut f.notes);
+    let sps = site_packages(root, env, &mut f.notes);
     for sp in &sps {
         let triton = sp.join("triton");
         if rootfs::resolve(root, &triton).is_ok_and(|h| h.is_dir()) {
