@@ -179,6 +179,9 @@ pub struct Loader {
     cache: Option<Vec<CacheEntry>>,
     conf_dirs: Vec<PathBuf>,
     notes: Vec<String>,
+    /// Search directory (as the image names it) → where it is on this host, resolved inside the
+    /// rootfs once: most candidates are absent, and one `lstat` says so.
+    dirs: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<PathBuf>>>,
 }
 
 impl Loader {
@@ -221,6 +224,7 @@ impl Loader {
             cache,
             conf_dirs,
             notes,
+            dirs: Default::default(),
         }
     }
 
@@ -374,6 +378,14 @@ impl Loader {
     }
 
     fn try_dir(&self, dir: &Path, name: &str, via: Source) -> Option<Resolved> {
+        let host_dir = self
+            .dirs
+            .borrow_mut()
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| rootfs::resolve(&self.root, dir).ok().filter(|h| h.is_dir()))
+            .clone()?;
+        // Absent here is absent: the full confined resolution runs only for names that exist.
+        std::fs::symlink_metadata(host_dir.join(name)).ok()?;
         self.try_path(&dir.join(name), via)
     }
 
