@@ -69,6 +69,29 @@ const SKIP_DIRS: &[&str] = &[
     "testing",
     "share",
 ];
+/// Subdirectories of the loader's directories that are system plugin stores of their own and
+/// never link CUDA: on a Debian host, gconv (253 modules), xtables (122), PAM's security (46) and
+/// sasl2 (24) were most of what listing the plugin subdirectories added to a start.
+const SKIP_PLUGIN_DIRS: &[&str] = &[
+    "gconv",
+    "xtables",
+    "security",
+    "sasl2",
+    "perl",
+    "perl5",
+    "perl-base",
+    "gstreamer-1.0",
+    "gio",
+    "gdk-pixbuf-2.0",
+    "girepository-1.0",
+    "gtk-3.0",
+    "gtk-4.0",
+    "qt5",
+    "qt6",
+    "jvm",
+    "valgrind",
+    "systemd",
+];
 /// Package trees are this deep at most (torch/lib is 2, triton/backends/nvidia/lib 4).
 const MAX_DEPTH: usize = 8;
 /// Packages not known to ship GPU code are walked this deep (their top and one level below, where
@@ -501,7 +524,7 @@ impl Walk<'_> {
                         depth: d.depth + 1,
                         max_depth: d.max_depth,
                     });
-                } else if d.subdirs && !d.recursive {
+                } else if d.subdirs && !d.recursive && !SKIP_PLUGIN_DIRS.contains(&name.as_str()) {
                     queue.push_back(Dir {
                         image,
                         host: Some(host.join(&name)),
