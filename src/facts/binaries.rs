@@ -175,8 +175,9 @@ pub struct BinaryFacts {
     /// Files with GPU code, paths as the container sees them.
     #[serde(skip)]
     pub files: Vec<ScannedFile>,
-    /// Files that use CUDA (GPU code, or a CUDA library in `DT_NEEDED`) with their dynamic
-    /// sections, for the load facts ([`crate::facts::linkage`]).
+    /// Files that use CUDA (GPU code, or a CUDA library in `DT_NEEDED`) with their `DT_NEEDED`
+    /// ([`elf_dynamic::read_needed`]), for the load facts ([`crate::facts::linkage`]), which read
+    /// the rest of their dynamic sections.
     #[serde(skip)]
     pub linked: Vec<LinkedFile>,
     /// Every ELF library the walk examined, as the container sees it.
@@ -692,7 +693,7 @@ impl Walk<'_> {
         self.facts.library_names.push(image.to_path_buf());
         // What the loader reads: a bad dynamic section is the loader's failure to report, and
         // judged only where the file uses CUDA.
-        let dynamic = elf_dynamic::read(&file, meta.len(), &self.bytes)
+        let dynamic = elf_dynamic::read_needed(&file, meta.len(), &self.bytes)
             .ok()
             .flatten();
         let needs_cuda = dynamic.as_ref().is_some_and(|d| {

@@ -80,6 +80,25 @@ pub struct Dynamic {
 /// without a dynamic section (static, a linker script named `.so`): nothing the loader links.
 /// `bytes` counts what was read (the scan's byte budget).
 pub fn read(file: &File, size: u64, bytes: &Cell<u64>) -> Result<Option<Dynamic>, DynamicError> {
+    read_parts(file, size, bytes, true)
+}
+
+/// Only `DT_NEEDED` (and `DF_1_NODEFLIB`): what the image walk needs to tell whether a library
+/// uses CUDA, in four reads instead of up to seven. The few that do are read in full later.
+pub fn read_needed(
+    file: &File,
+    size: u64,
+    bytes: &Cell<u64>,
+) -> Result<Option<Dynamic>, DynamicError> {
+    read_parts(file, size, bytes, false)
+}
+
+fn read_parts(
+    file: &File,
+    size: u64,
+    bytes: &Cell<u64>,
+    full: bool,
+) -> Result<Option<Dynamic>, DynamicError> {
     let r = Reader { file, size, bytes };
     if size < 64 {
         return Ok(None);
@@ -161,6 +180,9 @@ pub fn read(file: &File, size: u64, bytes: &Cell<u64>) -> Result<Option<Dynamic>
     };
     for off in needed {
         out.needed.push(strings.get(off)?);
+    }
+    if !full {
+        return Ok(Some(out));
     }
     out.soname = soname.map(|o| strings.get(o)).transpose()?;
     let split = |s: String| -> Vec<String> {
@@ -414,6 +436,23 @@ mod tests {
         let mut e32 = elf.clone();
         e32[4] = 1;
         assert!(read_bytes(&e32).unwrap().is_none());
+    }
+
+    #[test]
+    fn needed_only_reads_less_and_agrees_on_needed() {
+        let exe = std::env::current_exe().unwrap();
+        let f = File::open(&exe).unwrap();
+        let size = f.metadata().unwrap().len();
+        let (a, b) = (Cell::new(0), Cell::new(0));
+        let full = read(&f, size, &a).unwrap().unwrap();
+        let needed = read_needed(&f, size, &b).unwrap().unwrap();
+        assert_eq!(full.needed, needed.needed);
+        assert!(
+            needed.verneed.is_empty() && b.get() < a.get(),
+            "{} vs {}",
+            b.get(),
+            a.get()
+        );
     }
 
     #[test]

@@ -199,16 +199,25 @@ pub fn gather(
     // Every file of a library name the walk saw, for "found elsewhere" in a miss.
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut queue: VecDeque<Node> = VecDeque::new();
-    for LinkedFile { path, dynamic } in &binaries.linked {
+    for LinkedFile { path, .. } in &binaries.linked {
         if let Ok(h) = rootfs::resolve(root, path)
-            && seen.insert(h)
+            && seen.insert(h.clone())
         {
+            // The walk read only DT_NEEDED; the search paths and version tables now.
+            let Some(dynamic) = g.dynamic(&Resolved {
+                path_in_image: path.clone(),
+                real_path_in_image: path.clone(),
+                host_path: h,
+                via: Source::Path,
+            }) else {
+                continue;
+            };
             // The executable: the Python of the prefix a module is installed in (conda's has
             // DT_RPATH $ORIGIN/../lib), else the container's `process.args[0]`.
             let exe = python_of(path).or_else(|| args0.clone());
             queue.push_back(Node {
                 path: path.clone(),
-                dynamic: dynamic.clone(),
+                dynamic,
                 chain: exe.map(|e| g.exe_rpath(&e)).unwrap_or_default(),
                 framework: framework_of(path),
             });
