@@ -635,8 +635,10 @@ fn old_libstdcxx_and_libc_are_symbol_version_missing_like_the_loader() {
     let (code, doc) = img.check("h100-580");
     assert!(code == 0 || code == 1, "{doc:#}");
     let sv = with_id(&doc, "image-symbol-version-missing");
-    // (hwloc_cuda.so's GLIBC_2.38: see cuda_consumers_outside_the_walked_dirs_are_judged.)
-    for (consumer, version, lib) in [("libstdgpu_cuda.so", "GLIBCXX_3.4.32", "libstdc++.so.6")] {
+    for (consumer, version, lib) in [
+        ("libstdgpu_cuda.so", "GLIBCXX_3.4.32", "libstdc++.so.6"),
+        ("hwloc_cuda.so", "GLIBC_2.38", "libc.so.6"),
+    ] {
         let f = sv
             .iter()
             .find(|f| {
