@@ -9,8 +9,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v runc >/dev/null || need+=(runc)
 command -v podman >/dev/null || need+=(podman)
-# tests/docker.rs starts its own dockerd and containerd; /usr/local/bin may hold a newer client
-# alone, so look for the daemon.
+# tests/docker.rs and tests/image.rs start their own dockerd and containerd (the harness in
+# tests/common/dockerd.rs: nothing here starts or configures one); /usr/local/bin may hold a newer
+# client alone, so look for the daemon.
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)

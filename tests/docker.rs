@@ -10,72 +10,39 @@ mod common;
 // The message names a 64-hex id by its first 12 characters, as `docker ps` does.
 use cuda_preflight::output::message::short_id;
 
+use common::dockerd::Dockerd;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
 const IMAGE: &str = "cuda-preflight-test/busybox:1";
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    containerd: Child,
-    dockerd: Option<Child>,
-    docker: PathBuf,
+/// The private daemon (tests/common/dockerd.rs), with what these cases ask of it.
+struct Daemon(Dockerd);
+
+impl std::ops::Deref for Daemon {
+    type Target = Dockerd;
+    fn deref(&self) -> &Dockerd {
+        &self.0
+    }
 }
 
-impl Drop for Daemon {
-    /// SIGTERM, a grace period, then SIGKILL: dockerd first, then its containerd.
-    fn drop(&mut self) {
-        let children = self
-            .dockerd
-            .iter_mut()
-            .chain(std::iter::once(&mut self.containerd));
-        for child in children {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Dockerd {
+        &mut self.0
     }
 }
 
 impl Daemon {
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    /// `docker ARGS` against this daemon, killed after 60 s (`timeout -k`: the client forwards
-    /// a plain TERM to the container, which may ignore it).
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("timeout")
-            .args(["-k", "5", "60"])
-            .arg(&self.docker)
-            .args(args)
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.path("docker.sock").display()),
-            )
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-
     /// `docker run --rm --cidfile … ARGS`; returns the output and the container id.
     fn run(&self, name: &str, args: &[&str]) -> (Output, String) {
         let cidfile = self.path(&format!("{name}.cid"));
         let mut all = vec!["run", "--rm", "--cidfile", cidfile.to_str().unwrap()];
         all.extend_from_slice(args);
-        let out = self.docker(&all);
+        let out = self.docker(&all, None);
         let id = std::fs::read_to_string(&cidfile).unwrap_or_default();
         (out, id.trim().to_string())
     }
@@ -92,19 +59,21 @@ impl Daemon {
         )
         .unwrap()
     }
-}
 
-fn daemon_json(dir: &Path, runtimes: &[(&str, &Path)]) -> Value {
-    let mut rt = serde_json::Map::new();
-    for (name, config) in runtimes {
-        rt.insert(
-            name.to_string(),
-            json!({"path": SHIM, "runtimeArgs": [format!("--cuda-preflight-config={}", config.display())]}),
-        );
+    /// `daemon.json`: each of `runtimes` (name, config) is the shim judging under that config; the
+    /// first is the default runtime.
+    fn write_runtimes(&self, runtimes: &[(&str, &Path)]) {
+        let entries: Vec<(&str, Value)> = runtimes
+            .iter()
+            .map(|(name, config)| {
+                (
+                    *name,
+                    json!({"path": SHIM, "runtimeArgs": [format!("--cuda-preflight-config={}", config.display())]}),
+                )
+            })
+            .collect();
+        self.write_daemon_json(&entries, Some(runtimes[0].0));
     }
-    // deprecated-key-path: else dockerd 20.10 writes its identity key to /etc/docker/key.json.
-    json!({"runtimes": rt, "default-runtime": runtimes[0].0,
-           "deprecated-key-path": dir.join("key.json")})
 }
 
 /// A stand-in for `nvidia-container-runtime-hook prestart`: it saves the spec it sees (to show
@@ -148,11 +117,8 @@ fi
 }
 
 fn start() -> Daemon {
-    let docker = require_tool("docker");
-    let dockerd = require_tool("dockerd");
-    let containerd = require_tool("containerd");
-    let dir = tempfile::tempdir().unwrap();
-    let d = &dir.path().to_path_buf();
+    let mut daemon = Daemon(Dockerd::new());
+    let d = &daemon.dir().to_path_buf();
     standin_hook(d);
     std::fs::write(
         d.join("config.toml"),
@@ -163,91 +129,10 @@ fn start() -> Daemon {
         ),
     )
     .unwrap();
-    std::fs::write(
-        d.join("daemon.json"),
-        serde_json::to_vec_pretty(&daemon_json(
-            d,
-            &[("cuda-preflight", &d.join("config.toml"))],
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    // A containerd of its own; the CRI plugin is not needed and only slows the start.
-    std::fs::write(
-        d.join("containerd.toml"),
-        format!(
-            "version = 2\nroot = \"{0}/ctd-root\"\nstate = \"{0}/ctd-state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n",
-            d.display()
-        ),
-    )
-    .unwrap();
-    let log = |name: &str| Stdio::from(std::fs::File::create(d.join(name)).unwrap());
-    let containerd = Command::new(containerd)
-        .arg("--config")
-        .arg(d.join("containerd.toml"))
-        .stdout(log("containerd.out"))
-        .stderr(log("containerd.log"))
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon {
-        dir,
-        containerd,
-        dockerd: None,
-        docker,
-    };
-    wait_for(
-        || d.join("containerd.sock").exists(),
-        "containerd",
-        &d.join("containerd.log"),
-    );
+    daemon.write_runtimes(&[("cuda-preflight", &d.join("config.toml"))]);
     // dockerd finds nvidia-container-runtime-hook on its own PATH at start-up, and only then
     // accepts --gpus.
-    let path = format!(
-        "{}:{}",
-        d.join("nvidia-bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    daemon.dockerd = Some(
-        Command::new(dockerd)
-            .arg("--config-file")
-            .arg(d.join("daemon.json"))
-            .arg("--containerd")
-            .arg(d.join("containerd.sock"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", d.join("docker.sock").display()))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--iptables=false",
-                "--bridge=none",
-            ])
-            .args(["--ip-forward=false", "--ip-masq=false"])
-            .env("PATH", path)
-            .stdout(log("dockerd.out"))
-            .stderr(log("dockerd.log"))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        || {
-            let exited = daemon.dockerd.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none(),
-                "dockerd exited: {}",
-                std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
-            );
-            daemon.docker(&["version"]).status.success()
-        },
-        "dockerd",
-        &d.join("dockerd.log"),
-    );
+    daemon.start(Some(&d.join("nvidia-bin")));
     // The image: a busybox rootfs, imported.
     let rootfs = busybox_rootfs(&d.join("image"));
     let tar = Command::new("tar")
@@ -257,33 +142,13 @@ fn start() -> Daemon {
         .output()
         .unwrap();
     assert!(tar.status.success());
-    let mut import = Command::new(&daemon.docker)
-        .args(["import", "-", IMAGE])
-        .env(
-            "DOCKER_HOST",
-            format!("unix://{}", d.join("docker.sock").display()),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-    assert!(import.wait().unwrap().success(), "docker import failed");
+    let import = daemon.docker(&["import", "-", IMAGE], Some(&tar.stdout));
+    assert!(
+        import.status.success(),
+        "docker import failed: {}",
+        text(&import.stderr)
+    );
     daemon
-}
-
-fn wait_for(mut ready: impl FnMut() -> bool, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        if Instant::now() > deadline {
-            panic!(
-                "{what} did not come up in 30 s; its log:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn text(b: &[u8]) -> String {
@@ -292,7 +157,7 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn docker_with_the_runtime_shim() {
-    let daemon = start();
+    let mut daemon = start();
 
     // No GPU: starts, the container's own exit code comes back, the hook takes its fast path
     // (no report).
@@ -430,7 +295,7 @@ fn docker_with_the_runtime_shim() {
 
     // A runtime added to daemon.json and picked up by a SIGHUP reload, with a config of its own
     // (mode = warn): the same defect starts, and the report says it was judged under that config.
-    let d = daemon.dir.path();
+    let d = &daemon.dir().to_path_buf();
     let warn_config = d.join("warn.toml");
     std::fs::write(
         &warn_config,
@@ -442,31 +307,20 @@ fn docker_with_the_runtime_shim() {
     )
     .unwrap();
     let config = d.join("config.toml");
-    std::fs::write(
-        d.join("daemon.json"),
-        serde_json::to_vec_pretty(&daemon_json(
-            d,
-            &[
-                ("cuda-preflight", &config),
-                ("cuda-preflight-warn", &warn_config),
-            ],
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let pid = daemon.dockerd.as_ref().unwrap().id() as i32;
-    unsafe { libc::kill(pid, libc::SIGHUP) };
-    wait_for(
-        || {
+    daemon.write_runtimes(&[
+        ("cuda-preflight", &config),
+        ("cuda-preflight-warn", &warn_config),
+    ]);
+    daemon.reload(
+        |daemon| {
             text(
                 &daemon
-                    .docker(&["info", "--format", "{{json .Runtimes}}"])
+                    .docker(&["info", "--format", "{{json .Runtimes}}"], None)
                     .stdout,
             )
             .contains("cuda-preflight-warn")
         },
         "the reloaded runtime",
-        &d.join("dockerd.log"),
     );
     let (out, id) = daemon.run(
         "reloaded",

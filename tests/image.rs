@@ -5,12 +5,12 @@
 
 mod common;
 
+use common::dockerd::Dockerd;
 use common::*;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
@@ -543,143 +543,12 @@ fn rootfs_and_fleet_and_text_table() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no *.json host profile"));
 }
 
-// --- Docker: a daemon of the test's own, as in tests/docker.rs, without any runtime change.
+// --- Docker: a daemon of the test's own (tests/common/dockerd.rs, as in tests/docker.rs),
+// without any runtime change.
 
-struct Daemon {
-    dir: tempfile::TempDir,
-    children: Vec<Child>,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // dockerd first, then its containerd: SIGTERM, a grace period, SIGKILL.
-        for child in self.children.iter_mut().rev() {
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Daemon {
-    fn host(&self) -> PathBuf {
-        PathBuf::from(format!(
-            "unix://{}",
-            self.dir.path().join("docker.sock").display()
-        ))
-    }
-
-    fn docker(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
-        let mut c = Command::new("timeout")
-            .args(["-k", "5", "60", "docker"])
-            .args(args)
-            .env("DOCKER_HOST", self.host())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(data) = stdin {
-            c.stdin.take().unwrap().write_all(data).unwrap();
-        }
-        c.wait_with_output().unwrap()
-    }
-}
-
-fn wait_for(mut ready: impl FnMut() -> bool, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not come up in 30 s: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn start_docker() -> Daemon {
-    let dockerd = require_tool("dockerd");
-    let containerd = require_tool("containerd");
-    require_tool("docker");
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    std::fs::write(
-        d.join("containerd.toml"),
-        format!(
-            "version = 2\nroot = \"{0}/ctd-root\"\nstate = \"{0}/ctd-state\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{0}/containerd.sock\"\n",
-            d.display()
-        ),
-    )
-    .unwrap();
-    // deprecated-key-path: else dockerd 20.10 writes its identity key to /etc/docker/key.json.
-    std::fs::write(
-        d.join("daemon.json"),
-        json!({"deprecated-key-path": d.join("key.json")}).to_string(),
-    )
-    .unwrap();
-    let log = |name: &str| Stdio::from(std::fs::File::create(d.join(name)).unwrap());
-    let mut daemon = Daemon {
-        dir,
-        children: Vec::new(),
-    };
-    daemon.children.push(
-        Command::new(containerd)
-            .arg("--config")
-            .arg(d.join("containerd.toml"))
-            .stdout(log("containerd.out"))
-            .stderr(log("containerd.log"))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        || d.join("containerd.sock").exists(),
-        "containerd",
-        &d.join("containerd.log"),
-    );
-    daemon.children.push(
-        Command::new(dockerd)
-            .arg("--config-file")
-            .arg(d.join("daemon.json"))
-            .arg("--containerd")
-            .arg(d.join("containerd.sock"))
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(daemon.host())
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--iptables=false",
-                "--bridge=none",
-            ])
-            .args(["--ip-forward=false", "--ip-masq=false"])
-            .stdout(log("dockerd.out"))
-            .stderr(log("dockerd.log"))
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(
-        || daemon.docker(&["version"], None).status.success(),
-        "dockerd",
-        &d.join("dockerd.log"),
-    );
+fn start_docker() -> Dockerd {
+    let mut daemon = Dockerd::new();
+    daemon.start(None);
     daemon
 }
 
@@ -700,7 +569,7 @@ fn docker_store_gives_the_same_verdicts() {
         "docker import",
     );
 
-    let host = daemon.host();
+    let host = PathBuf::from(daemon.host());
     let envs = [("DOCKER_HOST", host.as_path())];
     let r = check(&format!("docker-daemon:{TAG}"), &[], &envs);
     assert_eq!(verdicts(&r), expected(), "{:#} {}", r.json, r.stderr);

@@ -4,6 +4,8 @@
 //! test with that hint instead of skipping it.
 #![allow(dead_code)]
 
+pub mod dockerd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
