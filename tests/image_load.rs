@@ -1283,3 +1283,37 @@ fn real_container_sees_what_the_chroot_sees() {
         );
     }
 }
+
+/// A Git LFS pointer (or a truncated download) under the library's name where the loader looks
+/// first: glibc stops there with an error of its own instead of searching on, although a good
+/// copy sits in the cache. check must say what the loader says, not that all is well.
+#[test]
+fn a_file_that_is_not_a_library_stops_the_loader() {
+    let fx = fixtures_or_skip!();
+    let img = Image::new(fx, Suite::Trixie, &["libcudart12"]);
+    let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
+    let mine = format!("{SITE}/acme_models/_cuda/libacme_cuda.so");
+    let built = img.dir.path().join("libacme_cuda.so");
+    framework_lib(&built, &cu12, "$ORIGIN", &[]);
+    img.place(&mine, &built);
+    let pointer = img.dir.path().join("pointer");
+    std::fs::write(
+        &pointer,
+        "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 712616\n",
+    )
+    .unwrap();
+    let lfs = format!("{SITE}/acme_models/_cuda/libcudart.so.12");
+    img.place(&lfs, &pointer);
+    img.ldconfig();
+    let got = img.dlopen(&[&format!("/{mine}")]);
+    let want = format!("error /{lfs}: invalid ELF header");
+    assert_eq!(got, vec![want.clone()], "the real loader");
+    let (code, doc) = img.check("h100-580");
+    assert!(code == 0 || code == 1, "{doc:#}");
+    let f = with_id(&doc, "image-library-missing");
+    assert!(
+        f.iter()
+            .any(|f| f["predicted"]["message"] == format!("/{lfs}: invalid ELF header")),
+        "check must predict the loader's own words ({want}): {doc:#}"
+    );
+}

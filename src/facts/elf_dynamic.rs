@@ -74,6 +74,9 @@ pub struct Dynamic {
     pub verneed: Vec<VersionNeed>,
     /// Version names defined (the file's own base entry left out).
     pub verdef: Vec<String>,
+    /// Whether it has `DT_VERDEF` at all: glibc only warns ("no version information
+    /// available") when an unversioned library is asked for versions.
+    pub versioned: bool,
 }
 
 /// Read `file`'s dynamic section. `Ok(None)`: not a 64-bit little-endian ELF object, or one
@@ -141,7 +144,9 @@ fn read_parts(
     let dynbuf = r.read(dyn_off, dyn_size - dyn_size % 16)?;
     let to_offset = |addr: u64| -> Option<u64> {
         loads.iter().find_map(|&(vaddr, offset, filesz)| {
-            (addr >= vaddr && addr - vaddr < filesz).then(|| offset + (addr - vaddr))
+            (addr >= vaddr && addr - vaddr < filesz)
+                .then(|| offset.checked_add(addr - vaddr))
+                .flatten()
         })
     };
     let mut out = Dynamic::default();
@@ -205,6 +210,7 @@ fn read_parts(
         let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERNEED outside the file"))?;
         out.verneed = growing(&r, off, |buf| read_verneed(buf, &strings, verneednum))?;
     }
+    out.versioned = verdef.is_some();
     if let Some(a) = verdef {
         let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERDEF outside the file"))?;
         out.verdef = growing(&r, off, |buf| read_verdef(buf, &strings, verdefnum))?;
@@ -393,6 +399,8 @@ mod tests {
         let d = own_exe();
         assert!(d.needed.iter().any(|n| n == "libc.so.6"), "{:?}", d.needed);
         let libc = d.verneed.iter().find(|v| v.file == "libc.so.6").unwrap();
+        // An executable defines no versions.
+        assert!(!d.versioned && d.verdef.is_empty());
         assert!(libc.versions.iter().any(|(v, _)| v.starts_with("GLIBC_2.")));
     }
 

@@ -50,6 +50,10 @@ pub struct MissingLibrary {
     pub cuda_major: Option<u64>,
     /// Whether a framework's own library needs it (its import fails).
     pub framework: Option<String>,
+    /// Found, but the loader stops at that file with an error (`invalid ELF header`, `file too
+    /// short`): the file as the container sees it, and the error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unloadable: Option<(PathBuf, String)>,
 }
 
 /// A symbol version an object requires that the library it resolves to does not define.
@@ -158,9 +162,13 @@ impl Node {
     /// The `chain` of the objects this one loads: its own `DT_RPATH` first.
     fn chain_for_children(&self) -> Vec<PathBuf> {
         let origin = self.path.parent().unwrap_or(Path::new("/"));
-        let mut out: Vec<PathBuf> = self
-            .dynamic
-            .rpath
+        // glibc ignores an object's DT_RPATH when it has DT_RUNPATH, for its children too.
+        let own: &[String] = if self.dynamic.runpath.is_empty() {
+            &self.dynamic.rpath
+        } else {
+            &[]
+        };
+        let mut out: Vec<PathBuf> = own
             .iter()
             .filter_map(|e| expand_origin(e, origin))
             .collect();
@@ -209,6 +217,7 @@ pub fn gather(
                 real_path_in_image: path.clone(),
                 host_path: h,
                 via: Source::Path,
+                unloadable: None,
             }) else {
                 continue;
             };
@@ -240,7 +249,9 @@ pub fn gather(
         let origin = node.path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let cuda_major = node_cuda_major(&node);
         for name in &node.dynamic.needed {
-            let Some(lib) = cuda_library(name) else {
+            // `$ORIGIN/libcudart.so.12` or an absolute path: the file name says which library.
+            let base = name.rsplit('/').next().unwrap_or(name);
+            let Some(lib) = cuda_library(base) else {
                 continue;
             };
             if lib.kind == LibraryKind::Driver {
@@ -248,6 +259,10 @@ pub fn gather(
                 continue;
             }
             let (r, searched) = g.resolve(name, &origin, &node.dynamic, &node.chain);
+            let bad = r
+                .as_ref()
+                .and_then(|r| Some((r.path_in_image.clone(), r.unloadable.clone()?)));
+            let r = r.filter(|r| r.unloadable.is_none());
             let Some(r) = r else {
                 let m = missing
                     .entry(name.clone())
@@ -259,7 +274,9 @@ pub fn gather(
                         elsewhere: Vec::new(),
                         cuda_major,
                         framework: None,
+                        unloadable: None,
                     });
+                m.unloadable = m.unloadable.clone().or(bad);
                 m.needed_by_count += 1;
                 if m.needed_by.len() < MAX_NAMED {
                     m.needed_by.push(node.path.clone());
@@ -340,6 +357,7 @@ pub fn gather(
                 real_path_in_image: c.clone(),
                 host_path: host,
                 via: Source::Path,
+                unloadable: None,
             };
             if g.verdefs_of(&r).is_some_and(|d| d.contains(&mv.version)) {
                 // A copy that would not load itself (built for a newer glibc) is no cure.
@@ -399,6 +417,9 @@ fn check_versions(
         let (Some(r), _) = g.resolve(&need.file, &origin, &node.dynamic, &node.chain) else {
             continue; // not found at all: the loader's own "cannot open" comes first
         };
+        if r.unloadable.is_some() {
+            continue; // the loader stops at that file before any version check
+        }
         let Some(defs) = g.verdefs_of(&r).cloned() else {
             continue;
         };
@@ -599,12 +620,16 @@ impl Gather<'_> {
             return v.clone();
         }
         let dirs = (|| {
-            let (file, meta) = rootfs::open_regular(self.root, exe).ok()?;
+            // The executable's $ORIGIN comes from /proc/self/exe, with links resolved (a venv's
+            // bin/python3 → conda's); a library's is the path it was found at.
+            let host = rootfs::resolve(self.root, exe).ok()?;
+            let real = Path::new("/").join(host.strip_prefix(self.root).ok()?);
+            let (file, meta) = rootfs::open_regular(self.root, &real).ok()?;
             let d = elf_dynamic::read(&file, meta.len(), self.bytes).ok()??;
             if !d.runpath.is_empty() {
                 return None;
             }
-            let origin = exe.parent()?;
+            let origin = real.parent()?;
             Some(
                 d.rpath
                     .iter()
@@ -619,7 +644,7 @@ impl Gather<'_> {
 
     fn verdefs_of(&mut self, r: &Resolved) -> Option<&Vec<String>> {
         if !self.verdefs.contains_key(&r.host_path) {
-            let defs = self.dynamic(r).map(|d| d.verdef);
+            let defs = self.dynamic(r).filter(|d| d.versioned).map(|d| d.verdef);
             self.verdefs.insert(r.host_path.clone(), defs);
         }
         self.verdefs.get(&r.host_path).and_then(|d| d.as_ref())

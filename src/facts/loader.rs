@@ -45,6 +45,11 @@ const OLD_ENTRY_LEN: usize = 12;
 const NATIVE_FLAGS: i32 = 0x0a03; // FLAG_AARCH64_LIB64 | FLAG_ELF_LIBC6
 #[cfg(not(target_arch = "aarch64"))]
 const NATIVE_FLAGS: i32 = 0x0303; // FLAG_X8664_LIB64 | FLAG_ELF_LIBC6
+/// `e_machine` of this machine's objects: EM_X86_64 (62), EM_AARCH64 (183).
+#[cfg(target_arch = "aarch64")]
+const NATIVE_MACHINE: u16 = 183;
+#[cfg(not(target_arch = "aarch64"))]
+const NATIVE_MACHINE: u16 = 62;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -170,6 +175,10 @@ pub struct Resolved {
     /// The same file on this host (under the rootfs).
     pub host_path: PathBuf,
     pub via: Source,
+    /// Where the loader stops at this file with an error of its own ("invalid ELF header",
+    /// "file too short": a Git LFS pointer named like the library), it is found but unloadable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unloadable: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -206,18 +215,19 @@ impl Loader {
                 None
             }
         };
+        // Read even with a cache: an image that added an `ld.so.conf.d` file without running
+        // ldconfig gets its cache rebuilt at start (the NVIDIA hook and CDI's update-ldcache run
+        // ldconfig), so its directories are searched after the cache's entries.
         let mut conf_dirs = Vec::new();
-        if cache.is_none() {
-            let mut files = 0;
-            read_conf(
-                rootfs,
-                Path::new("/etc/ld.so.conf"),
-                0,
-                &mut files,
-                &mut conf_dirs,
-                &mut notes,
-            );
-        }
+        let mut files = 0;
+        read_conf(
+            rootfs,
+            Path::new("/etc/ld.so.conf"),
+            0,
+            &mut files,
+            &mut conf_dirs,
+            &mut notes,
+        );
         Loader {
             root: rootfs.to_path_buf(),
             ld_library_path,
@@ -272,11 +282,11 @@ impl Loader {
             return None;
         }
         for d in &self.ld_library_path {
-            if let Some(r) = self.try_dir(d, name, Source::LdLibraryPath) {
+            if let Some(r) = self.try_dir(d, name, Source::LdLibraryPath, false) {
                 return Some(r);
             }
         }
-        self.resolve_system(name, &mut Vec::new())
+        self.resolve_system(name, false, false, &mut Vec::new())
     }
 
     /// Resolve `name`, needed by an object at `origin` (its directory as the container sees
@@ -298,12 +308,14 @@ impl Loader {
             return (None, searched);
         }
         if name.contains('/') {
-            searched.push(name.to_string());
-            // A relative name is opened from the working directory, unknown here.
-            let r = name
-                .starts_with('/')
-                .then(|| self.try_path(Path::new(name), Source::Path))
-                .flatten();
+            // `$ORIGIN/…` is expanded as in search paths; a relative name is opened from the
+            // working directory, unknown here.
+            let path = expand_origin(name, origin);
+            searched.push(
+                path.as_ref()
+                    .map_or(name.to_string(), |p| p.display().to_string()),
+            );
+            let r = path.and_then(|p| self.try_path(&p, Source::Path, true));
             return (r, searched);
         }
         let dirs = |list: &[String], via: Source, label: &str, searched: &mut Vec<String>| {
@@ -313,7 +325,7 @@ impl Loader {
                     continue;
                 };
                 searched.push(format!("{label} {}", dir.display()));
-                if let Some(r) = self.try_dir(&dir, name, via) {
+                if let Some(r) = self.try_dir(&dir, name, via, true) {
                     return Some(r);
                 }
             }
@@ -325,59 +337,79 @@ impl Loader {
             }
             for d in chain.iter().take(MAX_DIRS) {
                 searched.push(format!("RPATH of its loader {}", d.display()));
-                if let Some(r) = self.try_dir(d, name, Source::Rpath) {
+                if let Some(r) = self.try_dir(d, name, Source::Rpath, true) {
                     return (Some(r), searched);
                 }
             }
         }
         for d in &self.ld_library_path {
             searched.push(format!("LD_LIBRARY_PATH {}", d.display()));
-            if let Some(r) = self.try_dir(d, name, Source::LdLibraryPath) {
+            if let Some(r) = self.try_dir(d, name, Source::LdLibraryPath, true) {
                 return (Some(r), searched);
             }
         }
         if let Some(r) = dirs(runpath, Source::Runpath, "RUNPATH", &mut searched) {
             return (Some(r), searched);
         }
-        if nodeflib {
-            searched.push("(DF_1_NODEFLIB: no cache, no default directories)".to_string());
-            return (None, searched);
-        }
-        let r = self.resolve_system(name, &mut searched);
+        let r = self.resolve_system(name, nodeflib, true, &mut searched);
         (r, searched)
     }
 
-    /// The cache (or `ld.so.conf` without one) and the default directories.
-    fn resolve_system(&self, name: &str, searched: &mut Vec<String>) -> Option<Resolved> {
+    /// The cache, the `ld.so.conf` directories, and the default directories. With `nodeflib`
+    /// (`-z nodefaultlib`), glibc still takes cache entries outside the default directories
+    /// and skips the default directories themselves.
+    fn resolve_system(
+        &self,
+        name: &str,
+        nodeflib: bool,
+        strict: bool,
+        searched: &mut Vec<String>,
+    ) -> Option<Resolved> {
+        let system = |p: &str| {
+            DEFAULT_DIRS
+                .iter()
+                .any(|d| Path::new(p).parent() == Some(Path::new(d)))
+        };
         if let Some(c) = &self.cache {
-            searched.push("/etc/ld.so.cache".to_string());
+            searched.push(if nodeflib {
+                "/etc/ld.so.cache (DF_1_NODEFLIB: entries outside the default directories)"
+                    .to_string()
+            } else {
+                "/etc/ld.so.cache".to_string()
+            });
             // The cache is searched by name; hwcap subdirectory entries (hwcap != 0) need CPU
             // feature matching, which CUDA libraries do not use, so only plain entries count.
-            for e in c
-                .iter()
-                .filter(|e| e.flags == NATIVE_FLAGS && e.hwcap == 0 && e.name == name)
-            {
-                if let Some(r) = self.try_path(Path::new(&e.path), Source::LdSoCache) {
+            for e in c.iter().filter(|e| {
+                e.flags == NATIVE_FLAGS
+                    && e.hwcap == 0
+                    && e.name == name
+                    && !(nodeflib && system(&e.path))
+            }) {
+                if let Some(r) = self.try_path(Path::new(&e.path), Source::LdSoCache, strict) {
                     return Some(r);
                 }
             }
         }
         for d in &self.conf_dirs {
             searched.push(format!("ld.so.conf {}", d.display()));
-            if let Some(r) = self.try_dir(d, name, Source::LdSoConf) {
+            if let Some(r) = self.try_dir(d, name, Source::LdSoConf, strict) {
                 return Some(r);
             }
         }
+        if nodeflib {
+            searched.push("(DF_1_NODEFLIB: no default directories)".to_string());
+            return None;
+        }
         for d in DEFAULT_DIRS {
             searched.push(d.to_string());
-            if let Some(r) = self.try_dir(Path::new(d), name, Source::Default) {
+            if let Some(r) = self.try_dir(Path::new(d), name, Source::Default, strict) {
                 return Some(r);
             }
         }
         None
     }
 
-    fn try_dir(&self, dir: &Path, name: &str, via: Source) -> Option<Resolved> {
+    fn try_dir(&self, dir: &Path, name: &str, via: Source, strict: bool) -> Option<Resolved> {
         let host_dir = self
             .dirs
             .borrow_mut()
@@ -386,26 +418,41 @@ impl Loader {
             .clone()?;
         // Absent here is absent: the full confined resolution runs only for names that exist.
         std::fs::symlink_metadata(host_dir.join(name)).ok()?;
-        self.try_path(&dir.join(name), via)
+        self.try_path(&dir.join(name), via, strict)
     }
 
     /// A candidate counts if it resolves inside the rootfs to a 64-bit ELF file: `ld.so` skips a
     /// file of the wrong class and goes on searching.
-    fn try_path(&self, path: &Path, via: Source) -> Option<Resolved> {
+    fn try_path(&self, path: &Path, via: Source, strict: bool) -> Option<Resolved> {
         let host = rootfs::resolve(&self.root, path).ok()?;
-        let (mut f, _) = rootfs::open_regular(&self.root, path).ok()?;
-        let mut head = [0u8; 5];
-        f.read_exact(&mut head).ok()?;
-        if &head[..4] != b"\x7fELF" || head[4] != 2 {
+        let (mut f, meta) = rootfs::open_regular(&self.root, path).ok()?;
+        let mut head = Vec::with_capacity(20);
+        (&mut f).take(20).read_to_end(&mut head).ok()?;
+        let real = Path::new("/").join(host.strip_prefix(&self.root).ok()?);
+        let found = |unloadable: Option<&str>| Resolved {
+            path_in_image: path.to_path_buf(),
+            real_path_in_image: real.clone(),
+            host_path: host.clone(),
+            via,
+            unloadable: unloadable.map(String::from),
+        };
+        // glibc's open_verify: a file that is not ELF at all, or shorter than an ELF header,
+        // ends the search with an error; `strict` says so (dependency lookups), the plain lookup
+        // keeps searching. (Stand-in files of the tests are shorter than a header.)
+        if strict && meta.len() < 64 {
+            return Some(found(Some("file too short")));
+        }
+        if strict && &head[..4] != b"\x7fELF" {
+            return Some(found(Some("invalid ELF header")));
+        }
+        // Another class or machine: skipped, the search goes on.
+        if head.len() < 5 || &head[..4] != b"\x7fELF" || head[4] != 2 {
             return None;
         }
-        let real = Path::new("/").join(host.strip_prefix(&self.root).ok()?);
-        Some(Resolved {
-            path_in_image: path.to_path_buf(),
-            real_path_in_image: real,
-            host_path: host,
-            via,
-        })
+        if head.len() == 20 && u16::from_le_bytes([head[18], head[19]]) != NATIVE_MACHINE {
+            return None;
+        }
+        Some(found(None))
     }
 }
 
@@ -643,6 +690,69 @@ pub(crate) mod tests {
         }
         d.extend(new);
         assert_eq!(parse_ld_so_cache(&d).unwrap()[0].name, "libz.so.1");
+    }
+
+    #[test]
+    fn nodeflib_keeps_cache_entries_outside_the_default_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        elf64(&r.join("usr/local/cuda/lib64/libcudart.so.12"));
+        elf64(&r.join("usr/lib/x86_64-linux-gnu/libcublas.so.12"));
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(
+            r.join("etc/ld.so.cache"),
+            build_cache(&[
+                (
+                    0x0303,
+                    "libcudart.so.12",
+                    "/usr/local/cuda/lib64/libcudart.so.12",
+                ),
+                (
+                    0x0303,
+                    "libcublas.so.12",
+                    "/usr/lib/x86_64-linux-gnu/libcublas.so.12",
+                ),
+            ]),
+        )
+        .unwrap();
+        let l = Loader::from_image(r, None);
+        let o = Path::new("/opt/app");
+        // glibc's _dl_map_object: with -z nodefaultlib a cache hit under a system directory is
+        // dropped, others kept; the default directories are not searched.
+        let (hit, _) = l.resolve_needed("libcudart.so.12", o, &[], &[], true, &[]);
+        assert_eq!(hit.unwrap().via, Source::LdSoCache);
+        let (miss, searched) = l.resolve_needed("libcublas.so.12", o, &[], &[], true, &[]);
+        assert!(miss.is_none(), "{searched:?}");
+        let (plain, _) = l.resolve_needed("libcublas.so.12", o, &[], &[], false, &[]);
+        assert!(plain.is_some());
+    }
+
+    #[test]
+    fn origin_in_a_needed_path_and_the_loader_chain() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        elf64(&r.join("opt/app/lib/libcudart.so.12"));
+        elf64(&r.join("opt/conda/lib/libcublas.so.12"));
+        let l = Loader::from_image(r, None);
+        let o = Path::new("/opt/app/lib");
+        let (hit, _) = l.resolve_needed("$ORIGIN/libcudart.so.12", o, &[], &[], false, &[]);
+        assert_eq!(
+            hit.unwrap().path_in_image,
+            PathBuf::from("/opt/app/lib/libcudart.so.12")
+        );
+        let chain = [PathBuf::from("/opt/conda/lib")];
+        let (via_chain, _) = l.resolve_needed("libcublas.so.12", o, &[], &[], false, &chain);
+        assert_eq!(via_chain.unwrap().via, Source::Rpath);
+        // An object with DT_RUNPATH gets no RPATH, its loaders' included.
+        let (none, _) = l.resolve_needed(
+            "libcublas.so.12",
+            o,
+            &[],
+            &["/nowhere".into()],
+            false,
+            &chain,
+        );
+        assert!(none.is_none());
     }
 
     #[test]

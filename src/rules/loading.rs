@@ -57,7 +57,8 @@ fn missing_libraries(load: &LoadFacts, out: &mut Vec<Finding>) {
             "{lib}, needed by {}, is found nowhere the container's loader looks for it ({searched})",
             list_paths(&m.needed_by, m.needed_by_count)
         );
-        let certain = m.framework.is_some() && m.elsewhere.is_empty();
+        // "No copy anywhere" is known only when the walk saw everything.
+        let certain = m.framework.is_some() && m.elsewhere.is_empty() && !load.walk_incomplete;
         if let Some(fw) = &m.framework {
             evidence.push_str(&format!(
                 "; {fw}'s own library needs it, so importing {fw} fails"
@@ -68,6 +69,20 @@ fn missing_libraries(load: &LoadFacts, out: &mut Vec<Finding>) {
                 "; the image has {} off that path (a Python package may still preload it from there)",
                 list_paths(&m.elsewhere, m.elsewhere.len())
             ));
+        }
+        if let Some((path, why)) = &m.unloadable {
+            out.push(Finding::new(
+                "image-library-missing",
+                if certain { Severity::Block } else { Severity::Warn },
+                Some(Predicted::message(Api::Loader, format!("{}: {why}", path.display()))),
+                format!(
+                    "{lib}, needed by {}, resolves to {}, which the loader cannot load ({why}: not a shared object, e.g. a Git LFS pointer or a truncated download); the loader stops there and looks no further",
+                    list_paths(&m.needed_by, m.needed_by_count),
+                    path.display()
+                ),
+                format!("replace {} with the real library (git lfs pull, reinstall the package that ships it)", path.display()),
+            ));
+            continue;
         }
         let provider = cuda_library(lib)
             .map(|l| l.providers(m.cuda_major))
@@ -109,7 +124,7 @@ fn missing_versions(load: &LoadFacts, out: &mut Vec<Finding>) {
             .collect();
         elsewhere.sort();
         elsewhere.dedup();
-        let certain = framework.is_some() && elsewhere.is_empty();
+        let certain = framework.is_some() && elsewhere.is_empty() && !load.walk_incomplete;
         let newest = versions.last().copied().unwrap_or_default();
         let mut evidence = format!(
             "{} requires {} of {}, and the loader resolves {} to {}, which does not define {}",
@@ -331,6 +346,7 @@ mod tests {
             elsewhere: elsewhere.iter().map(PathBuf::from).collect(),
             cuda_major: Some(12),
             framework: framework.map(String::from),
+            unloadable: None,
         }
     }
 
@@ -400,6 +416,41 @@ mod tests {
             );
             assert!(f[0].fix.contains("nvidia-cudnn-cu12"), "{}", f[0].fix);
         }
+    }
+
+    #[test]
+    fn a_file_the_loader_cannot_load_predicts_its_error() {
+        let mut m = missing("libcudart.so.12", "/opt/app/libapp.so", None, &[]);
+        m.unloadable = Some(("/opt/app/libcudart.so.12".into(), "file too short".into()));
+        let load = LoadFacts {
+            missing: vec![m],
+            ..Default::default()
+        };
+        let f = check(&load, &ImageFacts::default());
+        assert_eq!(
+            f[0].predicted.as_ref().unwrap().message,
+            "/opt/app/libcudart.so.12: file too short"
+        );
+        assert_eq!(f[0].severity, Severity::Warn);
+    }
+
+    #[test]
+    fn an_incomplete_walk_never_makes_a_miss_certain() {
+        // The copy torch would preload may sit where the walk did not reach.
+        let load = LoadFacts {
+            missing: vec![missing(
+                "libcudnn.so.9",
+                "/sp/torch/lib/libtorch_cuda.so",
+                Some("torch"),
+                &[],
+            )],
+            walk_incomplete: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            check(&load, &ImageFacts::default())[0].severity,
+            Severity::Warn
+        );
     }
 
     #[test]
