@@ -184,23 +184,23 @@ pub fn container_facts(
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
-    let mut image_facts = request.wants_gpu().then(|| match pid {
-        Some(pid) => image::gather_rootfs(
-            &container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
-            &env,
-        ),
-        None => image::gather(bundle),
-    });
-    // The same root the image facts read: the container's view at hook time (its mounts
-    // included), the bundle's rootfs offline.
+    // The container's view at hook time (its mounts included), the bundle's rootfs offline:
+    // the one root every image fact reads.
     let root = match pid {
         Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
         None => bundle.rootfs.clone(),
     };
-    let binaries =
-        (request.wants_gpu() && root.is_dir()).then(|| binaries::gather(&root, &env, walk));
-    let toolchains =
-        (request.wants_gpu() && root.is_dir()).then(|| toolchains::gather(&root, &env));
+    let mut image_facts = request.wants_gpu().then(|| match pid {
+        Some(_) => image::gather_rootfs(&root, &env),
+        None => image::gather(bundle),
+    });
+    let walkable = request.wants_gpu() && root.is_dir();
+    let site = image_facts
+        .as_ref()
+        .map(|i| i.site_packages.as_slice())
+        .unwrap_or_default();
+    let binaries = walkable.then(|| binaries::gather(&root, &env, site, walk));
+    let toolchains = walkable.then(|| toolchains::gather(&root, &env, site));
     // The runtimes the image's libraries really load: what the version rules judge.
     let load = match (&binaries, &mut image_facts) {
         (Some(b), Some(img)) => {

@@ -238,7 +238,13 @@ struct Dir {
 
 /// Find and scan the image's CUDA binaries under `root` (the bundle's rootfs, or
 /// `/proc/<pid>/root/<rootfs>` at hook time). `env` is the spec's `process.env`.
-pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFacts {
+/// `site_packages`: the image's Python package directories ([`crate::facts::image::site_packages`]).
+pub fn gather(
+    root: &Path,
+    env: &[String],
+    site_packages: &[PathBuf],
+    settings: &WalkSettings,
+) -> BinaryFacts {
     let started = Instant::now();
     let mut w = Walk {
         root,
@@ -254,7 +260,7 @@ pub fn gather(root: &Path, env: &[String], settings: &WalkSettings) -> BinaryFac
         .cache_dir
         .as_deref()
         .map(|dir| ScanCache::open(dir, settings.cache_max_bytes));
-    let mut queue: VecDeque<Dir> = start_dirs(root, env)
+    let mut queue: VecDeque<Dir> = start_dirs(root, env, site_packages)
         .into_iter()
         .map(|s| Dir {
             image: s.dir,
@@ -314,7 +320,7 @@ impl Start {
 }
 
 /// The starting directories, in the loader's order first.
-fn start_dirs(root: &Path, env: &[String]) -> Vec<Start> {
+fn start_dirs(root: &Path, env: &[String], site: &[PathBuf]) -> Vec<Start> {
     let ld_path = crate::input::bundle::env_var(env, "LD_LIBRARY_PATH");
     let mut out: Vec<Start> = Loader::from_image(root, ld_path)
         .search_dirs()
@@ -341,11 +347,8 @@ fn start_dirs(root: &Path, env: &[String]) -> Vec<Start> {
         let lib = Path::new("/opt/conda/envs").join(env_name).join("lib");
         out.push(Start::list(lib));
     }
-    // One discovery of Python's package directories for every part (image facts, toolchains,
-    // frameworks, this walk).
-    let site = crate::facts::image::site_packages(root, env, &mut Vec::new());
     for sp in site {
-        let pkgs = names(root, &sp);
+        let pkgs = names(root, sp);
         if pkgs.is_empty() {
             continue;
         }
@@ -915,6 +918,12 @@ fn kind_of(mode: u32) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    /// The walk with the package directories the image facts would find.
+    fn walk(r: &std::path::Path, env: &[String], s: &super::WalkSettings) -> super::BinaryFacts {
+        let site = crate::facts::image::site_packages(r, env, &mut Vec::new());
+        super::gather(r, env, &site, s)
+    }
+
     use super::*;
     use crate::facts::fatbin::tests::{container, elf_with_section};
     use std::os::unix::fs::symlink;
@@ -985,7 +994,7 @@ mod tests {
         // Driver libraries are the host's: not judged here.
         cuda_so(&r.join("usr/lib/x86_64-linux-gnu/libcuda.so.580.1"));
         let env = vec!["LD_LIBRARY_PATH=/opt/app/lib".to_string()];
-        let b = gather(r, &env, &settings(None));
+        let b = walk(r, &env, &settings(None));
         let mut got = paths(&b);
         got.sort();
         let mut want: Vec<String> = [
@@ -1023,7 +1032,7 @@ mod tests {
         mkfifo(&lib.join("libcuda.so.1"));
         mkfifo(&lib.join("libfifo.so"));
         cuda_so(&lib.join("libgood.so"));
-        let b = gather(r, &[], &settings(None));
+        let b = walk(r, &[], &settings(None));
         assert_eq!(paths(&b), vec!["/usr/lib/x86_64-linux-gnu/libgood.so"]);
         assert_eq!(b.not_regular.count, 2, "{b:?}");
         assert!(
@@ -1053,7 +1062,7 @@ mod tests {
         cuda_so(&r.join("usr/local/cuda-13.0/lib64/libz.so"));
         let mut s = settings(None);
         s.max_files = 2;
-        let b = gather(r, &[], &s);
+        let b = walk(r, &[], &s);
         assert_eq!(b.files.len(), 2);
         assert!(
             b.stopped.as_deref().unwrap().contains("scan_max_files"),
@@ -1063,12 +1072,12 @@ mod tests {
         assert!(b.not_walked.count >= 4, "{b:?}");
         s.max_files = 1000;
         s.budget = Duration::ZERO;
-        let b = gather(r, &[], &s);
+        let b = walk(r, &[], &s);
         assert!(b.files.is_empty());
         assert!(b.stopped.as_deref().unwrap().contains("scan_budget_ms"));
         s.budget = Duration::from_secs(10);
         s.max_bytes = 100;
-        let b = gather(r, &[], &s);
+        let b = walk(r, &[], &s);
         assert!(b.stopped.as_deref().unwrap().contains("scan_max_bytes"));
         assert!(b.files.len() < 6);
     }
@@ -1079,9 +1088,9 @@ mod tests {
         let r = d.path().join("rootfs");
         cuda_so(&r.join("usr/lib/libk.so"));
         let s = settings(Some(d.path().join("state/scan-cache")));
-        let cold = gather(&r, &[], &s);
+        let cold = walk(&r, &[], &s);
         assert_eq!((cold.stats.cache_hits, cold.stats.cache_misses), (0, 1));
-        let warm = gather(&r, &[], &s);
+        let warm = walk(&r, &[], &s);
         assert_eq!((warm.stats.cache_hits, warm.stats.cache_misses), (1, 0));
         assert_eq!(
             cold.files[0].inventory.as_ref().unwrap().entries[0].arch,
@@ -1098,7 +1107,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(st.success());
-        let other = gather(&r2, &[], &s);
+        let other = walk(&r2, &[], &s);
         assert_eq!((other.stats.cache_hits, other.stats.cache_misses), (1, 0));
         // Another fatbin in the same place with the same size: a miss.
         let fat = container(&[(2, 90, 0, 0, 0, b"cubin")]);
@@ -1107,7 +1116,7 @@ mod tests {
             elf_with_section(62, 0, 0, ".nv_fatbin", &fat),
         )
         .unwrap();
-        let changed = gather(&r, &[], &s);
+        let changed = walk(&r, &[], &s);
         assert_eq!(changed.stats.cache_misses, 1);
         assert_eq!(
             changed.files[0].inventory.as_ref().unwrap().entries[0]
@@ -1118,7 +1127,7 @@ mod tests {
         // No cache directory possible (a file in its way): the walk goes on without it.
         let mut s2 = s.clone();
         s2.cache_dir = Some(r.join("usr/lib/libk.so/scan-cache"));
-        let nocache = gather(&r, &[], &s2);
+        let nocache = walk(&r, &[], &s2);
         assert_eq!(nocache.files.len(), 1);
         assert!(nocache.stats.cache_error.is_some());
     }

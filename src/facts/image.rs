@@ -57,6 +57,10 @@ pub struct ImageFacts {
     pub rootfs_read: bool,
     /// Every CUDA runtime library on disk in the usual places.
     pub runtimes: Vec<CudaRuntime>,
+    /// Python package directories ([`site_packages`]), found once for every part that needs them
+    /// (the binary walk, toolchains, frameworks).
+    #[serde(skip)]
+    pub site_packages: Vec<PathBuf>,
     /// The runtimes the image's CUDA-using libraries resolve to (`facts::linkage`); where
     /// there are any, they are what must fit the driver.
     pub loaded_runtimes: Vec<CudaRuntime>,
@@ -149,7 +153,8 @@ pub fn gather_rootfs(root: &Path, env: &[String]) -> ImageFacts {
     }
     lib_dirs.push(PathBuf::from("/opt/conda/lib"));
     let mut wheel_versions: Vec<Version> = Vec::new();
-    for sp in site_packages(root, env, &mut f.notes) {
+    f.site_packages = site_packages(root, env, &mut f.notes);
+    for sp in f.site_packages.clone() {
         for pkg in list(root, &sp.join("nvidia"), &mut f.notes) {
             lib_dirs.push(sp.join("nvidia").join(pkg).join("lib"));
         }

@@ -199,7 +199,7 @@ pub fn gather(
         root,
         loader: &loader,
         bytes: &bytes,
-        verdefs: HashMap::new(),
+        dynamics: HashMap::new(),
         resolved: HashMap::new(),
         exe_rpaths: HashMap::new(),
     };
@@ -212,13 +212,7 @@ pub fn gather(
             && seen.insert(h.clone())
         {
             // The walk read only DT_NEEDED; the search paths and version tables now.
-            let Some(dynamic) = g.dynamic(&Resolved {
-                path_in_image: path.clone(),
-                real_path_in_image: path.clone(),
-                host_path: h,
-                via: Source::Path,
-                unloadable: None,
-            }) else {
+            let Some(dynamic) = g.dynamic(&found_at(path, h)) else {
                 continue;
             };
             // The executable: the Python of the prefix a module is installed in (conda's has
@@ -352,13 +346,7 @@ pub fn gather(
             let Ok(host) = rootfs::resolve(root, &c) else {
                 continue;
             };
-            let r = Resolved {
-                path_in_image: c.clone(),
-                real_path_in_image: c.clone(),
-                host_path: host,
-                via: Source::Path,
-                unloadable: None,
-            };
+            let r = found_at(&c, host);
             if g.verdefs_of(&r).is_some_and(|d| d.contains(&mv.version)) {
                 // A copy that would not load itself (built for a newer glibc) is no cure.
                 let node = g.dynamic(&r).map(|d| Node {
@@ -385,13 +373,24 @@ pub fn gather(
         }
     }
     f.missing = missing.into_values().collect();
-    f.frameworks = frameworks(root, env, &cudart_of, &runtimes);
+    f.frameworks = frameworks(root, &image.site_packages, &cudart_of, &runtimes);
     f.runtimes_in_use = runtimes.into_values().map(|(r, _)| r).collect();
     f.nvcc = rootfs::lstat(root, Path::new("/usr/local/cuda/bin/nvcc"))
         .is_ok()
         .then(|| PathBuf::from("/usr/local/cuda/bin/nvcc"));
     f.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     f
+}
+
+/// A file the walk named, as a resolved library (its image path, where it is on this host).
+fn found_at(path: &Path, host: PathBuf) -> Resolved {
+    Resolved {
+        path_in_image: path.to_path_buf(),
+        real_path_in_image: path.to_path_buf(),
+        host_path: host,
+        via: Source::Path,
+        unloadable: None,
+    }
 }
 
 /// Check `node`'s symbol-version requirements against the libraries they resolve to, and (once
@@ -420,7 +419,7 @@ fn check_versions(
         if r.unloadable.is_some() {
             continue; // the loader stops at that file before any version check
         }
-        let Some(defs) = g.verdefs_of(&r).cloned() else {
+        let Some(defs) = g.verdefs_of(&r) else {
             continue;
         };
         for v in wanted {
@@ -528,12 +527,12 @@ fn runtime_version(root: &Path, r: &Resolved, image: &ImageFacts) -> (Option<Ver
 
 fn frameworks(
     root: &Path,
-    env: &[String],
+    site_packages: &[PathBuf],
     cudart_of: &HashMap<PathBuf, PathBuf>,
     runtimes: &BTreeMap<PathBuf, (RuntimeInUse, PathBuf)>,
 ) -> Vec<Framework> {
     let mut out = Vec::new();
-    for sp in crate::facts::image::site_packages(root, env, &mut Vec::new()) {
+    for sp in site_packages {
         let torch = sp.join("torch");
         let Some(vp) = read_version_py(root, &torch.join("version.py")) else {
             continue;
@@ -570,7 +569,8 @@ struct Gather<'a> {
     root: &'a Path,
     loader: &'a Loader,
     bytes: &'a Cell<u64>,
-    verdefs: HashMap<PathBuf, Option<Vec<String>>>,
+    /// Host path → its dynamic section (`None`: unreadable).
+    dynamics: HashMap<PathBuf, Option<Dynamic>>,
     /// (name, origin, rpath, runpath, nodeflib) → result: every library of torch/lib shares one
     /// RUNPATH and directory.
     resolved: HashMap<ResolveKey, (Option<Resolved>, Vec<String>)>,
@@ -606,11 +606,17 @@ impl Gather<'_> {
 
     /// The dynamic section of a resolved library; `None` if it cannot be read (the loader would
     /// fail on it too, and that is not what these facts judge).
-    fn dynamic(&self, r: &Resolved) -> Option<Dynamic> {
-        let (file, meta) = rootfs::open_regular(self.root, &r.real_path_in_image).ok()?;
-        elf_dynamic::read(&file, meta.len(), self.bytes)
-            .ok()
-            .flatten()
+    /// Each file is read once per gather: consumers, the libraries they load and the version
+    /// providers (libc, libstdc++) are often the same files.
+    fn dynamic(&mut self, r: &Resolved) -> Option<Dynamic> {
+        let (root, bytes) = (self.root, self.bytes);
+        self.dynamics
+            .entry(r.host_path.clone())
+            .or_insert_with(|| {
+                let (file, meta) = rootfs::open_regular(root, &r.real_path_in_image).ok()?;
+                elf_dynamic::read(&file, meta.len(), bytes).ok().flatten()
+            })
+            .clone()
     }
 
     /// The executable's `DT_RPATH` directories (none where it has `DT_RUNPATH`, is missing, or is
@@ -642,11 +648,8 @@ impl Gather<'_> {
         dirs
     }
 
-    fn verdefs_of(&mut self, r: &Resolved) -> Option<&Vec<String>> {
-        if !self.verdefs.contains_key(&r.host_path) {
-            let defs = self.dynamic(r).filter(|d| d.versioned).map(|d| d.verdef);
-            self.verdefs.insert(r.host_path.clone(), defs);
-        }
-        self.verdefs.get(&r.host_path).and_then(|d| d.as_ref())
+    /// The versions a library defines; `None` where it has no `DT_VERDEF` or cannot be read.
+    fn verdefs_of(&mut self, r: &Resolved) -> Option<Vec<String>> {
+        self.dynamic(r).filter(|d| d.versioned).map(|d| d.verdef)
     }
 }

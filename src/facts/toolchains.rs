@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::facts::image::{list, site_packages};
+use crate::facts::image::list;
 use crate::facts::loader::{Loader, read_image_file};
 use crate::facts::rootfs;
 use crate::knowledge::cuda::Version;
@@ -115,7 +115,8 @@ pub struct ToolchainFacts {
 }
 
 /// Find the image's ptxas binaries and NVRTC libraries and read their versions.
-pub fn gather(root: &Path, env: &[String]) -> ToolchainFacts {
+/// `sps`: the image's Python package directories ([`crate::facts::image::site_packages`]).
+pub fn gather(root: &Path, env: &[String], sps: &[PathBuf]) -> ToolchainFacts {
     let mut f = ToolchainFacts::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
     let mut add = |f: &mut ToolchainFacts, kind: Kind, path: PathBuf, origin: Origin| -> bool {
@@ -136,8 +137,7 @@ pub fn gather(root: &Path, env: &[String]) -> ToolchainFacts {
         }
     };
 
-    let sps = site_packages(root, env, &mut f.notes);
-    for sp in &sps {
+    for sp in sps {
         let triton = sp.join("triton");
         if rootfs::resolve(root, &triton).is_ok_and(|h| h.is_dir()) {
             triton_ptxas(root, env, &triton, &mut f, &mut add);
@@ -421,6 +421,12 @@ fn parse_dunder_version(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    /// The toolchains with the package directories the image facts would find.
+    fn find(r: &std::path::Path, env: &[String]) -> super::ToolchainFacts {
+        let site = crate::facts::image::site_packages(r, env, &mut Vec::new());
+        super::gather(r, env, &site)
+    }
+
     use super::*;
     use std::os::unix::fs::symlink;
 
@@ -533,7 +539,7 @@ mod tests {
         banner_file(&r.join("usr/local/cuda-11.8/bin/x"), "11.8.89");
         std::fs::write(r.join("usr/local/cuda-11.8/bin/ptxas"), b"garbage").unwrap();
 
-        let f = gather(r, &["LD_LIBRARY_PATH=/usr/local/cuda/lib64".to_string()]);
+        let f = find(r, &["LD_LIBRARY_PATH=/usr/local/cuda/lib64".to_string()]);
         let got: Vec<(String, Option<String>, Option<VersionSource>)> = f
             .toolchains
             .iter()
@@ -587,7 +593,7 @@ mod tests {
         assert!(f.toolchains[3].error.as_deref().unwrap().contains("banner"));
 
         // TRITON_PTXAS_PATH: that ptxas is found, and the bundled one is marked overridden.
-        let f = gather(
+        let f = find(
             r,
             &["TRITON_PTXAS_PATH=/usr/local/cuda/bin/ptxas".to_string()],
         );
@@ -613,7 +619,7 @@ mod tests {
         let bin = r.join("usr/lib/python3.12/dist-packages/triton/backends/nvidia/bin");
         banner_file(&bin.join("ptxas"), "12.4.99");
         banner_file(&bin.join("ptxas-blackwell"), "12.8.61");
-        let f = gather(r, &["TRITON_PTXAS_PATH=/nowhere/ptxas".to_string()]);
+        let f = find(r, &["TRITON_PTXAS_PATH=/nowhere/ptxas".to_string()]);
         let got: Vec<(String, UsedFor, bool)> = f
             .toolchains
             .iter()
@@ -652,7 +658,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         std::fs::create_dir_all(r.join("usr/local/cuda/bin")).unwrap();
         symlink("ptxas", r.join("usr/local/cuda/bin/ptxas")).unwrap();
-        let f = gather(r, &[]);
+        let f = find(r, &[]);
         assert!(f.toolchains.iter().all(|t| t.cuda.is_none()), "{f:?}");
         // The FIFO is found and refused unopened; the loop does not resolve; the link out is
         // missing inside the rootfs.
