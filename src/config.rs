@@ -1,4 +1,4 @@
-//! `/etc/cuda-preflight/config.toml`: host settings (`../shared/DESIGN.md`, Configuration).
+//! `/etc/cuda-preflight/config.toml`: host settings (`docs/design.md`, Configuration).
 //! A missing file means the documented defaults; a file with errors is refused with a message
 //! that names the file and the key (the hook then follows its `on_error` default, allow).
 

@@ -1,5 +1,5 @@
 //! The finding: the one shape every rule produces and every output prints
-//! (`../shared/DESIGN.md`, "Shapes every part shares"). Findings are data, not errors.
+//! (`docs/design.md`, "Shapes every part shares"). Findings are data, not errors.
 
 use serde::{Deserialize, Serialize};
 

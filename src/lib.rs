@@ -1,5 +1,5 @@
 //! cuda-preflight: will CUDA work in this container on this host? Pipeline stages as modules:
-//! input → facts → rules → verdict → output (`../shared/DESIGN.md`).
+//! input → facts → rules → verdict → output (`docs/design.md`).
 
 pub mod atomic;
 pub mod commands;

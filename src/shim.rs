@@ -7,7 +7,7 @@
 //! so exit codes, stdio and signals are the real runtime's own (same process, same pid).
 //!
 //! Its settings come from the config file (`/etc/cuda-preflight/config.toml`): a runtime gets a
-//! fixed argv from its engine, and the environment differs per engine (`../shared/FACTS.md`). One
+//! fixed argv from its engine, and the environment differs per engine (`docs/facts.md`). One
 //! flag of its own is accepted, before the command: `--cuda-preflight-config FILE`. Docker's
 //! `runtimeArgs` puts arguments exactly there (dockerd writes a wrapper script `PATH ARGS $@`),
 //! so a `daemon.json` entry can name another config file; the flag is removed before the real

@@ -1,4 +1,4 @@
-//! `cuda-preflight facts [--json]`: the host profile (`../shared/host-profile.md`).
+//! `cuda-preflight facts [--json]`: the host profile (`docs/host-profile.md`).
 
 use std::io::Write;
 use std::path::PathBuf;

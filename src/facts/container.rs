@@ -1,7 +1,7 @@
 //! Container facts: does this container ask for a GPU, and which NVIDIA device nodes and device
 //! cgroup rules will it really have.
 //!
-//! How a GPU is asked for decides where the devices are (`../shared/DESIGN.md`, "What the spec
+//! How a GPU is asked for decides where the devices are (`docs/design.md`, "What the spec
 //! shows"): in `linux.devices` (CDI, `--device`), or injected by an NVIDIA prestart hook into the
 //! container's mount namespace just before we run, or nowhere (the variable alone).
 

@@ -1,4 +1,4 @@
-//! Host facts: the host profile of `../shared/host-profile.md`, from a file or from the host.
+//! Host facts: the host profile of `docs/host-profile.md`, from a file or from the host.
 //!
 //! File-based facts are read under `host_root` (default `/`), so tests and "what if" runs use a
 //! fixture host directory instead of this machine.
@@ -96,7 +96,7 @@ impl HostProfile {
     }
 }
 
-/// The brand class cuda-preflight judges by (`../shared/DESIGN.md`), from NVML's brand (lower
+/// The brand class cuda-preflight judges by (`docs/design.md`), from NVML's brand (lower
 /// case, as `NVIDIA_REQUIRE_*` spells it) and the product name. NVML reports current datacenter
 /// parts (H100, …) as plain "NVIDIA", older ones as "Tesla"; professional RTX cards as
 /// "NVIDIA RTX"/"Quadro RTX". Where the brand says nothing (`unknown`), the name decides.
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn proc_devices_of_the_h100_host() {
-        // As read on the H100 machine (../shared/FACTS.md).
+        // As read on the H100 machine (docs/facts.md).
         let text = "Character devices:\n  1 mem\n195 nvidia-frontend\n195 nvidia\n195 nvidiactl\n238 nvidia-uvm\n\
                     239 nvidia-nvswitch\n240 nvidia-nvlink\n241 nvidia-caps\n242 nvidia-caps-imex-channels\n\n\
                     Block devices:\n  7 loop\n195 nvidia-bogus\n";

@@ -279,7 +279,7 @@ mod explanation_tests {
         for w in t.windows(2) {
             assert!(w[0].0 < w[1].0 && w[0].1 < w[1].1, "{w:?}");
         }
-        // Measured: driver CUDA 13.0 JITs 9.0 and refuses 9.5 (../shared/FACTS.md).
+        // Measured: driver CUDA 13.0 JITs 9.0 and refuses 9.5 (docs/facts.md).
         assert_eq!(max_ptx_isa_for_cuda((13, 0)), Some((9, 0)));
         assert_eq!(cuda_for_ptx_isa((9, 5)), Some((13, 5)));
         for (cuda, isa) in [

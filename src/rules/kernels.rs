@@ -1,6 +1,6 @@
 //! Will the GPU code in a binary load on this GPU with this driver? Decided as the driver
 //! decides it (CUDA Programming Guide, "Binary Compatibility" / "Application Compatibility";
-//! cases measured on an H100 in ../shared/FACTS.md):
+//! cases measured on an H100 in docs/facts.md):
 //!
 //! 1. SASS (a cubin) for `sm_XY` runs on compute capability X.Z with Z >= Y. An arch-specific
 //!    `sm_XYa` cubin runs only on X.Y exactly; a family `sm_XYf` cubin on X.Z, Z >= Y.

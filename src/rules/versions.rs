@@ -1,7 +1,7 @@
 //! The version relation between the image's CUDA and the host's driver: minor-version
 //! compatibility, forward compatibility, "driver too old", and compute capabilities the image's
 //! CUDA does not build for. Sources: `knowledge/cuda_*.tsv`, the CUDA Compatibility guide, and the
-//! 803 measured on the H100 host (../shared/FACTS.md).
+//! 803 measured on the H100 host (docs/facts.md).
 
 use crate::facts::host::HostProfile;
 use crate::facts::image::{CompatLib, ImageFacts};

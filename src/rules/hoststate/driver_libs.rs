@@ -3,7 +3,7 @@
 //! `libcuda` and `libnvidia-ml` refuse a kernel module of another version: after a driver
 //! upgrade without a reboot the host's new libraries meet the old module, and `cuInit` fails
 //! with 803 (measured on the H100 with a `libcuda.so.580.95.05` against module 580.159.04,
-//! `../shared/FACTS.md`) while NVML says "Driver/library version mismatch".
+//! `docs/facts.md`) while NVML says "Driver/library version mismatch".
 
 use crate::facts::hoststate::{DriverLib, LibKind};
 use crate::finding::{Api, Finding, Predicted, Severity};
