@@ -9,7 +9,7 @@
  *   jit=<code>               what cuModuleLoadData returns (default 0)
  *
  * Each cuInit appends a line to /probe-log/calls when that directory exists (a test mounts it),
- * so a test can count how many probes really ran.
+ * so a test can count how many probes really ran. tests/double/hostile.c builds on this file.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -35,10 +35,18 @@ static int conf_int(const char *key, int dflt, int *special) {
     return v;
 }
 
+#ifdef HOSTILE
+int hostile_cuInit(void);
+#endif
+
 int cuInit(unsigned flags) {
     (void)flags;
     FILE *log = fopen("/probe-log/calls", "a");
     if (log) { fprintf(log, "cuInit\n"); fclose(log); }
+#ifdef HOSTILE
+    int hostile = hostile_cuInit();
+    if (hostile >= 0) return hostile;
+#endif
     int special = 0;
     int code = conf_int("init", 0, &special);
     if (special == 1) for (;;) pause();

@@ -1,0 +1,423 @@
+//! The probe against a hostile `libcuda.so.1` (tests/double/hostile.c) in real runc containers:
+//! image code that tries every way out of the probe the image→host-root review found (issue 19).
+//! Each test asserts the attempt FAILED: the double records what it tried in a host directory the
+//! container mounts at /probe-log, and the container's own process lists every process left in
+//! its pid namespace once the hook has returned.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn build(name: &str, extra: &[&str]) -> PathBuf {
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let st = std::process::Command::new("gcc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&out)
+        .args(extra)
+        .arg(repo().join("tests/double/hostile.c"))
+        .arg("-lpthread")
+        .status()
+        .expect("gcc (scripts/test.sh installs build tools)");
+    assert!(st.success());
+    out
+}
+
+fn hostile() -> &'static PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| build("libcuda-hostile.so", &[]))
+}
+
+/// The same file as a `libgcc_s.so.1` for an image's LD_LIBRARY_PATH.
+fn gcc_bait() -> &'static PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| build("libgcc_s-bait.so.1", &["-DGCC_BAIT"]))
+}
+
+/// A host directory writable by any container user.
+fn open_dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .unwrap();
+    d
+}
+
+struct Setup<'a> {
+    conf: &'a str,
+    uid: u32,
+    env: &'a [&'a str],
+    config: &'a str,
+    /// Device nodes' mode (runc creates them from linux.devices).
+    node_mode: u32,
+    pids_limit: Option<i64>,
+    /// Shared between starts, for the cache tests.
+    state: Option<&'a Path>,
+    /// Put the bait libgcc_s.so.1 in the image at /opt/evil.
+    bait: bool,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            conf: "",
+            uid: 0,
+            env: &[],
+            config: "probe = \"always\"\n",
+            node_mode: 0o666,
+            pids_limit: None,
+            state: None,
+            bait: false,
+        }
+    }
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+    report: Value,
+    escapes: String,
+    wall: std::time::Duration,
+    bundle: tempfile::TempDir,
+    _log: tempfile::TempDir,
+}
+
+impl Run {
+    /// Lines of escapes that worked.
+    fn succeeded(&self) -> Vec<&str> {
+        self.escapes
+            .lines()
+            .filter(|l| l.split(' ').nth(1) == Some("ok"))
+            .collect()
+    }
+
+    fn tried(&self, name: &str) -> bool {
+        self.escapes
+            .lines()
+            .any(|l| l.split(' ').next() == Some(name))
+    }
+
+    fn info(&self, key: &str) -> Option<&str> {
+        self.escapes
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("info {key}=")))
+    }
+}
+
+/// One container start: busybox, read-only rootfs (runc's default spec), the hostile double
+/// bind-mounted as the NVIDIA runtime would mount the driver, a host directory at /ro-target
+/// listed in readonlyPaths, a file /secret listed in maskedPaths, our hook at createRuntime. The
+/// container's process prints the name of every process in its pid namespace.
+fn start(s: &Setup) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_dir();
+    let ro_target = open_dir();
+    let root = busybox_rootfs(dir.path());
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/cuda-double.conf"), s.conf).unwrap();
+    std::fs::write(root.join("secret"), "SECRET\n").unwrap();
+    if s.bait {
+        std::fs::create_dir_all(root.join("opt/evil")).unwrap();
+        std::fs::copy(gcc_bait(), root.join("opt/evil/libgcc_s.so.1")).unwrap();
+    }
+    let mut spec = base_spec(
+        dir.path(),
+        &["sh", "-c", "cat /proc/[0-9]*/comm; echo; cat /proc/[0-9]*/cmdline"],
+    );
+    assert_eq!(spec["root"]["readonly"], true, "runc's default spec changed");
+    spec["process"]["user"] = json!({"uid": s.uid, "gid": s.uid, "additionalGids": [44]});
+    for kv in s.env {
+        set_env(&mut spec, kv);
+    }
+    let mut devices = nvidia_devices(ALL_NODES);
+    for d in devices.as_array_mut().unwrap() {
+        d["fileMode"] = json!(s.node_mode);
+        d["uid"] = json!(0);
+        d["gid"] = json!(0);
+    }
+    spec["linux"]["devices"] = devices;
+    allow_nvidia_cgroup(&mut spec);
+    if let Some(limit) = s.pids_limit {
+        spec["linux"]["resources"]["pids"] = json!({"limit": limit});
+    }
+    spec["linux"]["maskedPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/secret"));
+    spec["linux"]["readonlyPaths"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/ro-target"));
+    let mounts = spec["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({
+        "destination": "/usr/lib/libcuda.so.1", "type": "bind", "source": hostile(), "options": ["bind", "ro"]
+    }));
+    mounts.push(json!({
+        "destination": "/probe-log", "type": "bind", "source": log.path(), "options": ["rbind", "rw"]
+    }));
+    mounts.push(json!({
+        "destination": "/ro-target", "type": "bind", "source": ro_target.path(), "options": ["rbind", "rw"]
+    }));
+    let state = s
+        .state
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| dir.path().join("state"));
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("probe_deadline_ms = 1500\n{}", s.config)).unwrap();
+    add_our_hook(
+        &mut spec,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--host-profile",
+            h100_profile().to_str().unwrap(),
+        ],
+    );
+    write_spec(dir.path(), &spec);
+    let id = unique_id("hostile");
+    let t = std::time::Instant::now();
+    let out = runc_run(dir.path(), &id);
+    let wall = t.elapsed();
+    let escapes = std::fs::read_to_string(log.path().join("escapes")).unwrap_or_default();
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into(),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+        report: read_report(&state, &id).unwrap_or(Value::Null),
+        escapes,
+        wall,
+        bundle: dir,
+        _log: log,
+    }
+}
+
+/// Every attempt the double makes from cuInit.
+const ATTEMPTS: &[&str] = &[
+    "inherited-fds",
+    "core-pattern",
+    "sysrq-trigger",
+    "rootfs-write",
+    "readonly-path-write",
+    "masked-read",
+    "ptrace-parent",
+    "signal-parent",
+    "ptrace-any",
+];
+
+/// No process of the probe is left once the hook has returned: the container's process (started
+/// after every hook) sees none in its pid namespace.
+fn assert_nothing_left(r: &Run, linger: &str) {
+    assert!(
+        !r.stdout.contains(linger),
+        "a daemon forked by image code outlived the probe:\n{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("probe-child"),
+        "a probe process outlived the hook:\n{}",
+        r.stdout
+    );
+}
+
+fn escapes_fail_as(uid: u32) {
+    let linger = format!("hl{uid}-{}", std::process::id() % 100000);
+    let r = start(&Setup {
+        conf: &format!("hostile=1\nlinger={linger}\nversion=4242\n"),
+        uid,
+        ..Setup::default()
+    });
+    for a in ATTEMPTS {
+        assert!(r.tried(a), "the double never tried {a}: {}\n{}", r.escapes, r.stderr);
+    }
+    assert_eq!(r.succeeded(), Vec::<&str>::new(), "escapes that worked:\n{}", r.escapes);
+    // The probe still answered, from a working /proc/self, and the container still started.
+    assert_eq!(r.info("proc-self"), Some("works"), "{}", r.escapes);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(
+        r.report["probe"]["outcome"]["driver_version"], 4242,
+        "{}",
+        r.report
+    );
+    assert_nothing_left(&r, &linger);
+}
+
+#[test]
+fn hostile_driver_escapes_fail_for_a_root_container() {
+    escapes_fail_as(0);
+}
+
+#[test]
+fn hostile_driver_escapes_fail_for_a_user_container() {
+    escapes_fail_as(1000);
+}
+
+#[test]
+fn image_ld_library_path_never_reaches_the_host_loader() {
+    // Relative to the hook's working directory (runtimes start hooks in the bundle) and a host
+    // directory by absolute path: both hold a libgcc_s.so.1 whose constructor marks the hook's
+    // working directory if the host's loader maps it.
+    let host_dir = open_dir();
+    std::fs::copy(gcc_bait(), host_dir.path().join("libgcc_s.so.1")).unwrap();
+    let ldlp = format!("LD_LIBRARY_PATH=rootfs/opt/evil:{}", host_dir.path().display());
+    let env = [ldlp.as_str(), "LD_PRELOAD=rootfs/opt/evil/libgcc_s.so.1"];
+    let r = start(&Setup {
+        conf: "hostile=1\nversion=77\n",
+        env: &env,
+        bait: true,
+        ..Setup::default()
+    });
+    assert!(
+        !r.bundle.path().join("HOSTILE-HOST-LOADER").exists(),
+        "the host loader ran image code as the hook: {}",
+        std::fs::read_to_string(r.bundle.path().join("HOSTILE-HOST-LOADER")).unwrap_or_default()
+    );
+    assert!(
+        !host_dir.path().join("HOSTILE-HOST-LOADER").exists(),
+        "the host loader ran image code"
+    );
+    assert_eq!(r.report["probe"]["outcome"]["driver_version"], 77, "{}", r.report);
+    // The image's LD_PRELOAD reaches nobody; its LD_LIBRARY_PATH is the container's to see.
+    assert_eq!(r.info("LD_PRELOAD"), Some("(unset)"), "{}", r.escapes);
+}
+
+#[test]
+fn the_containers_cuda_environment_reaches_the_driver_and_nothing_else_does() {
+    let env = [
+        "CUDA_VISIBLE_DEVICES=0",
+        "CUDA_MODULE_LOADING=LAZY",
+        "HOME=/root-of-image",
+    ];
+    let r = start(&Setup {
+        conf: "hostile=1\n",
+        env: &env,
+        uid: 1000,
+        ..Setup::default()
+    });
+    assert_eq!(r.info("CUDA_VISIBLE_DEVICES"), Some("0"), "{}", r.escapes);
+    assert_eq!(r.info("CUDA_MODULE_LOADING"), Some("LAZY"), "{}", r.escapes);
+    assert_eq!(r.info("LD_PRELOAD"), Some("(unset)"), "{}", r.escapes);
+    assert_eq!(r.info("HOME"), Some("(unset)"), "{}", r.escapes);
+}
+
+fn assert_cut_at_the_deadline(r: &Run) {
+    assert!(r.ok, "{}", r.stderr);
+    let result = r.report["probe"]["result"].as_str().unwrap_or("");
+    assert!(
+        result == "timed-out" || result == "crashed",
+        "{}",
+        r.report
+    );
+    // probe_deadline_ms = 1500; runc's own work is well under a second here.
+    assert!(r.wall < std::time::Duration::from_millis(4000), "{:?}", r.wall);
+    assert!(
+        r.report["duration_ms"].as_f64().unwrap() < 2500.0,
+        "the hook ran past the probe's deadline: {}",
+        r.report["duration_ms"]
+    );
+}
+
+#[test]
+fn closed_stdout_then_hang_ends_at_the_probe_deadline() {
+    let linger = format!("hc-{}", std::process::id() % 100000);
+    let r = start(&Setup {
+        conf: &format!("linger={linger}\ncloseout=1\n"),
+        ..Setup::default()
+    });
+    assert_cut_at_the_deadline(&r);
+    assert_nothing_left(&r, &linger);
+}
+
+#[test]
+fn huge_output_then_hang_ends_at_the_probe_deadline() {
+    let r = start(&Setup {
+        conf: "huge=1\n",
+        ..Setup::default()
+    });
+    assert_cut_at_the_deadline(&r);
+    assert_nothing_left(&r, "no-linger");
+}
+
+#[test]
+fn a_forged_failure_cannot_block_a_healthy_container_of_another_image() {
+    let state = tempfile::tempdir().unwrap();
+    // The same driver library (the key's inputs alike); the first image forges an 803 answer.
+    let forged = start(&Setup {
+        conf: "forge=803\n",
+        config: "probe = \"auto\"\n",
+        state: Some(state.path()),
+        ..Setup::default()
+    });
+    assert!(forged.report.is_object(), "{}", forged.stderr);
+    let healthy = start(&Setup {
+        conf: "version=12345\n",
+        config: "probe = \"auto\"\n",
+        state: Some(state.path()),
+        ..Setup::default()
+    });
+    assert!(healthy.ok, "a forged answer blocked another image: {}", healthy.stderr);
+    assert_eq!(healthy.report["probe"]["cached"], false, "{}", healthy.report);
+    assert_eq!(
+        healthy.report["probe"]["outcome"]["driver_version"], 12345,
+        "{}",
+        healthy.report
+    );
+}
+
+#[test]
+fn a_0660_nodes_container_does_not_poison_a_0666_one() {
+    let state = tempfile::tempdir().unwrap();
+    let denied = start(&Setup {
+        conf: "devcheck=1\n",
+        uid: 1000,
+        node_mode: 0o660,
+        config: "probe = \"auto\"\n",
+        state: Some(state.path()),
+        ..Setup::default()
+    });
+    // The driver rightly sees no device it may open.
+    assert!(!denied.ok, "{}", denied.report);
+    assert_eq!(finding_ids(&denied.report), vec!["probe-init-failed"], "{}", denied.report);
+    let open = start(&Setup {
+        conf: "devcheck=1\n",
+        uid: 1000,
+        node_mode: 0o666,
+        config: "probe = \"auto\"\n",
+        state: Some(state.path()),
+        ..Setup::default()
+    });
+    assert!(open.ok, "the 0660 answer blocked a 0666 container: {}", open.stderr);
+    assert_eq!(open.report["probe"]["cached"], false, "{}", open.report);
+}
+
+#[test]
+fn a_pids_limit_within_the_probes_footprint_is_inconclusive_not_a_block() {
+    let state = tempfile::tempdir().unwrap();
+    let small = start(&Setup {
+        conf: "threads=16\n",
+        pids_limit: Some(8),
+        config: "probe = \"auto\"\n",
+        state: Some(state.path()),
+        ..Setup::default()
+    });
+    assert!(small.ok, "the probe's own footprint blocked the start: {}", small.stderr);
+    assert_eq!(
+        finding_ids(&small.report),
+        vec!["probe-inconclusive"],
+        "{}",
+        small.report
+    );
+    // And that answer decides nothing for the next container of the image.
+    let roomy = start(&Setup {
+        conf: "threads=16\n",
+        config: "probe = \"auto\"\n",
+        state: Some(state.path()),
+        ..Setup::default()
+    });
+    assert!(roomy.ok, "{}", roomy.stderr);
+    assert_eq!(roomy.report["probe"]["cached"], false, "{}", roomy.report);
+    assert_eq!(finding_ids(&roomy.report), Vec::<String>::new(), "{}", roomy.report);
+}
