@@ -230,6 +230,7 @@ fn escapes_fail_as(uid: u32) {
         uid,
         ..Setup::default()
     });
+    eprintln!("uid {uid}: what the hostile driver tried:\n{}\nreport: {}", r.escapes, r.report["probe"]);
     for a in ATTEMPTS {
         assert!(r.tried(a), "the double never tried {a}: {}\n{}", r.escapes, r.stderr);
     }

@@ -31,6 +31,37 @@ pub struct HookArgs {
     /// Where /proc/<pid>/root is looked up (tests use a fixture) [default: /proc]
     #[arg(long, value_name = "DIR", hide = true, default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// The OCI hook stage this entry is installed at: prestart or createRuntime (in the
+    /// runtime's namespaces; the state's pid is the container's init as the host sees it), or
+    /// createContainer (run by `runc init` inside the container's namespaces and cgroup, before
+    /// pivot_root; the state's pid is then not a host pid)
+    #[arg(long, value_enum, default_value = "createRuntime")]
+    pub stage: HookStage,
+}
+
+/// Where in the OCI lifecycle the hook runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HookStage {
+    #[value(name = "prestart")]
+    Prestart,
+    #[default]
+    #[value(name = "createRuntime")]
+    CreateRuntime,
+    #[value(name = "createContainer")]
+    CreateContainer,
+}
+
+/// The pid to read the container through. At createContainer the state's pid is the one runc
+/// init has in the container's pid namespace (runc: `s.Pid = unix.Getpid()` before the hooks),
+/// meaningless in the host's /proc; the hook itself is then in the container's namespaces and
+/// mount namespace, so its own /proc entry shows the container.
+fn container_pid(args: &HookArgs, state_pid: Option<i32>) -> Option<i32> {
+    match args.stage {
+        HookStage::CreateContainer => std::fs::read_link(args.proc_root.join("self"))
+            .ok()
+            .and_then(|p| p.to_str()?.parse().ok()),
+        _ => state_pid,
+    }
 }
 
 /// Exit code on a passed deadline and the message printed then; set before the timer is armed,
@@ -148,10 +179,11 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             Duration::from_secs(config.host_facts_ttl_s),
         ),
     };
+    let pid = container_pid(args, state.pid);
     let facts = container_facts(
         &bundle,
         request,
-        state.pid,
+        pid,
         &args.proc_root,
         &config.host_root,
         Some(&state.annotations),
@@ -160,7 +192,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     );
     let mut findings = run_rules(&facts, &host);
     let mut probe_result = None;
-    if let Some(pid) = state.pid
+    if let Some(pid) = pid
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
         && !findings
@@ -174,11 +206,6 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         let left = Duration::from_millis(config.deadline_ms)
             .saturating_sub(started.elapsed() + Duration::from_millis(200));
         let deadline = Duration::from_millis(config.probe_deadline_ms).min(left);
-        let seccomp = bundle
-            .spec
-            .linux()
-            .as_ref()
-            .is_some_and(|l| l.seccomp().is_some());
         let ctx = crate::commands::ProbeContext {
             host: &host,
             host_root: &config.host_root,
@@ -186,11 +213,18 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             cache_dir: (config.probe == ProbePolicy::Auto)
                 .then(|| config.state_dir.join("probe-cache")),
             cache_ttl: Duration::from_secs(config.probe_cache_ttl_s),
+            in_container: args.stage == HookStage::CreateContainer,
         };
         match crate::commands::probe_container(&bundle, &facts, pid, &ctx, deadline) {
-            Ok(r) => {
+            Ok((r, footprint)) => {
                 let devices = facts.devices.as_ref().ok();
-                findings.extend(crate::rules::probe::probe_findings(&r, devices, seccomp));
+                // The probe applies the container's seccomp filter itself (or does not run).
+                findings.extend(crate::rules::probe::probe_findings(
+                    &r,
+                    devices,
+                    false,
+                    footprint.as_deref(),
+                ));
                 probe_result = Some(r);
             }
             Err(f) => findings.push(f),

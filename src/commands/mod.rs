@@ -316,20 +316,123 @@ pub struct ProbeContext<'a> {
     /// `<state_dir>/probe-cache`; `None` runs every probe (`probe = "always"`).
     pub cache_dir: Option<PathBuf>,
     pub cache_ttl: std::time::Duration,
+    /// The hook runs as a `createContainer` hook: already inside the container's namespaces
+    /// and cgroup (runc runs those hooks from `runc init`), where the state's pid is not a host
+    /// pid; the probe then enters nothing and joins nothing.
+    pub in_container: bool,
+}
+
+/// Variables of the container's environment the probe sets (with `setenv`, inside the
+/// container) before it loads libcuda: those that change what the driver does.
+fn cuda_env(bundle: &Bundle) -> Vec<(String, String)> {
+    let Some(env) = bundle.spec.process().as_ref().and_then(|p| p.env().clone()) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for kv in env {
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        let wanted = k.starts_with("CUDA_")
+            || k.starts_with("NVIDIA_")
+            || k.starts_with("__NV")
+            || k == "LD_LIBRARY_PATH";
+        if !wanted || k.len() > 128 || v.len() > 4096 || k.contains('\0') || v.contains('\0') {
+            continue;
+        }
+        // Later entries win, as for the container's process.
+        out.retain(|(o, _)| o != k);
+        out.push((k.to_string(), v.to_string()));
+        if out.len() >= 64 {
+            break;
+        }
+    }
+    out
+}
+
+/// A limit of the cgroups the probe joins that leaves less room than the probe itself takes
+/// (the probe's processes and the driver's threads count against the container's pids limit,
+/// its mappings against the memory limit): a failure under it may be the probe's own footprint.
+fn footprint_limit(cgroup_procs: &[PathBuf], spec: &oci_spec::runtime::Spec) -> Option<String> {
+    /// The probe's three processes, the driver's threads (measured on the H100: 304 at
+    /// pids.limit 8), the container's waiting init, with room to spare.
+    const PIDS_NEEDED: u64 = 32;
+    /// libcuda's mappings and a context's host allocations, with room to spare.
+    const MEMORY_NEEDED: u64 = 1 << 30;
+    let mut pids: Vec<u64> = Vec::new();
+    let mut mem: Vec<u64> = Vec::new();
+    for f in cgroup_procs {
+        let Some(dir) = f.parent() else { continue };
+        let read = |n: &str| {
+            std::fs::read_to_string(dir.join(n))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        pids.extend(read("pids.max"));
+        mem.extend(read("memory.max"));
+        mem.extend(read("memory.limit_in_bytes"));
+    }
+    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        pids.extend(r.pids().as_ref().and_then(|p| u64::try_from(p.limit()).ok()));
+        mem.extend(
+            r.memory()
+                .as_ref()
+                .and_then(|m| m.limit())
+                .and_then(|l| u64::try_from(l).ok()),
+        );
+    }
+    if let Some(p) = pids.into_iter().min().filter(|p| *p <= PIDS_NEEDED) {
+        return Some(format!(
+            "the container's pids limit of {p} leaves the probe (its processes and the driver's threads count against it) too little room"
+        ));
+    }
+    if let Some(m) = mem.into_iter().min().filter(|m| *m <= MEMORY_NEEDED) {
+        return Some(format!(
+            "the container's memory limit of {} MiB leaves the probe (libcuda's mappings count against it) too little room",
+            m >> 20
+        ));
+    }
+    None
+}
+
+/// The NVIDIA device nodes in the container as the host sees them: mode, owner, device number.
+fn device_nodes(root: &Path) -> Vec<(String, u32, u32, u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out: Vec<_> = std::fs::read_dir(root.join("dev"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("nvidia"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.rdev(),
+            ))
+        })
+        .take(256)
+        .collect();
+    out.sort();
+    out
 }
 
 /// Probe the container (see `facts::probe`): build the child's spec from the spec and
 /// `/proc/<pid>`, answer from the cache where the same inputs were probed before, else run it
 /// within `deadline` (one probe per key at a time: concurrent starts wait for it and read its
-/// answer). `Err` is a finding already (no libcuda for the probe to load).
+/// answer). `Err` is a finding already (no libcuda for the probe to load, or a confinement the
+/// probe cannot reproduce). The second value says why a failure may be the probe's own
+/// footprint (see `rules::probe`).
 pub fn probe_container(
     bundle: &Bundle,
     facts: &ContainerFacts,
     pid: i32,
     ctx: &ProbeContext,
     deadline: std::time::Duration,
-) -> Result<crate::facts::probe::ProbeResult, Finding> {
-    use crate::facts::probe::{self, ProbeResult, ProbeSpec};
+) -> Result<(crate::facts::probe::ProbeResult, Option<String>), Finding> {
+    use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
     use crate::facts::probe_cache;
     use crate::finding::{Api, Predicted, Severity};
     let started = std::time::Instant::now();
@@ -346,18 +449,27 @@ pub fn probe_container(
             "Start the container through the NVIDIA runtime or CDI so the host's driver libraries are mounted into it.",
         ));
     };
-    let user = bundle.spec.process().as_ref().map(|p| p.user().clone());
-    let env = |k: &str| bundle.env(k).map(String::from);
-    let env_ld = env("LD_LIBRARY_PATH").filter(|s| !s.is_empty());
-    let lib_dir = libcuda
-        .real_path_in_image
-        .parent()
-        .map(|p| p.display().to_string());
-    let ld = match (&env_ld, lib_dir) {
-        (Some(e), Some(d)) => Some(format!("{e}:{d}")),
-        (Some(e), None) => Some(e.clone()),
-        (None, d) => d,
+    let skipped = |why: String| {
+        Finding::new(
+            "probe-skipped",
+            Severity::Info,
+            None,
+            format!("the probe did not run: {why}; the container was judged by the static rules only"),
+            "",
+        )
     };
+    let linux = bundle.spec.linux().as_ref();
+    let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(s) => crate::facts::seccomp::compile(s).map_err(skipped)?,
+        None => Vec::new(),
+    };
+    let user = bundle.spec.process().as_ref().map(|p| p.user().clone());
+    let env = cuda_env(bundle);
+    let env_ld = env
+        .iter()
+        .find(|(k, _)| k == "LD_LIBRARY_PATH")
+        .map(|(_, v)| v.clone())
+        .filter(|s| !s.is_empty());
     // The canary: PTX for GPU 0 at the newest PTX ISA this driver knows.
     let canary = (|| {
         let cc = crate::knowledge::parse_version(&ctx.host.gpus.first()?.compute_capability)?;
@@ -368,13 +480,64 @@ pub fn probe_container(
             &format!("sm_{}{}", cc.0, cc.1),
         ))
     })();
-    let cgroup =
-        std::fs::read_to_string(ctx.proc_root.join(format!("{pid}/cgroup"))).unwrap_or_default();
+    let (cgroup_procs, namespaces, root) = if ctx.in_container {
+        // Already in the container's cgroup and namespaces, before pivot_root: its rootfs is at
+        // the bundle's path in this mount namespace.
+        (Vec::new(), Vec::new(), bundle.rootfs.clone())
+    } else {
+        let cgroup = std::fs::read_to_string(ctx.proc_root.join(format!("{pid}/cgroup")))
+            .unwrap_or_default();
+        (
+            probe::cgroup_procs_files(&cgroup, Path::new("/sys/fs/cgroup")),
+            probe::namespaces_to_enter(pid, ctx.proc_root),
+            container::rootfs_in_namespace(pid, &bundle.rootfs, ctx.proc_root),
+        )
+    };
+    // Companions whose resolution the container's LD_LIBRARY_PATH changes: glibc reads it only
+    // at process start, so the child loads these by path (see `probe_child`).
+    let loader = crate::facts::loader::Loader::from_image(&root, env_ld.as_deref());
+    let plain = crate::facts::loader::Loader::from_image(&root, None);
+    let companion_names = [
+        "libnvidia-ptxjitcompiler.so.1",
+        "libnvidia-nvvm.so.4",
+        "libnvidia-gpucomp.so",
+    ];
+    let mut preload = Vec::new();
+    let mut companions: Vec<(String, Option<String>)> = Vec::new();
+    for n in companion_names {
+        let with = loader.resolve(n);
+        let without = plain.resolve(n).map(|r| r.real_path_in_image);
+        if let Some(r) = &with
+            && without.as_ref() != Some(&r.real_path_in_image)
+        {
+            preload.push(r.real_path_in_image.clone());
+        }
+        companions.push((
+            n.to_string(),
+            with.and_then(|r| probe_cache::library_identity(&r.host_path)),
+        ));
+    }
+    let rlimits = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.rlimits().clone())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| Rlimit {
+            kind: serde_json::to_value(r.typ())
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            soft: r.soft(),
+            hard: r.hard(),
+        })
+        .collect();
     let spec = ProbeSpec {
         pid,
         proc_root: ctx.proc_root.to_path_buf(),
-        cgroup_procs: probe::cgroup_procs_files(&cgroup, Path::new("/sys/fs/cgroup")),
-        namespaces: probe::namespaces_to_enter(pid, ctx.proc_root),
+        cgroup_procs,
+        namespaces,
         rootfs: bundle.rootfs.clone(),
         libcuda: libcuda.real_path_in_image.clone(),
         uid: user.as_ref().map_or(0, |u| u.uid()),
@@ -384,76 +547,86 @@ pub fn probe_container(
             .and_then(|u| u.additional_gids().clone())
             .unwrap_or_default(),
         ptx_canary: canary,
+        env,
+        preload,
+        masked_paths: linux
+            .and_then(|l| l.masked_paths().clone())
+            .unwrap_or_default(),
+        readonly_paths: linux
+            .and_then(|l| l.readonly_paths().clone())
+            .unwrap_or_default(),
+        root_readonly: bundle
+            .spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        rlimits,
+        seccomp,
     };
+    let footprint = footprint_limit(&spec.cgroup_procs, &bundle.spec);
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let Some(cache_dir) = &ctx.cache_dir else {
-        return Ok(probe::run(&spec, &exe, ld.as_deref(), deadline));
+        return Ok((probe::run(&spec, &exe, deadline), footprint));
     };
-    // Everything that decides the driver's answer, and nothing that differs between two
-    // containers of one image (inode numbers, cgroup paths, container ids).
-    let root = container::rootfs_in_namespace(pid, &bundle.rootfs, ctx.proc_root);
-    let loader = crate::facts::loader::Loader::from_image(&root, ld.as_deref());
-    let companions: Vec<(String, Option<String>)> = [
-        "libnvidia-ptxjitcompiler.so.1",
-        "libnvidia-ml.so.1",
-        "libnvidia-nvvm.so.4",
-    ]
-    .iter()
-    .map(|n| {
-        (
-            n.to_string(),
-            loader
-                .resolve(n)
-                .and_then(|r| probe_cache::library_identity(&r.host_path)),
-        )
-    })
-    .collect();
+    // Everything the driver's answer depends on, as the host sees it, and nothing that differs
+    // between two containers of one image (inode numbers, cgroup paths, container ids). Only
+    // clean answers are ever stored (see below), so a key can at worst skip a probe.
     let read = |p: &str| std::fs::read_to_string(ctx.host_root.join(p)).unwrap_or_default();
     let devices = facts.devices.as_ref().ok().map(|v| (&v.nodes, &v.cgroup));
-    let env_keys: Vec<Option<String>> = [
-        "LD_LIBRARY_PATH",
-        "CUDA_VISIBLE_DEVICES",
-        "NVIDIA_VISIBLE_DEVICES",
-        "NVIDIA_DRIVER_CAPABILITIES",
-    ]
-    .iter()
-    .map(|k| env(k))
-    .collect();
+    let nvidia_env = ["NVIDIA_VISIBLE_DEVICES", "NVIDIA_DRIVER_CAPABILITIES"]
+        .map(|k| bundle.env(k).map(String::from));
     let inputs = serde_json::json!({
         "cuda_preflight": env!("CARGO_PKG_VERSION"),
         "boot_id": read("proc/sys/kernel/random/boot_id").trim(),
         "driver": read("proc/driver/nvidia/version").lines().next().unwrap_or(""),
         "gpus": ctx.host.gpus.iter().map(|g| &g.uuid).collect::<Vec<_>>(),
         "devices": devices,
+        "device_nodes": device_nodes(&root),
         "spec_cgroup": container::spec_cgroup_rules(&bundle.spec),
         "libcuda": [spec.libcuda.display().to_string(), probe_cache::library_identity(&libcuda.host_path).unwrap_or_default()],
         "companions": companions,
-        "env": env_keys,
+        "preload": spec.preload,
+        "env": spec.env,
+        "nvidia_env": nvidia_env,
         "user": [spec.uid, spec.gid],
         "groups": spec.additional_gids,
         "canary": spec.ptx_canary,
+        "confinement": [&spec.masked_paths, &spec.readonly_paths],
+        "root_readonly": spec.root_readonly,
+        "rlimits": spec.rlimits,
+        "seccomp": spec.seccomp,
+        "footprint": footprint,
     });
     let key = probe_cache::key(&inputs);
     let lock_deadline = std::time::Instant::now() + deadline;
     let Some(_lock) = probe_cache::lock(cache_dir, &key, lock_deadline) else {
-        return Ok(ProbeResult::TimedOut {
-            deadline_ms: deadline.as_millis() as u64,
-        });
+        return Ok((
+            ProbeResult::TimedOut {
+                deadline_ms: deadline.as_millis() as u64,
+            },
+            footprint,
+        ));
     };
     if let Some(outcome) = probe_cache::lookup(cache_dir, &key, ctx.cache_ttl) {
-        return Ok(ProbeResult::Finished {
-            outcome,
-            ms: started.elapsed().as_secs_f64() * 1000.0,
-            cached: true,
-        });
+        return Ok((
+            ProbeResult::Finished {
+                outcome,
+                ms: started.elapsed().as_secs_f64() * 1000.0,
+                cached: true,
+            },
+            footprint,
+        ));
     }
     let left = deadline.saturating_sub(started.elapsed());
-    let result = probe::run(&spec, &exe, ld.as_deref(), left);
-    // Only a driver's answer is kept: a timeout or crash may be passing, and is asked again.
+    let result = probe::run(&spec, &exe, left);
+    // Only a clean answer is kept: a failure is re-asked by every container (an image could
+    // forge one, and a failure may belong to one container's own limits), so no container's
+    // failure can block another.
     if let ProbeResult::Finished { outcome, .. } = &result
-        && outcome.setup_error.is_none()
+        && outcome.is_clean()
     {
         let _ = probe_cache::store(cache_dir, &key, outcome);
     }
-    Ok(result)
+    Ok((result, footprint))
 }

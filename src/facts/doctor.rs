@@ -358,12 +358,11 @@ pub fn host_probe(libcuda: &Path, exe: &Path, deadline: std::time::Duration) -> 
         uid,
         gid,
         additional_gids: Vec::new(),
-        ptx_canary: None,
+        ..ProbeSpec::default()
     };
-    let ld = libcuda.parent().map(|p| p.display().to_string());
     HostProbe::Ran {
         libcuda: libcuda.display().to_string(),
-        result: Box::new(probe::run(&spec, exe, ld.as_deref(), deadline)),
+        result: Box::new(probe::run(&spec, exe, deadline)),
     }
 }
 

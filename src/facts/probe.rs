@@ -8,9 +8,9 @@
 //! would pick (resolved here, inside the rootfs: the child's own loader has the host's
 //! `ld.so.cache` mapped and must not choose), calls the driver and writes a [`ProbeOutcome`] as
 //! JSON on stdout.
+#![deny(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 /// What the child needs; built by the hook from the spec and `/proc/<pid>`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ProbeSpec {
     pub pid: i32,
     pub proc_root: PathBuf,
@@ -41,6 +41,39 @@ pub struct ProbeSpec {
     /// library (`libnvidia-ptxjitcompiler`) that PTX-only kernels need.
     #[serde(default)]
     pub ptx_canary: Option<String>,
+    /// The container's CUDA environment (`CUDA_*`, `NVIDIA_*`, `LD_LIBRARY_PATH`), set with
+    /// `setenv` inside the container before libcuda is loaded: data, never the child's own
+    /// environment (the host's loader would read it).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Companion libraries (paths inside the rootfs) the container's `LD_LIBRARY_PATH` resolves
+    /// differently from the cache and default directories: loaded by path before libcuda.
+    #[serde(default)]
+    pub preload: Vec<PathBuf>,
+    /// The spec's `linux.maskedPaths`, `linux.readonlyPaths` and `root.readonly`, applied in the
+    /// probe's private mount namespace.
+    #[serde(default)]
+    pub masked_paths: Vec<String>,
+    #[serde(default)]
+    pub readonly_paths: Vec<String>,
+    #[serde(default)]
+    pub root_readonly: bool,
+    /// The spec's `process.rlimits`.
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    /// The spec's seccomp filter, compiled to classic BPF programs (`code, jt, jf, k`), applied
+    /// in order.
+    #[serde(default)]
+    pub seccomp: Vec<Vec<[u32; 4]>>,
+}
+
+/// One `process.rlimits` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rlimit {
+    /// `RLIMIT_NOFILE`, …
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 /// The call name under which the canary's load is recorded.
@@ -74,11 +107,21 @@ pub struct Identity {
     pub cap_eff: Option<String>,
     pub cap_bnd: Option<String>,
     pub no_new_privs: Option<bool>,
-    /// `readlink /proc/self/ns/mnt` inside the container, where its /proc is mounted.
+    /// The container's mount namespace the probe entered (`readlink /proc/self/ns/mnt` there),
+    /// before it took a private copy to mount the spec's confinement in.
     pub mnt_ns: Option<String>,
-    /// `readlink /proc/self/ns/pid`: the container's pid namespace, whose /proc the driver reads.
+    /// The container's pid namespace, whose /proc the driver reads; the probe runs as pid 1 of
+    /// a namespace of its own below it.
     pub pid_ns: Option<String>,
     pub cgroup: Option<String>,
+    /// `Seccomp:` of /proc/self/status: 2 when a filter binds the probe.
+    #[serde(default)]
+    pub seccomp: Option<u32>,
+    /// The probe's own (private) mount and (nested) pid namespaces.
+    #[serde(default)]
+    pub own_mnt_ns: Option<String>,
+    #[serde(default)]
+    pub own_pid_ns: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -98,12 +141,72 @@ pub struct ProbeOutcome {
     pub device_count: Option<i64>,
 }
 
+/// Calls kept from one answer at most (the probe makes 3 + 4 per GPU for 16 GPUs).
+const MAX_CALLS: usize = 80;
+/// Characters kept of any string in an answer.
+const MAX_TEXT: usize = 512;
+
+fn clip(s: &mut String) {
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
 impl ProbeOutcome {
+    /// The answer as data from an untrusted process: every list and string bounded.
+    pub fn bounded(mut self) -> Self {
+        self.calls.truncate(MAX_CALLS);
+        for c in &mut self.calls {
+            clip(&mut c.call);
+            if let Some(n) = &mut c.name {
+                clip(n);
+            }
+        }
+        self.setup_ms.truncate(16);
+        for (s, _) in &mut self.setup_ms {
+            clip(s);
+        }
+        for s in [&mut self.setup_error, &mut self.load_error].into_iter().flatten() {
+            clip(s);
+        }
+        let id = &mut self.identity;
+        id.groups.truncate(64);
+        for s in [
+            &mut id.cap_eff,
+            &mut id.cap_bnd,
+            &mut id.mnt_ns,
+            &mut id.pid_ns,
+            &mut id.cgroup,
+            &mut id.own_mnt_ns,
+            &mut id.own_pid_ns,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            clip(s);
+        }
+        self
+    }
+
     /// The first call of the init → context chain that failed (the canary is judged apart).
     pub fn first_failure(&self) -> Option<&Call> {
         self.calls
             .iter()
             .find(|c| c.code != 0 && c.call != CANARY_CALL)
+    }
+
+    /// A setup that worked, a driver that loaded, a context on every GPU and a working canary:
+    /// the only kind of answer the cache keeps.
+    pub fn is_clean(&self) -> bool {
+        self.setup_error.is_none()
+            && self.load_error.is_none()
+            && self.first_failure().is_none()
+            && self.device_count.is_some_and(|n| n > 0)
+            && self.canary().is_none_or(|c| c.code == 0)
     }
 
     pub fn canary(&self) -> Option<&Call> {
@@ -140,26 +243,25 @@ pub enum ProbeResult {
 /// Children's output is a few KB; a child that writes more is not our child.
 const MAX_OUTPUT: usize = 1 << 20;
 
-/// Run the probe child with a deadline.
-pub fn run(
-    spec: &ProbeSpec,
-    child_exe: &Path,
-    ld_library_path: Option<&str>,
-    deadline: Duration,
-) -> ProbeResult {
+/// How the child's output ended.
+enum OutputEnd {
+    Eof,
+    Deadline,
+    TooBig,
+}
+
+/// Run the probe child with a deadline. The child starts with no environment, in `/`, with only
+/// stdin (its spec), stdout (its answer) and stderr (/dev/null); every process it starts has ended
+/// when this returns, within `deadline` (plus at most a second to reap them after a kill).
+pub fn run(spec: &ProbeSpec, child_exe: &Path, deadline: Duration) -> ProbeResult {
     let started = Instant::now();
     let mut cmd = Command::new(child_exe);
     cmd.arg("probe-child")
         .env_clear()
+        .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-
-    // Read by the child's loader at start, applied to paths inside the chroot when libcuda pulls
-    // in its companions (libnvidia-ptxjitcompiler, …) by soname.
-    if let Some(p) = ld_library_path {
-        cmd.env("LD_LIBRARY_PATH", p);
-    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -168,51 +270,59 @@ pub fn run(
             };
         }
     };
-    let input = serde_json::to_vec(spec).expect("ProbeSpec serialises");
-    let _ = child.stdin.take().expect("piped").write_all(&input);
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut buf = Vec::new();
-    let timed_out = read_until_deadline(&mut stdout, &mut buf, started, deadline);
-    if timed_out {
-        // SIGTERM first: the child kills and reaps the process it forked inside the container's
-        // pid namespace (an orphan there would be left to the container's init, which does not
-        // reap before exec), then dies of SIGKILL itself. SIGKILL if it does not within 1 s.
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(1) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return ProbeResult::TimedOut {
-                    deadline_ms: deadline.as_millis() as u64,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        return ProbeResult::TimedOut {
-            deadline_ms: deadline.as_millis() as u64,
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        end_all(&mut child);
+        return ProbeResult::Failed {
+            error: "the probe's pipes were not set up".into(),
         };
+    };
+    let input = match serde_json::to_vec(spec) {
+        Ok(i) => i,
+        Err(e) => {
+            end_all(&mut child);
+            return ProbeResult::Failed {
+                error: format!("encoding the probe's spec: {e}"),
+            };
+        }
+    };
+    let _ = stdin.write_all(&input);
+    drop(stdin);
+    let mut buf = Vec::new();
+    let end = read_until_deadline(&mut stdout, &mut buf, started, deadline);
+    drop(stdout);
+    let timed_out = || ProbeResult::TimedOut {
+        deadline_ms: deadline.as_millis() as u64,
+    };
+    match end {
+        OutputEnd::Deadline => {
+            end_all(&mut child);
+            return timed_out();
+        }
+        OutputEnd::TooBig => {
+            end_all(&mut child);
+            return ProbeResult::Crashed {
+                signal: None,
+                exit_code: None,
+            };
+        }
+        OutputEnd::Eof => {}
     }
-    // The child closes its stdout once its answer is written, before the driver's own teardown
-    // at exit (tens of ms after cuCtxDestroy on an H100): a whole answer is taken at once and
-    // the exiting process is left to finish (reaped by init once the hook is gone).
+    // The output ended: the child ends at once after its answer (it skips the driver's teardown
+    // at exit). Image code that closed stdout and hangs is cut at the deadline.
+    let status = match wait_until(&mut child, started + deadline) {
+        Some(s) => s,
+        None => {
+            end_all(&mut child);
+            return timed_out();
+        }
+    };
     if let Ok(outcome) = serde_json::from_slice::<ProbeOutcome>(&buf) {
-        let _ = child.try_wait();
         return ProbeResult::Finished {
-            outcome,
+            outcome: outcome.bounded(),
             ms: started.elapsed().as_secs_f64() * 1000.0,
             cached: false,
         };
     }
-    let status = match child.wait() {
-        Ok(s) => s,
-        Err(e) => {
-            return ProbeResult::Failed {
-                error: format!("waiting for the probe: {e}"),
-            };
-        }
-    };
     use std::os::unix::process::ExitStatusExt;
     ProbeResult::Crashed {
         signal: status.signal(),
@@ -220,47 +330,71 @@ pub fn run(
     }
 }
 
-/// Read the child's stdout to EOF, or until the deadline; true when the deadline passed.
+/// Wait for the child until `until`; `None` if it is still running then.
+fn wait_until(child: &mut std::process::Child, until: Instant) -> Option<std::process::ExitStatus> {
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return Some(s),
+            Ok(None) => {}
+            Err(_) => return None,
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// End the child and everything below it: SIGTERM, which the child passes down as SIGKILL to the
+/// process that runs image code (pid 1 of its own pid namespace, so the kernel ends all it
+/// forked) and reaps; SIGKILL after a second if that did not happen (each process below then
+/// dies with its parent).
+fn end_all(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if wait_until(child, Instant::now() + Duration::from_secs(1)).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Read the child's stdout to EOF, the deadline, or `MAX_OUTPUT`.
 fn read_until_deadline(
     r: &mut std::process::ChildStdout,
     buf: &mut Vec<u8>,
     started: Instant,
     deadline: Duration,
-) -> bool {
-    let fd = r.as_raw_fd();
+) -> OutputEnd {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
     let mut chunk = [0u8; 8192];
     loop {
         let left = deadline.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return true;
+            return OutputEnd::Deadline;
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return false;
-        }
-        if n == 0 {
-            return true;
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(r.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return OutputEnd::Eof,
+            Ok(0) => continue,
+            Ok(_) => {}
         }
         match r.read(&mut chunk) {
-            Ok(0) => return false,
+            Ok(0) => return OutputEnd::Eof,
             Ok(k) => {
                 if buf.len() + k > MAX_OUTPUT {
-                    return false;
+                    return OutputEnd::TooBig;
                 }
                 buf.extend_from_slice(&chunk[..k]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return OutputEnd::Eof,
         }
     }
 }

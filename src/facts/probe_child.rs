@@ -1,225 +1,550 @@
 //! The probe child (`cuda-preflight probe-child`, started only by the probe): becomes the
-//! container — its cgroup, namespaces, rootfs and user, with every capability dropped and
-//! no-new-privs set — and only then loads the container's `libcuda.so.1` and asks the driver.
+//! container — its cgroup, every namespace, its rootfs with the spec's masked and read-only paths
+//! and read-only root, its rlimits, user and groups, no capabilities, no-new-privs, its seccomp
+//! filter — and only then loads the container's `libcuda.so.1` and asks the driver.
 //!
-//! Order matters and is the point of this file: privilege is needed to join the cgroup and the
-//! namespaces and to change user; it is all given up before the first byte of image code runs.
+//! Three processes, so that image code can outlive nothing and reach nothing:
+//!
+//! * **A** (exec'd by the hook, empty environment, fds above 2 closed): joins the cgroups, enters
+//!   every namespace but the mount namespace, forks B and waits for it.
+//! * **B** (in the container's pid namespace): opens a fresh pid namespace below the container's
+//!   and forks C into it; waits for C.
+//! * **C** (pid 1 of that namespace): enters the container's mount namespace, takes a private copy
+//!   of it where the spec's confinement is mounted, chroots, takes the rlimits and the user,
+//!   drops every capability, sets the container's CUDA environment, applies the seccomp filter,
+//!   loads libcuda. When C ends, the kernel kills every process image code forked; each of A, B,
+//!   C dies with its parent (`PR_SET_PDEATHSIG`), and a SIGTERM to A is passed down as SIGKILL to
+//!   C, so the hook's deadline ends all of them.
+//!
+//! Nothing of the image reaches the host's loader: A is started with no environment, and the
+//! container's environment is data in the [`ProbeSpec`], set with `setenv` in C after the chroot.
+//! Library directories the container's `LD_LIBRARY_PATH` names (which glibc reads only at process
+//! start) are honoured by loading the companion libraries the hook resolved, by path.
+//!
+//! The order of the steps is the point of this file; it is written once, against [`Sys`], and a
+//! unit test pins it.
+#![allow(unsafe_code)] // see each `SAFETY:` comment; everything else in the crate's probe is safe
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
-use crate::facts::probe::{Call, Identity, ProbeOutcome, ProbeSpec};
+use crate::facts::probe::{Call, Identity, ProbeOutcome, ProbeSpec, Rlimit};
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+/// The system calls of becoming the container, one method per step, so the order can be
+/// checked without privilege.
+pub trait Sys {
+    fn close_fds_above_stderr(&mut self) -> Result<(), String>;
+    /// Die with our parent: set now, and again after a change of credentials clears it.
+    fn die_with_parent(&mut self) -> Result<(), String>;
+    fn join_cgroup(&mut self, procs: &Path) -> Result<(), String>;
+    fn open_ns(&mut self, path: &Path) -> Result<OwnedFd, String>;
+    fn setns(&mut self, fd: &OwnedFd, kind: &str) -> Result<(), String>;
+    /// `readlink /proc/self/ns/<kind>` while the host's /proc is there.
+    fn ns_link(&mut self, kind: &str) -> Option<String>;
+    /// Fork; the parent waits for the child and ends as it ended (never returns); the child
+    /// returns.
+    fn fork_and_wait(&mut self, what: &str) -> Result<(), String>;
+    fn unshare(&mut self, kind: &str) -> Result<(), String>;
+    fn make_mounts_private(&mut self) -> Result<(), String>;
+    fn root_readonly(&mut self, rootfs: &Path) -> Result<(), String>;
+    fn mask(&mut self, rootfs: &Path, path: &str) -> Result<(), String>;
+    fn readonly(&mut self, rootfs: &Path, path: &str) -> Result<(), String>;
+    fn chroot(&mut self, rootfs: &Path) -> Result<(), String>;
+    fn set_rlimit(&mut self, r: &Rlimit) -> Result<(), String>;
+    fn drop_bounding_set(&mut self) -> Result<(), String>;
+    fn set_ids(&mut self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), String>;
+    fn clear_capabilities(&mut self) -> Result<(), String>;
+    fn no_new_privs(&mut self) -> Result<(), String>;
+    fn set_env(&mut self, key: &str, value: &str);
+    fn seccomp(&mut self, program: &[[u32; 4]]) -> Result<(), String>;
 }
 
-fn ns_flag(kind: &str) -> libc::c_int {
+/// What C learnt while the host's /proc was still there.
+#[derive(Debug, Default)]
+pub struct Joined {
+    pub mnt_ns: Option<String>,
+    pub pid_ns: Option<String>,
+}
+
+fn ns_flag(kind: &str) -> nix::sched::CloneFlags {
+    use nix::sched::CloneFlags as F;
     match kind {
-        "user" => libc::CLONE_NEWUSER,
-        "cgroup" => libc::CLONE_NEWCGROUP,
-        "ipc" => libc::CLONE_NEWIPC,
-        "uts" => libc::CLONE_NEWUTS,
-        "net" => libc::CLONE_NEWNET,
-        "pid" => libc::CLONE_NEWPID,
-        _ => libc::CLONE_NEWNS,
+        "user" => F::CLONE_NEWUSER,
+        "cgroup" => F::CLONE_NEWCGROUP,
+        "ipc" => F::CLONE_NEWIPC,
+        "uts" => F::CLONE_NEWUTS,
+        "net" => F::CLONE_NEWNET,
+        "pid" => F::CLONE_NEWPID,
+        _ => F::CLONE_NEWNS,
     }
 }
 
-/// Join, enter, confine, drop. Any failure stops before image code is loaded. Returns our
-/// `/proc/self` of the host's procfs, for the identity.
-fn become_the_container(
+/// Every step from the hook's child to the confined process that may load image code. Any
+/// failure stops before image code is loaded.
+pub fn become_the_container(
+    sys: &mut dyn Sys,
     spec: &ProbeSpec,
     steps: &mut Vec<(String, f64)>,
-) -> Result<std::fs::File, String> {
+) -> Result<Joined, String> {
     let mut t = Instant::now();
     let mut step = |name: &str, t: &mut Instant| {
         steps.push((name.to_string(), t.elapsed().as_secs_f64() * 1000.0));
         *t = Instant::now();
     };
-    // 1. The container's cgroups: its device rules must bind us, or a denied device would look
-    //    allowed (entering the cgroup namespace does not move a process).
-    let me = std::process::id().to_string();
+    sys.die_with_parent()?;
+    // 1. The container's cgroups: its device rules and pids/memory limits bind us.
     for f in &spec.cgroup_procs {
-        std::fs::write(f, &me).map_err(|e| format!("joining {}: {e}", f.display()))?;
+        sys.join_cgroup(f)?;
     }
     step("cgroup", &mut t);
-    // 2. Open every namespace first: after the mount namespace, the host's /proc is gone. The
-    //    mount namespace is entered last, after the fork into the pid namespace.
-    let mut fds: Vec<(String, OwnedFd)> = Vec::new();
+    // 2. Every namespace fd first (they are reached through the host's /proc); the mount
+    //    namespace is entered last, by C.
+    let mut fds = Vec::new();
     for ns in &spec.namespaces {
         let p = spec.proc_root.join(format!("{}/ns/{ns}", spec.pid));
-        let f = std::fs::File::open(&p).map_err(|e| format!("opening {}: {e}", p.display()))?;
-        fds.push((ns.clone(), f.into()));
+        fds.push((ns.clone(), sys.open_ns(&p)?));
     }
     let (mnt, others): (Vec<_>, Vec<_>) = fds.into_iter().partition(|(ns, _)| ns == "mnt");
     for (ns, fd) in &others {
-        // SAFETY: a valid namespace fd.
-        if unsafe { libc::setns(fd.as_raw_fd(), ns_flag(ns)) } != 0 {
-            return Err(os_err(&format!("entering the container's {ns} namespace")));
-        }
+        sys.setns(fd, ns)?;
     }
     drop(others);
     step("setns", &mut t);
-    if spec.namespaces.iter().any(|n| n == "pid") {
-        // setns on a pid namespace applies to children only: the probe goes on in a child,
-        // inside it; this process waits and ends as that child ends. Single-threaded (a fresh
-        // exec), so fork is safe.
-        // SAFETY: fork in a single-threaded process.
-        let child = unsafe { libc::fork() };
-        if child < 0 {
-            return Err(os_err("fork into the container's pid namespace"));
-        }
-        if child > 0 {
-            wait_and_mirror(child);
-        }
-    }
+    // 3. B: inside the container's pid namespace (setns applies to children only).
+    sys.fork_and_wait("pid")?;
+    sys.die_with_parent()?;
+    let pid_ns = sys.ns_link("pid");
+    // 4. C: pid 1 of a namespace of its own below the container's, so that everything image code
+    //    forks dies with it. /proc/self still works there: the container's procfs shows C too.
+    sys.unshare("pid")?;
+    sys.fork_and_wait("nested pid")?;
+    sys.die_with_parent()?;
     step("fork", &mut t);
-    // Our own /proc entry, through the host's procfs, while it is still reachable: the
-    // container's /proc may not be mounted yet, and the identity is read through this.
-    let proc_self = std::fs::File::open("/proc/self").map_err(|e| format!("/proc/self: {e}"))?;
+    // 5. The container's mount namespace, and a private copy of it where the spec's confinement
+    //    is mounted (runc applies it only after the createRuntime hooks); nothing propagates out.
     for (ns, fd) in &mnt {
-        // SAFETY: a valid namespace fd.
-        if unsafe { libc::setns(fd.as_raw_fd(), ns_flag(ns)) } != 0 {
-            return Err(os_err(&format!("entering the container's {ns} namespace")));
-        }
+        sys.setns(fd, ns)?;
     }
     drop(mnt);
-    // 3. The rootfs as that mount namespace has it (before pivot_root, at its own path).
-    let root = CString::new(spec.rootfs.as_os_str().as_encoded_bytes())
-        .map_err(|_| "rootfs path has a NUL".to_string())?;
-    // SAFETY: NUL-terminated paths.
-    if unsafe { libc::chroot(root.as_ptr()) } != 0 {
-        return Err(os_err(&format!("chroot {}", spec.rootfs.display())));
+    let mnt_ns = sys.ns_link("mnt");
+    sys.unshare("mnt")?;
+    sys.make_mounts_private()?;
+    if spec.root_readonly {
+        sys.root_readonly(&spec.rootfs)?;
     }
-    if unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
-        return Err(os_err("chdir /"));
+    for p in &spec.masked_paths {
+        sys.mask(&spec.rootfs, p)?;
     }
-    // 4. Empty the bounding set while we still hold CAP_SETPCAP, then take the container's user.
-    for cap in caps::all() {
-        caps::drop(None, caps::CapSet::Bounding, cap)
-            .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+    for p in &spec.readonly_paths {
+        sys.readonly(&spec.rootfs, p)?;
     }
-    let groups: Vec<libc::gid_t> = spec.additional_gids.clone();
-    // SAFETY: plain credential syscalls with valid arguments.
-    unsafe {
-        if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
-            return Err(os_err("setgroups"));
-        }
-        if libc::setresgid(spec.gid, spec.gid, spec.gid) != 0 {
-            return Err(os_err("setresgid"));
-        }
-        if libc::setresuid(spec.uid, spec.uid, spec.uid) != 0 {
-            return Err(os_err("setresuid"));
-        }
+    sys.chroot(&spec.rootfs)?;
+    step("mnt", &mut t);
+    // 6. Limits while we may still raise them, then the user; the bounding set is emptied while
+    //    CAP_SETPCAP is still ours; no capability in any set, no way back.
+    for r in &spec.rlimits {
+        sys.set_rlimit(r)?;
     }
-    // 5. No capability left in any set (a uid-0 container keeps none either), and no way back.
-    for set in [
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Ambient,
-    ] {
-        caps::clear(None, set).map_err(|e| format!("clearing {set:?} capabilities: {e}"))?;
+    sys.drop_bounding_set()?;
+    sys.set_ids(spec.uid, spec.gid, &spec.additional_gids)?;
+    sys.clear_capabilities()?;
+    sys.no_new_privs()?;
+    sys.die_with_parent()?;
+    sys.close_fds_above_stderr()?;
+    // 7. The container's CUDA environment, as data.
+    for (k, v) in &spec.env {
+        sys.set_env(k, v);
     }
-    // SAFETY: prctl with constant arguments.
-    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-        return Err(os_err("PR_SET_NO_NEW_PRIVS"));
+    // 8. Its seccomp filter, last: from here on only what the container's process may do.
+    for program in &spec.seccomp {
+        sys.seccomp(program)?;
     }
-    step("mnt+chroot+user+caps", &mut t);
-    Ok(proc_self)
+    step("user+caps+seccomp", &mut t);
+    Ok(Joined { mnt_ns, pid_ns })
 }
 
-static PROBING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+/// The process `fork_and_wait` is waiting for, and the signal a SIGTERM is passed on as.
+static WAITING_FOR: AtomicI32 = AtomicI32::new(0);
+static PASS_ON: AtomicI32 = AtomicI32::new(0);
+static TERM_PENDING: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn kill_probing(_: libc::c_int) {
-    // Async-signal-safe: kill(2) only.
-    let pid = PROBING.load(std::sync::atomic::Ordering::SeqCst);
+extern "C" fn on_term(_: libc::c_int) {
+    // Async-signal-safe: atomics and kill(2) only.
+    let pid = WAITING_FOR.load(Ordering::SeqCst);
     if pid > 0 {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        // SAFETY: kill(2) is async-signal-safe; the pid is our own child.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, PASS_ON.load(Ordering::SeqCst))
+        };
+    } else {
+        TERM_PENDING.store(1, Ordering::SeqCst);
     }
 }
 
-/// Wait for the process that probes and end the same way: its exit code, or its signal (so a
-/// crash in the driver reads as a crash to the parent). SIGTERM (the parent's deadline) kills
-/// it first, so it is reaped here and never left in the container's pid namespace.
-fn wait_and_mirror(child: libc::pid_t) -> ! {
-    PROBING.store(child, std::sync::atomic::Ordering::SeqCst);
-    // The child writes the answer; our copy of stdout would keep the parent from seeing its end.
-    // SAFETY: closing an fd this process no longer uses.
-    unsafe { libc::close(1) };
-    let mut status = 0;
-    // SAFETY: a handler that only calls kill(2); waiting for our own child; then exiting.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            kill_probing as *const () as libc::sighandler_t,
-        );
-        while libc::waitpid(child, &mut status, 0) < 0 {
-            if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                libc::_exit(3);
+/// The real system calls.
+pub struct Real {
+    /// The pid namespace level: 0 in A, 1 in B, 2 in C.
+    level: u8,
+}
+
+fn errno(what: &str, e: impl std::fmt::Display) -> String {
+    format!("{what}: {e}")
+}
+
+/// Open `path` inside `rootfs` as the container would resolve it (symlinks stay inside the
+/// rootfs), O_PATH. `None` when it does not exist (runc skips those too).
+fn resolve_in_root(rootfs: &Path, path: &str) -> Result<Option<OwnedFd>, String> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| errno(&format!("opening {}", rootfs.display()), e))?;
+    // SAFETY: `open` returned a new fd that nothing else owns.
+    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match openat2(root.as_raw_fd(), path.trim_start_matches('/'), how) {
+        // SAFETY: openat2 returned a new fd that nothing else owns.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(errno(&format!("resolving {path} in the rootfs"), e)),
+    }
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// The flags a bind remount must keep (a mount locked by a user namespace refuses to lose them).
+fn kept_flags(target: &str) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags as M;
+    use nix::sys::statvfs::FsFlags as S;
+    let Ok(st) = nix::sys::statvfs::statvfs(target) else {
+        return M::empty();
+    };
+    let f = st.flags();
+    let mut out = M::empty();
+    for (s, m) in [
+        (S::ST_NOSUID, M::MS_NOSUID),
+        (S::ST_NODEV, M::MS_NODEV),
+        (S::ST_NOEXEC, M::MS_NOEXEC),
+        (S::ST_NOATIME, M::MS_NOATIME),
+        (S::ST_NODIRATIME, M::MS_NODIRATIME),
+        (S::ST_RELATIME, M::MS_RELATIME),
+    ] {
+        if f.contains(s) {
+            out |= m;
+        }
+    }
+    out
+}
+
+fn remount_readonly(target: &str) -> Result<(), String> {
+    use nix::mount::{MsFlags as M, mount};
+    let flags = M::MS_BIND | M::MS_REMOUNT | M::MS_RDONLY | kept_flags(target);
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(|e| errno("read-only remount", e))
+}
+
+fn bind_self(target: &str) -> Result<(), String> {
+    use nix::mount::{MsFlags as M, mount};
+    mount(
+        Some(target),
+        target,
+        None::<&str>,
+        M::MS_BIND | M::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| errno("bind mount", e))
+}
+
+fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
+    use nix::sys::resource::Resource as R;
+    Some(match name {
+        "RLIMIT_AS" => R::RLIMIT_AS,
+        "RLIMIT_CORE" => R::RLIMIT_CORE,
+        "RLIMIT_CPU" => R::RLIMIT_CPU,
+        "RLIMIT_DATA" => R::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => R::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => R::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => R::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => R::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => R::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => R::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => R::RLIMIT_NPROC,
+        "RLIMIT_RSS" => R::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => R::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => R::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => R::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => R::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+impl Sys for Real {
+    fn close_fds_above_stderr(&mut self) -> Result<(), String> {
+        // SAFETY: close_range(2) closes fds; nothing of ours above stderr is in use here.
+        let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+        if r != 0 {
+            return Err(errno("close_range", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    fn die_with_parent(&mut self) -> Result<(), String> {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .map_err(|e| errno("PR_SET_PDEATHSIG", e))?;
+        // Our parent may have died before the line above: then we are an orphan already.
+        // (In a new pid namespace the parent is outside it and getppid() is 0.)
+        if nix::unistd::getppid().as_raw() == 1 && self.level == 0 {
+            return Err("the hook ended before the probe started".into());
+        }
+        Ok(())
+    }
+
+    fn join_cgroup(&mut self, procs: &Path) -> Result<(), String> {
+        std::fs::write(procs, std::process::id().to_string())
+            .map_err(|e| errno(&format!("joining {}", procs.display()), e))
+    }
+
+    fn open_ns(&mut self, path: &Path) -> Result<OwnedFd, String> {
+        std::fs::File::open(path)
+            .map(OwnedFd::from)
+            .map_err(|e| errno(&format!("opening {}", path.display()), e))
+    }
+
+    fn setns(&mut self, fd: &OwnedFd, kind: &str) -> Result<(), String> {
+        nix::sched::setns(fd, ns_flag(kind))
+            .map_err(|e| errno(&format!("entering the container's {kind} namespace"), e))
+    }
+
+    fn ns_link(&mut self, kind: &str) -> Option<String> {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .ok()
+            .map(|p| p.display().to_string())
+    }
+
+    fn fork_and_wait(&mut self, what: &str) -> Result<(), String> {
+        // SAFETY: this process is single-threaded (a fresh exec that starts no thread), so the
+        // child may run any code after fork.
+        match unsafe { nix::unistd::fork() } {
+            Err(e) => Err(errno(&format!("fork into the {what} namespace"), e)),
+            Ok(nix::unistd::ForkResult::Child) => {
+                self.level += 1;
+                WAITING_FOR.store(0, Ordering::SeqCst);
+                Ok(())
+            }
+            Ok(nix::unistd::ForkResult::Parent { child }) => {
+                // A passes SIGTERM on as SIGTERM (B then kills C and waits for the namespace to
+                // empty); B passes it on as SIGKILL to C.
+                let pass_on = if self.level == 0 {
+                    libc::SIGTERM
+                } else {
+                    libc::SIGKILL
+                };
+                wait_and_mirror(child.as_raw(), pass_on)
             }
         }
-        if libc::WIFSIGNALED(status) {
-            let sig = libc::WTERMSIG(status);
-            libc::signal(sig, libc::SIG_DFL);
-            libc::kill(libc::getpid(), sig);
-        }
-        libc::_exit(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
+    }
+
+    fn unshare(&mut self, kind: &str) -> Result<(), String> {
+        nix::sched::unshare(ns_flag(kind))
+            .map_err(|e| errno(&format!("a new {kind} namespace"), e))
+    }
+
+    fn make_mounts_private(&mut self) -> Result<(), String> {
+        use nix::mount::{MsFlags as M, mount};
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            M::MS_REC | M::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| errno("making the probe's mounts private", e))
+    }
+
+    fn root_readonly(&mut self, rootfs: &Path) -> Result<(), String> {
+        let r = rootfs.display().to_string();
+        bind_self(&r).map_err(|e| format!("{r}: {e}"))?;
+        remount_readonly(&r).map_err(|e| format!("{r}: {e}"))
+    }
+
+    fn mask(&mut self, rootfs: &Path, path: &str) -> Result<(), String> {
+        use nix::mount::{MsFlags as M, mount};
+        let Some(fd) = resolve_in_root(rootfs, path)? else {
+            return Ok(());
+        };
+        let target = fd_path(&fd);
+        let is_dir = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map(|s| s.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .map_err(|e| errno(&format!("masking {path}"), e))?;
+        let r = if is_dir {
+            mount(
+                Some("tmpfs"),
+                target.as_str(),
+                Some("tmpfs"),
+                M::MS_RDONLY,
+                Some("size=0"),
+            )
         } else {
-            3
-        })
+            mount(
+                Some("/dev/null"),
+                target.as_str(),
+                None::<&str>,
+                M::MS_BIND,
+                None::<&str>,
+            )
+        };
+        r.map_err(|e| errno(&format!("masking {path}"), e))
+    }
+
+    fn readonly(&mut self, rootfs: &Path, path: &str) -> Result<(), String> {
+        let Some(fd) = resolve_in_root(rootfs, path)? else {
+            return Ok(());
+        };
+        bind_self(&fd_path(&fd)).map_err(|e| format!("{path}: {e}"))?;
+        // The new mount is on top: resolve again to reach it.
+        let Some(top) = resolve_in_root(rootfs, path)? else {
+            return Err(format!("{path} vanished while made read-only"));
+        };
+        remount_readonly(&fd_path(&top)).map_err(|e| format!("{path}: {e}"))
+    }
+
+    fn chroot(&mut self, rootfs: &Path) -> Result<(), String> {
+        nix::unistd::chroot(rootfs).map_err(|e| errno(&format!("chroot {}", rootfs.display()), e))?;
+        nix::unistd::chdir("/").map_err(|e| errno("chdir /", e))
+    }
+
+    fn set_rlimit(&mut self, r: &Rlimit) -> Result<(), String> {
+        let res = resource(&r.kind).ok_or_else(|| format!("unknown rlimit {}", r.kind))?;
+        nix::sys::resource::setrlimit(res, r.soft, r.hard)
+            .map_err(|e| errno(&format!("setrlimit {}", r.kind), e))
+    }
+
+    fn drop_bounding_set(&mut self) -> Result<(), String> {
+        for cap in caps::all() {
+            caps::drop(None, caps::CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn set_ids(&mut self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), String> {
+        use nix::unistd::{Gid, Uid};
+        let groups: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| errno("setgroups", e))?;
+        let g = Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g).map_err(|e| errno("setresgid", e))?;
+        let u = Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u).map_err(|e| errno("setresuid", e))
+    }
+
+    fn clear_capabilities(&mut self) -> Result<(), String> {
+        for set in [
+            caps::CapSet::Effective,
+            caps::CapSet::Permitted,
+            caps::CapSet::Inheritable,
+            caps::CapSet::Ambient,
+        ] {
+            caps::clear(None, set).map_err(|e| format!("clearing {set:?} capabilities: {e}"))?;
+        }
+        Ok(())
+    }
+
+    fn no_new_privs(&mut self) -> Result<(), String> {
+        nix::sys::prctl::set_no_new_privs().map_err(|e| errno("PR_SET_NO_NEW_PRIVS", e))
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        // SAFETY: C is single-threaded here (no thread has been started, no image code loaded).
+        unsafe { std::env::set_var(key, value) };
+    }
+
+    fn seccomp(&mut self, program: &[[u32; 4]]) -> Result<(), String> {
+        let prog: seccompiler::BpfProgram = program
+            .iter()
+            .map(|[code, jt, jf, k]| seccompiler::sock_filter {
+                code: *code as u16,
+                jt: *jt as u8,
+                jf: *jf as u8,
+                k: *k,
+            })
+            .collect();
+        seccompiler::apply_filter(&prog).map_err(|e| errno("applying the seccomp filter", e))
     }
 }
 
-/// Who we are after the setup, read through the host's `/proc/self` (opened before entering the
-/// mount namespace: the container's /proc belongs to its pid namespace, where we have no pid).
-fn identity(proc_self: &std::fs::File) -> Identity {
-    let dir = proc_self.as_raw_fd();
-    let read_at = |name: &std::ffi::CStr| -> Option<String> {
-        // SAFETY: openat relative to a directory fd we own; the fd is handed to a File.
-        let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return None;
+/// Wait for `child` and end the same way: its exit code, or its signal (so a crash in the driver
+/// reads as a crash to the hook). A SIGTERM is passed on to the child as `pass_on`, so it is
+/// reaped here and never left behind.
+fn wait_and_mirror(child: libc::pid_t, pass_on: libc::c_int) -> ! {
+    use nix::sys::wait::{WaitStatus, waitpid};
+    PASS_ON.store(pass_on, Ordering::SeqCst);
+    WAITING_FOR.store(child, Ordering::SeqCst);
+    if TERM_PENDING.load(Ordering::SeqCst) != 0 {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child),
+            nix::sys::signal::Signal::try_from(pass_on).ok(),
+        );
+    }
+    // The child writes the answer; our copy of stdout would keep the hook from seeing its end.
+    let _ = nix::unistd::close(1);
+    let code = loop {
+        match waitpid(nix::unistd::Pid::from_raw(child), None) {
+            Ok(WaitStatus::Exited(_, c)) => break c,
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                // SAFETY: restoring the default action, then ending of the same signal.
+                unsafe {
+                    let _ = nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl);
+                }
+                let _ = nix::sys::signal::raise(sig);
+                break 3;
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break 3,
         }
-        let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-        let mut s = String::new();
-        f.read_to_string(&mut s).ok().map(|_| s)
     };
-    let link_at = |name: &std::ffi::CStr| -> Option<String> {
-        let mut buf = [0u8; 256];
-        // SAFETY: readlinkat into a sized buffer.
-        let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        (n > 0).then(|| String::from_utf8_lossy(&buf[..n as usize]).into_owned())
-    };
-    let status = read_at(c"status").unwrap_or_default();
+    // SAFETY: ending this process without running Rust's or libc's exit handlers.
+    unsafe { libc::_exit(code) }
+}
+
+/// Who we are after the setup, read through the container's /proc (C is pid 1 of a namespace
+/// below the container's, so the container's procfs shows it).
+fn identity(joined: &Joined) -> Identity {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let link = |p: &str| std::fs::read_link(p).ok().map(|l| l.display().to_string());
+    let status = read("/proc/self/status").unwrap_or_default();
     let field = |k: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(k))
             .map(|v| v.trim().to_string())
     };
-    // SAFETY: getuid/getgid/getgroups never fail with a correctly sized buffer.
-    let (uid, gid, groups) = unsafe {
-        let n = libc::getgroups(0, std::ptr::null_mut());
-        let mut g = vec![0; n.max(0) as usize];
-        let n = libc::getgroups(g.len() as libc::c_int, g.as_mut_ptr());
-        g.truncate(n.max(0) as usize);
-        (libc::getuid(), libc::getgid(), g)
-    };
     Identity {
-        uid,
-        gid,
-        groups,
+        uid: nix::unistd::getuid().as_raw(),
+        gid: nix::unistd::getgid().as_raw(),
+        groups: nix::unistd::getgroups()
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default(),
         cap_eff: field("CapEff:"),
         cap_bnd: field("CapBnd:"),
         no_new_privs: field("NoNewPrivs:").map(|v| v == "1"),
-        mnt_ns: link_at(c"ns/mnt"),
-        pid_ns: link_at(c"ns/pid"),
-        cgroup: read_at(c"cgroup"),
+        mnt_ns: joined.mnt_ns.clone(),
+        pid_ns: joined.pid_ns.clone(),
+        cgroup: read("/proc/self/cgroup"),
+        seccomp: field("Seccomp:").and_then(|v| v.parse().ok()),
+        own_mnt_ns: link("/proc/self/ns/mnt"),
+        own_pid_ns: link("/proc/self/ns/pid"),
     }
 }
 
@@ -237,45 +562,47 @@ type CuGetErrorName = unsafe extern "C" fn(libc::c_int, *mut *const libc::c_char
 /// GPUs asked for a context at most; more would only cost time.
 const MAX_DEVICES: i64 = 16;
 
+/// Load a library by path, as the container's process would (`RTLD_NOW | RTLD_LOCAL`).
+fn load(path: &Path) -> Result<libloading::os::unix::Library, String> {
+    // SAFETY: running the library's initialisers is the point; we are confined as the container
+    // is (see `become_the_container`).
+    unsafe {
+        libloading::os::unix::Library::open(
+            Some(path),
+            libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL,
+        )
+    }
+    .map_err(|e| e.to_string())
+}
+
 fn drive(
     outcome: &mut ProbeOutcome,
-    libcuda: &std::path::Path,
+    libcuda: &Path,
+    preload: &[std::path::PathBuf],
     canary: Option<&str>,
 ) -> Result<(), String> {
-    let path = CString::new(libcuda.as_os_str().as_encoded_bytes())
-        .map_err(|_| "libcuda path has a NUL".to_string())?;
     let t = Instant::now();
-    // SAFETY: loading the driver is the point; we are confined as the container is.
-    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    // Companions the container's LD_LIBRARY_PATH points to: glibc reads that variable only at
+    // process start, so they are loaded by path now and libcuda's own dlopen by soname finds
+    // them loaded. One that does not load is left to libcuda's own search.
+    let _companions: Vec<_> = preload.iter().filter_map(|p| load(p).ok()).collect();
+    let lib = load(libcuda).map_err(|e| format!("dlopen {}: {e}", libcuda.display()))?;
     outcome
         .setup_ms
         .push(("dlopen".into(), t.elapsed().as_secs_f64() * 1000.0));
-    if h.is_null() {
-        // SAFETY: dlerror returns a C string or null.
-        let e = unsafe { libc::dlerror() };
-        let msg = if e.is_null() {
-            "unknown".into()
-        } else {
-            unsafe { std::ffi::CStr::from_ptr(e) }
-                .to_string_lossy()
-                .into_owned()
-        };
-        return Err(format!("dlopen {}: {msg}", libcuda.display()));
-    }
-    let sym = |name: &std::ffi::CStr| -> Result<*mut libc::c_void, String> {
-        // SAFETY: h is a valid handle.
-        let p = unsafe { libc::dlsym(h, name.as_ptr()) };
-        if p.is_null() {
-            Err(format!(
-                "{} has no {}",
-                libcuda.display(),
-                name.to_string_lossy()
-            ))
-        } else {
-            Ok(p)
-        }
+    let sym = |name: &[u8]| -> Result<*mut libc::c_void, String> {
+        // SAFETY: reading a symbol's address; it is given a type below.
+        unsafe { lib.get::<*mut libc::c_void>(name) }
+            .map(|s| *s)
+            .map_err(|_| {
+                format!(
+                    "{} has no {}",
+                    libcuda.display(),
+                    String::from_utf8_lossy(&name[..name.len().saturating_sub(1)])
+                )
+            })
     };
-    // SAFETY: the CUDA driver API's published signatures.
+    // SAFETY (all transmutes below): the CUDA driver API's published signatures.
     let (cu_init, cu_version, cu_count, cu_dev, cu_ctx, cu_destroy): (
         CuInit,
         CuIntOut,
@@ -285,16 +612,16 @@ fn drive(
         CuCtxDestroy,
     ) = unsafe {
         (
-            std::mem::transmute::<*mut libc::c_void, CuInit>(sym(c"cuInit")?),
-            std::mem::transmute::<*mut libc::c_void, CuIntOut>(sym(c"cuDriverGetVersion")?),
-            std::mem::transmute::<*mut libc::c_void, CuIntOut>(sym(c"cuDeviceGetCount")?),
-            std::mem::transmute::<*mut libc::c_void, CuDeviceGet>(sym(c"cuDeviceGet")?),
-            std::mem::transmute::<*mut libc::c_void, CuCtxCreate>(sym(c"cuCtxCreate_v2")?),
-            std::mem::transmute::<*mut libc::c_void, CuCtxDestroy>(sym(c"cuCtxDestroy_v2")?),
+            std::mem::transmute::<*mut libc::c_void, CuInit>(sym(b"cuInit\0")?),
+            std::mem::transmute::<*mut libc::c_void, CuIntOut>(sym(b"cuDriverGetVersion\0")?),
+            std::mem::transmute::<*mut libc::c_void, CuIntOut>(sym(b"cuDeviceGetCount\0")?),
+            std::mem::transmute::<*mut libc::c_void, CuDeviceGet>(sym(b"cuDeviceGet\0")?),
+            std::mem::transmute::<*mut libc::c_void, CuCtxCreate>(sym(b"cuCtxCreate_v2\0")?),
+            std::mem::transmute::<*mut libc::c_void, CuCtxDestroy>(sym(b"cuCtxDestroy_v2\0")?),
         )
     };
     let module_load: Option<(CuModuleLoadData, CuModuleUnload)> =
-        match (sym(c"cuModuleLoadData"), sym(c"cuModuleUnload")) {
+        match (sym(b"cuModuleLoadData\0"), sym(b"cuModuleUnload\0")) {
             // SAFETY: the driver API's published signatures.
             (Ok(l), Ok(u)) => Some(unsafe {
                 (
@@ -305,17 +632,17 @@ fn drive(
             _ => None,
         };
     let canary = canary.and_then(|c| CString::new(c).ok());
-    let get_name: Option<CuGetErrorName> = sym(c"cuGetErrorName")
+    // SAFETY: the driver API's published signature.
+    let get_name: Option<CuGetErrorName> = sym(b"cuGetErrorName\0")
         .ok()
         .map(|p| unsafe { std::mem::transmute::<*mut libc::c_void, CuGetErrorName>(p) });
     let name_of = |code: libc::c_int| -> Option<String> {
         let f = get_name?;
         let mut s: *const libc::c_char = std::ptr::null();
-        // SAFETY: the driver returns a static string.
+        // SAFETY: the driver returns a static NUL-terminated string; bounded below.
         (unsafe { f(code, &mut s) } == 0 && !s.is_null()).then(|| {
-            unsafe { std::ffi::CStr::from_ptr(s) }
-                .to_string_lossy()
-                .into_owned()
+            let name = unsafe { CStr::from_ptr(s) }.to_string_lossy();
+            name.chars().take(64).collect()
         })
     };
     let mut timed = |call: String, f: &mut dyn FnMut() -> libc::c_int| -> libc::c_int {
@@ -329,6 +656,7 @@ fn drive(
         });
         code
     };
+    // SAFETY (every driver call below): the published signatures, with valid out-pointers.
     if timed("cuInit".into(), &mut || unsafe { cu_init(0) }) != 0 {
         return Ok(());
     }
@@ -378,12 +706,26 @@ fn drive(
             cu_destroy(ctx)
         });
     }
+    // The library stays mapped until _exit: unloading image code gains nothing.
+    std::mem::forget(lib);
     Ok(())
 }
 
-/// The child's whole life: read the spec, become the container, ask the driver, print JSON.
-/// Returns the exit code.
+/// The child's whole life: read the spec, become the container, ask the driver, print JSON, end.
+/// Returns the exit code where it returns at all.
 pub fn main(stdin: impl Read) -> i32 {
+    let mut sys = Real { level: 0 };
+    // Nothing the hook's runtime left open survives into image code.
+    if sys.close_fds_above_stderr().is_err() {
+        return 2;
+    }
+    // SAFETY: installing a handler that only uses atomics and kill(2).
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGTERM,
+            nix::sys::signal::SigHandler::Handler(on_term),
+        );
+    }
     let mut input = Vec::new();
     if stdin.take(1 << 20).read_to_end(&mut input).is_err() {
         return 2;
@@ -391,18 +733,24 @@ pub fn main(stdin: impl Read) -> i32 {
     let Ok(spec) = serde_json::from_slice::<ProbeSpec>(&input) else {
         return 2;
     };
+    drop(input);
     let mut outcome = ProbeOutcome {
         libcuda: spec.libcuda.clone(),
         ..ProbeOutcome::default()
     };
     let mut steps = Vec::new();
-    let setup = become_the_container(&spec, &mut steps);
+    let setup = become_the_container(&mut sys, &spec, &mut steps);
     outcome.setup_ms = steps;
     match setup {
         Err(e) => outcome.setup_error = Some(e),
-        Ok(proc_self) => {
-            outcome.identity = identity(&proc_self);
-            if let Err(e) = drive(&mut outcome, &spec.libcuda, spec.ptx_canary.as_deref()) {
+        Ok(joined) => {
+            outcome.identity = identity(&joined);
+            if let Err(e) = drive(
+                &mut outcome,
+                &spec.libcuda,
+                &spec.preload,
+                spec.ptx_canary.as_deref(),
+            ) {
                 outcome.load_error = Some(e);
             }
         }
@@ -410,15 +758,248 @@ pub fn main(stdin: impl Read) -> i32 {
     finish(&outcome)
 }
 
+/// Write the answer and end at once: the driver's own teardown at exit is skipped (the kernel
+/// releases the GPU as the process ends), and image code gets no more time.
 fn finish(outcome: &ProbeOutcome) -> i32 {
-    let json = serde_json::to_vec(outcome).expect("outcome serialises");
+    let json = serde_json::to_vec(outcome).unwrap_or_default();
     let mut out = std::io::stdout().lock();
     let _ = std::io::Write::write_all(&mut out, &json);
     let _ = std::io::Write::flush(&mut out);
     drop(out);
-    // The answer is complete: let the parent have it now rather than after the driver's
-    // teardown at exit.
-    // SAFETY: closing our stdout, which nothing uses after this.
-    unsafe { libc::close(1) };
-    0
+    // SAFETY: ending the process without exit handlers (image code may have registered some).
+    unsafe { libc::_exit(0) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records each step; forks return as the child (the path that reaches image code).
+    #[derive(Default)]
+    struct Record(Vec<String>);
+
+    impl Sys for Record {
+        fn close_fds_above_stderr(&mut self) -> Result<(), String> {
+            self.0.push("close_fds".into());
+            Ok(())
+        }
+        fn die_with_parent(&mut self) -> Result<(), String> {
+            self.0.push("pdeathsig".into());
+            Ok(())
+        }
+        fn join_cgroup(&mut self, p: &Path) -> Result<(), String> {
+            self.0.push(format!("cgroup {}", p.display()));
+            Ok(())
+        }
+        fn open_ns(&mut self, p: &Path) -> Result<OwnedFd, String> {
+            self.0.push(format!("open {}", p.display()));
+            std::fs::File::open("/dev/null")
+                .map(OwnedFd::from)
+                .map_err(|e| e.to_string())
+        }
+        fn setns(&mut self, _: &OwnedFd, kind: &str) -> Result<(), String> {
+            self.0.push(format!("setns {kind}"));
+            Ok(())
+        }
+        fn ns_link(&mut self, kind: &str) -> Option<String> {
+            self.0.push(format!("link {kind}"));
+            None
+        }
+        fn fork_and_wait(&mut self, what: &str) -> Result<(), String> {
+            self.0.push(format!("fork {what}"));
+            Ok(())
+        }
+        fn unshare(&mut self, kind: &str) -> Result<(), String> {
+            self.0.push(format!("unshare {kind}"));
+            Ok(())
+        }
+        fn make_mounts_private(&mut self) -> Result<(), String> {
+            self.0.push("private".into());
+            Ok(())
+        }
+        fn root_readonly(&mut self, _: &Path) -> Result<(), String> {
+            self.0.push("root ro".into());
+            Ok(())
+        }
+        fn mask(&mut self, _: &Path, p: &str) -> Result<(), String> {
+            self.0.push(format!("mask {p}"));
+            Ok(())
+        }
+        fn readonly(&mut self, _: &Path, p: &str) -> Result<(), String> {
+            self.0.push(format!("ro {p}"));
+            Ok(())
+        }
+        fn chroot(&mut self, _: &Path) -> Result<(), String> {
+            self.0.push("chroot".into());
+            Ok(())
+        }
+        fn set_rlimit(&mut self, r: &Rlimit) -> Result<(), String> {
+            self.0.push(format!("rlimit {}", r.kind));
+            Ok(())
+        }
+        fn drop_bounding_set(&mut self) -> Result<(), String> {
+            self.0.push("bounding".into());
+            Ok(())
+        }
+        fn set_ids(&mut self, uid: u32, _: u32, _: &[u32]) -> Result<(), String> {
+            self.0.push(format!("ids {uid}"));
+            Ok(())
+        }
+        fn clear_capabilities(&mut self) -> Result<(), String> {
+            self.0.push("caps".into());
+            Ok(())
+        }
+        fn no_new_privs(&mut self) -> Result<(), String> {
+            self.0.push("nnp".into());
+            Ok(())
+        }
+        fn set_env(&mut self, k: &str, _: &str) {
+            self.0.push(format!("env {k}"));
+        }
+        fn seccomp(&mut self, _: &[[u32; 4]]) -> Result<(), String> {
+            self.0.push("seccomp".into());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_steps_run_in_the_order_that_keeps_image_code_confined() {
+        let spec = ProbeSpec {
+            pid: 42,
+            proc_root: "/proc".into(),
+            cgroup_procs: vec!["/sys/fs/cgroup/c/cgroup.procs".into()],
+            namespaces: ["user", "pid", "mnt"].map(String::from).to_vec(),
+            rootfs: "/b/rootfs".into(),
+            libcuda: "/usr/lib/libcuda.so.1".into(),
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+            ptx_canary: None,
+            env: vec![("CUDA_VISIBLE_DEVICES".into(), "0".into())],
+            preload: vec![],
+            masked_paths: vec!["/proc/kcore".into()],
+            readonly_paths: vec!["/proc/sys".into()],
+            root_readonly: true,
+            rlimits: vec![Rlimit {
+                kind: "RLIMIT_NOFILE".into(),
+                soft: 1024,
+                hard: 1024,
+            }],
+            seccomp: vec![vec![[6, 0, 0, 0x7fff_0000]]],
+        };
+        let mut r = Record::default();
+        let mut steps = Vec::new();
+        become_the_container(&mut r, &spec, &mut steps).unwrap();
+        let want = [
+            "pdeathsig",
+            "cgroup /sys/fs/cgroup/c/cgroup.procs",
+            "open /proc/42/ns/user",
+            "open /proc/42/ns/pid",
+            "open /proc/42/ns/mnt",
+            "setns user",
+            "setns pid",
+            "fork pid",
+            "pdeathsig",
+            "link pid",
+            "unshare pid",
+            "fork nested pid",
+            "pdeathsig",
+            "setns mnt",
+            "link mnt",
+            "unshare mnt",
+            "private",
+            "root ro",
+            "mask /proc/kcore",
+            "ro /proc/sys",
+            "chroot",
+            "rlimit RLIMIT_NOFILE",
+            "bounding",
+            "ids 1000",
+            "caps",
+            "nnp",
+            "pdeathsig",
+            "close_fds",
+            "env CUDA_VISIBLE_DEVICES",
+            "seccomp",
+        ];
+        assert_eq!(r.0, want);
+    }
+
+    #[test]
+    fn a_failed_step_stops_before_anything_later() {
+        struct FailChroot(Record);
+        // Delegate everything, fail at chroot.
+        impl Sys for FailChroot {
+            fn close_fds_above_stderr(&mut self) -> Result<(), String> {
+                self.0.close_fds_above_stderr()
+            }
+            fn die_with_parent(&mut self) -> Result<(), String> {
+                self.0.die_with_parent()
+            }
+            fn join_cgroup(&mut self, p: &Path) -> Result<(), String> {
+                self.0.join_cgroup(p)
+            }
+            fn open_ns(&mut self, p: &Path) -> Result<OwnedFd, String> {
+                self.0.open_ns(p)
+            }
+            fn setns(&mut self, f: &OwnedFd, k: &str) -> Result<(), String> {
+                self.0.setns(f, k)
+            }
+            fn ns_link(&mut self, k: &str) -> Option<String> {
+                self.0.ns_link(k)
+            }
+            fn fork_and_wait(&mut self, w: &str) -> Result<(), String> {
+                self.0.fork_and_wait(w)
+            }
+            fn unshare(&mut self, k: &str) -> Result<(), String> {
+                self.0.unshare(k)
+            }
+            fn make_mounts_private(&mut self) -> Result<(), String> {
+                self.0.make_mounts_private()
+            }
+            fn root_readonly(&mut self, p: &Path) -> Result<(), String> {
+                self.0.root_readonly(p)
+            }
+            fn mask(&mut self, r: &Path, p: &str) -> Result<(), String> {
+                self.0.mask(r, p)
+            }
+            fn readonly(&mut self, r: &Path, p: &str) -> Result<(), String> {
+                self.0.readonly(r, p)
+            }
+            fn chroot(&mut self, _: &Path) -> Result<(), String> {
+                Err("chroot refused".into())
+            }
+            fn set_rlimit(&mut self, r: &Rlimit) -> Result<(), String> {
+                self.0.set_rlimit(r)
+            }
+            fn drop_bounding_set(&mut self) -> Result<(), String> {
+                self.0.drop_bounding_set()
+            }
+            fn set_ids(&mut self, u: u32, g: u32, gs: &[u32]) -> Result<(), String> {
+                self.0.set_ids(u, g, gs)
+            }
+            fn clear_capabilities(&mut self) -> Result<(), String> {
+                self.0.clear_capabilities()
+            }
+            fn no_new_privs(&mut self) -> Result<(), String> {
+                self.0.no_new_privs()
+            }
+            fn set_env(&mut self, k: &str, v: &str) {
+                self.0.set_env(k, v)
+            }
+            fn seccomp(&mut self, p: &[[u32; 4]]) -> Result<(), String> {
+                self.0.seccomp(p)
+            }
+        }
+        let spec: ProbeSpec = serde_json::from_value(serde_json::json!({
+            "pid": 1, "proc_root": "/proc", "cgroup_procs": [], "namespaces": [],
+            "rootfs": "/r", "libcuda": "/l", "uid": 0, "gid": 0, "additional_gids": [],
+            "env": [["CUDA_VISIBLE_DEVICES", "0"]]
+        }))
+        .unwrap();
+        let mut f = FailChroot(Record::default());
+        let e = become_the_container(&mut f, &spec, &mut Vec::new()).unwrap_err();
+        assert_eq!(e, "chroot refused");
+        assert!(!f.0.0.iter().any(|s| s.starts_with("env") || s == "ids 0"));
+    }
 }

@@ -19,6 +19,7 @@ pub const FINDING_IDS: &[&str] = &[
     "probe-setup-failed",
     "probe-without-seccomp",
     "probe-skipped",
+    "probe-inconclusive",
 ];
 
 /// The driver's own words for `code`: our table where it knows the code, else what the driver's
@@ -58,12 +59,35 @@ fn cause(code: i64, devices: Option<&DeviceView>) -> String {
 }
 
 /// Findings from one probe run. `seccomp` says whether the container has a seccomp filter the
-/// probe did not apply.
+/// probe did not apply. `footprint` says why a failure may be the probe's own (a pids or
+/// memory limit within what the probe itself takes): a block then becomes `probe-inconclusive`.
 pub fn probe_findings(
     result: &ProbeResult,
     devices: Option<&DeviceView>,
     seccomp: bool,
+    footprint: Option<&str>,
 ) -> Vec<Finding> {
+    let out = findings_of(result, devices, seccomp);
+    let Some(why) = footprint else {
+        return out;
+    };
+    out.into_iter()
+        .map(|f| {
+            if f.severity != Severity::Block && f.id != "probe-timeout" && f.id != "probe-crashed" {
+                return f;
+            }
+            Finding::new(
+                "probe-inconclusive",
+                Severity::Warn,
+                f.predicted.clone(),
+                format!("{}; but {why}, so this may be the probe's own footprint, not the workload's", f.evidence),
+                "Run the workload to see; raise the container's limit if it fails the same way.",
+            )
+        })
+        .collect()
+}
+
+fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     if seccomp {
         out.push(Finding::new(
@@ -337,7 +361,7 @@ mod tests {
             ),
         ];
         for (name, r, dev, id, sev, code, text) in cases {
-            let f = probe_findings(&r, dev, false);
+            let f = probe_findings(&r, dev, false, None);
             assert_eq!(f.len(), 1, "{name}");
             assert_eq!(f[0].id, id, "{name}");
             assert_eq!(f[0].severity, sev, "{name}");
@@ -346,7 +370,7 @@ mod tests {
             assert!(FINDING_IDS.contains(&f[0].id.as_str()));
         }
         assert_eq!(
-            probe_findings(&ProbeResult::TimedOut { deadline_ms: 1 }, None, true)[0].id,
+            probe_findings(&ProbeResult::TimedOut { deadline_ms: 1 }, None, true, None)[0].id,
             "probe-without-seccomp"
         );
     }
