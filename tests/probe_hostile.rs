@@ -56,6 +56,11 @@ struct Setup<'a> {
     state: Option<&'a Path>,
     /// Put the bait libgcc_s.so.1 in the image at /opt/evil.
     bait: bool,
+    /// `linux.seccomp` of the spec.
+    seccomp: Option<Value>,
+    /// Install our hook at createContainer (`--stage createContainer`) instead of
+    /// createRuntime, after a hook that saves the state runc hands to that stage.
+    create_container: bool,
 }
 
 impl Default for Setup<'_> {
@@ -69,6 +74,8 @@ impl Default for Setup<'_> {
             pids_limit: None,
             state: None,
             bait: false,
+            seccomp: None,
+            create_container: false,
         }
     }
 }
@@ -124,7 +131,11 @@ fn start(s: &Setup) -> Run {
     }
     let mut spec = base_spec(
         dir.path(),
-        &["sh", "-c", "cat /proc/[0-9]*/comm; echo; cat /proc/[0-9]*/cmdline"],
+        &[
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid; cat /proc/[0-9]*/comm; echo; cat /proc/[0-9]*/cmdline",
+        ],
     );
     assert_eq!(spec["root"]["readonly"], true, "runc's default spec changed");
     spec["process"]["user"] = json!({"uid": s.uid, "gid": s.uid, "additionalGids": [44]});
@@ -139,6 +150,9 @@ fn start(s: &Setup) -> Run {
     }
     spec["linux"]["devices"] = devices;
     allow_nvidia_cgroup(&mut spec);
+    if let Some(sc) = &s.seccomp {
+        spec["linux"]["seccomp"] = sc.clone();
+    }
     if let Some(limit) = s.pids_limit {
         spec["linux"]["resources"]["pids"] = json!({"limit": limit});
     }
@@ -177,6 +191,19 @@ fn start(s: &Setup) -> Run {
             h100_profile().to_str().unwrap(),
         ],
     );
+    if s.create_container {
+        let ours = spec["hooks"]["createRuntime"].as_array_mut().unwrap().remove(0);
+        let mut ours = ours;
+        ours["args"]
+            .as_array_mut()
+            .unwrap()
+            .extend([json!("--stage"), json!("createContainer")]);
+        let save = format!("cat > {}/cc-state.json", dir.path().display());
+        spec["hooks"]["createContainer"] = json!([
+            {"path": "/bin/sh", "args": ["sh", "-c", save]},
+            ours
+        ]);
+    }
     write_spec(dir.path(), &spec);
     let id = unique_id("hostile");
     let t = std::time::Instant::now();
@@ -421,4 +448,148 @@ fn a_pids_limit_within_the_probes_footprint_is_inconclusive_not_a_block() {
     assert!(roomy.ok, "{}", roomy.stderr);
     assert_eq!(roomy.report["probe"]["cached"], false, "{}", roomy.report);
     assert_eq!(finding_ids(&roomy.report), Vec::<String>::new(), "{}", roomy.report);
+}
+
+#[test]
+fn the_containers_seccomp_filter_binds_the_probe() {
+    // Everything allowed but sysinfo, refused with a telling errno; the double calls it.
+    let r = start(&Setup {
+        conf: "hostile=1\nseccheck=1\n",
+        seccomp: Some(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": ["sysinfo"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77}]
+        })),
+        ..Setup::default()
+    });
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.info("sysinfo"), Some("errno 77"), "{}", r.escapes);
+    assert_eq!(r.report["probe"]["outcome"]["identity"]["seccomp"], 2, "{}", r.report);
+    assert!(
+        !all_finding_ids(&r.report).contains(&"probe-without-seccomp".to_string()),
+        "{}",
+        r.report
+    );
+    assert_eq!(r.succeeded(), Vec::<&str>::new(), "{}", r.escapes);
+}
+
+#[test]
+fn at_create_container_the_probe_runs_inside_and_the_container_still_starts() {
+    let r = start(&Setup {
+        conf: "hostile=1\nversion=5150\n",
+        uid: 1000,
+        create_container: true,
+        ..Setup::default()
+    });
+    assert!(r.ok, "{}", r.stderr);
+    // runc hands createContainer hooks the pid runc init has in the container's pid namespace
+    // (libcontainer: `s.Pid = unix.Getpid()`), not a host pid.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(r.bundle.path().join("cc-state.json")).expect("state saved at createContainer"),
+    )
+    .unwrap();
+    assert_eq!(state["pid"], 1, "{state}");
+    assert_eq!(r.report["probe"]["result"], "finished", "{}", r.report);
+    let outcome = &r.report["probe"]["outcome"];
+    assert_eq!(outcome["driver_version"], 5150, "{}", r.report);
+    let mut lines = r.stdout.lines();
+    assert_eq!(outcome["identity"]["mnt_ns"], lines.next().unwrap(), "{}", r.report);
+    assert_eq!(outcome["identity"]["pid_ns"], lines.next().unwrap(), "{}", r.report);
+    assert_eq!(outcome["identity"]["uid"], 1000);
+    assert_eq!(outcome["identity"]["cap_eff"], "0000000000000000");
+    assert_eq!(r.succeeded(), Vec::<&str>::new(), "{}", r.escapes);
+    assert_nothing_left(&r, "no-linger");
+}
+
+/// Real Podman: its own spec (its default seccomp profile from containers-common, capabilities,
+/// masked and read-only paths), our hooks-directory entry as shipped, a stand-in for NVIDIA's
+/// prestart hook creating the device nodes, the hostile double mounted as the driver.
+#[test]
+fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement() {
+    require_tool("podman");
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_dir();
+    let hooks = dir.path().join("hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let state = dir.path().join("state");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "probe = \"always\"\nprobe_deadline_ms = 3000\n").unwrap();
+    let mut ours: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("hooks/oci-hooks.d/cuda-preflight.json")).unwrap(),
+    )
+    .unwrap();
+    ours["hook"]["path"] = BIN.into();
+    ours["hook"]["args"] = json!([
+        "cuda-preflight", "hook", "--config", config, "--state-dir", state,
+        "--host-profile", h100_profile()
+    ]);
+    std::fs::write(hooks.join("cuda-preflight.json"), ours.to_string()).unwrap();
+    let standin = standin_nvidia_hook(dir.path(), ALL_NODES, true);
+    let nvidia = json!({
+        "version": "1.0.0",
+        "hook": {"path": standin, "args": ["nvidia-container-runtime-hook", "prestart"]},
+        "when": {"always": true},
+        "stages": ["prestart"]
+    });
+    std::fs::write(hooks.join("oci-nvidia-hook.json"), nvidia.to_string()).unwrap();
+    let root = busybox_rootfs(dir.path());
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/cuda-double.conf"), "hostile=1\nseccheck=1\nversion=6060\n")
+        .unwrap();
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::write(root.join("usr/lib/libcuda.so.1"), "").unwrap();
+    let d = dir.path();
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "5", "120", "podman"])
+        .arg("--root")
+        .arg(d.join("storage"))
+        .arg("--runroot")
+        .arg(d.join("runroot"))
+        .args([
+            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend",
+            "none", "--runtime", "runc",
+        ])
+        .arg("--hooks-dir")
+        .arg(&hooks)
+        .args(["run", "--rm", "--network", "none", "--user", "1000:1000"])
+        // This sandbox's own hard limits are below Podman's defaults (as in tests/podman.rs).
+        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"])
+        .args(["--name", &unique_id("podman-hostile")])
+        .args(["-e", "NVIDIA_VISIBLE_DEVICES=all"])
+        .arg("-v")
+        .arg(format!("{}:/usr/lib/libcuda.so.1:ro", hostile().display()))
+        .arg("-v")
+        .arg(format!("{}:/probe-log", log.path().display()))
+        .arg("--rootfs")
+        .arg(&root)
+        .arg("true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let escapes = std::fs::read_to_string(log.path().join("escapes")).unwrap_or_default();
+    let report: Value = std::fs::read_dir(state.join("reports"))
+        .expect("a report")
+        .flatten()
+        .next()
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .expect("a report");
+    eprintln!("podman: {escapes}\n{}", report["probe"]);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(report["probe"]["result"], "finished", "{report}");
+    let outcome = &report["probe"]["outcome"];
+    assert_eq!(outcome["driver_version"], 6060, "{report}");
+    assert_eq!(outcome["identity"]["seccomp"], 2, "{report}");
+    assert_eq!(outcome["identity"]["uid"], 1000, "{report}");
+    // Podman's profile allows sysinfo: the double's call went through the filter.
+    assert_eq!(
+        escapes.lines().find_map(|l| l.strip_prefix("info sysinfo=")),
+        Some("ok"),
+        "{escapes}"
+    );
+    for a in ["inherited-fds", "core-pattern", "sysrq-trigger", "rootfs-write", "ptrace-any"] {
+        assert!(
+            escapes.lines().any(|l| l.starts_with(&format!("{a} no"))),
+            "{a}: {escapes}"
+        );
+    }
 }

@@ -144,7 +144,7 @@ pub struct ProbeOutcome {
 /// Calls kept from one answer at most (the probe makes 3 + 4 per GPU for 16 GPUs).
 const MAX_CALLS: usize = 80;
 /// Characters kept of any string in an answer.
-const MAX_TEXT: usize = 512;
+const MAX_TEXT: usize = 4096;
 
 fn clip(s: &mut String) {
     if s.len() > MAX_TEXT {

@@ -4,6 +4,7 @@
 //!
 //! The key is content, not identity: overlay and vfs give every container its own inode numbers
 //! for the same library, so libraries are named by size, mtime and ELF build-id.
+#![deny(unsafe_code)]
 
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
@@ -97,6 +98,7 @@ pub fn store(dir: &Path, key: &str, outcome: &ProbeOutcome) -> std::io::Result<(
 
 /// Hold the key's lock (exclusive `flock`) until `deadline`; `None` if it could not be had in
 /// time. The lock goes with the returned file.
+#[allow(unsafe_code)]
 pub fn lock(dir: &Path, key: &str, deadline: Instant) -> Option<std::fs::File> {
     std::fs::create_dir_all(dir).ok()?;
     let path: PathBuf = dir.join(format!("{key}.lock"));

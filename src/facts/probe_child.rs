@@ -23,7 +23,7 @@
 //!
 //! The order of the steps is the point of this file; it is written once, against [`Sys`], and a
 //! unit test pins it.
-#![allow(unsafe_code)] // see each `SAFETY:` comment; everything else in the crate's probe is safe
+#![deny(unsafe_code)] // allowed only on the few functions below that need it, each `SAFETY:`-commented
 
 use std::ffi::{CStr, CString};
 use std::io::Read;
@@ -96,6 +96,12 @@ pub fn become_the_container(
         *t = Instant::now();
     };
     sys.die_with_parent()?;
+    // 0. The container's rlimits, here while we are still root in the host's user namespace:
+    //    raising a hard limit needs CAP_SYS_RESOURCE there (as runc sets them from outside for a
+    //    user-namespaced container); every process below inherits them.
+    for r in &spec.rlimits {
+        sys.set_rlimit(r)?;
+    }
     // 1. The container's cgroups: its device rules and pids/memory limits bind us.
     for f in &spec.cgroup_procs {
         sys.join_cgroup(f)?;
@@ -144,11 +150,8 @@ pub fn become_the_container(
     }
     sys.chroot(&spec.rootfs)?;
     step("mnt", &mut t);
-    // 6. Limits while we may still raise them, then the user; the bounding set is emptied while
-    //    CAP_SETPCAP is still ours; no capability in any set, no way back.
-    for r in &spec.rlimits {
-        sys.set_rlimit(r)?;
-    }
+    // 6. The user; the bounding set is emptied while CAP_SETPCAP is still ours; no capability in
+    //    any set, no way back.
     sys.drop_bounding_set()?;
     sys.set_ids(spec.uid, spec.gid, &spec.additional_gids)?;
     sys.clear_capabilities()?;
@@ -172,15 +175,13 @@ static WAITING_FOR: AtomicI32 = AtomicI32::new(0);
 static PASS_ON: AtomicI32 = AtomicI32::new(0);
 static TERM_PENDING: AtomicI32 = AtomicI32::new(0);
 
+#[allow(unsafe_code)]
 extern "C" fn on_term(_: libc::c_int) {
     // Async-signal-safe: atomics and kill(2) only.
     let pid = WAITING_FOR.load(Ordering::SeqCst);
     if pid > 0 {
         // SAFETY: kill(2) is async-signal-safe; the pid is our own child.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(pid, PASS_ON.load(Ordering::SeqCst))
-        };
+        unsafe { libc::kill(pid, PASS_ON.load(Ordering::SeqCst)) };
     } else {
         TERM_PENDING.store(1, Ordering::SeqCst);
     }
@@ -198,6 +199,7 @@ fn errno(what: &str, e: impl std::fmt::Display) -> String {
 
 /// Open `path` inside `rootfs` as the container would resolve it (symlinks stay inside the
 /// rootfs), O_PATH. `None` when it does not exist (runc skips those too).
+#[allow(unsafe_code)]
 fn resolve_in_root(rootfs: &Path, path: &str) -> Result<Option<OwnedFd>, String> {
     use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
     let root = nix::fcntl::open(
@@ -290,6 +292,7 @@ fn resource(name: &str) -> Option<nix::sys::resource::Resource> {
 }
 
 impl Sys for Real {
+    #[allow(unsafe_code)]
     fn close_fds_above_stderr(&mut self) -> Result<(), String> {
         // SAFETY: close_range(2) closes fds; nothing of ours above stderr is in use here.
         let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -332,6 +335,7 @@ impl Sys for Real {
             .map(|p| p.display().to_string())
     }
 
+    #[allow(unsafe_code)]
     fn fork_and_wait(&mut self, what: &str) -> Result<(), String> {
         // SAFETY: this process is single-threaded (a fresh exec that starts no thread), so the
         // child may run any code after fork.
@@ -464,6 +468,7 @@ impl Sys for Real {
         nix::sys::prctl::set_no_new_privs().map_err(|e| errno("PR_SET_NO_NEW_PRIVS", e))
     }
 
+    #[allow(unsafe_code)]
     fn set_env(&mut self, key: &str, value: &str) {
         // SAFETY: C is single-threaded here (no thread has been started, no image code loaded).
         unsafe { std::env::set_var(key, value) };
@@ -486,6 +491,7 @@ impl Sys for Real {
 /// Wait for `child` and end the same way: its exit code, or its signal (so a crash in the driver
 /// reads as a crash to the hook). A SIGTERM is passed on to the child as `pass_on`, so it is
 /// reaped here and never left behind.
+#[allow(unsafe_code)]
 fn wait_and_mirror(child: libc::pid_t, pass_on: libc::c_int) -> ! {
     use nix::sys::wait::{WaitStatus, waitpid};
     PASS_ON.store(pass_on, Ordering::SeqCst);
@@ -563,6 +569,7 @@ type CuGetErrorName = unsafe extern "C" fn(libc::c_int, *mut *const libc::c_char
 const MAX_DEVICES: i64 = 16;
 
 /// Load a library by path, as the container's process would (`RTLD_NOW | RTLD_LOCAL`).
+#[allow(unsafe_code)]
 fn load(path: &Path) -> Result<libloading::os::unix::Library, String> {
     // SAFETY: running the library's initialisers is the point; we are confined as the container
     // is (see `become_the_container`).
@@ -575,6 +582,7 @@ fn load(path: &Path) -> Result<libloading::os::unix::Library, String> {
     .map_err(|e| e.to_string())
 }
 
+#[allow(unsafe_code)]
 fn drive(
     outcome: &mut ProbeOutcome,
     libcuda: &Path,
@@ -713,6 +721,7 @@ fn drive(
 
 /// The child's whole life: read the spec, become the container, ask the driver, print JSON, end.
 /// Returns the exit code where it returns at all.
+#[allow(unsafe_code)]
 pub fn main(stdin: impl Read) -> i32 {
     let mut sys = Real { level: 0 };
     // Nothing the hook's runtime left open survives into image code.
@@ -760,6 +769,7 @@ pub fn main(stdin: impl Read) -> i32 {
 
 /// Write the answer and end at once: the driver's own teardown at exit is skipped (the kernel
 /// releases the GPU as the process ends), and image code gets no more time.
+#[allow(unsafe_code)]
 fn finish(outcome: &ProbeOutcome) -> i32 {
     let json = serde_json::to_vec(outcome).unwrap_or_default();
     let mut out = std::io::stdout().lock();
@@ -892,6 +902,7 @@ mod tests {
         become_the_container(&mut r, &spec, &mut steps).unwrap();
         let want = [
             "pdeathsig",
+            "rlimit RLIMIT_NOFILE",
             "cgroup /sys/fs/cgroup/c/cgroup.procs",
             "open /proc/42/ns/user",
             "open /proc/42/ns/pid",
@@ -912,7 +923,6 @@ mod tests {
             "mask /proc/kcore",
             "ro /proc/sys",
             "chroot",
-            "rlimit RLIMIT_NOFILE",
             "bounding",
             "ids 1000",
             "caps",

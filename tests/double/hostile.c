@@ -18,6 +18,8 @@
  *   closeout=1          close stdout, then hang with SIGTERM ignored
  *   threads=<n>         create n threads in cuInit as the real driver does; 304 when it cannot
  *   devcheck=1          cuInit opens /dev/nvidiactl; 100 (no device) when it is refused (EACCES)
+ *   seccheck=1          call sysinfo(2) and record `info sysinfo=ok` or `errno N` (a test's seccomp
+ *                       filter refuses it)
  *
  * Built a second time with -DGCC_BAIT as a `libgcc_s.so.1` for an image's LD_LIBRARY_PATH: the
  * host loader must never map it. Its constructor, run anywhere outside a container rootfs,
@@ -210,6 +212,12 @@ int hostile_cuInit(void) {
         try_create("readonly-path-write", "/ro-target/hostile-write");
         try_read_masked("/secret");
         try_parent();
+    }
+    if (conf_str("seccheck", buf, sizeof buf)) {
+        char info_buf[256];
+        long r = syscall(SYS_sysinfo, info_buf);
+        snprintf(buf, sizeof buf, r == 0 ? "ok" : "errno %d", errno);
+        info("sysinfo", buf);
     }
     if (conf_str("linger", buf, sizeof buf)) linger(buf);
     if (conf_str("threads", buf, sizeof buf)) {
