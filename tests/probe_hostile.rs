@@ -56,6 +56,9 @@ struct Setup<'a> {
     state: Option<&'a Path>,
     /// Put the bait libgcc_s.so.1 in the image at /opt/evil.
     bait: bool,
+    /// Put a `libnvidia-ptxjitcompiler.so.1` whose marker is "from-ldlp" in the image at
+    /// /opt/jit (found only through an LD_LIBRARY_PATH naming it).
+    jit_lib: bool,
     /// `linux.seccomp` of the spec.
     seccomp: Option<Value>,
     /// Install our hook at createContainer (`--stage createContainer`) instead of
@@ -74,6 +77,7 @@ impl Default for Setup<'_> {
             pids_limit: None,
             state: None,
             bait: false,
+            jit_lib: false,
             seccomp: None,
             create_container: false,
         }
@@ -86,6 +90,8 @@ struct Run {
     stderr: String,
     report: Value,
     escapes: String,
+    /// What the double's cuModuleLoadData found as libnvidia-ptxjitcompiler.so.1 (`jitlib=1`).
+    jit: String,
     wall: std::time::Duration,
     bundle: tempfile::TempDir,
     _log: tempfile::TempDir,
@@ -125,6 +131,18 @@ fn start(s: &Setup) -> Run {
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::write(root.join("etc/cuda-double.conf"), s.conf).unwrap();
     std::fs::write(root.join("secret"), "SECRET\n").unwrap();
+    if s.jit_lib {
+        std::fs::create_dir_all(root.join("opt/jit")).unwrap();
+        let src = dir.path().join("jit.c");
+        std::fs::write(&src, "const char *marker = \"from-ldlp\";\n").unwrap();
+        let st = std::process::Command::new("gcc")
+            .args(["-shared", "-fPIC", "-Wl,-soname,libnvidia-ptxjitcompiler.so.1", "-o"])
+            .arg(root.join("opt/jit/libnvidia-ptxjitcompiler.so.1"))
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
     if s.bait {
         std::fs::create_dir_all(root.join("opt/evil")).unwrap();
         std::fs::copy(gcc_bait(), root.join("opt/evil/libgcc_s.so.1")).unwrap();
@@ -216,6 +234,7 @@ fn start(s: &Setup) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into(),
         report: read_report(&state, &id).unwrap_or(Value::Null),
         escapes,
+        jit: std::fs::read_to_string(log.path().join("jit")).unwrap_or_default(),
         wall,
         bundle: dir,
         _log: log,
@@ -592,4 +611,27 @@ fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement()
             "{a}: {escapes}"
         );
     }
+}
+
+#[test]
+fn a_companion_found_through_the_containers_ld_library_path_is_the_one_loaded() {
+    // The JIT compiler library lives only in /opt/jit, named by the container's LD_LIBRARY_PATH;
+    // the probe's own loader never reads that variable, so the probe loads it by path first and
+    // the double's dlopen by soname finds it, as the workload's would.
+    let r = start(&Setup {
+        conf: "jitlib=1\n",
+        env: &["LD_LIBRARY_PATH=/opt/jit"],
+        jit_lib: true,
+        ..Setup::default()
+    });
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(r.jit, "from-ldlp", "{}", r.report);
+    assert_eq!(finding_ids(&r.report), Vec::<String>::new(), "{}", r.report);
+    // Without that variable the workload would not find it either: the canary says so.
+    let r = start(&Setup {
+        conf: "jitlib=1\n",
+        jit_lib: true,
+        ..Setup::default()
+    });
+    assert_eq!(finding_ids(&r.report), vec!["probe-jit-failed"], "{}", r.report);
 }

@@ -419,6 +419,46 @@ fn device_nodes(root: &Path) -> Vec<(String, u32, u32, u32, u64)> {
     out
 }
 
+/// The libraries the probe child loads by path before libcuda: those among the companions, and
+/// the direct dependencies of libcuda and of the companions, that the container's
+/// `LD_LIBRARY_PATH` resolves to another file than the cache and default directories would
+/// (the child's own loader never saw that variable). Dependencies come before what needs them.
+fn preload_list(
+    with_ld: &crate::facts::loader::Loader,
+    without: &crate::facts::loader::Loader,
+    libcuda_host: &Path,
+    companions: &[&str],
+) -> Vec<PathBuf> {
+    let needed_of = |host: &Path| -> Vec<String> {
+        let Ok(f) = std::fs::File::open(host) else {
+            return Vec::new();
+        };
+        let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let bytes = std::cell::Cell::new(0);
+        crate::facts::elf_dynamic::read_needed(&f, size, &bytes)
+            .ok()
+            .flatten()
+            .map(|d| d.needed)
+            .unwrap_or_default()
+    };
+    let mut names: Vec<String> = needed_of(libcuda_host);
+    for c in companions {
+        if let Some(r) = with_ld.resolve(c) {
+            names.extend(needed_of(&r.host_path));
+        }
+        names.push(c.to_string());
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for n in names.iter().take(64) {
+        let Some(r) = with_ld.resolve(n) else { continue };
+        let other = without.resolve(n).map(|o| o.real_path_in_image);
+        if other.as_ref() != Some(&r.real_path_in_image) && !out.contains(&r.real_path_in_image) {
+            out.push(r.real_path_in_image);
+        }
+    }
+    out
+}
+
 /// Probe the container (see `facts::probe`): build the child's spec from the spec and
 /// `/proc/<pid>`, answer from the cache where the same inputs were probed before, else run it
 /// within `deadline` (one probe per key at a time: concurrent starts wait for it and read its
@@ -502,21 +542,18 @@ pub fn probe_container(
         "libnvidia-nvvm.so.4",
         "libnvidia-gpucomp.so",
     ];
-    let mut preload = Vec::new();
-    let mut companions: Vec<(String, Option<String>)> = Vec::new();
-    for n in companion_names {
-        let with = loader.resolve(n);
-        let without = plain.resolve(n).map(|r| r.real_path_in_image);
-        if let Some(r) = &with
-            && without.as_ref() != Some(&r.real_path_in_image)
-        {
-            preload.push(r.real_path_in_image.clone());
-        }
-        companions.push((
-            n.to_string(),
-            with.and_then(|r| probe_cache::library_identity(&r.host_path)),
-        ));
-    }
+    let preload = preload_list(&loader, &plain, &libcuda.host_path, &companion_names);
+    let companions: Vec<(String, Option<String>)> = companion_names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                loader
+                    .resolve(n)
+                    .and_then(|r| probe_cache::library_identity(&r.host_path)),
+            )
+        })
+        .collect();
     let rlimits = bundle
         .spec
         .process()

@@ -7,10 +7,14 @@
  *   version=<int>            what cuDriverGetVersion reports (a marker the test checks)
  *   count=<int>              cuDeviceGetCount (default 1)
  *   jit=<code>               what cuModuleLoadData returns (default 0)
+ *   jitlib=1                 cuModuleLoadData opens libnvidia-ptxjitcompiler.so.1 by soname, as
+ *                            the driver does: 221 when it cannot; the library's `marker` string
+ *                            goes to /probe-log/jit
  *
  * Each cuInit appends a line to /probe-log/calls when that directory exists (a test mounts it),
  * so a test can count how many probes really ran. tests/double/hostile.c builds on this file.
  */
+#include <dlfcn.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +66,13 @@ int cuCtxDestroy_v2(void *ctx) { (void)ctx; return 0; }
 int cuModuleLoadData(void **module, const void *image) {
     /* The canary must be PTX text: a probe that sent something else is a bug the test sees. */
     if (strncmp((const char *)image, ".version ", 9) != 0) return 218;
+    if (conf_int("jitlib", 0, NULL)) {
+        void *jit = dlopen("libnvidia-ptxjitcompiler.so.1", RTLD_NOW);
+        if (!jit) return 221;
+        const char **marker = dlsym(jit, "marker");
+        FILE *log = fopen("/probe-log/jit", "w");
+        if (log) { fprintf(log, "%s", marker ? *marker : "?"); fclose(log); }
+    }
     *module = (void *)0x2;
     return conf_int("jit", 0, NULL);
 }
