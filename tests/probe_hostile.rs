@@ -39,8 +39,11 @@ fn gcc_bait() -> &'static PathBuf {
 /// A host directory writable by any container user.
 fn open_dir() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(d.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .unwrap();
+    std::fs::set_permissions(
+        d.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     d
 }
 
@@ -136,7 +139,12 @@ fn start(s: &Setup) -> Run {
         let src = dir.path().join("jit.c");
         std::fs::write(&src, "const char *marker = \"from-ldlp\";\n").unwrap();
         let st = std::process::Command::new("gcc")
-            .args(["-shared", "-fPIC", "-Wl,-soname,libnvidia-ptxjitcompiler.so.1", "-o"])
+            .args([
+                "-shared",
+                "-fPIC",
+                "-Wl,-soname,libnvidia-ptxjitcompiler.so.1",
+                "-o",
+            ])
             .arg(root.join("opt/jit/libnvidia-ptxjitcompiler.so.1"))
             .arg(&src)
             .status()
@@ -155,7 +163,10 @@ fn start(s: &Setup) -> Run {
             "readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid; cat /proc/[0-9]*/comm; echo; cat /proc/[0-9]*/cmdline",
         ],
     );
-    assert_eq!(spec["root"]["readonly"], true, "runc's default spec changed");
+    assert_eq!(
+        spec["root"]["readonly"], true,
+        "runc's default spec changed"
+    );
     spec["process"]["user"] = json!({"uid": s.uid, "gid": s.uid, "additionalGids": [44]});
     for kv in s.env {
         set_env(&mut spec, kv);
@@ -210,7 +221,10 @@ fn start(s: &Setup) -> Run {
         ],
     );
     if s.create_container {
-        let ours = spec["hooks"]["createRuntime"].as_array_mut().unwrap().remove(0);
+        let ours = spec["hooks"]["createRuntime"]
+            .as_array_mut()
+            .unwrap()
+            .remove(0);
         let mut ours = ours;
         ours["args"]
             .as_array_mut()
@@ -276,11 +290,24 @@ fn escapes_fail_as(uid: u32) {
         uid,
         ..Setup::default()
     });
-    eprintln!("uid {uid}: what the hostile driver tried:\n{}\nreport: {}", r.escapes, r.report["probe"]);
+    eprintln!(
+        "uid {uid}: what the hostile driver tried:\n{}\nreport: {}",
+        r.escapes, r.report["probe"]
+    );
     for a in ATTEMPTS {
-        assert!(r.tried(a), "the double never tried {a}: {}\n{}", r.escapes, r.stderr);
+        assert!(
+            r.tried(a),
+            "the double never tried {a}: {}\n{}",
+            r.escapes,
+            r.stderr
+        );
     }
-    assert_eq!(r.succeeded(), Vec::<&str>::new(), "escapes that worked:\n{}", r.escapes);
+    assert_eq!(
+        r.succeeded(),
+        Vec::<&str>::new(),
+        "escapes that worked:\n{}",
+        r.escapes
+    );
     // The probe still answered, from a working /proc/self, and the container still started.
     assert_eq!(r.info("proc-self"), Some("works"), "{}", r.escapes);
     assert!(r.ok, "{}", r.stderr);
@@ -309,7 +336,10 @@ fn image_ld_library_path_never_reaches_the_host_loader() {
     // working directory if the host's loader maps it.
     let host_dir = open_dir();
     std::fs::copy(gcc_bait(), host_dir.path().join("libgcc_s.so.1")).unwrap();
-    let ldlp = format!("LD_LIBRARY_PATH=rootfs/opt/evil:{}", host_dir.path().display());
+    let ldlp = format!(
+        "LD_LIBRARY_PATH=rootfs/opt/evil:{}",
+        host_dir.path().display()
+    );
     let env = [ldlp.as_str(), "LD_PRELOAD=rootfs/opt/evil/libgcc_s.so.1"];
     let r = start(&Setup {
         conf: "hostile=1\nversion=77\n",
@@ -326,7 +356,11 @@ fn image_ld_library_path_never_reaches_the_host_loader() {
         !host_dir.path().join("HOSTILE-HOST-LOADER").exists(),
         "the host loader ran image code"
     );
-    assert_eq!(r.report["probe"]["outcome"]["driver_version"], 77, "{}", r.report);
+    assert_eq!(
+        r.report["probe"]["outcome"]["driver_version"], 77,
+        "{}",
+        r.report
+    );
     // The image's LD_PRELOAD reaches nobody; its LD_LIBRARY_PATH is the container's to see.
     assert_eq!(r.info("LD_PRELOAD"), Some("(unset)"), "{}", r.escapes);
 }
@@ -353,13 +387,13 @@ fn the_containers_cuda_environment_reaches_the_driver_and_nothing_else_does() {
 fn assert_cut_at_the_deadline(r: &Run) {
     assert!(r.ok, "{}", r.stderr);
     let result = r.report["probe"]["result"].as_str().unwrap_or("");
-    assert!(
-        result == "timed-out" || result == "crashed",
-        "{}",
-        r.report
-    );
+    assert!(result == "timed-out" || result == "crashed", "{}", r.report);
     // probe_deadline_ms = 1500; runc's own work is well under a second here.
-    assert!(r.wall < std::time::Duration::from_millis(4000), "{:?}", r.wall);
+    assert!(
+        r.wall < std::time::Duration::from_millis(4000),
+        "{:?}",
+        r.wall
+    );
     assert!(
         r.report["duration_ms"].as_f64().unwrap() < 2500.0,
         "the hook ran past the probe's deadline: {}",
@@ -405,8 +439,16 @@ fn a_forged_failure_cannot_block_a_healthy_container_of_another_image() {
         state: Some(state.path()),
         ..Setup::default()
     });
-    assert!(healthy.ok, "a forged answer blocked another image: {}", healthy.stderr);
-    assert_eq!(healthy.report["probe"]["cached"], false, "{}", healthy.report);
+    assert!(
+        healthy.ok,
+        "a forged answer blocked another image: {}",
+        healthy.stderr
+    );
+    assert_eq!(
+        healthy.report["probe"]["cached"], false,
+        "{}",
+        healthy.report
+    );
     assert_eq!(
         healthy.report["probe"]["outcome"]["driver_version"], 12345,
         "{}",
@@ -427,7 +469,12 @@ fn a_0660_nodes_container_does_not_poison_a_0666_one() {
     });
     // The driver rightly sees no device it may open.
     assert!(!denied.ok, "{}", denied.report);
-    assert_eq!(finding_ids(&denied.report), vec!["probe-init-failed"], "{}", denied.report);
+    assert_eq!(
+        finding_ids(&denied.report),
+        vec!["probe-init-failed"],
+        "{}",
+        denied.report
+    );
     let open = start(&Setup {
         conf: "devcheck=1\n",
         uid: 1000,
@@ -436,7 +483,11 @@ fn a_0660_nodes_container_does_not_poison_a_0666_one() {
         state: Some(state.path()),
         ..Setup::default()
     });
-    assert!(open.ok, "the 0660 answer blocked a 0666 container: {}", open.stderr);
+    assert!(
+        open.ok,
+        "the 0660 answer blocked a 0666 container: {}",
+        open.stderr
+    );
     assert_eq!(open.report["probe"]["cached"], false, "{}", open.report);
 }
 
@@ -450,7 +501,11 @@ fn a_pids_limit_within_the_probes_footprint_is_inconclusive_not_a_block() {
         state: Some(state.path()),
         ..Setup::default()
     });
-    assert!(small.ok, "the probe's own footprint blocked the start: {}", small.stderr);
+    assert!(
+        small.ok,
+        "the probe's own footprint blocked the start: {}",
+        small.stderr
+    );
     assert_eq!(
         finding_ids(&small.report),
         vec!["probe-inconclusive"],
@@ -466,7 +521,12 @@ fn a_pids_limit_within_the_probes_footprint_is_inconclusive_not_a_block() {
     });
     assert!(roomy.ok, "{}", roomy.stderr);
     assert_eq!(roomy.report["probe"]["cached"], false, "{}", roomy.report);
-    assert_eq!(finding_ids(&roomy.report), Vec::<String>::new(), "{}", roomy.report);
+    assert_eq!(
+        finding_ids(&roomy.report),
+        Vec::<String>::new(),
+        "{}",
+        roomy.report
+    );
 }
 
 #[test]
@@ -483,7 +543,11 @@ fn the_containers_seccomp_filter_binds_the_probe() {
     });
     assert!(r.ok, "{}", r.stderr);
     assert_eq!(r.info("sysinfo"), Some("errno 77"), "{}", r.escapes);
-    assert_eq!(r.report["probe"]["outcome"]["identity"]["seccomp"], 2, "{}", r.report);
+    assert_eq!(
+        r.report["probe"]["outcome"]["identity"]["seccomp"], 2,
+        "{}",
+        r.report
+    );
     assert!(
         !all_finding_ids(&r.report).contains(&"probe-without-seccomp".to_string()),
         "{}",
@@ -504,7 +568,8 @@ fn at_create_container_the_probe_runs_inside_and_the_container_still_starts() {
     // runc hands createContainer hooks the pid runc init has in the container's pid namespace
     // (libcontainer: `s.Pid = unix.Getpid()`), not a host pid.
     let state: Value = serde_json::from_slice(
-        &std::fs::read(r.bundle.path().join("cc-state.json")).expect("state saved at createContainer"),
+        &std::fs::read(r.bundle.path().join("cc-state.json"))
+            .expect("state saved at createContainer"),
     )
     .unwrap();
     assert_eq!(state["pid"], 1, "{state}");
@@ -512,8 +577,18 @@ fn at_create_container_the_probe_runs_inside_and_the_container_still_starts() {
     let outcome = &r.report["probe"]["outcome"];
     assert_eq!(outcome["driver_version"], 5150, "{}", r.report);
     let mut lines = r.stdout.lines();
-    assert_eq!(outcome["identity"]["mnt_ns"], lines.next().unwrap(), "{}", r.report);
-    assert_eq!(outcome["identity"]["pid_ns"], lines.next().unwrap(), "{}", r.report);
+    assert_eq!(
+        outcome["identity"]["mnt_ns"],
+        lines.next().unwrap(),
+        "{}",
+        r.report
+    );
+    assert_eq!(
+        outcome["identity"]["pid_ns"],
+        lines.next().unwrap(),
+        "{}",
+        r.report
+    );
     assert_eq!(outcome["identity"]["uid"], 1000);
     assert_eq!(outcome["identity"]["cap_eff"], "0000000000000000");
     assert_eq!(r.succeeded(), Vec::<&str>::new(), "{}", r.escapes);
@@ -539,8 +614,14 @@ fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement()
     .unwrap();
     ours["hook"]["path"] = BIN.into();
     ours["hook"]["args"] = json!([
-        "cuda-preflight", "hook", "--config", config, "--state-dir", state,
-        "--host-profile", h100_profile()
+        "cuda-preflight",
+        "hook",
+        "--config",
+        config,
+        "--state-dir",
+        state,
+        "--host-profile",
+        h100_profile()
     ]);
     std::fs::write(hooks.join("cuda-preflight.json"), ours.to_string()).unwrap();
     let standin = standin_nvidia_hook(dir.path(), ALL_NODES, true);
@@ -553,8 +634,11 @@ fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement()
     std::fs::write(hooks.join("oci-nvidia-hook.json"), nvidia.to_string()).unwrap();
     let root = busybox_rootfs(dir.path());
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/cuda-double.conf"), "hostile=1\nseccheck=1\nversion=6060\n")
-        .unwrap();
+    std::fs::write(
+        root.join("etc/cuda-double.conf"),
+        "hostile=1\nseccheck=1\nversion=6060\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(root.join("usr/lib")).unwrap();
     std::fs::write(root.join("usr/lib/libcuda.so.1"), "").unwrap();
     let d = dir.path();
@@ -565,14 +649,25 @@ fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement()
         .arg("--runroot")
         .arg(d.join("runroot"))
         .args([
-            "--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend",
-            "none", "--runtime", "runc",
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "none",
+            "--runtime",
+            "runc",
         ])
         .arg("--hooks-dir")
         .arg(&hooks)
         .args(["run", "--rm", "--network", "none", "--user", "1000:1000"])
         // This sandbox's own hard limits are below Podman's defaults (as in tests/podman.rs).
-        .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"])
+        .args([
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+        ])
         .args(["--name", &unique_id("podman-hostile")])
         .args(["-e", "NVIDIA_VISIBLE_DEVICES=all"])
         .arg("-v")
@@ -601,11 +696,19 @@ fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement()
     assert_eq!(outcome["identity"]["uid"], 1000, "{report}");
     // Podman's profile allows sysinfo: the double's call went through the filter.
     assert_eq!(
-        escapes.lines().find_map(|l| l.strip_prefix("info sysinfo=")),
+        escapes
+            .lines()
+            .find_map(|l| l.strip_prefix("info sysinfo=")),
         Some("ok"),
         "{escapes}"
     );
-    for a in ["inherited-fds", "core-pattern", "sysrq-trigger", "rootfs-write", "ptrace-any"] {
+    for a in [
+        "inherited-fds",
+        "core-pattern",
+        "sysrq-trigger",
+        "rootfs-write",
+        "ptrace-any",
+    ] {
         assert!(
             escapes.lines().any(|l| l.starts_with(&format!("{a} no"))),
             "{a}: {escapes}"
@@ -633,5 +736,10 @@ fn a_companion_found_through_the_containers_ld_library_path_is_the_one_loaded() 
         jit_lib: true,
         ..Setup::default()
     });
-    assert_eq!(finding_ids(&r.report), vec!["probe-jit-failed"], "{}", r.report);
+    assert_eq!(
+        finding_ids(&r.report),
+        vec!["probe-jit-failed"],
+        "{}",
+        r.report
+    );
 }

@@ -373,7 +373,11 @@ fn footprint_limit(cgroup_procs: &[PathBuf], spec: &oci_spec::runtime::Spec) -> 
         mem.extend(read("memory.limit_in_bytes"));
     }
     if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        pids.extend(r.pids().as_ref().and_then(|p| u64::try_from(p.limit()).ok()));
+        pids.extend(
+            r.pids()
+                .as_ref()
+                .and_then(|p| u64::try_from(p.limit()).ok()),
+        );
         mem.extend(
             r.memory()
                 .as_ref()
@@ -450,7 +454,9 @@ fn preload_list(
     }
     let mut out: Vec<PathBuf> = Vec::new();
     for n in names.iter().take(64) {
-        let Some(r) = with_ld.resolve(n) else { continue };
+        let Some(r) = with_ld.resolve(n) else {
+            continue;
+        };
         let other = without.resolve(n).map(|o| o.real_path_in_image);
         if other.as_ref() != Some(&r.real_path_in_image) && !out.contains(&r.real_path_in_image) {
             out.push(r.real_path_in_image);
@@ -465,6 +471,8 @@ fn preload_list(
 /// answer). `Err` is a finding already (no libcuda for the probe to load, or a confinement the
 /// probe cannot reproduce). The second value says why a failure may be the probe's own
 /// footprint (see `rules::probe`).
+// The error is a finding for the report, made at most once per hook run.
+#[allow(clippy::result_large_err)]
 pub fn probe_container(
     bundle: &Bundle,
     facts: &ContainerFacts,
@@ -494,7 +502,9 @@ pub fn probe_container(
             "probe-skipped",
             Severity::Info,
             None,
-            format!("the probe did not run: {why}; the container was judged by the static rules only"),
+            format!(
+                "the probe did not run: {why}; the container was judged by the static rules only"
+            ),
             "",
         )
     };
@@ -666,4 +676,51 @@ pub fn probe_container(
         let _ = probe_cache::store(cache_dir, &key, outcome);
     }
     Ok((result, footprint))
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn footprint_limits_from_the_cgroups_the_probe_joins_and_the_spec() {
+        let d = tempfile::tempdir().unwrap();
+        let procs = d.path().join("cgroup.procs");
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"}
+        }))
+        .unwrap();
+        assert_eq!(footprint_limit(std::slice::from_ref(&procs), &spec), None);
+        std::fs::write(d.path().join("pids.max"), "max\n").unwrap();
+        std::fs::write(d.path().join("memory.max"), "max\n").unwrap();
+        assert_eq!(footprint_limit(std::slice::from_ref(&procs), &spec), None);
+        std::fs::write(d.path().join("pids.max"), "8\n").unwrap();
+        assert!(
+            footprint_limit(std::slice::from_ref(&procs), &spec)
+                .unwrap()
+                .contains("pids limit of 8")
+        );
+        std::fs::write(d.path().join("pids.max"), "4096\n").unwrap();
+        std::fs::write(
+            d.path().join("memory.limit_in_bytes"),
+            format!("{}\n", 512u64 << 20),
+        )
+        .unwrap();
+        assert!(
+            footprint_limit(std::slice::from_ref(&procs), &spec)
+                .unwrap()
+                .contains("512 MiB")
+        );
+        // The spec's own limit counts where no cgroup file says it.
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "linux": {"resources": {"pids": {"limit": 16}}}
+        }))
+        .unwrap();
+        assert!(
+            footprint_limit(&[], &spec)
+                .unwrap()
+                .contains("pids limit of 16")
+        );
+    }
 }

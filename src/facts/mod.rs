@@ -17,7 +17,7 @@ pub mod nvml;
 pub mod probe;
 pub mod probe_cache;
 pub mod probe_child;
-pub mod seccomp;
 pub mod rootfs;
 pub mod scan_cache;
+pub mod seccomp;
 pub mod toolchains;

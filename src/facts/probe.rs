@@ -170,7 +170,10 @@ impl ProbeOutcome {
         for (s, _) in &mut self.setup_ms {
             clip(s);
         }
-        for s in [&mut self.setup_error, &mut self.load_error].into_iter().flatten() {
+        for s in [&mut self.setup_error, &mut self.load_error]
+            .into_iter()
+            .flatten()
+        {
             clip(s);
         }
         let id = &mut self.identity;
@@ -215,6 +218,8 @@ impl ProbeOutcome {
 }
 
 /// What the parent saw.
+// One per hook run: the size of the finished answer is no cost worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum ProbeResult {
@@ -473,5 +478,78 @@ mod tests {
         std::fs::write(d.path().join("unified/cgroup.controllers"), "").unwrap();
         let v2 = cgroup_procs_files("0::/x\n", &d.path().join("unified"));
         assert_eq!(v2, vec![d.path().join("unified/x/cgroup.procs")]);
+    }
+
+    #[test]
+    fn an_answer_is_bounded_and_only_a_clean_one_is_clean() {
+        let call = |c: &str, code| Call {
+            call: c.into(),
+            code,
+            name: Some("N".repeat(100_000)),
+            ms: 1.0,
+        };
+        let mut o = ProbeOutcome {
+            calls: (0..1000).map(|_| call("cuInit", 0)).collect(),
+            device_count: Some(1),
+            ..ProbeOutcome::default()
+        };
+        o.identity.cgroup = Some("x".repeat(1 << 20));
+        let b = o.clone().bounded();
+        assert_eq!(b.calls.len(), MAX_CALLS);
+        assert!(
+            b.calls
+                .iter()
+                .all(|c| c.name.as_ref().unwrap().len() <= MAX_TEXT)
+        );
+        assert_eq!(b.identity.cgroup.unwrap().len(), MAX_TEXT);
+        let clean = ProbeOutcome {
+            calls: vec![
+                call("cuInit", 0),
+                call("cuCtxCreate(0)", 0),
+                call(CANARY_CALL, 0),
+            ],
+            device_count: Some(1),
+            ..ProbeOutcome::default()
+        };
+        assert!(clean.is_clean());
+        for (what, o) in [
+            (
+                "failed init",
+                ProbeOutcome {
+                    calls: vec![call("cuInit", 803)],
+                    ..clean.clone()
+                },
+            ),
+            (
+                "failed canary",
+                ProbeOutcome {
+                    calls: vec![call("cuInit", 0), call(CANARY_CALL, 221)],
+                    ..clean.clone()
+                },
+            ),
+            (
+                "no device",
+                ProbeOutcome {
+                    device_count: Some(0),
+                    ..clean.clone()
+                },
+            ),
+            (
+                "setup",
+                ProbeOutcome {
+                    setup_error: Some("x".into()),
+                    ..clean.clone()
+                },
+            ),
+            (
+                "load",
+                ProbeOutcome {
+                    load_error: Some("x".into()),
+                    ..clean.clone()
+                },
+            ),
+        ] {
+            assert!(!o.is_clean(), "{what}");
+        }
     }
 }

@@ -360,8 +360,7 @@ impl Sys for Real {
     }
 
     fn unshare(&mut self, kind: &str) -> Result<(), String> {
-        nix::sched::unshare(ns_flag(kind))
-            .map_err(|e| errno(&format!("a new {kind} namespace"), e))
+        nix::sched::unshare(ns_flag(kind)).map_err(|e| errno(&format!("a new {kind} namespace"), e))
     }
 
     fn make_mounts_private(&mut self) -> Result<(), String> {
@@ -424,7 +423,8 @@ impl Sys for Real {
     }
 
     fn chroot(&mut self, rootfs: &Path) -> Result<(), String> {
-        nix::unistd::chroot(rootfs).map_err(|e| errno(&format!("chroot {}", rootfs.display()), e))?;
+        nix::unistd::chroot(rootfs)
+            .map_err(|e| errno(&format!("chroot {}", rootfs.display()), e))?;
         nix::unistd::chdir("/").map_err(|e| errno("chdir /", e))
     }
 

@@ -26,6 +26,9 @@ use serde_json::{Value, json};
 /// One classic BPF instruction: code, jt, jf, k.
 pub type Insn = [u32; 4];
 
+/// A syscall name and its conditions (seccompiler's JSON), `None` for an unconditional rule.
+type Rule = (String, Option<Vec<Value>>);
+
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<Value, String> {
     use LinuxSeccompAction as A;
     // The runtime spec: ERRNO and TRACE without errnoRet return EPERM.
@@ -88,7 +91,7 @@ fn target() -> Result<seccompiler::TargetArch, String> {
 
 /// Compile one seccompiler filter, skipping syscall names this architecture lacks.
 fn compile_one(
-    mut rules: Vec<(String, Option<Vec<Value>>)>,
+    mut rules: Vec<Rule>,
     on_match: &Value,
     otherwise: &Value,
 ) -> Result<Vec<Insn>, String> {
@@ -154,9 +157,8 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<Vec<Insn>>, String> {
     let default = action(s.default_action(), s.default_errno_ret())?;
     let allow = json!("allow");
     // Rules grouped by their action (as JSON, which keeps the errno value apart).
-    let mut by_action: BTreeMap<String, (Value, Vec<(String, Option<Vec<Value>>)>)> =
-        BTreeMap::new();
-    let mut every_rule: Vec<(String, Option<Vec<Value>>)> = Vec::new();
+    let mut by_action: BTreeMap<String, (Value, Vec<Rule>)> = BTreeMap::new();
+    let mut every_rule: Vec<Rule> = Vec::new();
     for sc in s.syscalls().as_deref().unwrap_or_default() {
         let a = action(sc.action(), sc.errno_ret())?;
         for rule in rules_of(sc.args().as_ref()) {
@@ -278,7 +280,10 @@ mod tests {
         let p = compile(&s).unwrap();
         assert_eq!(verdict(&p, libc::SYS_mount as u32, 0), EPERM);
         assert_eq!(verdict(&p, libc::SYS_read as u32, 0), ALLOW);
-        assert_eq!(verdict(&p, libc::SYS_clone as u32, 0x1000_0000), 0x8000_0000);
+        assert_eq!(
+            verdict(&p, libc::SYS_clone as u32, 0x1000_0000),
+            0x8000_0000
+        );
         assert_eq!(verdict(&p, libc::SYS_clone as u32, 0x11), ALLOW);
     }
 

@@ -80,7 +80,10 @@ pub fn probe_findings(
                 "probe-inconclusive",
                 Severity::Warn,
                 f.predicted.clone(),
-                format!("{}; but {why}, so this may be the probe's own footprint, not the workload's", f.evidence),
+                format!(
+                    "{}; but {why}, so this may be the probe's own footprint, not the workload's",
+                    f.evidence
+                ),
                 "Run the workload to see; raise the container's limit if it fails the same way.",
             )
         })
@@ -373,5 +376,54 @@ mod tests {
             probe_findings(&ProbeResult::TimedOut { deadline_ms: 1 }, None, true, None)[0].id,
             "probe-without-seccomp"
         );
+    }
+
+    #[test]
+    fn a_failure_within_the_probes_footprint_is_inconclusive() {
+        let why = Some("the container's pids limit of 8 leaves the probe too little room");
+        let cases: &[(&str, ProbeResult, &str, Severity)] = &[
+            (
+                "304 under pids 8",
+                done(&[("cuInit", 304)], None),
+                "probe-inconclusive",
+                Severity::Warn,
+            ),
+            (
+                "context under pids 8",
+                done(&[("cuInit", 0), ("cuCtxCreate(0)", 2)], Some(1)),
+                "probe-inconclusive",
+                Severity::Warn,
+            ),
+            (
+                "crash",
+                ProbeResult::Crashed {
+                    signal: Some(9),
+                    exit_code: None,
+                },
+                "probe-inconclusive",
+                Severity::Warn,
+            ),
+            (
+                "healthy stays ok",
+                done(&[("cuInit", 0), ("cuCtxCreate(0)", 0)], Some(1)),
+                "probe-ok",
+                Severity::Info,
+            ),
+        ];
+        for (name, r, id, sev) in cases {
+            let f = probe_findings(r, None, false, why);
+            assert_eq!(f.len(), 1, "{name}");
+            assert_eq!((f[0].id.as_str(), f[0].severity), (*id, *sev), "{name}");
+            if *id == "probe-inconclusive" {
+                assert!(
+                    f[0].evidence.contains("pids limit of 8"),
+                    "{name}: {}",
+                    f[0].evidence
+                );
+            }
+        }
+        // The driver's code is kept for the report.
+        let f = probe_findings(&done(&[("cuInit", 304)], None), None, false, why);
+        assert_eq!(f[0].predicted.as_ref().and_then(|p| p.code), Some(304));
     }
 }
