@@ -509,9 +509,13 @@ pub fn probe_container(
         )
     };
     let linux = bundle.spec.linux().as_ref();
-    let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
-        Some(s) => crate::facts::seccomp::compile(s).map_err(skipped)?,
-        None => Vec::new(),
+    // Compiled only when the probe runs (a cache hit needs the spec's text, not the program).
+    let seccomp_spec = linux.and_then(|l| l.seccomp().as_ref());
+    let compile_seccomp = |spec: &mut ProbeSpec| -> Result<(), Finding> {
+        if let Some(s) = seccomp_spec {
+            spec.seccomp = crate::facts::seccomp::compile(s).map_err(skipped)?;
+        }
+        Ok(())
     };
     let user = bundle.spec.process().as_ref().map(|p| p.user().clone());
     let env = cuda_env(bundle);
@@ -580,7 +584,7 @@ pub fn probe_container(
             hard: r.hard(),
         })
         .collect();
-    let spec = ProbeSpec {
+    let mut spec = ProbeSpec {
         pid,
         proc_root: ctx.proc_root.to_path_buf(),
         cgroup_procs,
@@ -609,11 +613,12 @@ pub fn probe_container(
             .and_then(|r| r.readonly())
             .unwrap_or(false),
         rlimits,
-        seccomp,
+        seccomp: Vec::new(),
     };
     let footprint = footprint_limit(&spec.cgroup_procs, &bundle.spec);
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let Some(cache_dir) = &ctx.cache_dir else {
+        compile_seccomp(&mut spec)?;
         return Ok((probe::run(&spec, &exe, deadline), footprint));
     };
     // Everything the driver's answer depends on, as the host sees it, and nothing that differs
@@ -642,7 +647,7 @@ pub fn probe_container(
         "confinement": [&spec.masked_paths, &spec.readonly_paths],
         "root_readonly": spec.root_readonly,
         "rlimits": spec.rlimits,
-        "seccomp": spec.seccomp,
+        "seccomp": seccomp_spec,
         "footprint": footprint,
     });
     let key = probe_cache::key(&inputs);
@@ -665,6 +670,7 @@ pub fn probe_container(
             footprint,
         ));
     }
+    compile_seccomp(&mut spec)?;
     let left = deadline.saturating_sub(started.elapsed());
     let result = probe::run(&spec, &exe, left);
     // Only a clean answer is kept: a failure is re-asked by every container (an image could

@@ -1,13 +1,13 @@
-//! The probe: create and destroy a real CUDA context inside the container — its cgroup, its
-//! namespaces, its rootfs, its user, no capabilities — before the workload does.
+//! The probe: create and destroy a real CUDA context inside the container — confined as the
+//! container's own process will be (`docs/probe.md`) — before the workload does.
 //!
-//! The parent (the hook) spawns a fresh copy of this binary (`cuda-preflight probe-child`): a new
-//! process has no threads to make `fork` unsafe and no state from the hook, and a deadline can
-//! kill it without harming the hook. The child reads a [`ProbeSpec`] on stdin, sets itself up
-//! (see `probe_child`), loads the container's `libcuda.so.1` by the path the container's loader
-//! would pick (resolved here, inside the rootfs: the child's own loader has the host's
-//! `ld.so.cache` mapped and must not choose), calls the driver and writes a [`ProbeOutcome`] as
-//! JSON on stdout.
+//! The parent (the hook) spawns a fresh copy of this binary (`cuda-preflight probe-child`) with
+//! no environment: a new process has no threads to make `fork` unsafe and no state from the hook,
+//! and a deadline can end it and everything below it without harming the hook. The child reads a
+//! [`ProbeSpec`] on stdin, becomes the container (see `probe_child`), loads the container's
+//! `libcuda.so.1` by the path the container's loader would pick (resolved here, inside the
+//! rootfs: the child's own loader must not choose), calls the driver and writes a
+//! [`ProbeOutcome`] as JSON on stdout — untrusted data from then on, bounded on the way in.
 #![deny(unsafe_code)]
 
 use std::io::{Read, Write};
