@@ -203,8 +203,9 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         // Judged after the severity table: a static block the host downgraded still gets the
         // probe, and a warning raised to a block does not need it.
         // It must end well inside the hook's own deadline.
-        let left = Duration::from_millis(config.deadline_ms)
-            .saturating_sub(started.elapsed() + Duration::from_millis(200));
+        let left = Duration::from_millis(config.deadline_ms).saturating_sub(
+            started.elapsed() + Duration::from_millis(200) + crate::facts::probe::REAP_GRACE,
+        );
         let deadline = Duration::from_millis(config.probe_deadline_ms).min(left);
         let ctx = crate::commands::ProbeContext {
             host: &host,

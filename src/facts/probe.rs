@@ -257,7 +257,7 @@ enum OutputEnd {
 
 /// Run the probe child with a deadline. The child starts with no environment, in `/`, with only
 /// stdin (its spec), stdout (its answer) and stderr (/dev/null); every process it starts has ended
-/// when this returns, within `deadline` (plus at most a second to reap them after a kill).
+/// when this returns, within `deadline` (plus `REAP_GRACE` to reap them after a kill).
 pub fn run(spec: &ProbeSpec, child_exe: &Path, deadline: Duration) -> ProbeResult {
     let started = Instant::now();
     let mut cmd = Command::new(child_exe);
@@ -350,9 +350,14 @@ fn wait_until(child: &mut std::process::Child, until: Instant) -> Option<std::pr
     }
 }
 
+/// How long the tree gets to end after SIGTERM before A is SIGKILLed (a process stuck in the
+/// kernel, such as a driver call on a hung GPU, cannot die sooner anyway). The hook keeps this
+/// much of its own deadline free (`commands::hook`).
+pub const REAP_GRACE: Duration = Duration::from_millis(300);
+
 /// End the child and everything below it: SIGTERM, which the child passes down as SIGKILL to the
 /// process that runs image code (pid 1 of its own pid namespace, so the kernel ends all it
-/// forked) and reaps; SIGKILL after a second if that did not happen (each process below then
+/// forked) and reaps; SIGKILL after `REAP_GRACE` if that did not happen (each process below then
 /// dies with its parent).
 fn end_all(child: &mut std::process::Child) {
     if let Ok(pid) = i32::try_from(child.id()) {
@@ -361,7 +366,7 @@ fn end_all(child: &mut std::process::Child) {
             nix::sys::signal::Signal::SIGTERM,
         );
     }
-    if wait_until(child, Instant::now() + Duration::from_secs(1)).is_none() {
+    if wait_until(child, Instant::now() + REAP_GRACE).is_none() {
         let _ = child.kill();
         let _ = child.wait();
     }

@@ -341,11 +341,16 @@ def main():
             setup = ", ".join(f"{k} {v:.1f}" for k, v in o.get("setup_ms", []))
             how = "cached, " if probe.get("cached") else f"driver calls {sum(c['ms'] for c in o['calls']):.0f} ms, setup [{setup}] ms, of "
             probe_col = (f"{fail['call']} {fail['code']} {fail.get('name')}" if fail else
-                         f"ok ({how}{probe['ms']:.0f} ms, uid {o['identity']['uid']}, CapEff {o['identity']['cap_eff']}); canary {canary_p}")
-            if fail:
+                         f"ok ({how}{probe['ms']:.0f} ms, uid {o['identity']['uid']}, CapEff {o['identity']['cap_eff']}, "
+                         f"seccomp {o['identity'].get('seccomp')}); canary {canary_p}")
+            # A failure the hook judged inconclusive (the probe's own footprint) predicts no error.
+            if fail and not any(f["id"] == "probe-inconclusive" for f in report["findings"]):
                 pcode, pname = fail["code"], fail.get("name")
         else:
             probe_col = probe["result"]
+        inconclusive = [f["id"] for f in (report or {}).get("findings", []) if f["id"] == "probe-inconclusive"]
+        if inconclusive:
+            probe_col += " → probe-inconclusive (warn)"
         floor = actual.get("floor_ms", float("nan")) if actual else float("nan")
         agree = pcode == acode and (canary_p is None or canary_a is None or canary_p == canary_a)
         rows.append((sc[0], pid_, pcode, pname, call, acode, f"{aname}; canary {canary_a}" if canary_a else aname,
