@@ -743,3 +743,36 @@ fn a_companion_found_through_the_containers_ld_library_path_is_the_one_loaded() 
         r.report
     );
 }
+
+#[test]
+fn a_seccomp_filter_the_probe_cannot_reproduce_skips_the_probe_and_says_why() {
+    // SCMP_ACT_NOTIFY hands the syscall to a listener process: no listener can stand in for it.
+    let r = start(&Setup {
+        conf: "hostile=1\n",
+        seccomp: Some(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": "/nonexistent/seccomp-agent.sock",
+            "syscalls": [{"names": ["sysinfo"], "action": "SCMP_ACT_NOTIFY"}]
+        })),
+        ..Setup::default()
+    });
+    // The hook wrote its report whatever runc made of the listener afterwards.
+    assert!(r.report.is_object(), "{}", r.stderr);
+    assert!(r.report.get("probe").is_none(), "{}", r.report);
+    let skipped = r.report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "probe-skipped")
+        .unwrap_or_else(|| panic!("{}", r.report));
+    assert_eq!(skipped["severity"], "info");
+    assert!(
+        skipped["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("SCMP_ACT_NOTIFY"),
+        "{skipped}"
+    );
+    assert_eq!(r.escapes, "", "image code ran: {}", r.escapes);
+    assert_eq!(finding_ids(&r.report), Vec::<String>::new(), "{}", r.report);
+}
