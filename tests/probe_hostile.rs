@@ -64,6 +64,9 @@ struct Setup<'a> {
     jit_lib: bool,
     /// `linux.seccomp` of the spec.
     seccomp: Option<Value>,
+    /// A user namespace (container root = host uid 100000); the device nodes then come from a
+    /// stand-in for NVIDIA's prestart hook, as runc cannot mknod in a user namespace.
+    userns: bool,
     /// Install our hook at createContainer (`--stage createContainer`) instead of
     /// createRuntime, after a hook that saves the state runc hands to that stage.
     create_container: bool,
@@ -82,6 +85,7 @@ impl Default for Setup<'_> {
             bait: false,
             jit_lib: false,
             seccomp: None,
+            userns: false,
             create_container: false,
         }
     }
@@ -181,6 +185,52 @@ fn start(s: &Setup) -> Run {
     allow_nvidia_cgroup(&mut spec);
     if let Some(sc) = &s.seccomp {
         spec["linux"]["seccomp"] = sc.clone();
+    }
+    if s.userns {
+        // The container's root is host uid 100000: it must reach the bundle and own the rootfs.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        fn chown_tree(p: &Path) {
+            std::os::unix::fs::lchown(p, Some(100000), Some(100000)).unwrap();
+            if p.is_dir() && !p.is_symlink() {
+                for e in std::fs::read_dir(p).unwrap() {
+                    chown_tree(&e.unwrap().path());
+                }
+            }
+        }
+        chown_tree(&root);
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        spec["linux"]["uidMappings"] = map.clone();
+        spec["linux"]["gidMappings"] = map;
+        // runc cannot mknod in a user namespace, nor can a hook as host root on its /dev tmpfs
+        // (the owner is not mapped there): the nodes are made on the host and bind-mounted, as
+        // runc itself does for linux.devices under a user namespace. The stand-in NVIDIA hook
+        // (which makes no node here) marks the container as a GPU one, with NVIDIA_VISIBLE_DEVICES.
+        spec["linux"]["devices"] = json!([]);
+        let nodes = dir.path().join("devnodes");
+        std::fs::create_dir_all(&nodes).unwrap();
+        for (p, ma, mi) in ALL_NODES {
+            let host = nodes.join(p.trim_start_matches("/dev/"));
+            let st = std::process::Command::new("mknod")
+                .args(["-m", "666"])
+                .arg(&host)
+                .args(["c", &ma.to_string(), &mi.to_string()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            spec["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": p, "type": "bind", "source": host, "options": ["bind"]
+            }));
+        }
+        set_env(&mut spec, "NVIDIA_VISIBLE_DEVICES=all");
+        add_standin_nvidia_hook(&mut spec, dir.path(), &[], true);
     }
     if let Some(limit) = s.pids_limit {
         spec["linux"]["resources"]["pids"] = json!({"limit": limit});
@@ -775,4 +825,36 @@ fn a_seccomp_filter_the_probe_cannot_reproduce_skips_the_probe_and_says_why() {
     );
     assert_eq!(r.escapes, "", "image code ran: {}", r.escapes);
     assert_eq!(finding_ids(&r.report), Vec::<String>::new(), "{}", r.report);
+}
+
+#[test]
+fn in_a_user_namespaced_container_the_probe_is_confined_too() {
+    let linger = format!("hu-{}", std::process::id() % 100000);
+    let r = start(&Setup {
+        conf: &format!("hostile=1\nlinger={linger}\nversion=7070\n"),
+        userns: true,
+        ..Setup::default()
+    });
+    eprintln!("userns: {}\n{}", r.escapes, r.report["probe"]);
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(
+        r.report["probe"]["outcome"]["driver_version"], 7070,
+        "{}",
+        r.report
+    );
+    for a in ATTEMPTS {
+        assert!(r.tried(a), "the double never tried {a}: {}", r.escapes);
+    }
+    assert_eq!(
+        r.succeeded(),
+        Vec::<&str>::new(),
+        "escapes that worked:\n{}",
+        r.escapes
+    );
+    let mut lines = r.stdout.lines();
+    let id = &r.report["probe"]["outcome"]["identity"];
+    assert_eq!(id["mnt_ns"], lines.next().unwrap(), "{}", r.report);
+    assert_eq!(id["pid_ns"], lines.next().unwrap(), "{}", r.report);
+    assert_eq!(id["cap_eff"], "0000000000000000");
+    assert_nothing_left(&r, &linger);
 }
