@@ -97,6 +97,10 @@ pub struct Config {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: Option<String>,
+    /// Block on an unmet `NVIDIA_REQUIRE_*` (or a legacy image's `CUDA_VERSION`) on every start
+    /// path. Off: only where NVIDIA's toolkit enforces it (the legacy hook, CSV mode); on CDI
+    /// and explicit `--device` starts nothing checks it, and it is information.
+    pub enforce_requirements: bool,
 }
 
 impl Default for Config {
@@ -133,6 +137,7 @@ impl Default for Config {
             storage_root: None,
             storage_runroot: None,
             storage_driver: None,
+            enforce_requirements: false,
         }
     }
 }

@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, ConfigError, OnFailure};
 
+/// Set in the environment the real runtime inherits: a shim that finds it was started by the
+/// runtime it started (chained behind `nvidia-container-runtime`).
+pub const CHAIN_ENV: &str = "CUDA_PREFLIGHT_RUNTIME_CHAINED";
+
 /// The shim's own flag; only recognised before the runtime command.
 pub const CONFIG_FLAG: &str = "--cuda-preflight-config";
 
@@ -232,14 +236,33 @@ fn is_our_hook(h: &Value) -> bool {
     named_ours && h["args"].get(1).and_then(Value::as_str) == Some("hook")
 }
 
+/// Is this hook entry one of NVIDIA's CDI hooks (`nvidia-cdi-hook …`, older specs' `nvidia-ctk
+/// hook …`)?
+fn is_nvidia_cdi_hook(h: &Value) -> bool {
+    let name = h["path"]
+        .as_str()
+        .and_then(|p| Path::new(p).file_name())
+        .and_then(OsStr::to_str);
+    match name {
+        Some("nvidia-cdi-hook") => true,
+        Some("nvidia-ctk") => h["args"].get(1).and_then(Value::as_str) == Some("hook"),
+        _ => false,
+    }
+}
+
 /// Add our hook to a spec, as a JSON value so that fields this crate does not model survive.
-/// Only `hooks.createRuntime` changes. Returns false when a hook of ours is already in any
-/// stage (a second `create` of the same bundle, or a hooks-directory entry already put it there).
+/// Only one stage list changes. Returns false when a hook of ours is already in any stage (a
+/// second `create` of the same bundle, or a hooks-directory entry already put it there).
 ///
-/// It goes last in `createRuntime`: after every hook already there, NVIDIA's included (CDI specs
-/// put `nvidia-ctk`/`nvidia-cdi-hook` entries in the create stages), and after every `prestart`
-/// hook, which runc runs before `createRuntime` — where `nvidia-container-runtime-hook` injects
-/// the devices.
+/// Where it goes (`docs/design.md`, "Which stage on which path"):
+/// * the spec already carries NVIDIA's CDI hooks (an engine applied CDI, or this shim runs
+///   behind `nvidia-container-runtime` in `cdi`/`jit-cdi` mode): last in `createContainer`, as
+///   `hook --stage createContainer`, after `create-symlinks` and `update-ldcache`, where
+///   `libcuda.so.1` and the loader cache entry exist;
+/// * otherwise last in `createRuntime`: after every `prestart` hook (runc runs those first, and
+///   `nvidia-container-runtime-hook` injects the devices there). If `nvidia-container-runtime`
+///   follows in a CDI mode it appends its CDI hooks after ours; the hook sees them in
+///   `config.json` and judges what they will make instead of probing before them.
 pub fn add_hook(spec: &mut Value, hook_binary: &Path, config: Option<&Path>) -> Result<bool> {
     let obj = spec
         .as_object_mut()
@@ -259,18 +282,31 @@ pub fn add_hook(spec: &mut Value, hook_binary: &Path, config: Option<&Path>) -> 
     if ours_present {
         return Ok(false);
     }
+    let cdi = hooks
+        .get("createContainer")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(is_nvidia_cdi_hook));
     let mut args = vec![json!("cuda-preflight"), json!("hook")];
+    if cdi {
+        args.push(json!("--stage"));
+        args.push(json!("createContainer"));
+    }
     if let Some(c) = config {
         args.push(json!("--config"));
         args.push(json!(c.to_string_lossy()));
     }
-    let stage = hooks.entry("createRuntime").or_insert_with(|| json!([]));
+    let (name, bad) = if cdi {
+        ("createContainer", "`hooks.createContainer` is not an array")
+    } else {
+        ("createRuntime", "`hooks.createRuntime` is not an array")
+    };
+    let stage = hooks.entry(name).or_insert_with(|| json!([]));
     if stage.is_null() {
         *stage = json!([]);
     }
     stage
         .as_array_mut()
-        .ok_or(ShimError::BadSpec("`hooks.createRuntime` is not an array"))?
+        .ok_or(ShimError::BadSpec(bad))?
         .push(json!({"path": hook_binary.to_string_lossy(), "args": args}));
     Ok(true)
 }
@@ -433,6 +469,8 @@ pub fn early_verdict(
     let image = crate::facts::image::gather_env(&env);
     let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
     let mut findings = crate::rules::requirements::check(&image, &host);
+    let path = shim_start_path(&bundle.spec, &request, nvidia_runtime, &config.host_root);
+    crate::rules::requirements::on_path(&mut findings, &path, config.enforce_requirements);
     let annotation = bundle
         .spec
         .annotations()
@@ -473,6 +511,59 @@ pub fn early_verdict(
     Ok(Some(msg))
 }
 
+/// The start path as the shim sees it, before the real runtime ran. With
+/// `nvidia-container-runtime` next and nothing NVIDIA's in the spec yet, its mode decides.
+pub fn shim_start_path(
+    spec: &oci_spec::runtime::Spec,
+    request: &crate::facts::container::GpuRequest,
+    nvidia_runtime: bool,
+    host_root: &Path,
+) -> crate::facts::start_path::StartPath {
+    use crate::facts::start_path::StartPath;
+    match StartPath::from_spec(spec, request) {
+        StartPath::None | StartPath::ExplicitDevices if nvidia_runtime => {
+            StartPath::NvidiaRuntime {
+                mode: nvidia_runtime_mode(host_root),
+            }
+        }
+        p => p,
+    }
+}
+
+/// The mode `nvidia-container-runtime` will run in: `mode` of `[nvidia-container-runtime]` in its
+/// config file (`NVIDIA_CTK_CONFIG_FILE_PATH`, else `$XDG_CONFIG_HOME/nvidia-container-runtime/
+/// config.toml`, else `/etc/nvidia-container-runtime/config.toml`: it inherits our environment),
+/// default `auto`. `auto` resolves as `internal/info/auto.go` does: `csv` on Tegra (the
+/// `/etc/nv_tegra_release` file or a Tegra `soc0` family), else `jit-cdi`.
+pub fn nvidia_runtime_mode(host_root: &Path) -> String {
+    let file = std::env::var_os("NVIDIA_CTK_CONFIG_FILE_PATH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(|x| PathBuf::from(x).join("nvidia-container-runtime/config.toml"))
+                .filter(|p| p.exists())
+        })
+        .unwrap_or_else(|| host_root.join("etc/nvidia-container-runtime/config.toml"));
+    let mode = crate::input::read_capped(&file, 1 << 20)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|t| {
+            t.get("nvidia-container-runtime")?
+                .get("mode")?
+                .as_str()
+                .map(String::from)
+        })
+        .unwrap_or_else(|| "auto".into());
+    if mode != "auto" {
+        return mode;
+    }
+    let tegra = host_root.join("etc/nv_tegra_release").exists()
+        || std::fs::read_to_string(host_root.join("sys/devices/soc0/family"))
+            .is_ok_and(|f| f.trim().eq_ignore_ascii_case("tegra"));
+    if tegra { "csv".into() } else { "jit-cdi".into() }
+}
+
 /// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
 /// containerd takes the last `error` entry for "OCI runtime create failed: …".
 fn tell_blocked(inv: &Invocation, msg: &str) {
@@ -496,7 +587,23 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
     // `delete` through another runtime than `create` did would leave containers nobody manages.
     let config = Config::load(inv.config.as_deref())?;
     let me = std::env::current_exe().ok();
-    let runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
+    let mut runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
+    // Chained behind nvidia-container-runtime (its `runtimes` list names this shim), the default
+    // choice would exec it again, forever: the marker we leave in the environment, which it
+    // passes on, says it already ran, and runc comes next.
+    if config.runtime.is_none()
+        && std::env::var_os(CHAIN_ENV).is_some()
+        && runtime.file_name().is_some_and(|n| n == "nvidia-container-runtime")
+    {
+        runtime = find_runtime(
+            RUNC_PATHS.iter().map(Path::new).find(|p| p.exists()),
+            me.as_deref(),
+            Path::exists,
+        )
+        .map_err(|_| ShimError::NoRuntime)?;
+    }
+    // SAFETY: single-threaded here, before the exec.
+    unsafe { std::env::set_var(CHAIN_ENV, "1") };
     if let Some(bundle) = &inv.create_bundle {
         let id = inv.container_id.as_deref().unwrap_or("?");
         match early_verdict(bundle, id, &config, &runtime) {
@@ -809,6 +916,58 @@ mod tests {
             let e = add_hook(&mut serde_json::from_str(text).unwrap(), hook, None).unwrap_err();
             assert!(e.to_string().contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn after_nvidias_cdi_hooks_at_create_container() {
+        let hook = Path::new("/opt/cp/cuda-preflight");
+        let ours = json!({"path": "/opt/cp/cuda-preflight",
+                          "args": ["cuda-preflight", "hook", "--stage", "createContainer"]});
+        let cdi: Value = serde_json::from_str(CDI).unwrap();
+        let ctk = json!({"path": "/usr/bin/nvidia-ctk", "args": ["nvidia-ctk", "hook", "update-ldcache"]});
+        let other = json!({"path": "/bin/true"});
+        // (name, createContainer before, createContainer after, createRuntime after)
+        let cases: Vec<(&str, Value, Value, Value)> = vec![
+            (
+                "NVIDIA's CDI hooks: ours last, after them",
+                json!([cdi, other]),
+                json!([cdi, other, ours]),
+                Value::Null,
+            ),
+            (
+                "an older spec's nvidia-ctk hook",
+                json!([ctk]),
+                json!([ctk, ours]),
+                Value::Null,
+            ),
+            (
+                "someone else's createContainer hook only: createRuntime as before",
+                json!([other]),
+                json!([other]),
+                json!([{"path": "/opt/cp/cuda-preflight", "args": ["cuda-preflight", "hook"]}]),
+            ),
+        ];
+        for (name, before, after, runtime) in cases {
+            let mut spec = json!({"hooks": {"createContainer": before}});
+            assert!(add_hook(&mut spec, hook, None).unwrap(), "{name}");
+            assert_eq!(spec["hooks"]["createContainer"], after, "{name}");
+            assert_eq!(spec["hooks"]["createRuntime"], runtime, "{name}");
+            assert!(!add_hook(&mut spec, hook, None).unwrap(), "{name}: twice");
+        }
+    }
+
+    #[test]
+    fn nvidia_runtime_mode_from_its_config() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("etc/nvidia-container-runtime/config.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        // No file: auto, which is jit-cdi off Tegra (internal/info/auto.go).
+        assert_eq!(nvidia_runtime_mode(d.path()), "jit-cdi");
+        std::fs::write(&cfg, "[nvidia-container-runtime]\nmode = \"legacy\"\n").unwrap();
+        assert_eq!(nvidia_runtime_mode(d.path()), "legacy");
+        std::fs::write(&cfg, "[nvidia-container-runtime]\nmode = \"auto\"\n").unwrap();
+        std::fs::write(d.path().join("etc/nv_tegra_release"), "# R36").unwrap();
+        assert_eq!(nvidia_runtime_mode(d.path()), "csv");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
 use crate::config::{Config, OnFailure, ProbePolicy};
 use crate::facts::container::{self, GpuRequest};
+use crate::facts::start_path::{self, Stage};
 use crate::finding::Severity;
 use crate::input::bundle::Bundle;
 use crate::input::state::{self, HookState};
@@ -31,6 +32,11 @@ pub struct HookArgs {
     /// Where /proc/<pid>/root is looked up (tests use a fixture) [default: /proc]
     #[arg(long, value_name = "DIR", hide = true, default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// The OCI hook stage this entry runs at: prestart and createRuntime run in the runtime's
+    /// namespaces before NVIDIA's CDI hooks; createContainer inside the container's, placed
+    /// after them
+    #[arg(long, value_enum, default_value = "createRuntime")]
+    pub stage: Stage,
 }
 
 /// Exit code on a passed deadline and the message printed then; set before the timer is armed,
@@ -148,10 +154,22 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             Duration::from_secs(config.host_facts_ttl_s),
         ),
     };
+    // What NVIDIA's CDI hooks will still do after this hook: on a CDI path, before them,
+    // libcuda.so.1 and the loader cache entry do not exist yet.
+    let pending = start_path::nvidia_cdi_hooks(&bundle.spec)
+        .pending_after(args.stage, start_path::our_index(&bundle.spec, args.stage));
+    // At createContainer runc runs us inside the container's mount namespace before pivot_root:
+    // the rootfs path shows what the container will see, and the state's pid is not a host pid
+    // (runc libcontainer/rootfs_linux.go sets it to getpid() there), so no /proc/<pid> is read.
+    let pid = match args.stage {
+        Stage::CreateContainer => None,
+        Stage::Prestart | Stage::CreateRuntime => state.pid,
+    };
     let facts = container_facts(
         &bundle,
         request,
-        state.pid,
+        pending,
+        pid,
         &args.proc_root,
         &config.host_root,
         Some(&state.annotations),
@@ -159,8 +177,20 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
     let mut findings = run_rules(&facts, &host);
+    crate::rules::requirements::on_path(
+        &mut findings,
+        &facts.start_path,
+        config.enforce_requirements,
+    );
     let mut probe_result = None;
-    if let Some(pid) = state.pid
+    let deferred = facts.request.wants_gpu()
+        && config.probe != ProbePolicy::Never
+        && facts.pending_hooks.makes_libcuda_loadable();
+    if deferred {
+        findings.push(crate::rules::start_path::probe_deferred(args.stage, &facts.pending_hooks));
+    }
+    if let Some(pid) = pid
+        && !deferred
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
         && !findings

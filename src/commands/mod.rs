@@ -20,6 +20,7 @@ use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
 use crate::facts::linkage::{self, LoadFacts};
+use crate::facts::start_path::{self, CdiHooks, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
@@ -161,6 +162,11 @@ pub struct ContainerFacts {
     pub load: Option<LoadFacts>,
     /// The image's ptxas and NVRTC with their CUDA versions (GPU containers with a rootfs only).
     pub toolchains: Option<ToolchainFacts>,
+    /// How the container gets its GPUs: decides who enforces `NVIDIA_REQUIRE_*`.
+    pub start_path: StartPath,
+    /// NVIDIA's CDI hooks that have not run yet where these facts were gathered (all of them
+    /// offline and before `createContainer`).
+    pub pending_hooks: CdiHooks,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -168,9 +174,13 @@ const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at st
 /// Gather the container's facts. `pid` is the container's process at hook time: then the rootfs
 /// is read as the container sees it, through `/proc/<pid>/root`, injected files included. Host
 /// files are read under `host_root`. `state_annotations` are the OCI state's (the hook's).
+/// `pending` are NVIDIA's CDI hooks that have not run yet: where the image has no `libcuda.so.1`
+/// yet, the one their links will give it is judged.
+#[allow(clippy::too_many_arguments)]
 pub fn container_facts(
     bundle: &Bundle,
     request: GpuRequest,
+    pending: CdiHooks,
     pid: Option<i32>,
     proc_root: &Path,
     host_root: &Path,
@@ -194,6 +204,20 @@ pub fn container_facts(
         Some(_) => image::gather_rootfs(&root, &env),
         None => image::gather(bundle),
     });
+    // On a CDI path `libcuda.so.1` is a link NVIDIA's createContainer hook makes: judge the one
+    // it will make rather than report a library that is on its way.
+    if let Some(img) = &mut image_facts
+        && img.libcuda.is_none()
+        && img.rootfs_read
+        && let Some(r) = start_path::predict_libcuda(&root, &env, &bundle.spec, &pending)
+    {
+        img.notes.push(format!(
+            "libcuda.so.1: {} is made by NVIDIA's create-symlinks hook (after this check), linking to {}",
+            r.path_in_image.display(),
+            r.real_path_in_image.display()
+        ));
+        img.libcuda = Some(r);
+    }
     let walkable = request.wants_gpu() && root.is_dir();
     let site = image_facts
         .as_ref()
@@ -254,6 +278,8 @@ pub fn container_facts(
         .wants_gpu()
         .then(|| headroom::gather(bundle, state_annotations, pid, proc_root, host_root, policy));
     ContainerFacts {
+        start_path: StartPath::from_spec(&bundle.spec, &request),
+        pending_hooks: pending,
         request,
         image: image_facts,
         devices,

@@ -19,4 +19,5 @@ pub mod probe_cache;
 pub mod probe_child;
 pub mod rootfs;
 pub mod scan_cache;
+pub mod start_path;
 pub mod toolchains;

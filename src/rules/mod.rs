@@ -8,6 +8,7 @@ pub mod kernels;
 pub mod loading;
 pub mod probe;
 pub mod requirements;
+pub mod start_path;
 pub mod toolchains;
 pub mod versions;
 
@@ -20,6 +21,7 @@ pub fn finding_ids() -> Vec<&'static str> {
     ids.extend_from_slice(kernels::FINDING_IDS);
     ids.extend_from_slice(loading::FINDING_IDS);
     ids.extend_from_slice(requirements::FINDING_IDS);
+    ids.extend_from_slice(start_path::FINDING_IDS);
     ids.extend_from_slice(versions::FINDING_IDS);
     ids.extend_from_slice(hoststate::FINDING_IDS);
     ids.extend_from_slice(headroom::FINDING_IDS);
