@@ -26,9 +26,10 @@ impl Podman {
         )
         .unwrap();
         ours["hook"]["path"] = BIN.into();
-        ours["hook"]["args"] = serde_json::json!([
-            "cuda-preflight",
-            "hook",
+        // The shipped argv (its --stage must match its stage), then this test's settings.
+        let shipped = ours["hook"]["args"].as_array().unwrap().clone();
+        assert_eq!(ours["stages"], serde_json::json!(["createContainer"]));
+        let mut args = serde_json::json!([
             "--config",
             config,
             "--state-dir",
@@ -36,6 +37,12 @@ impl Podman {
             "--host-profile",
             h100_profile()
         ]);
+        ours["hook"]["args"] = serde_json::Value::Array(
+            shipped
+                .into_iter()
+                .chain(args.as_array_mut().unwrap().drain(..))
+                .collect(),
+        );
         std::fs::write(hooks.join("cuda-preflight.json"), ours.to_string()).unwrap();
         let standin = standin_nvidia_hook(dir.path(), nvidia_nodes, true);
         let nvidia = serde_json::json!({

@@ -176,6 +176,18 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
+    let mut facts = facts;
+    if args.stage == Stage::CreateContainer
+        && matches!(facts.request, GpuRequest::InjectedByHook { .. })
+    {
+        // The legacy hook's nodes are in the rootfs we see from inside the mount namespace.
+        facts.devices = container::view_from_root(&bundle.rootfs).map_err(|e| {
+            format!(
+                "could not read the container's /dev under {}: {e}",
+                bundle.rootfs.display()
+            )
+        });
+    }
     let mut findings = run_rules(&facts, &host);
     crate::rules::requirements::on_path(
         &mut findings,

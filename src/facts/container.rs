@@ -245,7 +245,20 @@ pub fn view_from_namespace(
         .join(pid.to_string())
         .join("root")
         .join(rootfs.strip_prefix("/").unwrap_or(rootfs));
-    let dev = crate::facts::rootfs::resolve(&root, Path::new("/dev"))?;
+    let mut view = view_from_root(&root)?;
+    if let Some((rules, src)) = cgroup_v1_devices_list(pid, proc_root) {
+        view.cgroup = Some(rules);
+        view.cgroup_source = Some(src);
+    }
+    Ok(view)
+}
+
+/// The device view from a rootfs path that already shows the container's mounts: a hook at
+/// `createContainer` runs inside the container's mount namespace before `pivot_root`, so the
+/// bundle's rootfs path is the container's view (`/dev` made by runc and the NVIDIA hook).
+/// No cgroup rules: the pid the state gives there is not a host pid.
+pub fn view_from_root(root: &Path) -> std::io::Result<DeviceView> {
+    let dev = crate::facts::rootfs::resolve(root, Path::new("/dev"))?;
     let mut nodes = Vec::new();
     for entry in std::fs::read_dir(&dev)? {
         let entry = entry?;
@@ -267,15 +280,11 @@ pub fn view_from_namespace(
         nodes.push((format!("/dev/{name}"), node));
     }
     nodes.sort();
-    let (cgroup, cgroup_source) = match cgroup_v1_devices_list(pid, proc_root) {
-        Some((rules, src)) => (Some(rules), Some(src)),
-        None => (None, None),
-    };
     Ok(DeviceView {
         source: ViewSource::Namespace,
         nodes,
-        cgroup,
-        cgroup_source,
+        cgroup: None,
+        cgroup_source: None,
     })
 }
 
