@@ -211,11 +211,6 @@ pub fn container_facts(
         && img.rootfs_read
         && let Some(r) = start_path::predict_libcuda(&root, &env, &bundle.spec, &pending)
     {
-        img.notes.push(format!(
-            "libcuda.so.1: {} is made by NVIDIA's create-symlinks hook (after this check), linking to {}",
-            r.path_in_image.display(),
-            r.real_path_in_image.display()
-        ));
         img.libcuda = Some(r);
     }
     let walkable = request.wants_gpu() && root.is_dir();
