@@ -561,7 +561,11 @@ pub fn nvidia_runtime_mode(host_root: &Path) -> String {
     let tegra = host_root.join("etc/nv_tegra_release").exists()
         || std::fs::read_to_string(host_root.join("sys/devices/soc0/family"))
             .is_ok_and(|f| f.trim().eq_ignore_ascii_case("tegra"));
-    if tegra { "csv".into() } else { "jit-cdi".into() }
+    if tegra {
+        "csv".into()
+    } else {
+        "jit-cdi".into()
+    }
 }
 
 /// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
@@ -593,7 +597,9 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
     // passes on, says it already ran, and runc comes next.
     if config.runtime.is_none()
         && std::env::var_os(CHAIN_ENV).is_some()
-        && runtime.file_name().is_some_and(|n| n == "nvidia-container-runtime")
+        && runtime
+            .file_name()
+            .is_some_and(|n| n == "nvidia-container-runtime")
     {
         runtime = find_runtime(
             RUNC_PATHS.iter().map(Path::new).find(|p| p.exists()),

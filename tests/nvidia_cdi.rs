@@ -74,7 +74,11 @@ fn create_and_run(runtime: &[&Path], dir: &Path, bundle: &Path, state: &Path, id
             .args(["start", id])
             .output()
             .unwrap();
-        assert!(s.status.success(), "start: {}", String::from_utf8_lossy(&s.stderr));
+        assert!(
+            s.status.success(),
+            "start: {}",
+            String::from_utf8_lossy(&s.stderr)
+        );
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let s = Command::new(&runc)
@@ -166,7 +170,12 @@ fn host(chain: Chain, uvm: bool, config_toml: &str, profile: &Path) -> Host {
         &[Path::new(SHIM)],
         &["--cuda-preflight-config", ours.to_str().unwrap()],
     );
-    nvidia::wrapper(&nv, &[("NVIDIA_CTK_CONFIG_FILE_PATH", &nv_conf)], &[&t.runtime], &[]);
+    nvidia::wrapper(
+        &nv,
+        &[("NVIDIA_CTK_CONFIG_FILE_PATH", &nv_conf)],
+        &[&t.runtime],
+        &[],
+    );
     let runtime = match chain {
         Chain::ShimBehindNvidia => {
             nvidia::runtime_config(&nv_conf, &specs, &shim);
@@ -223,7 +232,10 @@ fn behind_nvidia_runtime_a_healthy_gpu_container_starts_and_its_cuinit_succeeds(
     let cc = hook_args(&s.spec, "createContainer");
     assert_eq!(cc.len(), 6, "{cc:?}");
     assert!(cc[..5].iter().all(|a| a[0] == "nvidia-cdi-hook"), "{cc:?}");
-    assert_eq!(cc[5][..4], ["cuda-preflight", "hook", "--stage", "createContainer"]);
+    assert_eq!(
+        cc[5][..4],
+        ["cuda-preflight", "hook", "--stage", "createContainer"]
+    );
     assert!(s.spec["hooks"]["createRuntime"].is_null());
     let rep = s.report.expect("the hook's report");
     assert_ne!(rep["verdict"], "block", "{rep}");
@@ -322,7 +334,10 @@ fn an_unmet_requirement_does_not_block_where_nothing_enforces_it() {
             .unwrap_or_else(|| panic!("{chain:?}: {rep}"));
         assert_eq!(f["severity"], "info");
         let ev = f["evidence"].as_str().unwrap();
-        assert!(ev.contains("the legacy NVIDIA runtime would refuse this start"), "{ev}");
+        assert!(
+            ev.contains("the legacy NVIDIA runtime would refuse this start"),
+            "{ev}"
+        );
         assert!(ev.contains("unsatisfied condition: cuda>=12.4"), "{ev}");
     }
     // The host's own policy: blocked, and the message says whose rule it is.
@@ -334,7 +349,11 @@ fn an_unmet_requirement_does_not_block_where_nothing_enforces_it() {
     );
     let s = h.run(&["NVIDIA_VISIBLE_DEVICES=all", "CUDA_VERSION=12.4.1"]);
     assert!(!s.created);
-    assert!(s.create_err.contains("require-unsatisfied"), "{}", s.create_err);
+    assert!(
+        s.create_err.contains("require-unsatisfied"),
+        "{}",
+        s.create_err
+    );
     assert!(
         s.create_err.contains("this host's policy"),
         "{}",
@@ -361,7 +380,9 @@ fn podman_run(uvm: bool, gpu: bool) -> (Option<i32>, String, String, Option<Valu
     nvidia::fake_gpu_host(d);
     let prefix = format!("{}-", unique_id("cp"));
     std::fs::create_dir_all("/var/run/cdi").unwrap();
-    let spec_file = GlobalCdiSpec(PathBuf::from(format!("/var/run/cdi/{prefix}cuda-preflight-test.json")));
+    let spec_file = GlobalCdiSpec(PathBuf::from(format!(
+        "/var/run/cdi/{prefix}cuda-preflight-test.json"
+    )));
     std::fs::write(&spec_file.0, nvidia::cdi_spec(d, &prefix, uvm).to_string()).unwrap();
     let hooks = d.join("hooks.d");
     std::fs::create_dir_all(&hooks).unwrap();
@@ -407,17 +428,32 @@ fn podman_run(uvm: bool, gpu: bool) -> (Option<i32>, String, String, Option<Valu
         .arg("--hooks-dir")
         .arg(&hooks)
         .args([
-            "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit",
-            "nproc=4096:4096", "--name", &name,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "--name",
+            &name,
         ]);
     if gpu {
         cmd.args(["--device", &format!("nvidia.com/gpu={prefix}all")]);
     }
-    let out = cmd.arg("--rootfs").arg(&rootfs).arg("/bin/cuinit").output().unwrap();
-    let report = std::fs::read_dir(state.join("reports")).ok().and_then(|rd| {
-        let p = rd.filter_map(|e| e.ok()).map(|e| e.path()).next()?;
-        Some(serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).unwrap())
-    });
+    let out = cmd
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .arg("/bin/cuinit")
+        .output()
+        .unwrap();
+    let report = std::fs::read_dir(state.join("reports"))
+        .ok()
+        .and_then(|rd| {
+            let p = rd.filter_map(|e| e.ok()).map(|e| e.path()).next()?;
+            Some(serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).unwrap())
+        });
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -434,7 +470,9 @@ fn podman_cdi_healthy_starts_missing_uvm_is_blocked_no_gpu_starts() {
     let rep = rep.expect("report");
     assert_ne!(rep["verdict"], "block", "{rep}");
     assert!(
-        !all_finding_ids(&rep).iter().any(|i| i == "image-driver-library"),
+        !all_finding_ids(&rep)
+            .iter()
+            .any(|i| i == "image-driver-library"),
         "{rep}"
     );
 
@@ -445,7 +483,10 @@ fn podman_cdi_healthy_starts_missing_uvm_is_blocked_no_gpu_starts() {
             && err.contains("/dev/nvidia-uvm is missing"),
         "{err}"
     );
-    assert_eq!(finding_ids(&rep.expect("report")), vec!["device-node-missing"]);
+    assert_eq!(
+        finding_ids(&rep.expect("report")),
+        vec!["device-node-missing"]
+    );
 
     // No GPU asked for: it starts; its own dlopen finds no libcuda (exit 2 from cuinit.c).
     let (code, out, err, rep) = podman_run(true, false);
@@ -477,17 +518,30 @@ fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_s
     )
     .unwrap();
     let shim = d.join("shim.sh");
-    nvidia::wrapper(&shim, &[], &[Path::new(SHIM)], &["--cuda-preflight-config", ours.to_str().unwrap()]);
+    nvidia::wrapper(
+        &shim,
+        &[],
+        &[Path::new(SHIM)],
+        &["--cuda-preflight-config", ours.to_str().unwrap()],
+    );
     let mut runtimes = Vec::new();
     for (name, uvm) in [("nvidia", true), ("nvidia-nouvm", false)] {
         let specs = d.join(format!("cdi-{name}"));
         std::fs::create_dir_all(&specs).unwrap();
-        std::fs::write(specs.join("nvidia.json"), nvidia::cdi_spec(&d, "", uvm).to_string())
-            .unwrap();
+        std::fs::write(
+            specs.join("nvidia.json"),
+            nvidia::cdi_spec(&d, "", uvm).to_string(),
+        )
+        .unwrap();
         let conf = d.join(format!("{name}.toml"));
         nvidia::runtime_config(&conf, &specs, &shim);
         let wrapper = d.join(format!("{name}.sh"));
-        nvidia::wrapper(&wrapper, &[("NVIDIA_CTK_CONFIG_FILE_PATH", &conf)], &[&t.runtime], &[]);
+        nvidia::wrapper(
+            &wrapper,
+            &[("NVIDIA_CTK_CONFIG_FILE_PATH", &conf)],
+            &[&t.runtime],
+            &[],
+        );
         runtimes.push((name, json!({"path": wrapper})));
     }
     daemon.write_daemon_json(&runtimes, None);
@@ -501,7 +555,11 @@ fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_s
         .unwrap();
     let image = "cuda-preflight-test/cdi:1";
     let import = daemon.docker(&["import", "-", image], Some(&tar.stdout));
-    assert!(import.status.success(), "{}", String::from_utf8_lossy(&import.stderr));
+    assert!(
+        import.status.success(),
+        "{}",
+        String::from_utf8_lossy(&import.stderr)
+    );
     let run = |runtime: &str, gpu: bool| {
         let mut args = vec!["run", "--rm", "--network", "none", "--runtime", runtime];
         if gpu {
@@ -526,7 +584,12 @@ fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_s
     };
 
     let (code, out, err) = run("nvidia", true);
-    assert_eq!(code, Some(0), "{err}\ndockerd log: {}", std::fs::read_to_string(daemon.log()).unwrap_or_default());
+    assert_eq!(
+        code,
+        Some(0),
+        "{err}\ndockerd log: {}",
+        std::fs::read_to_string(daemon.log()).unwrap_or_default()
+    );
     assert_eq!(out.trim(), "cuInit=0");
     let reps = reports();
     assert_eq!(reps.len(), 1);
@@ -535,7 +598,8 @@ fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_s
     let (code, _, err) = run("nvidia-nouvm", true);
     assert_ne!(code, Some(0));
     assert!(
-        err.contains("cuda-preflight: blocked container") && err.contains("/dev/nvidia-uvm is missing"),
+        err.contains("cuda-preflight: blocked container")
+            && err.contains("/dev/nvidia-uvm is missing"),
         "{err}"
     );
 
@@ -543,5 +607,9 @@ fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_s
     let (code, out, err) = run("nvidia", false);
     assert_eq!(code, Some(2), "{err}");
     assert!(out.starts_with("dlopen: libcuda.so.1"), "{out}");
-    assert_eq!(reports().len(), 2, "no report for the container without a GPU");
+    assert_eq!(
+        reports().len(),
+        2,
+        "no report for the container without a GPU"
+    );
 }

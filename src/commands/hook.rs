@@ -199,7 +199,10 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         && config.probe != ProbePolicy::Never
         && facts.pending_hooks.makes_libcuda_loadable();
     if deferred {
-        findings.push(crate::rules::start_path::probe_deferred(args.stage, &facts.pending_hooks));
+        findings.push(crate::rules::start_path::probe_deferred(
+            args.stage,
+            &facts.pending_hooks,
+        ));
     }
     if let Some(pid) = pid
         && !deferred

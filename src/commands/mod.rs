@@ -162,6 +162,8 @@ pub struct ContainerFacts {
     pub load: Option<LoadFacts>,
     /// The image's ptxas and NVRTC with their CUDA versions (GPU containers with a rootfs only).
     pub toolchains: Option<ToolchainFacts>,
+    /// The container's process environment (`KEY=VALUE`, as the spec lists it).
+    pub env: Vec<String>,
     /// How the container gets its GPUs: decides who enforces `NVIDIA_REQUIRE_*`.
     pub start_path: StartPath,
     /// NVIDIA's CDI hooks that have not run yet where these facts were gathered (all of them
@@ -273,6 +275,7 @@ pub fn container_facts(
         .wants_gpu()
         .then(|| headroom::gather(bundle, state_annotations, pid, proc_root, host_root, policy));
     ContainerFacts {
+        env,
         start_path: StartPath::from_spec(&bundle.spec, &request),
         pending_hooks: pending,
         request,
@@ -310,6 +313,16 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
             host.cuda_driver_version.as_deref().unwrap_or(""),
         ));
     }
+    // The container's CUDA_* variables (rules::cuda_env): a module of their own next to the
+    // kernel rules, from the same facts.
+    out.extend(rules::cuda_env::check(
+        &c.env,
+        devices,
+        &c.request,
+        host,
+        c.binaries.as_ref().map(|b| b.files.as_slice()),
+        &container_gpus(c, host),
+    ));
     if let Some(t) = &c.toolchains {
         out.extend(rules::toolchains::check(
             t,

@@ -528,11 +528,17 @@ mod tests {
         let h = nvidia_cdi_hooks(&h100_cdi_spec());
         assert_eq!(h.pending_after(Stage::CreateRuntime, None).hooks.len(), 6);
         assert_eq!(h.pending_after(Stage::Prestart, Some(0)).hooks.len(), 6);
-        assert!(h.pending_after(Stage::CreateRuntime, None).makes_libcuda_loadable());
+        assert!(
+            h.pending_after(Stage::CreateRuntime, None)
+                .makes_libcuda_loadable()
+        );
         // Ours appended after NVIDIA's six: nothing left.
         assert!(h.pending_after(Stage::CreateContainer, Some(6)).is_empty());
         // Ours in front of NVIDIA's (an engine that adds CDI hooks after the hooks directory's).
-        assert_eq!(h.pending_after(Stage::CreateContainer, Some(0)).hooks.len(), 5);
+        assert_eq!(
+            h.pending_after(Stage::CreateContainer, Some(0)).hooks.len(),
+            5
+        );
         // Ours not found at createContainer: taken as last.
         assert!(h.pending_after(Stage::CreateContainer, None).is_empty());
     }
@@ -567,7 +573,10 @@ mod tests {
         let spec = h100_cdi_spec();
         let all = nvidia_cdi_hooks(&spec);
         let r = predict_libcuda(root, &[], &spec, &all).expect("predicted");
-        assert_eq!(r.path_in_image, Path::new("/usr/local/nvidia/lib64/libcuda.so.1"));
+        assert_eq!(
+            r.path_in_image,
+            Path::new("/usr/local/nvidia/lib64/libcuda.so.1")
+        );
         assert_eq!(
             r.real_path_in_image,
             Path::new("/usr/local/nvidia/lib64/libcuda.so.580.159.04")

@@ -751,9 +751,17 @@ mod tests {
         let img = image(&[("CUDA_VERSION", "12.4.1")]);
         // (path, host policy, id, severity, evidence contains)
         let cases: Vec<(StartPath, bool, &str, Severity, &str)> = vec![
-            (StartPath::LegacyHook, false, "require-unsatisfied", Severity::Block, "cuda>=12.4"),
             (
-                StartPath::NvidiaRuntime { mode: "legacy".into() },
+                StartPath::LegacyHook,
+                false,
+                "require-unsatisfied",
+                Severity::Block,
+                "cuda>=12.4",
+            ),
+            (
+                StartPath::NvidiaRuntime {
+                    mode: "legacy".into(),
+                },
                 false,
                 "require-unsatisfied",
                 Severity::Block,
@@ -774,7 +782,9 @@ mod tests {
                 "the legacy NVIDIA runtime would refuse this start (unsatisfied condition: cuda>=12.4, please update your driver to a newer version, or use an earlier cuda container); on this CDI start nothing checks",
             ),
             (
-                StartPath::NvidiaRuntime { mode: "jit-cdi".into() },
+                StartPath::NvidiaRuntime {
+                    mode: "jit-cdi".into(),
+                },
                 false,
                 "require-not-enforced",
                 Severity::Info,
@@ -803,7 +813,11 @@ mod tests {
             assert_eq!(f[0].severity, sev, "{path:?}");
             assert!(f[0].evidence.contains(ev), "{path:?}: {}", f[0].evidence);
             // Only the toolkit's own refusal is its message; our policy's block is ours.
-            assert_eq!(f[0].predicted.is_some(), path.enforces_requirements(), "{path:?}");
+            assert_eq!(
+                f[0].predicted.is_some(),
+                path.enforces_requirements(),
+                "{path:?}"
+            );
         }
         // A malformed requirement also stops only the legacy path.
         let bad = image(&[("NVIDIA_REQUIRE_CUDA", "cuda>>12")]);

@@ -46,7 +46,15 @@ mod tests {
         let f = probe_deferred(Stage::CreateRuntime, &nvidia_cdi_hooks(&spec));
         assert_eq!(f.id, "probe-skipped");
         assert_eq!(f.severity, crate::finding::Severity::Info);
-        assert!(f.evidence.contains("not run at createRuntime"), "{}", f.evidence);
-        assert!(f.evidence.contains("create-symlinks, update-ldcache"), "{}", f.evidence);
+        assert!(
+            f.evidence.contains("not run at createRuntime"),
+            "{}",
+            f.evidence
+        );
+        assert!(
+            f.evidence.contains("create-symlinks, update-ldcache"),
+            "{}",
+            f.evidence
+        );
     }
 }
