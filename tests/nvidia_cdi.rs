@@ -195,10 +195,16 @@ fn host(chain: Chain, uvm: bool, config_toml: &str, profile: &Path) -> Host {
 
 impl Host {
     fn run(&self, env: &[&str]) -> Started {
+        self.run_with(&["/bin/cuinit"], env, |_| {})
+    }
+
+    /// Run `args` in a fresh bundle whose rootfs `prepare` adds to.
+    fn run_with(&self, args: &[&str], env: &[&str], prepare: impl Fn(&Path)) -> Started {
         let id = unique_id("cdi");
         let work = self.dir.path().join(&id);
         std::fs::create_dir_all(&work).unwrap();
-        let b = bundle(&work, &["/bin/cuinit"], env);
+        let b = bundle(&work, args, env);
+        prepare(&b.join("rootfs"));
         let rt: Vec<&Path> = self.runtime.iter().map(PathBuf::as_path).collect();
         create_and_run(&rt, &work, &b, &self.state, &id)
     }
@@ -612,4 +618,116 @@ fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_s
         2,
         "no report for the container without a GPU"
     );
+}
+
+/// A compat `libcuda.so.<version>` as the cuda-compat package ships it: the test-double driver
+/// with a `.note.cuda.fwd_compatibility` note (name "NVIDIA Corporation" padded to 4 bytes, JSON
+/// description) and the `libcuda.so.1` link. `objcopy`: the note added by
+/// `objcopy --add-section`, which leaves the section aligned to 1 byte (see below); otherwise
+/// assembled into the library in a section aligned to 4, as a linker lays out notes.
+fn compat_library(root: &Path, version: &str, note_json: &str, objcopy: bool) {
+    let dir = root.join("usr/local/cuda/compat");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = b"NVIDIA Corporation\0";
+    let mut note = Vec::new();
+    note.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    note.extend_from_slice(&(note_json.len() as u32).to_le_bytes());
+    note.extend_from_slice(&1u32.to_le_bytes());
+    note.extend_from_slice(name);
+    while note.len() % 4 != 0 {
+        note.push(0);
+    }
+    note.extend_from_slice(note_json.as_bytes());
+    let work = root.join("..");
+    let lib = dir.join(format!("libcuda.so.{version}"));
+    if objcopy {
+        let note_file = work.join("note.bin");
+        std::fs::write(&note_file, &note).unwrap();
+        std::fs::copy(nvidia::double_libcuda(), &lib).unwrap();
+        let st = Command::new("objcopy")
+            .arg(format!(
+                "--add-section=.note.cuda.fwd_compatibility={}",
+                note_file.display()
+            ))
+            .arg(&lib)
+            .status()
+            .expect("objcopy (binutils, with gcc)");
+        assert!(st.success());
+    } else {
+        let bytes: Vec<String> = note.iter().map(|b| b.to_string()).collect();
+        let asm = work.join("note.s");
+        std::fs::write(
+            &asm,
+            format!(
+                ".section .note.cuda.fwd_compatibility,\"a\",@note\n.p2align 2\n.byte {}\n",
+                bytes.join(",")
+            ),
+        )
+        .unwrap();
+        let st = Command::new("gcc")
+            .args(["-shared", "-fPIC", "-O2", "-Wl,-soname,libcuda.so.1", "-o"])
+            .arg(&lib)
+            .arg(repo().join("tests/double/libcuda.c"))
+            .arg(&asm)
+            .status()
+            .expect("gcc");
+        assert!(st.success());
+    }
+    std::os::unix::fs::symlink(format!("libcuda.so.{version}"), dir.join("libcuda.so.1")).unwrap();
+}
+
+/// NVIDIA's real `enable-cuda-compat` (host driver 580.159.04, from the spec) against a compat
+/// libcuda 590.44.01 whose note lists branch 580 or not: what our hook predicted at createRuntime
+/// (the shim in front) is what the hook then wrote into the container's ld.so.conf.d. The third
+/// case is a note in a section aligned to 1 byte: the toolkit pads the note's name to the
+/// section's alignment (1 after `objcopy --add-section`), reads a description one byte short,
+/// fails on its JSON and falls back to comparing majors (580 < 590: used) — and so does our
+/// reader.
+#[test]
+fn enable_cuda_compat_is_predicted_as_nvidias_hook_decides() {
+    let h = host(
+        Chain::ShimInFront,
+        true,
+        "probe = \"never\"",
+        &h100_profile(),
+    );
+    for (branches, objcopy, used) in [
+        ("[535, 550, 570, 575, 580, 590]", false, true),
+        ("[535, 550, 570]", false, false),
+        ("[535, 550, 570]", true, true),
+    ] {
+        let json = format!(
+            r#"{{"Format": 1, "CUDA Version": "13.1", "Driver": {branches}, "Device": [9, 10]}}"#
+        );
+        let s = h.run_with(
+            &[
+                "sh",
+                "-c",
+                "cat /etc/ld.so.conf.d/00-compat-*.conf 2>/dev/null || echo none",
+            ],
+            &["NVIDIA_VISIBLE_DEVICES=all"],
+            |root| compat_library(root, "590.44.01", &json, objcopy),
+        );
+        assert!(s.created, "{}", s.create_err);
+        let actual = s.out.trim() == "/usr/local/cuda/compat";
+        assert!(actual || s.out.trim() == "none", "{}", s.out);
+        assert_eq!(
+            actual, used,
+            "NVIDIA's hook, note {branches} objcopy {objcopy}: {}",
+            s.out
+        );
+        let rep = s.report.expect("report");
+        let f = rep["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == "forward-compat-cdi")
+            .unwrap_or_else(|| panic!("{rep}"));
+        let ev = f["evidence"].as_str().unwrap();
+        assert_eq!(
+            ev.contains("will put"),
+            used,
+            "predicted, note {branches} objcopy {objcopy}: {ev}"
+        );
+    }
 }

@@ -169,6 +169,8 @@ pub struct ContainerFacts {
     /// NVIDIA's CDI hooks that have not run yet where these facts were gathered (all of them
     /// offline and before `createContainer`).
     pub pending_hooks: CdiHooks,
+    /// What the pending `enable-cuda-compat` hook will decide, where there is one.
+    pub cuda_compat: Option<start_path::CompatDecision>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -214,6 +216,37 @@ pub fn container_facts(
         && let Some(r) = start_path::predict_libcuda(&root, &env, &bundle.spec, &pending)
     {
         img.libcuda = Some(r);
+    }
+    // On a CDI path NVIDIA's enable-cuda-compat hook decides whether the image's compat
+    // libcuda is used: predict it, as the legacy path's rules judged the loader's own choice.
+    let cuda_compat = pending
+        .enable_cuda_compat()
+        .filter(|_| image_facts.as_ref().is_some_and(|i| i.rootfs_read))
+        .and_then(|h| start_path::predict_cuda_compat(&root, h));
+    if let (Some(d), Some(img)) = (&cuda_compat, &mut image_facts)
+        && d.use_compat
+        && let Some(lib) = &d.library
+        // LD_LIBRARY_PATH comes before the loader cache: a libcuda.so.1 there still wins.
+        && !img
+            .libcuda
+            .as_ref()
+            .is_some_and(|r| r.via == crate::facts::loader::Source::LdLibraryPath)
+        && let Ok(host_path) = crate::facts::rootfs::resolve(&root, lib)
+    {
+        img.compat_in_use = Some(image::CompatLib {
+            path: lib.clone(),
+            version: d
+                .version
+                .as_deref()
+                .and_then(crate::knowledge::cuda::Version::parse),
+        });
+        img.libcuda = Some(crate::facts::loader::Resolved {
+            path_in_image: lib.with_file_name("libcuda.so.1"),
+            real_path_in_image: lib.clone(),
+            host_path,
+            via: crate::facts::loader::Source::LdSoCache,
+            unloadable: None,
+        });
     }
     let walkable = request.wants_gpu() && root.is_dir();
     let site = image_facts
@@ -278,6 +311,7 @@ pub fn container_facts(
         env,
         start_path: StartPath::from_spec(&bundle.spec, &request),
         pending_hooks: pending,
+        cuda_compat,
         request,
         image: image_facts,
         devices,
@@ -312,6 +346,9 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
             &container_gpus(c, host),
             host.cuda_driver_version.as_deref().unwrap_or(""),
         ));
+    }
+    if let Some(d) = &c.cuda_compat {
+        out.push(rules::start_path::compat_decision(d));
     }
     // The container's CUDA_* variables (rules::cuda_env): a module of their own next to the
     // kernel rules, from the same facts.

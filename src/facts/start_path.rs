@@ -417,6 +417,196 @@ pub fn predict_libcuda(
     None
 }
 
+/// What `nvidia-cdi-hook enable-cuda-compat` will decide for this container
+/// (`cmd/nvidia-cdi-hook/cudacompat/cudacompat.go`): whether it adds the image's compat
+/// directory to `ld.so.conf.d` as `00-compat-*.conf`, ahead of every other entry, so the compat
+/// `libcuda` is what the loader cache gives for `libcuda.so.1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompatDecision {
+    pub use_compat: bool,
+    /// The compat library the hook judged (`<compat dir>/libcuda.so.<version>`), as the
+    /// container sees it.
+    pub library: Option<PathBuf>,
+    pub version: Option<String>,
+    pub note: Option<crate::facts::compat_note::CompatNote>,
+    /// Why, in words, for the finding.
+    pub why: String,
+}
+
+/// Masterminds/semver's `NewVersion` as the hook uses it (leading zeros coerced: `580.159.04` is
+/// 580.159.4; one to three numeric parts, an optional `v`). A pre-release or build suffix is not
+/// read here (None), which no driver version has.
+pub fn semver(s: &str) -> Option<(u64, u64, u64)> {
+    let s = s.trim().strip_prefix('v').unwrap_or(s.trim());
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 3 {
+        return None;
+    }
+    let mut v = [0u64; 3];
+    for (i, p) in parts.iter().enumerate() {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        v[i] = p.parse().ok()?;
+    }
+    Some((v[0], v[1], v[2]))
+}
+
+/// The hook's decision from the compat library's version, its note and the host versions the
+/// spec gives the hook (`useCompatLibraries` and `compatElfHeader.UseCompat`):
+/// * with a note: the host driver's branch must be one the note lists and the compat driver
+///   newer than the host's; without both versions, the note's CUDA version must be newer than
+///   the host CUDA version given;
+/// * without a note (or an unreadable one): no if a host CUDA version was given; else only if
+///   the compat driver's major is above the host driver's.
+pub fn use_compat(
+    note: Option<&crate::facts::compat_note::CompatNote>,
+    compat_version: &str,
+    host_driver: Option<&str>,
+    host_cuda: Option<&str>,
+) -> (bool, String) {
+    let compat = semver(compat_version);
+    let host = host_driver.and_then(semver);
+    let host_cuda_v = host_cuda.and_then(semver);
+    if let Some(n) = note {
+        let (Some(c), Some(h)) = (compat, host) else {
+            return match (host_cuda_v, n.cuda_version.as_deref().and_then(semver)) {
+                (Some(hc), Some(nc)) => (
+                    nc > hc,
+                    format!(
+                        "its note says CUDA {}, the host CUDA is {}",
+                        n.cuda_version.as_deref().unwrap_or(""),
+                        host_cuda.unwrap_or("")
+                    ),
+                ),
+                _ => (
+                    false,
+                    "no host driver version and no comparable CUDA versions".into(),
+                ),
+            };
+        };
+        if !n.driver.iter().any(|d| u64::try_from(*d).ok() == Some(h.0)) {
+            return (
+                false,
+                format!(
+                    "the host driver's branch {} is not among those its note supports ({:?})",
+                    h.0, n.driver
+                ),
+            );
+        }
+        return if c > h {
+            (
+                true,
+                format!(
+                    "the host driver's branch {} is supported by its note and {compat_version} is newer than the host's {}",
+                    h.0,
+                    host_driver.unwrap_or("")
+                ),
+            )
+        } else {
+            (
+                false,
+                format!(
+                    "{compat_version} is not newer than the host driver {}",
+                    host_driver.unwrap_or("")
+                ),
+            )
+        };
+    }
+    if host_cuda.is_some_and(|v| !v.is_empty()) {
+        return (
+            false,
+            "no readable note, and a host CUDA version is given: the hook needs the note".into(),
+        );
+    }
+    match (compat, host) {
+        (Some(c), Some(h)) if h.0 < c.0 => (
+            true,
+            format!(
+                "no note; its major {} is above the host driver's {}",
+                c.0, h.0
+            ),
+        ),
+        (Some(c), Some(h)) => (
+            false,
+            format!(
+                "no note; its major {} is not above the host driver's {}",
+                c.0, h.0
+            ),
+        ),
+        _ => (false, "no note and a version that does not parse".into()),
+    }
+}
+
+/// Predict `enable-cuda-compat` for the container rooted at `root`: the compat directory (links
+/// followed inside the rootfs), exactly one regular file `libcuda.so.*.*` in it, its note.
+pub fn predict_cuda_compat(root: &Path, hook: &CdiHook) -> Option<CompatDecision> {
+    let CdiHook::EnableCudaCompat {
+        host_driver_version,
+        host_cuda_version,
+        compat_root,
+    } = hook
+    else {
+        return None;
+    };
+    let nonempty = |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(String::from);
+    let (hd, hc) = (nonempty(host_driver_version), nonempty(host_cuda_version));
+    let no = |why: String| CompatDecision {
+        use_compat: false,
+        library: None,
+        version: None,
+        note: None,
+        why,
+    };
+    if hd.is_none() && hc.is_none() {
+        return Some(no(
+            "the hook was given no host version: it does nothing".into()
+        ));
+    }
+    let Ok(dir) = crate::facts::rootfs::resolve(root, compat_root) else {
+        return Some(no(format!("the image has no {}", compat_root.display())));
+    };
+    let mut libs: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .take(4096)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| {
+                    n.strip_prefix("libcuda.so.")
+                        .is_some_and(|r| r.contains('.'))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    libs.sort();
+    if libs.len() != 1 {
+        return Some(no(format!(
+            "{} holds {} files named libcuda.so.*.* (the hook uses the directory only with exactly one)",
+            compat_root.display(),
+            libs.len()
+        )));
+    }
+    let name = &libs[0];
+    let version = name["libcuda.so.".len()..].to_string();
+    let in_image = dir
+        .strip_prefix(root)
+        .map(|p| Path::new("/").join(p))
+        .unwrap_or_else(|_| compat_root.clone());
+    let library = in_image.join(name);
+    let note = crate::facts::rootfs::open_regular(root, &library)
+        .ok()
+        .and_then(|(f, _)| crate::facts::compat_note::read(f).ok().flatten());
+    let (use_it, why) = use_compat(note.as_ref(), &version, hd.as_deref(), hc.as_deref());
+    Some(CompatDecision {
+        use_compat: use_it,
+        library: Some(library),
+        version: Some(version),
+        note,
+        why,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,6 +799,112 @@ mod tests {
         let spec: Spec = serde_json::from_value(v).unwrap();
         let r = predict_libcuda(root, &[], &spec, &all).expect("from the mount");
         assert_eq!(r.host_path, Path::new("/host/lib/libcuda.so.580.159.04"));
+    }
+
+    /// `enable-cuda-compat`'s decisions, case by case as its own tests state them
+    /// (cmd/nvidia-cdi-hook/cudacompat/cudacompat_test.go): a note supporting branches 535–590 of
+    /// CUDA 12.9 on a compat 575.57.08, and the no-note fallback.
+    #[test]
+    #[allow(clippy::type_complexity)] // a table
+    fn enable_cuda_compat_decisions() {
+        use crate::facts::compat_note::CompatNote;
+        let note = CompatNote {
+            cuda_version: Some("12.9".into()),
+            driver: vec![535, 550, 560, 565, 570, 575],
+            device: vec![],
+        };
+        // (note, compat, host driver, host cuda, used)
+        let cases: &[(bool, &str, Option<&str>, Option<&str>, bool)] = &[
+            (true, "575.57.08", None, Some("12.8"), true),
+            (true, "575.57.08", None, Some("12.9"), false),
+            (true, "575.57.08", None, Some("12.10"), false),
+            (true, "575.57.08", Some("590.44.01"), None, false),
+            (true, "575.57.08", Some("570.211.01"), None, true),
+            (true, "575.57.08", Some("575.10.10"), None, true),
+            (true, "575.57.08", Some("575.57.08"), None, false),
+            (true, "575.57.08", Some("575.99.99"), None, false),
+            // Leading zeros coerced, as Masterminds/semver does: 580.159.04 is 580.159.4.
+            (true, "575.57.08", Some("570.211.01"), Some("12.8"), true),
+            // No note: the majors decide, and a host CUDA version means no.
+            (false, "580.95.05", Some("535.104.05"), None, true),
+            (false, "580.95.05", Some("580.65.06"), None, false),
+            (false, "580.95.05", Some("535.104.05"), Some("12.2"), false),
+            (false, "not.a.version", Some("535.104.05"), None, false),
+        ];
+        for (with_note, compat, hd, hc, want) in cases {
+            let n = with_note.then_some(&note);
+            let (got, why) = use_compat(n, compat, *hd, *hc);
+            assert_eq!(got, *want, "{with_note} {compat} {hd:?} {hc:?}: {why}");
+        }
+        assert_eq!(semver("580.159.04"), Some((580, 159, 4)));
+        assert_eq!(semver("v12.9"), Some((12, 9, 0)));
+        assert_eq!(semver("535.104.05.01"), None);
+    }
+
+    #[test]
+    fn enable_cuda_compat_predicted_from_the_image() {
+        use crate::facts::compat_note::tests::{elf_with_section, note};
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        let compat = root.join("usr/local/cuda-13.1/compat");
+        std::fs::create_dir_all(&compat).unwrap();
+        std::os::unix::fs::symlink("cuda-13.1", root.join("usr/local/cuda")).unwrap();
+        let desc = r#"{"Format": 1, "CUDA Version": "13.1", "Driver": [535, 550, 570, 575, 580, 590], "Device": [9, 10]}"#;
+        std::fs::write(
+            compat.join("libcuda.so.590.44.01"),
+            elf_with_section(".note.cuda.fwd_compatibility", 7, &note(desc)),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("libcuda.so.590.44.01", compat.join("libcuda.so.1")).unwrap();
+        let hook = |drv: &str| CdiHook::EnableCudaCompat {
+            host_driver_version: Some(drv.into()),
+            host_cuda_version: None,
+            compat_root: "/usr/local/cuda/compat".into(),
+        };
+        // The H100's 580.159.04: branch 580 is supported and 590.44.01 is newer.
+        let d580 = predict_cuda_compat(root, &hook("580.159.04")).unwrap();
+        assert!(d580.use_compat, "{}", d580.why);
+        assert_eq!(
+            d580.library.as_deref(),
+            Some(Path::new(
+                "/usr/local/cuda-13.1/compat/libcuda.so.590.44.01"
+            ))
+        );
+        assert_eq!(
+            d580.note.as_ref().unwrap().cuda_version.as_deref(),
+            Some("13.1")
+        );
+        // A branch the note does not list.
+        assert!(
+            !predict_cuda_compat(root, &hook("525.60.13"))
+                .unwrap()
+                .use_compat
+        );
+        // No host version in the hook: it does nothing.
+        let none = CdiHook::EnableCudaCompat {
+            host_driver_version: None,
+            host_cuda_version: None,
+            compat_root: "/usr/local/cuda/compat".into(),
+        };
+        assert!(!predict_cuda_compat(root, &none).unwrap().use_compat);
+        // Two candidates: the hook uses none.
+        std::fs::write(compat.join("libcuda.so.580.95.05"), b"x").unwrap();
+        let two = predict_cuda_compat(root, &hook("580.159.04")).unwrap();
+        assert!(
+            !two.use_compat && two.why.contains("holds 2 files"),
+            "{}",
+            two.why
+        );
+        // Not this hook: nothing to predict.
+        assert!(
+            predict_cuda_compat(
+                root,
+                &CdiHook::Other {
+                    name: "chmod".into()
+                }
+            )
+            .is_none()
+        );
     }
 
     #[test]

@@ -1,11 +1,38 @@
 //! Findings about where the hook runs on this start path.
 
-use crate::facts::start_path::{CdiHooks, Stage};
+use crate::facts::start_path::{CdiHooks, CompatDecision, Stage};
 use crate::finding::Finding;
 
 /// Ids these rules add beyond those other rule files register (`probe-skipped` is
 /// `rules::probe`'s).
-pub const FINDING_IDS: &[&str] = &[];
+pub const FINDING_IDS: &[&str] = &["forward-compat-cdi"];
+
+/// What NVIDIA's `enable-cuda-compat` hook will do on this CDI start, and why: the
+/// forward-compatibility rules (`rules::versions`) then judge the library it leaves the loader.
+pub fn compat_decision(d: &CompatDecision) -> Finding {
+    let lib = d
+        .library
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the image's compat libcuda".into());
+    Finding::new(
+        "forward-compat-cdi",
+        crate::finding::Severity::Info,
+        None,
+        if d.use_compat {
+            format!(
+                "NVIDIA's enable-cuda-compat hook will put {lib} first in the container's loader cache: {}",
+                d.why
+            )
+        } else {
+            format!(
+                "NVIDIA's enable-cuda-compat hook will leave the image's compat library unused: {}",
+                d.why
+            )
+        },
+        "",
+    )
+}
 
 /// The probe is not run where NVIDIA's CDI hooks that make `libcuda.so.1` loadable
 /// (`create-symlinks`, `update-ldcache`) run after this hook: the workload will find the library,
