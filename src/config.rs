@@ -101,6 +101,10 @@ pub struct Config {
     /// path. Off: only where NVIDIA's toolkit enforces it (the legacy hook, CSV mode); on CDI
     /// and explicit `--device` starts nothing checks it, and it is information.
     pub enforce_requirements: bool,
+    /// `cuda-preflight-runtime` in front of `nvidia-container-runtime` in `cdi`/`jit-cdi` mode
+    /// chains itself behind it (a copy of its config with `runtimes` naming the shim), so the hook
+    /// goes after NVIDIA's CDI hooks. Off: the hook stays at createRuntime, before them.
+    pub chain_nvidia_runtime: bool,
 }
 
 impl Default for Config {
@@ -138,6 +142,7 @@ impl Default for Config {
             storage_runroot: None,
             storage_driver: None,
             enforce_requirements: false,
+            chain_nvidia_runtime: true,
         }
     }
 }

@@ -23,7 +23,8 @@ use serde_json::{Value, json};
 use crate::config::{Config, ConfigError, OnFailure};
 
 /// Set in the environment the real runtime inherits: a shim that finds it was started by the
-/// runtime it started (chained behind `nvidia-container-runtime`).
+/// runtime it started (chained behind `nvidia-container-runtime`). Its value is the config file
+/// the first shim was given (`--cuda-preflight-config`), empty for the default.
 pub const CHAIN_ENV: &str = "CUDA_PREFLIGHT_RUNTIME_CHAINED";
 
 /// The shim's own flag; only recognised before the runtime command.
@@ -413,9 +414,10 @@ pub fn hook_binary(config: &Config, me: Option<&Path>) -> Option<PathBuf> {
 /// become the real runtime.
 pub fn run(args: Vec<OsString>) -> u8 {
     match prepare(&args) {
-        Ok((runtime, inv)) => {
+        Ok((runtime, inv, env)) => {
             let err = std::process::Command::new(&runtime)
                 .args(&inv.runtime_args)
+                .envs(env)
                 .exec();
             eprintln!(
                 "cuda-preflight-runtime: {}",
@@ -466,10 +468,15 @@ pub fn early_verdict(
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
+    // Where nothing refuses an unmet requirement, there is nothing to refuse early: no host
+    // facts are read (NVML costs ~20 ms).
+    let path = shim_start_path(&bundle.spec, &request, nvidia_runtime, &config.host_root);
+    if !path.enforces_requirements() && !config.enforce_requirements {
+        return Ok(None);
+    }
     let image = crate::facts::image::gather_env(&env);
     let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
     let mut findings = crate::rules::requirements::check(&image, &host);
-    let path = shim_start_path(&bundle.spec, &request, nvidia_runtime, &config.host_root);
     crate::rules::requirements::on_path(&mut findings, &path, config.enforce_requirements);
     let annotation = bundle
         .spec
@@ -530,31 +537,46 @@ pub fn shim_start_path(
     }
 }
 
-/// The mode `nvidia-container-runtime` will run in: `mode` of `[nvidia-container-runtime]` in its
-/// config file (`NVIDIA_CTK_CONFIG_FILE_PATH`, else `$XDG_CONFIG_HOME/nvidia-container-runtime/
-/// config.toml`, else `/etc/nvidia-container-runtime/config.toml`: it inherits our environment),
-/// default `auto`. `auto` resolves as `internal/info/auto.go` does: `csv` on Tegra (the
-/// `/etc/nv_tegra_release` file or a Tegra `soc0` family), else `jit-cdi`.
-pub fn nvidia_runtime_mode(host_root: &Path) -> String {
-    let file = std::env::var_os("NVIDIA_CTK_CONFIG_FILE_PATH")
+/// `nvidia-container-runtime`'s config file, as it finds it (it inherits our environment):
+/// `NVIDIA_CTK_CONFIG_FILE_PATH`, else `$XDG_CONFIG_HOME/nvidia-container-runtime/config.toml`
+/// where that exists, else `/etc/nvidia-container-runtime/config.toml` (under the host root).
+pub fn nvidia_runtime_config_path(host_root: &Path) -> PathBuf {
+    std::env::var_os("NVIDIA_CTK_CONFIG_FILE_PATH")
         .map(PathBuf::from)
         .or_else(|| {
             std::env::var_os("XDG_CONFIG_HOME")
                 .map(|x| PathBuf::from(x).join("nvidia-container-runtime/config.toml"))
                 .filter(|p| p.exists())
         })
-        .unwrap_or_else(|| host_root.join("etc/nvidia-container-runtime/config.toml"));
-    let mode = crate::input::read_capped(&file, 1 << 20)
+        .unwrap_or_else(|| host_root.join("etc/nvidia-container-runtime/config.toml"))
+}
+
+/// That file as a table; missing or unreadable: empty (the runtime's defaults).
+fn nvidia_runtime_config(path: &Path) -> toml::Table {
+    crate::input::read_capped(path, 1 << 20)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| t.parse::<toml::Table>().ok())
-        .and_then(|t| {
-            t.get("nvidia-container-runtime")?
-                .get("mode")?
-                .as_str()
-                .map(String::from)
-        })
-        .unwrap_or_else(|| "auto".into());
+        .unwrap_or_default()
+}
+
+/// The mode `nvidia-container-runtime` will run in: `mode` of `[nvidia-container-runtime]` in its
+/// config file, default `auto`. `auto` resolves as `internal/info/auto.go` does: `csv` on Tegra
+/// (the `/etc/nv_tegra_release` file or a Tegra `soc0` family), else `jit-cdi`.
+pub fn nvidia_runtime_mode(host_root: &Path) -> String {
+    mode_of(
+        &nvidia_runtime_config(&nvidia_runtime_config_path(host_root)),
+        host_root,
+    )
+}
+
+fn mode_of(table: &toml::Table, host_root: &Path) -> String {
+    let mode = table
+        .get("nvidia-container-runtime")
+        .and_then(|t| t.get("mode"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("auto")
+        .to_string();
     if mode != "auto" {
         return mode;
     }
@@ -566,6 +588,49 @@ pub fn nvidia_runtime_mode(host_root: &Path) -> String {
     } else {
         "jit-cdi".into()
     }
+}
+
+/// In front of `nvidia-container-runtime` in a CDI mode, our hook would go in before the CDI
+/// hooks that runtime appends. So the shim hands it a copy of its own config file whose
+/// `runtimes` names this shim (through `NVIDIA_CTK_CONFIG_FILE_PATH`): the runtime edits the
+/// spec and execs the shim again, which sees the final spec, places the hook after NVIDIA's
+/// `createContainer` hooks and execs runc. Every other setting of the file is kept. The copy is
+/// written once per content into the state directory. None where the mode is not `cdi` or
+/// `jit-cdi` (legacy: NVIDIA's prestart hook runs before our createRuntime hook anyway; csv).
+pub fn nvidia_chain_config(config: &Config, me: &Path) -> Result<Option<PathBuf>> {
+    use sha2::Digest;
+    let base = nvidia_runtime_config_path(&config.host_root);
+    let mut table = nvidia_runtime_config(&base);
+    if !matches!(
+        mode_of(&table, &config.host_root).as_str(),
+        "cdi" | "jit-cdi"
+    ) {
+        return Ok(None);
+    }
+    let section = table
+        .entry("nvidia-container-runtime")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(section) = section.as_table_mut() else {
+        return Ok(None);
+    };
+    section.insert(
+        "runtimes".into(),
+        toml::Value::Array(vec![toml::Value::String(me.to_string_lossy().into_owned())]),
+    );
+    let text = toml::to_string(&table).map_err(|_| ShimError::BadSpec("NVIDIA runtime config"))?;
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    let name: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let path = config
+        .state_dir
+        .join(format!("nvidia-container-runtime-{name}.toml"));
+    if !path.exists() {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| ShimError::Io {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        write_atomic(&path, text.as_bytes())?;
+    }
+    Ok(Some(path))
 }
 
 /// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
@@ -583,33 +648,63 @@ fn tell_blocked(inv: &Invocation, msg: &str) {
     }
 }
 
-/// Everything before the exec: settings, the real runtime, and on `create` the early verdict
-/// and the edit.
-fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
-    let inv = parse_args(args)?;
+/// Everything before the exec: settings, the real runtime, the environment to add, and on
+/// `create` the early verdict and the edit.
+#[allow(clippy::type_complexity)]
+fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str, OsString)>)> {
+    let mut inv = parse_args(args)?;
+    // Run again behind nvidia-container-runtime (our chain, or its `runtimes` list naming us):
+    // the marker we leave in the environment, which it passes on, says so, and carries the
+    // config file the first shim was given.
+    let chained = std::env::var_os(CHAIN_ENV);
+    if inv.config.is_none()
+        && let Some(c) = chained.as_ref().filter(|c| !c.is_empty())
+    {
+        inv.config = Some(PathBuf::from(c));
+    }
     // A config that cannot be read stops every command, not only `create`: running `state` or
     // `delete` through another runtime than `create` did would leave containers nobody manages.
     let config = Config::load(inv.config.as_deref())?;
     let me = std::env::current_exe().ok();
     let mut runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
-    // Chained behind nvidia-container-runtime (its `runtimes` list names this shim), the default
-    // choice would exec it again, forever: the marker we leave in the environment, which it
-    // passes on, says it already ran, and runc comes next.
-    if config.runtime.is_none()
-        && std::env::var_os(CHAIN_ENV).is_some()
-        && runtime
-            .file_name()
+    let is_nvidia = |p: &Path| {
+        p.file_name()
             .is_some_and(|n| n == "nvidia-container-runtime")
-    {
-        runtime = find_runtime(
-            RUNC_PATHS.iter().map(Path::new).find(|p| p.exists()),
-            me.as_deref(),
-            Path::exists,
-        )
-        .map_err(|_| ShimError::NoRuntime)?;
+    };
+    // Behind the NVIDIA runtime, execing it again would loop: runc comes next.
+    if chained.is_some() && is_nvidia(&runtime) {
+        let runc = RUNC_PATHS
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or(ShimError::NoRuntime)?;
+        runtime = find_runtime(Some(runc), me.as_deref(), Path::exists)?;
     }
-    // SAFETY: single-threaded here, before the exec.
-    unsafe { std::env::set_var(CHAIN_ENV, "1") };
+    let mut env: Vec<(&'static str, OsString)> = vec![(
+        CHAIN_ENV,
+        inv.config
+            .as_ref()
+            .map(|c| c.clone().into_os_string())
+            .unwrap_or_default(),
+    )];
+    // In front of the NVIDIA runtime in a CDI mode: chain ourselves behind it.
+    let mut behind = false;
+    if chained.is_none()
+        && config.chain_nvidia_runtime
+        && is_nvidia(&runtime)
+        && let Some(me) = me.as_deref()
+    {
+        match nvidia_chain_config(&config, me) {
+            Ok(Some(path)) => {
+                env.push(("NVIDIA_CTK_CONFIG_FILE_PATH", path.into_os_string()));
+                behind = true;
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "cuda-preflight-runtime: not chained behind nvidia-container-runtime ({e}); the hook stays in front of its CDI hooks"
+            ),
+        }
+    }
     if let Some(bundle) = &inv.create_bundle {
         let id = inv.container_id.as_deref().unwrap_or("?");
         match early_verdict(bundle, id, &config, &runtime) {
@@ -618,15 +713,20 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
                 return Err(ShimError::Blocked);
             }
             Ok(None) => {}
-            // The hook judges again at createRuntime and applies `on_error` to its own failures.
+            // The hook judges again and applies `on_error` to its own failures.
             Err(e) => eprintln!("cuda-preflight-runtime: early check skipped: {e}"),
         }
-        let edited = hook_binary(&config, me.as_deref())
-            .filter(|h| h.exists())
-            .ok_or_else(|| {
-                ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
-            })
-            .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()));
+        // Chained, the shim the NVIDIA runtime starts after its edit places the hook.
+        let edited = if behind {
+            Ok(false)
+        } else {
+            hook_binary(&config, me.as_deref())
+                .filter(|h| h.exists())
+                .ok_or_else(|| {
+                    ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
+                })
+                .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()))
+        };
         if let Err(e) = edited {
             // The shim's own failure is the hook's `on_error`: by default the container starts,
             // unchecked, and the reason is on the runtime's stderr (the engine's log).
@@ -638,7 +738,7 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
             }
         }
     }
-    Ok((runtime, inv))
+    Ok((runtime, inv, env))
 }
 
 #[cfg(test)]

@@ -251,11 +251,62 @@ fn behind_nvidia_runtime_a_healthy_gpu_container_starts_and_its_cuinit_succeeds(
     assert!(!ids.iter().any(|i| i == "image-driver-library"), "{ids:?}");
 }
 
+/// The shim as Docker's default runtime, nvidia-container-runtime (cdi mode) next: the shim hands
+/// it a copy of its config naming the shim in `runtimes`, so it runs again behind it and places
+/// the hook after NVIDIA's CDI hooks.
 #[test]
-fn in_front_of_nvidia_runtime_the_probe_waits_for_nvidias_hooks_instead_of_blocking() {
+fn in_front_of_nvidia_runtime_the_shim_chains_itself_behind_it() {
+    let h = host(Chain::ShimInFront, true, "", &h100_profile());
+    let s = h.run(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    assert!(s.created, "{}", s.create_err);
+    assert_eq!(s.out.trim(), "cuInit=0");
+    let cc = hook_args(&s.spec, "createContainer");
+    assert_eq!(cc.len(), 6, "{cc:?}");
+    assert!(cc[..5].iter().all(|a| a[0] == "nvidia-cdi-hook"), "{cc:?}");
+    assert_eq!(
+        cc[5][..4],
+        ["cuda-preflight", "hook", "--stage", "createContainer"]
+    );
+    // The settings file reached the second shim, and through it the hook.
+    assert!(cc[5].contains(&"--config".to_string()), "{cc:?}");
+    assert!(
+        s.spec["hooks"]["createRuntime"].is_null(),
+        "{}",
+        s.spec["hooks"]
+    );
+    let rep = s.report.expect("the hook's report");
+    assert_ne!(rep["verdict"], "block", "{rep}");
+    // The copy of NVIDIA's config: its settings kept, `runtimes` naming the shim.
+    let copy = std::fs::read_dir(&h.state)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("nvidia-container-runtime-")
+        })
+        .expect("the chained config in the state directory");
+    let t: toml::Table = std::fs::read_to_string(copy).unwrap().parse().unwrap();
+    assert_eq!(t["nvidia-container-runtime"]["mode"].as_str(), Some("cdi"));
+    assert_eq!(
+        t["nvidia-container-runtime"]["runtimes"][0].as_str(),
+        Some(SHIM)
+    );
+    assert!(t["nvidia-container-runtime"]["modes"]["cdi"]["spec-dirs"].is_array());
+}
+
+#[test]
+fn in_front_of_nvidia_runtime_unchained_the_probe_waits_for_nvidias_hooks_instead_of_blocking() {
     // probe = auto: before this change the createRuntime probe blocked every healthy CDI start
     // with probe-libcuda-missing (measured on the H100).
-    let h = host(Chain::ShimInFront, true, "", &h100_profile());
+    let h = host(
+        Chain::ShimInFront,
+        true,
+        "chain_nvidia_runtime = false",
+        &h100_profile(),
+    );
     let s = h.run(&["NVIDIA_VISIBLE_DEVICES=all"]);
     assert!(s.created, "{}", s.create_err);
     assert_eq!(s.out.trim(), "cuInit=0");
@@ -659,7 +710,8 @@ fn compat_library(root: &Path, version: &str, note_json: &str, objcopy: bool) {
         std::fs::write(
             &asm,
             format!(
-                ".section .note.cuda.fwd_compatibility,\"a\",@note\n.p2align 2\n.byte {}\n",
+                ".section .note.cuda.fwd_compatibility,\"a\",@note\n.p2align 2\n.byte {}\n\
+                 .section .note.GNU-stack,\"\",@progbits\n",
                 bytes.join(",")
             ),
         )
@@ -688,7 +740,7 @@ fn enable_cuda_compat_is_predicted_as_nvidias_hook_decides() {
     let h = host(
         Chain::ShimInFront,
         true,
-        "probe = \"never\"",
+        "probe = \"never\"\nchain_nvidia_runtime = false",
         &h100_profile(),
     );
     for (branches, objcopy, used) in [

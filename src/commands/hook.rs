@@ -165,7 +165,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         Stage::CreateContainer => None,
         Stage::Prestart | Stage::CreateRuntime => state.pid,
     };
-    let facts = container_facts(
+    let mut facts = container_facts(
         &bundle,
         request,
         pending,
@@ -176,7 +176,6 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
-    let mut facts = facts;
     if args.stage == Stage::CreateContainer
         && matches!(facts.request, GpuRequest::InjectedByHook { .. })
     {

@@ -251,12 +251,13 @@ pub fn runtime_config(path: &Path, spec_dir: &Path, next: &Path) {
 }
 
 /// An executable script at `path` that execs `argv` followed by its own arguments, with `env`
-/// set: how a runtime entry names a binary with arguments or a settings file (dockerd writes the
-/// same kind of wrapper for `runtimeArgs`).
+/// set where the caller's environment does not set it already: how a runtime entry names a
+/// binary with arguments or a settings file (dockerd writes the same kind of wrapper for
+/// `runtimeArgs`).
 pub fn wrapper(path: &Path, env: &[(&str, &Path)], argv: &[&Path], extra: &[&str]) {
     let mut s = String::from("#!/bin/sh\n");
     for (k, v) in env {
-        s.push_str(&format!("export {k}='{}'\n", v.display()));
+        s.push_str(&format!(": \"${{{k}:={}}}\"; export {k}\n", v.display()));
     }
     s.push_str("exec");
     for a in argv {
