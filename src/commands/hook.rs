@@ -179,13 +179,24 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     if args.stage == Stage::CreateContainer
         && matches!(facts.request, GpuRequest::InjectedByHook { .. })
     {
-        // The legacy hook's nodes are in the rootfs we see from inside the mount namespace.
-        facts.devices = container::view_from_root(&bundle.rootfs).map_err(|e| {
-            format!(
-                "could not read the container's /dev under {}: {e}",
-                bundle.rootfs.display()
-            )
-        });
+        // The legacy hook's nodes are in the rootfs we see from inside the mount namespace, and
+        // our own cgroup is the container's.
+        facts.devices = container::view_from_root(&bundle.rootfs)
+            .map(|mut v| {
+                if let Some((rules, src)) =
+                    container::cgroup_v1_devices_list_of(&args.proc_root.join("self/cgroup"))
+                {
+                    v.cgroup = Some(rules);
+                    v.cgroup_source = Some(src);
+                }
+                v
+            })
+            .map_err(|e| {
+                format!(
+                    "could not read the container's /dev under {}: {e}",
+                    bundle.rootfs.display()
+                )
+            });
     }
     let mut findings = run_rules(&facts, &host);
     crate::rules::requirements::on_path(

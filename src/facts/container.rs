@@ -291,7 +291,14 @@ pub fn view_from_root(root: &Path) -> std::io::Result<DeviceView> {
 /// cgroup v1 exposes the effective rules as `devices.list`; v2 enforces them with an eBPF program
 /// that cannot be read back as rules, so there the view has none.
 fn cgroup_v1_devices_list(pid: i32, proc_root: &Path) -> Option<(Vec<CgroupRule>, String)> {
-    let cg = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
+    cgroup_v1_devices_list_of(&proc_root.join(format!("{pid}/cgroup")))
+}
+
+/// As [`cgroup_v1_devices_list`] for the process whose `/proc/…/cgroup` file is `cgroup_file`:
+/// a hook at `createContainer` reads `/proc/self/cgroup`, since runc has put `runc init`, and so
+/// its hooks, into the container's cgroup by then.
+pub fn cgroup_v1_devices_list_of(cgroup_file: &Path) -> Option<(Vec<CgroupRule>, String)> {
+    let cg = std::fs::read_to_string(cgroup_file).ok()?;
     let path = cg.lines().find_map(|l| {
         let mut it = l.splitn(3, ':');
         let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
