@@ -33,9 +33,10 @@ kit)
   tk="${CUDA_PREFLIGHT_NVIDIA_TOOLKIT:-$(cd .. && pwd)/shared/nvidia-toolkit}"
   echo "NVIDIA container toolkit from $tk (CUDA_PREFLIGHT_NVIDIA_TOOLKIT)" >&2
   (cd "$tk" && sha256sum --quiet -c SHA256SUMS)
-  mkdir -p "$kit/nvidia"
+  # Carried compressed (5 MB, not 28: the kit travels within 64 MiB); scenarios.py unpacks them.
+  rm -rf "$kit/nvidia"; mkdir -p "$kit/nvidia"
   for b in nvidia-container-runtime nvidia-cdi-hook nvidia-ctk; do
-    xz -dc "$tk/$b.xz" > "$kit/nvidia/$b" && chmod 755 "$kit/nvidia/$b"
+    cp "$tk/$b.xz" "$kit/nvidia/"
   done
   # The spec nvidia-ctk generated on the H100, as JSON: the fallback where generating fails.
   for y in "$tk"/cdi-*.yaml; do
@@ -53,7 +54,7 @@ kit)
     objcopy --add-section .nv_fatbin="$fx" --set-section-flags .nv_fatbin=alloc,readonly \
       "$kit/cdi-libs/m.so" "$kit/cdi-libs/libcpf_$name.so" 2>/dev/null
   done
-  ls -la "$kit" "$kit/nvidia" "$kit/cdi-libs"
+  ls -la "$kit" "$kit/nvidia" "$kit/cdi-libs"; du -sh "$kit"
   ;;
 run)
   [ -x "$kit/cuda-preflight" ] || { echo "no $kit: run 'scripts/gpu-scenarios.sh kit' first and carry $kit" >&2; exit 2; }

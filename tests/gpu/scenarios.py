@@ -263,8 +263,25 @@ def scan_bench():
 # createContainer hooks), then runc. The image is a minimal glibc rootfs with cuprobe: it finds
 # libcuda.so.1 only through the links and loader cache NVIDIA's hooks make.
 
-NVKIT = os.path.join(KIT, "nvidia")
+NVKIT_XZ = os.path.join(KIT, "nvidia")
+NVKIT = tempfile.mkdtemp(prefix="cpf-nvidia-")  # the toolkit, unpacked from the kit's .xz files
 CDI_LIBS = os.path.join(KIT, "cdi-libs")
+
+
+def unpack_toolkit():
+    import lzma
+    for b in ["nvidia-container-runtime", "nvidia-cdi-hook", "nvidia-ctk"]:
+        src = os.path.join(NVKIT_XZ, b + ".xz")
+        if not os.path.exists(src):
+            return False
+        dst = os.path.join(NVKIT, b)
+        with lzma.open(src) as f, open(dst, "wb") as o:
+            shutil.copyfileobj(f, o)
+        os.chmod(dst, 0o755)
+    stored = os.path.join(NVKIT_XZ, "cdi-stored.json")
+    if os.path.exists(stored):
+        shutil.copy(stored, os.path.join(NVKIT, "cdi-stored.json"))
+    return True
 
 
 def cdi_spec(work):
@@ -377,7 +394,7 @@ def cdi_predicted(report):
 
 
 def cdi_chain():
-    if not os.path.exists(os.path.join(NVKIT, "nvidia-container-runtime")):
+    if not unpack_toolkit():
         print("\nCDI chain: no NVIDIA toolkit in the kit (scripts/gpu-scenarios.sh kit)")
         return
     work = tempfile.mkdtemp(prefix="cpf-cdi-")
