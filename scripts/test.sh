@@ -17,6 +17,9 @@ command -v nsenter >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 # The rootfs has no libc: the busybox copied into it must be the static one.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+# tests/nvidia_cdi.rs unpacks NVIDIA's toolkit binaries (.xz) and builds its test-double driver.
+command -v xz >/dev/null || need+=(xz-utils)
+command -v gcc >/dev/null || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "scripts/test.sh: installing ${need[*]}" >&2
   as_root apt-get update -qq
@@ -40,6 +43,12 @@ if ! command -v cargo-deb >/dev/null; then
   echo "scripts/test.sh: installing cargo-deb into $CACHE/cargo-tools" >&2
   cargo install --locked --quiet --root "$CACHE/cargo-tools" cargo-deb@3.8.0
 fi
+
+# NVIDIA's container toolkit built from its source (nvidia-container-runtime, nvidia-cdi-hook as
+# .xz with SHA256SUMS) for tests/nvidia_cdi.rs: one variable names it; this workplace keeps it
+# next to the repository. A test that cannot find it fails.
+export CUDA_PREFLIGHT_NVIDIA_TOOLKIT="${CUDA_PREFLIGHT_NVIDIA_TOOLKIT:-$(cd .. && pwd)/shared/nvidia-toolkit}"
+echo "scripts/test.sh: NVIDIA container toolkit from $CUDA_PREFLIGHT_NVIDIA_TOOLKIT (CUDA_PREFLIGHT_NVIDIA_TOOLKIT)" >&2
 
 cargo test --locked "$@"
 

@@ -97,6 +97,14 @@ pub struct Config {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: Option<String>,
+    /// Block on an unmet `NVIDIA_REQUIRE_*` (or a legacy image's `CUDA_VERSION`) on every start
+    /// path. Off: only where NVIDIA's toolkit enforces it (the legacy hook, CSV mode); on CDI
+    /// and explicit `--device` starts nothing checks it, and it is information.
+    pub enforce_requirements: bool,
+    /// `cuda-preflight-runtime` in front of `nvidia-container-runtime` in `cdi`/`jit-cdi` mode
+    /// chains itself behind it (a copy of its config with `runtimes` naming the shim), so the hook
+    /// goes after NVIDIA's CDI hooks. Off: the hook stays at createRuntime, before them.
+    pub chain_nvidia_runtime: bool,
 }
 
 impl Default for Config {
@@ -133,6 +141,8 @@ impl Default for Config {
             storage_root: None,
             storage_runroot: None,
             storage_driver: None,
+            enforce_requirements: false,
+            chain_nvidia_runtime: true,
         }
     }
 }

@@ -22,6 +22,11 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, ConfigError, OnFailure};
 
+/// Set in the environment the real runtime inherits: a shim that finds it was started by the
+/// runtime it started (chained behind `nvidia-container-runtime`). Its value is the config file
+/// the first shim was given (`--cuda-preflight-config`), empty for the default.
+pub const CHAIN_ENV: &str = "CUDA_PREFLIGHT_RUNTIME_CHAINED";
+
 /// The shim's own flag; only recognised before the runtime command.
 pub const CONFIG_FLAG: &str = "--cuda-preflight-config";
 
@@ -232,14 +237,33 @@ fn is_our_hook(h: &Value) -> bool {
     named_ours && h["args"].get(1).and_then(Value::as_str) == Some("hook")
 }
 
+/// Is this hook entry one of NVIDIA's CDI hooks (`nvidia-cdi-hook …`, older specs' `nvidia-ctk
+/// hook …`)?
+fn is_nvidia_cdi_hook(h: &Value) -> bool {
+    let name = h["path"]
+        .as_str()
+        .and_then(|p| Path::new(p).file_name())
+        .and_then(OsStr::to_str);
+    match name {
+        Some("nvidia-cdi-hook") => true,
+        Some("nvidia-ctk") => h["args"].get(1).and_then(Value::as_str) == Some("hook"),
+        _ => false,
+    }
+}
+
 /// Add our hook to a spec, as a JSON value so that fields this crate does not model survive.
-/// Only `hooks.createRuntime` changes. Returns false when a hook of ours is already in any
-/// stage (a second `create` of the same bundle, or a hooks-directory entry already put it there).
+/// Only one stage list changes. Returns false when a hook of ours is already in any stage (a
+/// second `create` of the same bundle, or a hooks-directory entry already put it there).
 ///
-/// It goes last in `createRuntime`: after every hook already there, NVIDIA's included (CDI specs
-/// put `nvidia-ctk`/`nvidia-cdi-hook` entries in the create stages), and after every `prestart`
-/// hook, which runc runs before `createRuntime` — where `nvidia-container-runtime-hook` injects
-/// the devices.
+/// Where it goes (`docs/design.md`, "Which stage on which path"):
+/// * the spec already carries NVIDIA's CDI hooks (an engine applied CDI, or this shim runs
+///   behind `nvidia-container-runtime` in `cdi`/`jit-cdi` mode): last in `createContainer`, as
+///   `hook --stage createContainer`, after `create-symlinks` and `update-ldcache`, where
+///   `libcuda.so.1` and the loader cache entry exist;
+/// * otherwise last in `createRuntime`: after every `prestart` hook (runc runs those first, and
+///   `nvidia-container-runtime-hook` injects the devices there). If `nvidia-container-runtime`
+///   follows in a CDI mode it appends its CDI hooks after ours; the hook sees them in
+///   `config.json` and judges what they will make instead of probing before them.
 pub fn add_hook(spec: &mut Value, hook_binary: &Path, config: Option<&Path>) -> Result<bool> {
     let obj = spec
         .as_object_mut()
@@ -259,18 +283,31 @@ pub fn add_hook(spec: &mut Value, hook_binary: &Path, config: Option<&Path>) -> 
     if ours_present {
         return Ok(false);
     }
+    let cdi = hooks
+        .get("createContainer")
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.iter().any(is_nvidia_cdi_hook));
     let mut args = vec![json!("cuda-preflight"), json!("hook")];
+    if cdi {
+        args.push(json!("--stage"));
+        args.push(json!("createContainer"));
+    }
     if let Some(c) = config {
         args.push(json!("--config"));
         args.push(json!(c.to_string_lossy()));
     }
-    let stage = hooks.entry("createRuntime").or_insert_with(|| json!([]));
+    let (name, bad) = if cdi {
+        ("createContainer", "`hooks.createContainer` is not an array")
+    } else {
+        ("createRuntime", "`hooks.createRuntime` is not an array")
+    };
+    let stage = hooks.entry(name).or_insert_with(|| json!([]));
     if stage.is_null() {
         *stage = json!([]);
     }
     stage
         .as_array_mut()
-        .ok_or(ShimError::BadSpec("`hooks.createRuntime` is not an array"))?
+        .ok_or(ShimError::BadSpec(bad))?
         .push(json!({"path": hook_binary.to_string_lossy(), "args": args}));
     Ok(true)
 }
@@ -377,9 +414,10 @@ pub fn hook_binary(config: &Config, me: Option<&Path>) -> Option<PathBuf> {
 /// become the real runtime.
 pub fn run(args: Vec<OsString>) -> u8 {
     match prepare(&args) {
-        Ok((runtime, inv)) => {
+        Ok((runtime, inv, env)) => {
             let err = std::process::Command::new(&runtime)
                 .args(&inv.runtime_args)
+                .envs(env)
                 .exec();
             eprintln!(
                 "cuda-preflight-runtime: {}",
@@ -430,9 +468,16 @@ pub fn early_verdict(
         .as_ref()
         .and_then(|p| p.env().clone())
         .unwrap_or_default();
+    // Where nothing refuses an unmet requirement, there is nothing to refuse early: no host
+    // facts are read (NVML costs ~20 ms).
+    let path = shim_start_path(&bundle.spec, &request, nvidia_runtime, &config.host_root);
+    if !path.enforces_requirements() && !config.enforce_requirements {
+        return Ok(None);
+    }
     let image = crate::facts::image::gather_env(&env);
     let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
     let mut findings = crate::rules::requirements::check(&image, &host);
+    crate::rules::requirements::on_path(&mut findings, &path, config.enforce_requirements);
     let annotation = bundle
         .spec
         .annotations()
@@ -473,6 +518,121 @@ pub fn early_verdict(
     Ok(Some(msg))
 }
 
+/// The start path as the shim sees it, before the real runtime ran. With
+/// `nvidia-container-runtime` next and nothing NVIDIA's in the spec yet, its mode decides.
+pub fn shim_start_path(
+    spec: &oci_spec::runtime::Spec,
+    request: &crate::facts::container::GpuRequest,
+    nvidia_runtime: bool,
+    host_root: &Path,
+) -> crate::facts::start_path::StartPath {
+    use crate::facts::start_path::StartPath;
+    match StartPath::from_spec(spec, request) {
+        StartPath::None | StartPath::ExplicitDevices if nvidia_runtime => {
+            StartPath::NvidiaRuntime {
+                mode: nvidia_runtime_mode(host_root),
+            }
+        }
+        p => p,
+    }
+}
+
+/// `nvidia-container-runtime`'s config file, as it finds it (it inherits our environment):
+/// `NVIDIA_CTK_CONFIG_FILE_PATH`, else `$XDG_CONFIG_HOME/nvidia-container-runtime/config.toml`
+/// where that exists, else `/etc/nvidia-container-runtime/config.toml` (under the host root).
+pub fn nvidia_runtime_config_path(host_root: &Path) -> PathBuf {
+    std::env::var_os("NVIDIA_CTK_CONFIG_FILE_PATH")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .map(|x| PathBuf::from(x).join("nvidia-container-runtime/config.toml"))
+                .filter(|p| p.exists())
+        })
+        .unwrap_or_else(|| host_root.join("etc/nvidia-container-runtime/config.toml"))
+}
+
+/// That file as a table; missing or unreadable: empty (the runtime's defaults).
+fn nvidia_runtime_config(path: &Path) -> toml::Table {
+    crate::input::read_capped(path, 1 << 20)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .unwrap_or_default()
+}
+
+/// The mode `nvidia-container-runtime` will run in: `mode` of `[nvidia-container-runtime]` in its
+/// config file, default `auto`. `auto` resolves as `internal/info/auto.go` does: `csv` on Tegra
+/// (the `/etc/nv_tegra_release` file or a Tegra `soc0` family), else `jit-cdi`.
+pub fn nvidia_runtime_mode(host_root: &Path) -> String {
+    mode_of(
+        &nvidia_runtime_config(&nvidia_runtime_config_path(host_root)),
+        host_root,
+    )
+}
+
+fn mode_of(table: &toml::Table, host_root: &Path) -> String {
+    let mode = table
+        .get("nvidia-container-runtime")
+        .and_then(|t| t.get("mode"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("auto")
+        .to_string();
+    if mode != "auto" {
+        return mode;
+    }
+    let tegra = host_root.join("etc/nv_tegra_release").exists()
+        || std::fs::read_to_string(host_root.join("sys/devices/soc0/family"))
+            .is_ok_and(|f| f.trim().eq_ignore_ascii_case("tegra"));
+    if tegra {
+        "csv".into()
+    } else {
+        "jit-cdi".into()
+    }
+}
+
+/// In front of `nvidia-container-runtime` in a CDI mode, our hook would go in before the CDI
+/// hooks that runtime appends. So the shim hands it a copy of its own config file whose
+/// `runtimes` names this shim (through `NVIDIA_CTK_CONFIG_FILE_PATH`): the runtime edits the
+/// spec and execs the shim again, which sees the final spec, places the hook after NVIDIA's
+/// `createContainer` hooks and execs runc. Every other setting of the file is kept. The copy is
+/// written once per content into the state directory. None where the mode is not `cdi` or
+/// `jit-cdi` (legacy: NVIDIA's prestart hook runs before our createRuntime hook anyway; csv).
+pub fn nvidia_chain_config(config: &Config, me: &Path) -> Result<Option<PathBuf>> {
+    use sha2::Digest;
+    let base = nvidia_runtime_config_path(&config.host_root);
+    let mut table = nvidia_runtime_config(&base);
+    if !matches!(
+        mode_of(&table, &config.host_root).as_str(),
+        "cdi" | "jit-cdi"
+    ) {
+        return Ok(None);
+    }
+    let section = table
+        .entry("nvidia-container-runtime")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let Some(section) = section.as_table_mut() else {
+        return Ok(None);
+    };
+    section.insert(
+        "runtimes".into(),
+        toml::Value::Array(vec![toml::Value::String(me.to_string_lossy().into_owned())]),
+    );
+    let text = toml::to_string(&table).map_err(|_| ShimError::BadSpec("NVIDIA runtime config"))?;
+    let hash = sha2::Sha256::digest(text.as_bytes());
+    let name: String = hash.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let path = config
+        .state_dir
+        .join(format!("nvidia-container-runtime-{name}.toml"));
+    if !path.exists() {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| ShimError::Io {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        write_atomic(&path, text.as_bytes())?;
+    }
+    Ok(Some(path))
+}
+
 /// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
 /// containerd takes the last `error` entry for "OCI runtime create failed: …".
 fn tell_blocked(inv: &Invocation, msg: &str) {
@@ -488,15 +648,63 @@ fn tell_blocked(inv: &Invocation, msg: &str) {
     }
 }
 
-/// Everything before the exec: settings, the real runtime, and on `create` the early verdict
-/// and the edit.
-fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
-    let inv = parse_args(args)?;
+/// Everything before the exec: settings, the real runtime, the environment to add, and on
+/// `create` the early verdict and the edit.
+#[allow(clippy::type_complexity)]
+fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str, OsString)>)> {
+    let mut inv = parse_args(args)?;
+    // Run again behind nvidia-container-runtime (our chain, or its `runtimes` list naming us):
+    // the marker we leave in the environment, which it passes on, says so, and carries the
+    // config file the first shim was given.
+    let chained = std::env::var_os(CHAIN_ENV);
+    if inv.config.is_none()
+        && let Some(c) = chained.as_ref().filter(|c| !c.is_empty())
+    {
+        inv.config = Some(PathBuf::from(c));
+    }
     // A config that cannot be read stops every command, not only `create`: running `state` or
     // `delete` through another runtime than `create` did would leave containers nobody manages.
     let config = Config::load(inv.config.as_deref())?;
     let me = std::env::current_exe().ok();
-    let runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
+    let mut runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
+    let is_nvidia = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n == "nvidia-container-runtime")
+    };
+    // Behind the NVIDIA runtime, execing it again would loop: runc comes next.
+    if chained.is_some() && is_nvidia(&runtime) {
+        let runc = RUNC_PATHS
+            .iter()
+            .map(Path::new)
+            .find(|p| p.exists())
+            .ok_or(ShimError::NoRuntime)?;
+        runtime = find_runtime(Some(runc), me.as_deref(), Path::exists)?;
+    }
+    let mut env: Vec<(&'static str, OsString)> = vec![(
+        CHAIN_ENV,
+        inv.config
+            .as_ref()
+            .map(|c| c.clone().into_os_string())
+            .unwrap_or_default(),
+    )];
+    // In front of the NVIDIA runtime in a CDI mode: chain ourselves behind it.
+    let mut behind = false;
+    if chained.is_none()
+        && config.chain_nvidia_runtime
+        && is_nvidia(&runtime)
+        && let Some(me) = me.as_deref()
+    {
+        match nvidia_chain_config(&config, me) {
+            Ok(Some(path)) => {
+                env.push(("NVIDIA_CTK_CONFIG_FILE_PATH", path.into_os_string()));
+                behind = true;
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!(
+                "cuda-preflight-runtime: not chained behind nvidia-container-runtime ({e}); the hook stays in front of its CDI hooks"
+            ),
+        }
+    }
     if let Some(bundle) = &inv.create_bundle {
         let id = inv.container_id.as_deref().unwrap_or("?");
         match early_verdict(bundle, id, &config, &runtime) {
@@ -505,15 +713,20 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
                 return Err(ShimError::Blocked);
             }
             Ok(None) => {}
-            // The hook judges again at createRuntime and applies `on_error` to its own failures.
+            // The hook judges again and applies `on_error` to its own failures.
             Err(e) => eprintln!("cuda-preflight-runtime: early check skipped: {e}"),
         }
-        let edited = hook_binary(&config, me.as_deref())
-            .filter(|h| h.exists())
-            .ok_or_else(|| {
-                ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
-            })
-            .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()));
+        // Chained, the shim the NVIDIA runtime starts after its edit places the hook.
+        let edited = if behind {
+            Ok(false)
+        } else {
+            hook_binary(&config, me.as_deref())
+                .filter(|h| h.exists())
+                .ok_or_else(|| {
+                    ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
+                })
+                .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()))
+        };
         if let Err(e) = edited {
             // The shim's own failure is the hook's `on_error`: by default the container starts,
             // unchecked, and the reason is on the runtime's stderr (the engine's log).
@@ -525,7 +738,7 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
             }
         }
     }
-    Ok((runtime, inv))
+    Ok((runtime, inv, env))
 }
 
 #[cfg(test)]
@@ -809,6 +1022,58 @@ mod tests {
             let e = add_hook(&mut serde_json::from_str(text).unwrap(), hook, None).unwrap_err();
             assert!(e.to_string().contains(want), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn after_nvidias_cdi_hooks_at_create_container() {
+        let hook = Path::new("/opt/cp/cuda-preflight");
+        let ours = json!({"path": "/opt/cp/cuda-preflight",
+                          "args": ["cuda-preflight", "hook", "--stage", "createContainer"]});
+        let cdi: Value = serde_json::from_str(CDI).unwrap();
+        let ctk = json!({"path": "/usr/bin/nvidia-ctk", "args": ["nvidia-ctk", "hook", "update-ldcache"]});
+        let other = json!({"path": "/bin/true"});
+        // (name, createContainer before, createContainer after, createRuntime after)
+        let cases: Vec<(&str, Value, Value, Value)> = vec![
+            (
+                "NVIDIA's CDI hooks: ours last, after them",
+                json!([cdi, other]),
+                json!([cdi, other, ours]),
+                Value::Null,
+            ),
+            (
+                "an older spec's nvidia-ctk hook",
+                json!([ctk]),
+                json!([ctk, ours]),
+                Value::Null,
+            ),
+            (
+                "someone else's createContainer hook only: createRuntime as before",
+                json!([other]),
+                json!([other]),
+                json!([{"path": "/opt/cp/cuda-preflight", "args": ["cuda-preflight", "hook"]}]),
+            ),
+        ];
+        for (name, before, after, runtime) in cases {
+            let mut spec = json!({"hooks": {"createContainer": before}});
+            assert!(add_hook(&mut spec, hook, None).unwrap(), "{name}");
+            assert_eq!(spec["hooks"]["createContainer"], after, "{name}");
+            assert_eq!(spec["hooks"]["createRuntime"], runtime, "{name}");
+            assert!(!add_hook(&mut spec, hook, None).unwrap(), "{name}: twice");
+        }
+    }
+
+    #[test]
+    fn nvidia_runtime_mode_from_its_config() {
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("etc/nvidia-container-runtime/config.toml");
+        std::fs::create_dir_all(cfg.parent().unwrap()).unwrap();
+        // No file: auto, which is jit-cdi off Tegra (internal/info/auto.go).
+        assert_eq!(nvidia_runtime_mode(d.path()), "jit-cdi");
+        std::fs::write(&cfg, "[nvidia-container-runtime]\nmode = \"legacy\"\n").unwrap();
+        assert_eq!(nvidia_runtime_mode(d.path()), "legacy");
+        std::fs::write(&cfg, "[nvidia-container-runtime]\nmode = \"auto\"\n").unwrap();
+        std::fs::write(d.path().join("etc/nv_tegra_release"), "# R36").unwrap();
+        assert_eq!(nvidia_runtime_mode(d.path()), "csv");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The registration files in hooks/: each parses, and each names the installed binaries and the
-//! hook's argv the same way (`/usr/bin/cuda-preflight hook` at createRuntime).
+//! hook's argv the same way (`/usr/bin/cuda-preflight hook --stage createContainer`, after
+//! NVIDIA's CDI hooks: docs/design.md, "Which stage on which path").
 
 mod common;
 
@@ -14,14 +15,17 @@ fn json_file(p: &str) -> Value {
 fn every_engine_names_the_same_hook() {
     let podman = json_file("hooks/oci-hooks.d/cuda-preflight.json");
     assert_eq!(podman["hook"]["path"], "/usr/bin/cuda-preflight");
-    assert_eq!(podman["hook"]["args"], json!(["cuda-preflight", "hook"]));
-    assert_eq!(podman["stages"], json!(["createRuntime"]));
+    assert_eq!(
+        podman["hook"]["args"],
+        json!(["cuda-preflight", "hook", "--stage", "createContainer"])
+    );
+    assert_eq!(podman["stages"], json!(["createContainer"]));
 
     let cdi = json_file("hooks/cdi/nvidia-containerEdits-hook.json");
     assert_eq!(
         cdi["containerEdits"]["hooks"],
-        json!([{"hookName": "createRuntime", "path": "/usr/bin/cuda-preflight",
-                "args": ["cuda-preflight", "hook"]}])
+        json!([{"hookName": "createContainer", "path": "/usr/bin/cuda-preflight",
+                "args": ["cuda-preflight", "hook", "--stage", "createContainer"]}])
     );
 
     let docker = json_file("hooks/docker/daemon.json");

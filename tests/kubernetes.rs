@@ -190,7 +190,11 @@ fn daemonset_install_script_on_a_fake_node() {
         hook["hook"]["path"],
         "/opt/cuda-preflight/bin/cuda-preflight"
     );
-    assert_eq!(hook["stages"], serde_json::json!(["createRuntime"]));
+    assert_eq!(hook["stages"], serde_json::json!(["createContainer"]));
+    assert_eq!(
+        hook["hook"]["args"],
+        serde_json::json!(["cuda-preflight", "hook", "--stage", "createContainer"])
+    );
     let dropin: toml::Table = toml::from_str(
         &std::fs::read_to_string(host.join("etc/containerd/conf.d/cuda-preflight.toml")).unwrap(),
     )

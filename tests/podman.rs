@@ -12,6 +12,15 @@ struct Podman {
 
 impl Podman {
     fn new(nvidia_nodes: &[(&str, u32, u32)], config_toml: &str) -> Podman {
+        Podman::with_cgroup(nvidia_nodes, config_toml, true)
+    }
+
+    /// `cgroup_allow`: whether the stand-in also allows the nodes in the device cgroup (v1).
+    fn with_cgroup(
+        nvidia_nodes: &[(&str, u32, u32)],
+        config_toml: &str,
+        cgroup_allow: bool,
+    ) -> Podman {
         require_tool("podman");
         let dir = tempfile::tempdir().unwrap();
         let hooks = dir.path().join("hooks.d");
@@ -26,9 +35,10 @@ impl Podman {
         )
         .unwrap();
         ours["hook"]["path"] = BIN.into();
-        ours["hook"]["args"] = serde_json::json!([
-            "cuda-preflight",
-            "hook",
+        // The shipped argv (its --stage must match its stage), then this test's settings.
+        let shipped = ours["hook"]["args"].as_array().unwrap().clone();
+        assert_eq!(ours["stages"], serde_json::json!(["createContainer"]));
+        let mut args = serde_json::json!([
             "--config",
             config,
             "--state-dir",
@@ -36,8 +46,14 @@ impl Podman {
             "--host-profile",
             h100_profile()
         ]);
+        ours["hook"]["args"] = serde_json::Value::Array(
+            shipped
+                .into_iter()
+                .chain(args.as_array_mut().unwrap().drain(..))
+                .collect(),
+        );
         std::fs::write(hooks.join("cuda-preflight.json"), ours.to_string()).unwrap();
-        let standin = standin_nvidia_hook(dir.path(), nvidia_nodes, true);
+        let standin = standin_nvidia_hook(dir.path(), nvidia_nodes, cgroup_allow);
         let nvidia = serde_json::json!({
             "version": "1.0.0",
             "hook": {"path": standin, "args": ["nvidia-container-runtime-hook", "prestart"]},
@@ -158,4 +174,25 @@ fn podman_plain_container_is_untouched() {
         rep.is_none(),
         "no report for a container that asks for no GPU"
     );
+}
+
+/// At createContainer the hook reads the device cgroup from its own cgroup (runc has put `runc
+/// init`, and its hooks, into the container's): nodes the legacy hook made but the cgroup v1
+/// device list does not allow are blocked. On cgroup v2 the rules are an eBPF program nothing
+/// can read back: the start goes on and the report says so.
+#[test]
+fn podman_legacy_nodes_the_device_cgroup_denies_are_judged_at_create_container() {
+    let p = Podman::with_cgroup(ALL_NODES, "", false);
+    let (ok, err, rep) = p.run(&["NVIDIA_VISIBLE_DEVICES=all"]);
+    let rep = rep.expect("report");
+    if all_finding_ids(&rep).contains(&"device-cgroup-skipped".to_string()) {
+        assert!(ok, "{err}");
+    } else {
+        assert!(!ok, "started");
+        assert!(
+            finding_ids(&rep).contains(&"device-cgroup-denied".to_string()),
+            "{rep}\n{err}"
+        );
+        assert!(err.contains("devices.list"), "{err}");
+    }
 }

@@ -337,12 +337,13 @@ fn a_missing_jit_compiler_is_a_warning_next_to_a_working_context() {
 
 #[test]
 fn the_probe_is_skipped_for_a_static_block_as_the_severity_table_judges_it() {
-    // NVIDIA_REQUIRE_CUDA beyond the H100 profile's driver: `require-unsatisfied`, a block.
+    // NVIDIA_REQUIRE_CUDA beyond the H100 profile's driver: `require-unsatisfied`, a block
+    // (on this --device start only by the host's policy: nothing in NVIDIA's toolkit checks it).
     let env = ["NVIDIA_REQUIRE_CUDA=cuda>=99.0"];
     let run = |severity: &str| {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let config = format!("probe = \"always\"\n{severity}");
+        let config = format!("probe = \"always\"\nenforce_requirements = true\n{severity}");
         probe_in_env(&dir, Some("version=12345\n"), &config, &state, None, &env)
     };
     let blocked = run("");

@@ -158,7 +158,10 @@ fn early_block_never_runs_the_runtime_and_logs_for_containerd() {
     let spec = json!({"ociVersion": "1.0.2",
         "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
                     "env": ["NVIDIA_VISIBLE_DEVICES=all", "NVIDIA_REQUIRE_CUDA=cuda>=99.0"]},
-        "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]}});
+        // Docker's --gpus (before 29.2) puts NVIDIA's legacy prestart hook in the spec: that
+        // hook refuses an unmet requirement, so the shim may refuse it first, with its message.
+        "hooks": {"prestart": [{"path": "/usr/bin/nvidia-container-runtime-hook",
+                                "args": ["nvidia-container-runtime-hook", "prestart"]}]}});
     let bundle = d.path().join("bundle");
     std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
     let log = d.path().join("log.json");
@@ -198,6 +201,17 @@ fn early_block_never_runs_the_runtime_and_logs_for_containerd() {
     // The same container with a satisfiable requirement goes on to the runtime.
     let ok = spec.to_string().replace("cuda>=99.0", "cuda>=12.0");
     std::fs::write(bundle.join("config.json"), ok).unwrap();
+    let (out, argv) = shim(d.path(), &config, &args);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(argv, args);
+
+    // The unmet requirement with the devices given explicitly (--device): nothing in NVIDIA's
+    // toolkit checks it on that path, so the shim does not refuse it either.
+    let mut explicit = spec.clone();
+    explicit.as_object_mut().unwrap().remove("hooks");
+    explicit["linux"] =
+        json!({"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]});
+    std::fs::write(bundle.join("config.json"), explicit.to_string()).unwrap();
     let (out, argv) = shim(d.path(), &config, &args);
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(argv, args);

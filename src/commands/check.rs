@@ -92,9 +92,12 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if request.wants_gpu() {
         bundle.require_rootfs()?;
     }
+    // Offline nothing has run yet: every NVIDIA CDI hook of the spec is still to come.
+    let pending = crate::facts::start_path::nvidia_cdi_hooks(&bundle.spec);
     let facts = container_facts(
         &bundle,
         request,
+        pending,
         None,
         std::path::Path::new("/proc"),
         &config.host_root,
@@ -111,6 +114,11 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mut verdicts: Vec<(Option<PathBuf>, Verdict)> = Vec::new();
     for (p, host) in profiles.into_iter().zip(&hosts) {
         let mut findings = run_rules(&facts, host);
+        crate::rules::requirements::on_path(
+            &mut findings,
+            &facts.start_path,
+            config.enforce_requirements,
+        );
         findings.extend(image_findings.iter().cloned());
         let (mode, note) = verdict::effective_mode(&config, annotation);
         findings.extend(note);

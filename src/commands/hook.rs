@@ -14,6 +14,7 @@ use std::time::Instant;
 use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
 use crate::config::{Config, OnFailure, ProbePolicy};
 use crate::facts::container::{self, GpuRequest};
+use crate::facts::start_path::{self, Stage};
 use crate::finding::Severity;
 use crate::input::bundle::Bundle;
 use crate::input::state::{self, HookState};
@@ -31,36 +32,23 @@ pub struct HookArgs {
     /// Where /proc/<pid>/root is looked up (tests use a fixture) [default: /proc]
     #[arg(long, value_name = "DIR", hide = true, default_value = "/proc")]
     pub proc_root: PathBuf,
-    /// The OCI hook stage this entry is installed at: prestart or createRuntime (in the
-    /// runtime's namespaces; the state's pid is the container's init as the host sees it), or
-    /// createContainer (run by `runc init` inside the container's namespaces and cgroup, before
-    /// pivot_root; the state's pid is then not a host pid)
+    /// The OCI hook stage this entry runs at: prestart and createRuntime run in the runtime's
+    /// namespaces before NVIDIA's CDI hooks; createContainer inside the container's, placed
+    /// after them
     #[arg(long, value_enum, default_value = "createRuntime")]
-    pub stage: HookStage,
+    pub stage: Stage,
 }
 
-/// Where in the OCI lifecycle the hook runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum HookStage {
-    #[value(name = "prestart")]
-    Prestart,
-    #[default]
-    #[value(name = "createRuntime")]
-    CreateRuntime,
-    #[value(name = "createContainer")]
-    CreateContainer,
-}
-
-/// The pid to read the container through. At createContainer the state's pid is the one runc
-/// init has in the container's pid namespace (runc: `s.Pid = unix.Getpid()` before the hooks),
-/// meaningless in the host's /proc; the hook itself is then in the container's namespaces and
-/// mount namespace, so its own /proc entry shows the container.
-fn container_pid(args: &HookArgs, state_pid: Option<i32>) -> Option<i32> {
+/// The pid the probe reads the container through. At createContainer the state's pid is the one
+/// runc init has in the container's pid namespace (runc: `s.Pid = unix.Getpid()` before the
+/// hooks), meaningless in the host's /proc; the hook itself is then in the container's namespaces
+/// and mount namespace, so its own /proc entry shows the container.
+fn probe_pid(args: &HookArgs, state_pid: Option<i32>) -> Option<i32> {
     match args.stage {
-        HookStage::CreateContainer => std::fs::read_link(args.proc_root.join("self"))
+        Stage::CreateContainer => std::fs::read_link(args.proc_root.join("self"))
             .ok()
             .and_then(|p| p.to_str()?.parse().ok()),
-        _ => state_pid,
+        Stage::Prestart | Stage::CreateRuntime => state_pid,
     }
 }
 
@@ -179,10 +167,21 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             Duration::from_secs(config.host_facts_ttl_s),
         ),
     };
-    let pid = container_pid(args, state.pid);
-    let facts = container_facts(
+    // What NVIDIA's CDI hooks will still do after this hook: on a CDI path, before them,
+    // libcuda.so.1 and the loader cache entry do not exist yet.
+    let pending = start_path::nvidia_cdi_hooks(&bundle.spec)
+        .pending_after(args.stage, start_path::our_index(&bundle.spec, args.stage));
+    // At createContainer runc runs us inside the container's mount namespace before pivot_root:
+    // the rootfs path shows what the container will see, and the state's pid is not a host pid
+    // (runc libcontainer/rootfs_linux.go sets it to getpid() there), so no /proc/<pid> is read.
+    let pid = match args.stage {
+        Stage::CreateContainer => None,
+        Stage::Prestart | Stage::CreateRuntime => state.pid,
+    };
+    let mut facts = container_facts(
         &bundle,
         request,
+        pending,
         pid,
         &args.proc_root,
         &config.host_root,
@@ -190,9 +189,46 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
+    if args.stage == Stage::CreateContainer
+        && matches!(facts.request, GpuRequest::InjectedByHook { .. })
+    {
+        // The legacy hook's nodes are in the rootfs we see from inside the mount namespace, and
+        // our own cgroup is the container's.
+        facts.devices = container::view_from_root(&bundle.rootfs)
+            .map(|mut v| {
+                if let Some((rules, src)) =
+                    container::cgroup_v1_devices_list_of(&args.proc_root.join("self/cgroup"))
+                {
+                    v.cgroup = Some(rules);
+                    v.cgroup_source = Some(src);
+                }
+                v
+            })
+            .map_err(|e| {
+                format!(
+                    "could not read the container's /dev under {}: {e}",
+                    bundle.rootfs.display()
+                )
+            });
+    }
     let mut findings = run_rules(&facts, &host);
+    crate::rules::requirements::on_path(
+        &mut findings,
+        &facts.start_path,
+        config.enforce_requirements,
+    );
     let mut probe_result = None;
-    if let Some(pid) = pid
+    let deferred = facts.request.wants_gpu()
+        && config.probe != ProbePolicy::Never
+        && facts.pending_hooks.makes_libcuda_loadable();
+    if deferred {
+        findings.push(crate::rules::start_path::probe_deferred(
+            args.stage,
+            &facts.pending_hooks,
+        ));
+    }
+    if let Some(pid) = probe_pid(args, state.pid)
+        && !deferred
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
         && !findings
@@ -214,7 +250,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             cache_dir: (config.probe == ProbePolicy::Auto)
                 .then(|| config.state_dir.join("probe-cache")),
             cache_ttl: Duration::from_secs(config.probe_cache_ttl_s),
-            in_container: args.stage == HookStage::CreateContainer,
+            in_container: args.stage == Stage::CreateContainer,
         };
         match crate::commands::probe_container(&bundle, &facts, pid, &ctx, deadline) {
             Ok((r, footprint)) => {

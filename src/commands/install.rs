@@ -331,6 +331,6 @@ mod tests {
     fn podman_hook_names_the_installed_binary() {
         let v = podman_hook(Path::new("/opt/cp/cuda-preflight"));
         assert_eq!(v["hook"]["path"], "/opt/cp/cuda-preflight");
-        assert_eq!(v["stages"], json!(["createRuntime"]));
+        assert_eq!(v["stages"], json!(["createContainer"]));
     }
 }

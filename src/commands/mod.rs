@@ -20,6 +20,7 @@ use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
 use crate::facts::linkage::{self, LoadFacts};
+use crate::facts::start_path::{self, CdiHooks, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
@@ -161,6 +162,15 @@ pub struct ContainerFacts {
     pub load: Option<LoadFacts>,
     /// The image's ptxas and NVRTC with their CUDA versions (GPU containers with a rootfs only).
     pub toolchains: Option<ToolchainFacts>,
+    /// The container's process environment (`KEY=VALUE`, as the spec lists it).
+    pub env: Vec<String>,
+    /// How the container gets its GPUs: decides who enforces `NVIDIA_REQUIRE_*`.
+    pub start_path: StartPath,
+    /// NVIDIA's CDI hooks that have not run yet where these facts were gathered (all of them
+    /// offline and before `createContainer`).
+    pub pending_hooks: CdiHooks,
+    /// What the pending `enable-cuda-compat` hook will decide, where there is one.
+    pub cuda_compat: Option<start_path::CompatDecision>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -168,9 +178,13 @@ const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at st
 /// Gather the container's facts. `pid` is the container's process at hook time: then the rootfs
 /// is read as the container sees it, through `/proc/<pid>/root`, injected files included. Host
 /// files are read under `host_root`. `state_annotations` are the OCI state's (the hook's).
+/// `pending` are NVIDIA's CDI hooks that have not run yet: where the image has no `libcuda.so.1`
+/// yet, the one their links will give it is judged.
+#[allow(clippy::too_many_arguments)]
 pub fn container_facts(
     bundle: &Bundle,
     request: GpuRequest,
+    pending: CdiHooks,
     pid: Option<i32>,
     proc_root: &Path,
     host_root: &Path,
@@ -194,6 +208,46 @@ pub fn container_facts(
         Some(_) => image::gather_rootfs(&root, &env),
         None => image::gather(bundle),
     });
+    // On a CDI path `libcuda.so.1` is a link NVIDIA's createContainer hook makes: judge the one
+    // it will make rather than report a library that is on its way.
+    if let Some(img) = &mut image_facts
+        && img.libcuda.is_none()
+        && img.rootfs_read
+        && let Some(r) = start_path::predict_libcuda(&root, &env, &bundle.spec, &pending)
+    {
+        img.libcuda = Some(r);
+    }
+    // On a CDI path NVIDIA's enable-cuda-compat hook decides whether the image's compat
+    // libcuda is used: predict it, as the legacy path's rules judged the loader's own choice.
+    let cuda_compat = pending
+        .enable_cuda_compat()
+        .filter(|_| image_facts.as_ref().is_some_and(|i| i.rootfs_read))
+        .and_then(|h| start_path::predict_cuda_compat(&root, h));
+    if let (Some(d), Some(img)) = (&cuda_compat, &mut image_facts)
+        && d.use_compat
+        && let Some(lib) = &d.library
+        // LD_LIBRARY_PATH comes before the loader cache: a libcuda.so.1 there still wins.
+        && !img
+            .libcuda
+            .as_ref()
+            .is_some_and(|r| r.via == crate::facts::loader::Source::LdLibraryPath)
+        && let Ok(host_path) = crate::facts::rootfs::resolve(&root, lib)
+    {
+        img.compat_in_use = Some(image::CompatLib {
+            path: lib.clone(),
+            version: d
+                .version
+                .as_deref()
+                .and_then(crate::knowledge::cuda::Version::parse),
+        });
+        img.libcuda = Some(crate::facts::loader::Resolved {
+            path_in_image: lib.with_file_name("libcuda.so.1"),
+            real_path_in_image: lib.clone(),
+            host_path,
+            via: crate::facts::loader::Source::LdSoCache,
+            unloadable: None,
+        });
+    }
     let walkable = request.wants_gpu() && root.is_dir();
     let site = image_facts
         .as_ref()
@@ -254,6 +308,10 @@ pub fn container_facts(
         .wants_gpu()
         .then(|| headroom::gather(bundle, state_annotations, pid, proc_root, host_root, policy));
     ContainerFacts {
+        env,
+        start_path: StartPath::from_spec(&bundle.spec, &request),
+        pending_hooks: pending,
+        cuda_compat,
         request,
         image: image_facts,
         devices,
@@ -289,6 +347,19 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
             host.cuda_driver_version.as_deref().unwrap_or(""),
         ));
     }
+    if let Some(d) = &c.cuda_compat {
+        out.push(rules::start_path::compat_decision(d));
+    }
+    // The container's CUDA_* variables (rules::cuda_env): a module of their own next to the
+    // kernel rules, from the same facts.
+    out.extend(rules::cuda_env::check(
+        &c.env,
+        devices,
+        &c.request,
+        host,
+        c.binaries.as_ref().map(|b| b.files.as_slice()),
+        &container_gpus(c, host),
+    ));
     if let Some(t) = &c.toolchains {
         out.extend(rules::toolchains::check(
             t,

@@ -245,7 +245,20 @@ pub fn view_from_namespace(
         .join(pid.to_string())
         .join("root")
         .join(rootfs.strip_prefix("/").unwrap_or(rootfs));
-    let dev = crate::facts::rootfs::resolve(&root, Path::new("/dev"))?;
+    let mut view = view_from_root(&root)?;
+    if let Some((rules, src)) = cgroup_v1_devices_list(pid, proc_root) {
+        view.cgroup = Some(rules);
+        view.cgroup_source = Some(src);
+    }
+    Ok(view)
+}
+
+/// The device view from a rootfs path that already shows the container's mounts: a hook at
+/// `createContainer` runs inside the container's mount namespace before `pivot_root`, so the
+/// bundle's rootfs path is the container's view (`/dev` made by runc and the NVIDIA hook).
+/// No cgroup rules: the pid the state gives there is not a host pid.
+pub fn view_from_root(root: &Path) -> std::io::Result<DeviceView> {
+    let dev = crate::facts::rootfs::resolve(root, Path::new("/dev"))?;
     let mut nodes = Vec::new();
     for entry in std::fs::read_dir(&dev)? {
         let entry = entry?;
@@ -267,22 +280,25 @@ pub fn view_from_namespace(
         nodes.push((format!("/dev/{name}"), node));
     }
     nodes.sort();
-    let (cgroup, cgroup_source) = match cgroup_v1_devices_list(pid, proc_root) {
-        Some((rules, src)) => (Some(rules), Some(src)),
-        None => (None, None),
-    };
     Ok(DeviceView {
         source: ViewSource::Namespace,
         nodes,
-        cgroup,
-        cgroup_source,
+        cgroup: None,
+        cgroup_source: None,
     })
 }
 
 /// cgroup v1 exposes the effective rules as `devices.list`; v2 enforces them with an eBPF program
 /// that cannot be read back as rules, so there the view has none.
 fn cgroup_v1_devices_list(pid: i32, proc_root: &Path) -> Option<(Vec<CgroupRule>, String)> {
-    let cg = std::fs::read_to_string(proc_root.join(format!("{pid}/cgroup"))).ok()?;
+    cgroup_v1_devices_list_of(&proc_root.join(format!("{pid}/cgroup")))
+}
+
+/// As [`cgroup_v1_devices_list`] for the process whose `/proc/…/cgroup` file is `cgroup_file`:
+/// a hook at `createContainer` reads `/proc/self/cgroup`, since runc has put `runc init`, and so
+/// its hooks, into the container's cgroup by then.
+pub fn cgroup_v1_devices_list_of(cgroup_file: &Path) -> Option<(Vec<CgroupRule>, String)> {
+    let cg = std::fs::read_to_string(cgroup_file).ok()?;
     let path = cg.lines().find_map(|l| {
         let mut it = l.splitn(3, ':');
         let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);

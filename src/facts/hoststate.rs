@@ -195,7 +195,20 @@ pub fn gather(
         dev_char,
         kernel_module: kernel_module_version(host_root),
         driver_libs,
-        image_libs: image_driver_libs(&bundle.rootfs),
+        // A hook at createContainer reads the rootfs inside the container's mount namespace,
+        // where the spec's bind mounts (CDI's driver files) show: those are the host's.
+        image_libs: image_driver_libs(&bundle.rootfs).map(|libs| {
+            let mounted: Vec<&Path> = bundle
+                .spec
+                .mounts()
+                .iter()
+                .flatten()
+                .map(|m| m.destination().as_path())
+                .collect();
+            libs.into_iter()
+                .filter(|l| !mounted.contains(&Path::new(&l.path)))
+                .collect()
+        }),
         cdi,
         userns: userns_facts(&bundle.spec, devices, host_root),
         nvswitches: nvswitches.clone(),

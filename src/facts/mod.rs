@@ -2,6 +2,7 @@
 //! has a file-based form (host profile, host root, rootfs directory) so rules run without a GPU.
 
 pub mod binaries;
+pub mod compat_note;
 pub mod container;
 pub mod disk;
 pub mod doctor;
@@ -20,4 +21,5 @@ pub mod probe_child;
 pub mod rootfs;
 pub mod scan_cache;
 pub mod seccomp;
+pub mod start_path;
 pub mod toolchains;

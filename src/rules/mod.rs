@@ -1,5 +1,6 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
+pub mod cuda_env;
 pub mod devices;
 pub mod doctor;
 pub mod headroom;
@@ -8,6 +9,7 @@ pub mod kernels;
 pub mod loading;
 pub mod probe;
 pub mod requirements;
+pub mod start_path;
 pub mod toolchains;
 pub mod versions;
 
@@ -16,10 +18,12 @@ pub mod versions;
 pub fn finding_ids() -> Vec<&'static str> {
     let mut ids: Vec<&'static str> = Vec::new();
     ids.extend_from_slice(devices::FINDING_IDS);
+    ids.extend_from_slice(cuda_env::FINDING_IDS);
     ids.extend_from_slice(probe::FINDING_IDS);
     ids.extend_from_slice(kernels::FINDING_IDS);
     ids.extend_from_slice(loading::FINDING_IDS);
     ids.extend_from_slice(requirements::FINDING_IDS);
+    ids.extend_from_slice(start_path::FINDING_IDS);
     ids.extend_from_slice(versions::FINDING_IDS);
     ids.extend_from_slice(hoststate::FINDING_IDS);
     ids.extend_from_slice(headroom::FINDING_IDS);

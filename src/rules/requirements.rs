@@ -30,6 +30,7 @@
 
 use crate::facts::host::HostProfile;
 use crate::facts::image::ImageFacts;
+use crate::facts::start_path::StartPath;
 use crate::finding::{Api, Finding, Predicted, Severity};
 use crate::knowledge::cuda::{Version, toolkit_min_driver};
 
@@ -39,6 +40,7 @@ pub const FINDING_IDS: &[&str] = &[
     "require-unknown-key",
     "require-disabled",
     "require-skipped",
+    "require-not-enforced",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,6 +424,51 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     out
 }
 
+/// The findings of [`check`] as they hold on this start path. Only NVIDIA's legacy prestart hook
+/// (`nvidia-container-runtime-hook` passes each requirement to `nvidia-container-cli --require`,
+/// `cmd/nvidia-container-runtime-hook/main.go`) and the NVIDIA runtime's CSV mode
+/// (`internal/modifier/csv.go`, `checkRequirements`) refuse a start on them. On a CDI or an
+/// explicit `--device` start nothing reads `NVIDIA_REQUIRE_*` (toolkit issue 1470), so an unmet,
+/// malformed or unknown-key requirement is information that names the path, and whether CUDA
+/// works is left to the version rules — unless the host's `enforce_requirements` says to block
+/// anyway, which the message then calls this host's policy.
+pub fn on_path(findings: &mut [Finding], path: &StartPath, host_enforces: bool) {
+    if path.enforces_requirements() {
+        return;
+    }
+    for f in findings.iter_mut() {
+        if !matches!(
+            f.id.as_str(),
+            "require-unsatisfied" | "require-invalid" | "require-unknown-key"
+        ) {
+            continue;
+        }
+        let toolkit = f
+            .predicted
+            .as_ref()
+            .map(|p| p.message.clone())
+            .unwrap_or_default();
+        if host_enforces {
+            f.evidence = format!(
+                "{}; enforced by this host's policy (enforce_requirements = true in the cuda-preflight config): on {} the NVIDIA toolkit itself does not check NVIDIA_REQUIRE_*",
+                f.evidence,
+                path.describe()
+            );
+            f.predicted = None;
+            continue;
+        }
+        f.evidence = format!(
+            "{}; the legacy NVIDIA runtime would refuse this start ({toolkit}); on {} nothing checks NVIDIA_REQUIRE_*, so whether CUDA works is judged by the version rules",
+            f.evidence,
+            path.describe()
+        );
+        f.id = "require-not-enforced".into();
+        f.severity = Severity::Info;
+        f.predicted = None;
+        f.fix = "nothing stops this start for it; to refuse such starts on every path, set enforce_requirements = true in /etc/cuda-preflight/config.toml".into();
+    }
+}
+
 fn fix_for(failed: &[(String, String)], host: &HostProfile) -> String {
     let drv = host.driver_version.as_deref().unwrap_or("unknown");
     for (c, _) in failed {
@@ -689,6 +736,94 @@ mod tests {
             &h,
         );
         assert_eq!(ids(&f), ["require-unsatisfied"], "\"yes\" is not a Go bool");
+    }
+
+    /// A legacy CUDA 12.4 image (CUDA_VERSION only) given an A100 on driver 535 (CUDA 12.2):
+    /// the legacy hook refuses it ("unsatisfied condition: cuda>=12.4"), a CDI or --device start
+    /// runs it (minor-version compatibility) because nothing there reads the variables —
+    /// cmd/nvidia-container-runtime-hook/main.go passes them to nvidia-container-cli --require,
+    /// internal/modifier/csv.go checks them in CSV mode, the CDI modifiers never do (toolkit
+    /// issue 1470).
+    #[test]
+    fn requirements_per_start_path() {
+        use crate::facts::start_path::StartPath;
+        let h = host("535.104.05", "12.2", &[("8.0", "Tesla")]);
+        let img = image(&[("CUDA_VERSION", "12.4.1")]);
+        // (path, host policy, id, severity, evidence contains)
+        let cases: Vec<(StartPath, bool, &str, Severity, &str)> = vec![
+            (
+                StartPath::LegacyHook,
+                false,
+                "require-unsatisfied",
+                Severity::Block,
+                "cuda>=12.4",
+            ),
+            (
+                StartPath::NvidiaRuntime {
+                    mode: "legacy".into(),
+                },
+                false,
+                "require-unsatisfied",
+                Severity::Block,
+                "cuda>=12.4",
+            ),
+            (
+                StartPath::NvidiaRuntime { mode: "csv".into() },
+                false,
+                "require-unsatisfied",
+                Severity::Block,
+                "cuda>=12.4",
+            ),
+            (
+                StartPath::Cdi,
+                false,
+                "require-not-enforced",
+                Severity::Info,
+                "the legacy NVIDIA runtime would refuse this start (unsatisfied condition: cuda>=12.4, please update your driver to a newer version, or use an earlier cuda container); on this CDI start nothing checks",
+            ),
+            (
+                StartPath::NvidiaRuntime {
+                    mode: "jit-cdi".into(),
+                },
+                false,
+                "require-not-enforced",
+                Severity::Info,
+                "nvidia-container-runtime in jit-cdi mode nothing checks",
+            ),
+            (
+                StartPath::ExplicitDevices,
+                false,
+                "require-not-enforced",
+                Severity::Info,
+                "explicitly (--device) nothing checks",
+            ),
+            (
+                StartPath::Cdi,
+                true,
+                "require-unsatisfied",
+                Severity::Block,
+                "enforced by this host's policy (enforce_requirements = true",
+            ),
+        ];
+        for (path, policy, id, sev, ev) in cases {
+            let mut f = check(&img, &h);
+            on_path(&mut f, &path, policy);
+            let ids = crate::rules::registered_ids(&f, FINDING_IDS);
+            assert_eq!(ids, vec![id], "{path:?}");
+            assert_eq!(f[0].severity, sev, "{path:?}");
+            assert!(f[0].evidence.contains(ev), "{path:?}: {}", f[0].evidence);
+            // Only the toolkit's own refusal is its message; our policy's block is ours.
+            assert_eq!(
+                f[0].predicted.is_some(),
+                path.enforces_requirements(),
+                "{path:?}"
+            );
+        }
+        // A malformed requirement also stops only the legacy path.
+        let bad = image(&[("NVIDIA_REQUIRE_CUDA", "cuda>>12")]);
+        let mut f = check(&bad, &h);
+        on_path(&mut f, &StartPath::Cdi, false);
+        assert_eq!(ids(&f), vec!["require-not-enforced"]);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dockerd;
+pub mod nvidia;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -38,7 +38,8 @@ def libcuda_dir():
 STATE = tempfile.mkdtemp(prefix="cpf-state-")
 CANARY = os.path.join(STATE, "canary.ptx")
 M = majors()
-NV, UVM = M["nvidia"], M["nvidia-uvm"]
+# The H100 majors stand in only for a dry run of the CDI chain on a machine without the driver.
+NV, UVM = M.get("nvidia", 195), M.get("nvidia-uvm", 238)
 NODES = {"/dev/nvidiactl": (NV, 255), "/dev/nvidia-uvm": (UVM, 0), "/dev/nvidia0": (NV, 0)}
 LIBDIR = libcuda_dir()
 
@@ -298,7 +299,226 @@ def scan_bench():
     return out
 
 
+# --- The CDI chain (issue 20) ------------------------------------------------------------------
+# NVIDIA's real nvidia-container-runtime in cdi mode, a spec nvidia-ctk generates here (else the
+# one it generated on the H100, carried in the kit), NVIDIA's real CDI hooks, then our shim
+# (named in NVIDIA's `runtimes` list, so it sees the final spec and puts the hook after NVIDIA's
+# createContainer hooks), then runc. The image is a minimal glibc rootfs with cuprobe: it finds
+# libcuda.so.1 only through the links and loader cache NVIDIA's hooks make.
+
+NVKIT_XZ = os.path.join(KIT, "nvidia")
+NVKIT = tempfile.mkdtemp(prefix="cpf-nvidia-")  # the toolkit, unpacked from the kit's .xz files
+CDI_LIBS = os.path.join(KIT, "cdi-libs")
+
+
+def unpack_toolkit():
+    import lzma
+    for b in ["nvidia-container-runtime", "nvidia-cdi-hook", "nvidia-ctk"]:
+        src = os.path.join(NVKIT_XZ, b + ".xz")
+        if not os.path.exists(src):
+            return False
+        dst = os.path.join(NVKIT, b)
+        with lzma.open(src) as f, open(dst, "wb") as o:
+            shutil.copyfileobj(f, o)
+        os.chmod(dst, 0o755)
+    stored = os.path.join(NVKIT_XZ, "cdi-stored.json")
+    if os.path.exists(stored):
+        shutil.copy(stored, os.path.join(NVKIT, "cdi-stored.json"))
+    return True
+
+
+def cdi_spec(work):
+    """The CDI spec (JSON) and where it came from."""
+    path = os.path.join(work, "generated.json")
+    forced = os.environ.get("CPF_CDI_SPEC")  # a dry run without a GPU names a spec here
+    if forced:
+        return json.load(open(forced)), f"CPF_CDI_SPEC={forced}"
+    gen = subprocess.run([os.path.join(NVKIT, "nvidia-ctk"), "cdi", "generate", "--format", "json",
+                          "--output", path, "--library-search-path", LIBDIR,
+                          "--nvidia-cdi-hook-path", os.path.join(NVKIT, "nvidia-cdi-hook")],
+                         capture_output=True, text=True,
+                         env=dict(ENV, LD_LIBRARY_PATH=ENV["LD_LIBRARY_PATH"] + ":" + LIBDIR))
+    if gen.returncode == 0 and os.path.exists(path):
+        return json.load(open(path)), "nvidia-ctk cdi generate (here)"
+    print(f"nvidia-ctk cdi generate failed ({gen.returncode}): {gen.stderr[-800:]}")
+    stored = json.load(open(os.path.join(NVKIT, "cdi-stored.json")))
+    hook = os.path.join(NVKIT, "nvidia-cdi-hook")
+    for h in stored.get("containerEdits", {}).get("hooks", []):
+        h["path"] = hook
+    return stored, "the H100's stored spec (hook path rewritten)"
+
+
+def without_nodes(spec, needle):
+    spec = json.loads(json.dumps(spec))
+    edits = [spec.get("containerEdits", {})] + [d.get("containerEdits", {}) for d in spec.get("devices", [])]
+    for e in edits:
+        e["deviceNodes"] = [n for n in e.get("deviceNodes", []) if needle not in n["path"]]
+    return spec
+
+
+def cdi_rootfs(root):
+    """busybox, cuprobe and the glibc it needs, the canary, the PTX_JIT libraries."""
+    for d in ["bin", "etc", "proc", "sys", "dev", "tmp", "cpf", "lib/x86_64-linux-gnu"]:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    shutil.copy(os.path.join(KIT, "busybox"), os.path.join(root, "bin/busybox"))
+    os.symlink("busybox", os.path.join(root, "bin/sh"))
+    shutil.copy(CUPROBE, os.path.join(root, "cuprobe"))
+    shutil.copy(CANARY, os.path.join(root, "canary.ptx"))
+    ldd = subprocess.run(["ldd", CUPROBE], capture_output=True, text=True).stdout
+    for lib in re.findall(r"(/\S+) \(0x", ldd):
+        dst = os.path.join(root, lib.lstrip("/"))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(os.path.realpath(lib), dst)
+    for name in ["sass90a", "ptx80"]:
+        shutil.copy(os.path.join(CDI_LIBS, f"libcpf_{name}.so"), os.path.join(root, f"lib/x86_64-linux-gnu/libcpf_{name}.so"))
+        shutil.copy(os.path.join(CDI_LIBS, f"{name}.fatbin"), os.path.join(root, f"cpf/{name}.fatbin"))
+
+
+def cdi_start(work, spec_dir, mode, env, args, cid):
+    """create through NVIDIA's runtime, start, wait, delete: (created, stderr, stdout, report)."""
+    b = os.path.join(work, cid)
+    os.makedirs(os.path.join(b, "rootfs"))
+    cdi_rootfs(os.path.join(b, "rootfs"))
+    subprocess.run(RUNC + ["spec", "--bundle", b], check=True, env=ENV)
+    spec = json.load(open(os.path.join(b, "config.json")))
+    spec["process"]["terminal"] = False
+    spec["process"]["args"] = args
+    spec["process"]["env"] += env
+    spec["root"] = {"path": "rootfs", "readonly": False}
+    json.dump(spec, open(os.path.join(b, "config.json"), "w"), indent=1)
+    state = os.path.join(work, "state")
+    ours = os.path.join(work, f"cp-{mode}.toml")
+    open(ours, "w").write(f'mode = "{mode}"\nstate_dir = "{state}"\nruntime = "{RUNC[0]}"\nhook_binary = "{HOOK}"\n')
+    shim = os.path.join(work, f"shim-{mode}.sh")
+    open(shim, "w").write(f"#!/bin/sh\nexec '{os.path.join(KIT, 'cuda-preflight-runtime')}' --cuda-preflight-config '{ours}' \"$@\"\n")
+    os.chmod(shim, 0o755)
+    conf = os.path.join(work, f"nvidia-{os.path.basename(spec_dir)}-{mode}.toml")
+    open(conf, "w").write(f'[nvidia-container-runtime]\nmode = "cdi"\nruntimes = ["{shim}"]\n'
+                          f'[nvidia-container-runtime.modes.cdi]\ndefault-kind = "nvidia.com/gpu"\nspec-dirs = ["{spec_dir}"]\n'
+                          f'[nvidia-ctk]\npath = "{os.path.join(NVKIT, "nvidia-ctk")}"\n')
+    env_rt = dict(ENV, NVIDIA_CTK_CONFIG_FILE_PATH=conf)
+    root = os.path.join(work, "runc-root")
+    out_p, err_p = os.path.join(b, "out"), os.path.join(b, "err")
+    with open(out_p, "w") as o, open(err_p, "w") as e:
+        t = time.time()
+        rc = subprocess.run(["timeout", "-k", "5", "60", os.path.join(NVKIT, "nvidia-container-runtime"),
+                             "--root", root, "create", "--bundle", b, cid], stdout=o, stderr=e, env=env_rt).returncode
+        create_ms = (time.time() - t) * 1000
+    if rc == 0:
+        subprocess.run(RUNC + ["--root", root, "start", cid], env=ENV)
+        for _ in range(400):
+            st = subprocess.run(RUNC + ["--root", root, "state", cid], capture_output=True, text=True, env=ENV).stdout
+            if '"stopped"' in st:
+                break
+            time.sleep(0.05)
+    subprocess.run(RUNC + ["--root", root, "delete", "-f", cid], capture_output=True, env=ENV)
+    rep_path = os.path.join(state, "reports", cid + ".json")
+    report = json.load(open(rep_path)) if os.path.exists(rep_path) else None
+    final = json.load(open(os.path.join(b, "config.json")))
+    order = [h["args"][1] if h["args"][0] == "nvidia-cdi-hook" else " ".join(h["args"][:4])
+             for h in final.get("hooks", {}).get("createContainer", [])]
+    return rc == 0, open(err_p).read(), open(out_p).read(), report, order, create_ms
+
+
+ENV_IDS = ("cuda-visible-devices-none", "cuda-visible-devices-hidden", "cuda-force-ptx-jit-no-ptx",
+           "cuda-disable-ptx-jit-needs-jit")
+
+
+def cdi_predicted(report):
+    """The first block's error; else a CUDA-environment warning's (the workload meets it if it
+    uses the GPU); else success."""
+    if report is None:
+        return None, "no report"
+    for sev in ("block", "warn"):
+        for f in report["findings"]:
+            if f["severity"] == sev and (sev == "block" or f["id"] in ENV_IDS) and f.get("predicted"):
+                return f["predicted"].get("code"), f["id"]
+    return 0, "-"
+
+
+def cdi_chain():
+    if not unpack_toolkit():
+        print("\nCDI chain: no NVIDIA toolkit in the kit (scripts/gpu-scenarios.sh kit)")
+        return
+    work = tempfile.mkdtemp(prefix="cpf-cdi-")
+    spec, source = cdi_spec(work)
+    ver = subprocess.run([os.path.join(NVKIT, "nvidia-container-runtime"), "--version"], capture_output=True, text=True).stdout.splitlines()
+    print(f"\nCDI chain: {ver[0] if ver else '?'}; spec from {source}; "
+          f"{len(spec.get('containerEdits', {}).get('hooks', []))} spec hooks")
+    dirs = {}
+    for name, s in [("full", spec), ("nouvm", without_nodes(spec, "nvidia-uvm")), ("noctl", without_nodes(spec, "nvidiactl"))]:
+        d = os.path.join(work, "cdi-" + name)
+        os.makedirs(d)
+        json.dump(s, open(os.path.join(d, "nvidia.json"), "w"))
+        dirs[name] = d
+    gpu_env = ["NVIDIA_VISIBLE_DEVICES=all"]
+    probe = ["/cuprobe", "--load", "/canary.ptx"]
+    try:
+        uuid0 = subprocess.run(["nvidia-smi", "--query-gpu=uuid", "--format=csv,noheader"], capture_output=True,
+                               text=True).stdout.split()
+    except OSError:
+        uuid0 = []
+    scenarios = [
+        # name, spec dir, env, args, which result is "actual" (None: the first line, else a loaded file)
+        ("cdi: all", "full", gpu_env, probe, None),
+        ("cdi: no nvidia-uvm", "nouvm", gpu_env, probe, None),
+        ("cdi: no nvidiactl", "noctl", gpu_env, probe, None),
+        ("cdi: CUDA_VISIBLE_DEVICES=0", "full", gpu_env + ["CUDA_VISIBLE_DEVICES=0"], probe, None),
+        ("cdi: CUDA_VISIBLE_DEVICES=1", "full", gpu_env + ["CUDA_VISIBLE_DEVICES=1"], probe, None),
+        ("cdi: CUDA_VISIBLE_DEVICES= (empty)", "full", gpu_env + ["CUDA_VISIBLE_DEVICES="], probe, None),
+        ("cdi: CUDA_VISIBLE_DEVICES=GPU-00000000-…", "full",
+         gpu_env + ["CUDA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0000-000000000000"], probe, None),
+        ("cdi: CUDA_VISIBLE_DEVICES=<its UUID>", "full",
+         gpu_env + [f"CUDA_VISIBLE_DEVICES={uuid0[0] if uuid0 else 'GPU-unknown'}"], probe, None),
+        ("cdi: SASS-only lib, no env", "full", gpu_env, ["/cuprobe", "--load", "/cpf/sass90a.fatbin"], "/cpf/sass90a.fatbin"),
+        ("cdi: SASS-only lib, CUDA_FORCE_PTX_JIT=1", "full", gpu_env + ["CUDA_FORCE_PTX_JIT=1"],
+         ["/cuprobe", "--load", "/cpf/sass90a.fatbin"], "/cpf/sass90a.fatbin"),
+        ("cdi: PTX-only lib, no env", "full", gpu_env, ["/cuprobe", "--load", "/cpf/ptx80.fatbin"], "/cpf/ptx80.fatbin"),
+        ("cdi: PTX-only lib, CUDA_DISABLE_PTX_JIT=1", "full", gpu_env + ["CUDA_DISABLE_PTX_JIT=1"],
+         ["/cuprobe", "--load", "/cpf/ptx80.fatbin"], "/cpf/ptx80.fatbin"),
+        ("cdi: no GPU asked for", "full", [], probe, None),
+    ]
+    rows = []
+    for i, (name, d, env, args, which) in enumerate(scenarios):
+        cid = f"cpf-cdi-{i}"
+        created, err, out, report, order, ms = cdi_start(work, dirs[d], "audit", env, args, cid)
+        actual, aname = None, "?"
+        for line in out.splitlines():
+            if not line.startswith("{"):
+                continue
+            j = json.loads(line)
+            if which is None and "file" not in j and j.get("dlopen", True):
+                actual, aname = j.get("code"), f"{j.get('failed_call')} {j.get('name')}"
+            elif which is None and j.get("dlopen") is False:
+                actual, aname = "dlopen", j.get("error", "")[:60]
+            elif which is not None and j.get("file") == which:
+                actual, aname = j.get("code"), f"cuModuleLoadData {j.get('name')}"
+        pcode, pid_ = cdi_predicted(report)
+        verdict = report["verdict"] if report else "-"
+        agree = (pcode == actual) or (report is None and name.endswith("no GPU asked for"))
+        rows.append((name, verdict, pid_, pcode, aname if actual is not None else (err.strip()[-120:] or "no output"),
+                     actual, "yes" if agree else "NO", report["duration_ms"] if report else float("nan"), ms))
+        print(f"--- {name}: created={created} hooks(createContainer)={order} "
+              f"findings={[(f['id'], f['severity']) for f in report['findings']] if report else None} out={out.strip()[:300]}")
+    print("\n| CDI scenario | verdict (audit) | finding | predicted | workload: actual | agree | hook ms | create ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[5]} {r[4]} | {r[6]} | {r[7]:.1f} | {r[8]:.0f} |")
+    print(f"CDI agreement: {sum(1 for r in rows if r[6] == 'yes')}/{len(rows)}")
+    # The same missing-node start with the policy on: refused before the workload runs.
+    created, err, _, report, _, _ = cdi_start(work, dirs["nouvm"], "enforce", gpu_env, probe, "cpf-cdi-enforce")
+    print(f"\nenforce, no nvidia-uvm: created={created}; the user reads: "
+          f"{next((l for l in err.splitlines() if 'cuda-preflight' in l), err.strip()[-300:])[:400]}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
+    if "--cdi-only" in sys.argv:
+        if not os.path.exists(CANARY):
+            open(CANARY, "w").write(".version 8.0\n.target sm_80\n.address_size 64\n\n"
+                                    ".visible .entry cuda_preflight_canary()\n{\n\tret;\n}\n")
+        cdi_chain()
+        return
     smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
                          capture_output=True, text=True).stdout.strip()
     cg = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1"
@@ -356,6 +576,10 @@ def main():
         rows.append((sc[0], pid_, pcode, pname, call, acode, f"{aname}; canary {canary_a}" if canary_a else aname,
                      "yes" if agree else "NO", hook_ms, wall, probe_col, floor, parts))
         print(f"--- {sc[0]}: report findings={[f['id'] for f in report['findings']] if report else None} probe={actual}")
+    try:
+        cdi_chain()
+    except Exception as e:
+        print(f"CDI chain failed: {e!r}")
     bare, fast = bench_fast_path()
     misses = bench_probe_miss()
     print()
