@@ -43,12 +43,25 @@ pub struct HookArgs {
 /// runc init has in the container's pid namespace (runc: `s.Pid = unix.Getpid()` before the
 /// hooks), meaningless in the host's /proc; the hook itself is then in the container's namespaces
 /// and mount namespace, so its own /proc entry shows the container.
-fn probe_pid(args: &HookArgs, state_pid: Option<i32>) -> Option<i32> {
-    match args.stage {
+fn probe_pid(args: &HookArgs, stage: Stage, state_pid: Option<i32>) -> Option<i32> {
+    match stage {
         Stage::CreateContainer => std::fs::read_link(args.proc_root.join("self"))
             .ok()
             .and_then(|p| p.to_str()?.parse().ok()),
         Stage::Prestart | Stage::CreateRuntime => state_pid,
+    }
+}
+
+/// The stage the hook really runs at. A state pid of 1 is never a container's init as the host
+/// sees it (that is the host's own init); it is what runc hands a createContainer hook, which runs
+/// inside the container's pid namespace (`s.Pid = unix.Getpid()` in runc init). An entry
+/// registered at createContainer without `--stage createContainer` would otherwise read the host
+/// init's /proc entry as the container's.
+fn effective_stage(declared: Stage, state_pid: Option<i32>) -> Stage {
+    if state_pid == Some(1) {
+        Stage::CreateContainer
+    } else {
+        declared
     }
 }
 
@@ -169,12 +182,13 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     };
     // What NVIDIA's CDI hooks will still do after this hook: on a CDI path, before them,
     // libcuda.so.1 and the loader cache entry do not exist yet.
+    let stage = effective_stage(args.stage, state.pid);
     let pending = start_path::nvidia_cdi_hooks(&bundle.spec)
-        .pending_after(args.stage, start_path::our_index(&bundle.spec, args.stage));
+        .pending_after(stage, start_path::our_index(&bundle.spec, stage));
     // At createContainer runc runs us inside the container's mount namespace before pivot_root:
     // the rootfs path shows what the container will see, and the state's pid is not a host pid
     // (runc libcontainer/rootfs_linux.go sets it to getpid() there), so no /proc/<pid> is read.
-    let pid = match args.stage {
+    let pid = match stage {
         Stage::CreateContainer => None,
         Stage::Prestart | Stage::CreateRuntime => state.pid,
     };
@@ -189,7 +203,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
-    if args.stage == Stage::CreateContainer
+    if stage == Stage::CreateContainer
         && matches!(facts.request, GpuRequest::InjectedByHook { .. })
     {
         // The legacy hook's nodes are in the rootfs we see from inside the mount namespace, and
@@ -223,11 +237,11 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         && facts.pending_hooks.makes_libcuda_loadable();
     if deferred {
         findings.push(crate::rules::start_path::probe_deferred(
-            args.stage,
+            stage,
             &facts.pending_hooks,
         ));
     }
-    if let Some(pid) = probe_pid(args, state.pid)
+    if let Some(pid) = probe_pid(args, stage, state.pid)
         && !deferred
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
@@ -250,7 +264,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             cache_dir: (config.probe == ProbePolicy::Auto)
                 .then(|| config.state_dir.join("probe-cache")),
             cache_ttl: Duration::from_secs(config.probe_cache_ttl_s),
-            in_container: args.stage == Stage::CreateContainer,
+            in_container: stage == Stage::CreateContainer,
         };
         match crate::commands::probe_container(&bundle, &facts, pid, &ctx, deadline) {
             Ok((r, footprint)) => {
@@ -432,6 +446,28 @@ fn own_error(
                 "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}"
             );
             1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_pid_of_1_is_read_as_the_create_container_stage() {
+        // (declared, state pid, effective)
+        let cases = [
+            (Stage::CreateRuntime, Some(4242), Stage::CreateRuntime),
+            (Stage::Prestart, Some(4242), Stage::Prestart),
+            (Stage::CreateContainer, Some(1), Stage::CreateContainer),
+            // A createContainer entry whose args lack --stage: runc's pid 1 gives it away.
+            (Stage::CreateRuntime, Some(1), Stage::CreateContainer),
+            (Stage::Prestart, Some(1), Stage::CreateContainer),
+            (Stage::CreateRuntime, None, Stage::CreateRuntime),
+        ];
+        for (declared, pid, want) in cases {
+            assert_eq!(effective_stage(declared, pid), want, "{declared:?} {pid:?}");
         }
     }
 }
