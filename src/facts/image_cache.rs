@@ -494,3 +494,319 @@ pub fn lookup(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{container_facts, run_rules};
+    use crate::facts::binaries::WalkSettings;
+    use crate::facts::container;
+    use crate::facts::fatbin::tests::{container as fatbin, elf_with_section};
+    use crate::finding::Severity;
+    use std::process::Command;
+    use std::time::Duration;
+
+    /// A real overlay mount (tests run as root), unmounted on drop.
+    struct Overlay {
+        merged: PathBuf,
+    }
+
+    impl Overlay {
+        fn mount(lowers: &[&Path], upper: &Path, work: &Path, merged: &Path) -> Overlay {
+            for d in [upper, work, merged] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            let lower: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+            let o = Command::new("mount")
+                .args(["-t", "overlay", "overlay", "-o"])
+                .arg(format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lower.join(":"),
+                    upper.display(),
+                    work.display()
+                ))
+                .arg(merged)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "mount overlay (these tests need root): {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Overlay {
+                merged: merged.to_path_buf(),
+            }
+        }
+    }
+
+    impl Drop for Overlay {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.merged).status();
+        }
+    }
+
+    /// A library whose `.nv_fatbin` holds an sm_80 entry, then `middle`'s entry, then another
+    /// sm_80 entry, each padded past the 4 KiB the old scan-cache key read at the section's
+    /// head and tail: two such files differing in `middle` had one old key.
+    fn library(middle_sm: u32) -> Vec<u8> {
+        let pad = vec![0x5au8; 6000];
+        let fat = fatbin(&[
+            (2, 80, 0, 0, 0, &pad),
+            (2, middle_sm, 0, 0, 0, b"cubin-middle"),
+            (2, 80, 0, 0, 0, &pad),
+        ]);
+        elf_with_section(62, 0, 0, ".nv_fatbin", &fat)
+    }
+
+    fn bundle(dir: &Path, rootfs: &Path) -> crate::input::bundle::Bundle {
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["python3"], "cwd": "/",
+                        "env": ["PATH=/usr/bin:/bin", "HOSTNAME=differs-per-container"]},
+            "root": {"path": rootfs},
+            "linux": {
+                "devices": [
+                    {"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255},
+                    {"path": "/dev/nvidia-uvm", "type": "c", "major": 238, "minor": 0},
+                    {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}
+                ],
+                "resources": {"devices": [
+                    {"allow": false, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 195, "access": "rwm"},
+                    {"allow": true, "type": "c", "major": 238, "access": "rwm"}
+                ]}
+            }
+        });
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("config.json"), spec.to_string()).unwrap();
+        crate::input::bundle::Bundle::load(dir).unwrap()
+    }
+
+    /// The hook's facts for a container of the rootfs mounted at `merged`, read as the hook
+    /// reads them (through `/proc/<pid>/root` and `/proc/<pid>/mountinfo`, this process standing
+    /// in for the container's), and whether the rules block it on an H100 with driver 580.
+    fn judge(
+        dir: &Path,
+        merged: &Path,
+        state: &Path,
+    ) -> (bool, Vec<String>, Outcome, crate::facts::binaries::WalkStats) {
+        let b = bundle(dir, merged);
+        let request = container::detect(&b.spec, None);
+        let mut walk = WalkSettings::from_config(&crate::config::Config::default());
+        walk.cache_dir = Some(state.join("scan-cache"));
+        walk.image_cache_dir = Some(state.join("image-cache"));
+        walk.budget = Duration::from_secs(30);
+        let facts = container_facts(
+            &b,
+            request,
+            Some(std::process::id() as i32),
+            Path::new("/proc"),
+            Path::new("/"),
+            None,
+            crate::commands::headroom_policy(&crate::config::Config::default()),
+            &walk,
+        );
+        let host = crate::facts::host::HostProfile::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts/h100-580.json"),
+        )
+        .unwrap();
+        let findings = run_rules(&facts, &host);
+        let blocked: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Block)
+            .map(|f| f.id.clone())
+            .collect();
+        let bin = facts.binaries.unwrap();
+        (
+            blocked.iter().any(|id| id == "kernel-image-missing"),
+            blocked,
+            bin.image_cache.clone().unwrap(),
+            bin.stats,
+        )
+    }
+
+    /// Image "good" has sm_90 SASS in its library (runs on the H100); image "crafted" has a
+    /// library of the same path, size, mtime, ELF headers and first and last 4 KiB of fatbin —
+    /// everything the old scan-cache key covered — with sm_86 in its place (209 on the H100).
+    /// Whatever order their containers start in, and however often, each gets its own verdict.
+    #[test]
+    fn a_crafted_image_cannot_change_another_images_verdict() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        let rel = "usr/lib/libkern.so";
+        let good = library(90);
+        let crafted = library(86);
+        assert_eq!(good.len(), crafted.len());
+        assert_ne!(good, crafted);
+        let mtime = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for (name, bytes) in [("good", &good), ("crafted", &crafted)] {
+            // A shared base layer (the same directory in both images) and a top layer each.
+            let base = t.join("layers/base");
+            std::fs::create_dir_all(base.join("usr/lib")).unwrap();
+            std::fs::create_dir_all(base.join("etc")).unwrap();
+            let top = t.join(format!("layers/{name}"));
+            std::fs::create_dir_all(top.join("usr/lib")).unwrap();
+            std::fs::write(top.join(rel), bytes).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(top.join(rel))
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        }
+        // What the old key read is the same in both files.
+        let span = 4096;
+        assert_eq!(good[..span], crafted[..span]);
+        assert_eq!(good[good.len() - span..], crafted[crafted.len() - span..]);
+
+        let state = t.join("state");
+        let start = |image: &str, n: u32| {
+            let c = t.join(format!("containers/{image}-{n}"));
+            let _m = Overlay::mount(
+                &[&t.join(format!("layers/{image}")), &t.join("layers/base")],
+                &c.join("upper"),
+                &c.join("work"),
+                &c.join("merged"),
+            );
+            judge(&c.join("bundle"), &c.join("merged"), &state)
+        };
+        // The crafted image first: its entries are written before the good image is seen.
+        let (blocked, ids, o, _) = start("crafted", 1);
+        assert!(blocked, "{ids:?}");
+        assert_eq!(o.result, "stored", "{o:?}");
+        let (blocked, ids, o, s) = start("good", 1);
+        assert!(!blocked, "the crafted image's entries changed the good image's verdict: {ids:?}");
+        assert_eq!(o.result, "stored", "{o:?}");
+        assert_eq!((s.cache_hits, s.cache_misses), (0, 1), "{s:?}");
+        // Second containers of each: hits, each its own verdict.
+        let (blocked, _, o, _) = start("good", 2);
+        assert!(!blocked);
+        assert_eq!(o.result, "hit", "{o:?}");
+        let (blocked, _, o, _) = start("crafted", 2);
+        assert!(blocked);
+        assert_eq!(o.result, "hit", "{o:?}");
+
+        // A container that brings its own copy of the library in its writable layer (a
+        // restarted container, or one whose engine wrote there): another delta, not a hit on
+        // the image's entry, and judged by what it has.
+        let c = t.join("containers/good-3");
+        std::fs::create_dir_all(c.join("upper/usr/lib")).unwrap();
+        std::fs::write(c.join("upper").join(rel), &crafted).unwrap();
+        let _m = Overlay::mount(
+            &[&t.join("layers/good"), &t.join("layers/base")],
+            &c.join("upper"),
+            &c.join("work"),
+            &c.join("merged"),
+        );
+        let (blocked, _, o, s) = judge(&c.join("bundle"), &c.join("merged"), &state);
+        assert!(blocked);
+        assert_eq!(o.result, "stored", "{o:?}");
+        assert_eq!(s.cache_misses, 1, "{s:?}");
+        drop(_m);
+
+        // A corrupt entry is a miss, replaced; never trusted.
+        for e in std::fs::read_dir(state.join("image-cache")).unwrap() {
+            let p = e.unwrap().path();
+            let mut bytes = std::fs::read(&p).unwrap();
+            let n = bytes.len();
+            bytes.truncate(n - 3);
+            std::fs::write(&p, &bytes).unwrap();
+        }
+        let (blocked, _, o, _) = start("good", 4);
+        assert!(!blocked);
+        assert_eq!(o.result, "stored", "{o:?}");
+        let (_, _, o, _) = start("good", 5);
+        assert_eq!(o.result, "hit", "{o:?}");
+    }
+
+    #[test]
+    fn entries_round_trip_and_refuse_what_is_not_theirs() {
+        use crate::facts::fatbin::Format;
+        let d = tempfile::tempdir().unwrap();
+        let c = ImageCache::open(&d.path().join("image-cache"), 1 << 20);
+        let inv = Inventory {
+            format: Format::Elf,
+            containers: vec![Container { offset: 0, size: 0 }; 2],
+            entries: vec![
+                unpack(&{
+                    let mut v = Vec::new();
+                    pack(
+                        &Entry {
+                            kind: EntryKind::Ptx,
+                            arch: Arch::from_sm(90, Variant::Specific),
+                            ptx_isa: Some((8, 7)),
+                            compressed: true,
+                            offset: 0,
+                            header_size: 0,
+                            payload_size: 0,
+                            uncompressed_size: None,
+                            container: 1,
+                        },
+                        &mut v,
+                    );
+                    v
+                })
+                .unwrap(),
+            ],
+        };
+        let mut b = BinaryFacts::default();
+        b.files.push(ScannedFile {
+            path: "/usr/lib/libx.so".into(),
+            inventory: Ok(inv.clone()),
+        });
+        b.files.push(ScannedFile {
+            path: "/usr/lib/liby.so".into(),
+            inventory: Err("malformed".into()),
+        });
+        b.library_names.push("/usr/lib/libx.so".into());
+        b.stats.files_examined = 7;
+        let facts = Cached {
+            binaries: b,
+            load: Some(LoadFacts {
+                consumers: 3,
+                ..Default::default()
+            }),
+            toolchains: None,
+        };
+        c.put("k1", &facts).unwrap();
+        let got = c.get("k1").unwrap();
+        assert_eq!(got.binaries.files[0].inventory.as_ref().unwrap(), &inv);
+        assert_eq!(got.binaries.files[1].inventory.as_ref().unwrap_err(), "malformed");
+        assert_eq!(got.binaries.stats.files_examined, 7);
+        assert_eq!(got.load.unwrap().consumers, 3);
+        let p = c.path("k1");
+        let meta = std::fs::metadata(&p).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(d.path().join("image-cache")).unwrap().mode() & 0o777,
+            0o700
+        );
+        // Under another key's name: a miss.
+        std::fs::copy(&p, c.path("k2")).unwrap();
+        std::fs::set_permissions(c.path("k2"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert!(c.get("k2").is_none());
+        // Every truncation, and trailing bytes, are misses.
+        let whole = std::fs::read(&p).unwrap();
+        for cut in [0, 5, MAGIC.len() + 4, whole.len() / 2, whole.len() - 1] {
+            std::fs::write(&p, &whole[..cut]).unwrap();
+            assert!(c.get("k1").is_none(), "cut at {cut}");
+        }
+        let mut longer = whole.clone();
+        longer.push(0);
+        std::fs::write(&p, &longer).unwrap();
+        assert!(c.get("k1").is_none());
+        // Readable by others, or a directory others can write: not trusted.
+        std::fs::write(&p, &whole).unwrap();
+        assert!(c.get("k1").is_some());
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        assert!(c.get("k1").is_none());
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            d.path().join("image-cache"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
+        assert!(c.get("k1").is_none());
+        assert!(c.put("k1", &facts).is_err());
+    }
+}
