@@ -97,9 +97,19 @@ pub fn key(identity: &str, delta: &str, env: &[String], args0: Option<&str>) -> 
     h.update(b"\0");
     h.update(delta.as_bytes());
     h.update(b"\0");
-    for e in env.iter().filter(|e| !e.starts_with("HOSTNAME=")) {
-        h.update((e.len() as u64).to_le_bytes());
-        h.update(e.as_bytes());
+    // The environment as the process gets it (the last of a name wins), in name order: Podman
+    // writes it in a different order on every start.
+    let mut vars: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for e in env {
+        let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+        vars.insert(k, v);
+    }
+    vars.remove("HOSTNAME");
+    for (k, v) in vars {
+        for part in [k, v] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
     }
     h.update(b"\0args0\0");
     h.update(args0.unwrap_or("").as_bytes());

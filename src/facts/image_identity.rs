@@ -231,6 +231,12 @@ pub fn identify(mountinfo: &Path, rootfs: &Path) -> Result<Identity, String> {
             delta_dirs.push(real);
             continue;
         }
+        // An empty layer adds nothing to the tree: Podman mounts a one-layer image
+        // (`podman image mount`) over an `empty` directory its containers do not have, and
+        // leaving it out gives `check --rootfs` of that mount the containers' identity.
+        if std::fs::read_dir(&real).is_ok_and(|mut d| d.next().is_none()) {
+            continue;
+        }
         h.update(real.as_os_str().as_bytes());
         h.update(b"\0");
         for v in [

@@ -1,0 +1,199 @@
+//! The image facts cache through a real engine: Podman with its overlay storage driver (a
+//! private store), the project's hooks.d entry and a stand-in for NVIDIA's prestart hook. The
+//! cache's key comes from the layer directories Podman mounts; these tests check that two
+//! containers of one image share an entry, that an image with the very same files but its own
+//! layers does not, and that `check --rootfs` of `podman image mount` sees the identity the
+//! image's containers have.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Podman {
+    dir: tempfile::TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        require_tool("podman");
+        let dir = tempfile::tempdir().unwrap();
+        let hooks = dir.path().join("hooks.d");
+        std::fs::create_dir_all(&hooks).unwrap();
+        let config = dir.path().join("config.toml");
+        // Warn, so every container starts; the verdict is read from the report.
+        std::fs::write(&config, "probe = \"never\"\nmode = \"warn\"\n").unwrap();
+        let mut ours: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(repo().join("hooks/oci-hooks.d/cuda-preflight.json")).unwrap(),
+        )
+        .unwrap();
+        ours["hook"]["path"] = BIN.into();
+        ours["hook"]["args"] = serde_json::json!([
+            "cuda-preflight",
+            "hook",
+            "--config",
+            config,
+            "--state-dir",
+            dir.path().join("state"),
+            "--host-profile",
+            h100_profile()
+        ]);
+        std::fs::write(hooks.join("cuda-preflight.json"), ours.to_string()).unwrap();
+        let standin = standin_nvidia_hook(dir.path(), ALL_NODES, true);
+        let nvidia = serde_json::json!({
+            "version": "1.0.0",
+            "hook": {"path": standin, "args": ["nvidia-container-runtime-hook", "prestart"]},
+            "when": {"always": true},
+            "stages": ["prestart"]
+        });
+        std::fs::write(hooks.join("oci-nvidia-hook.json"), nvidia.to_string()).unwrap();
+        Podman { dir }
+    }
+
+    fn podman(&self) -> Command {
+        let d = self.dir.path();
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", "120", "podman"])
+            .arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .args([
+                "--storage-driver",
+                "overlay",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+                "--runtime",
+                "runc",
+            ])
+            .arg("--hooks-dir")
+            .arg(d.join("hooks.d"));
+        cmd
+    }
+
+    /// An image of busybox and `lib` at `/usr/lib/x86_64-linux-gnu/libk.so`, imported as `name`.
+    fn image(&self, name: &str, lib: &Path) {
+        let root = self.dir.path().join(format!("src-{}", name.replace(['/', ':'], "-")));
+        std::fs::create_dir_all(&root).unwrap();
+        let busybox = busybox_rootfs(&root);
+        std::fs::create_dir_all(busybox.join("usr/lib/x86_64-linux-gnu")).unwrap();
+        std::fs::copy(lib, busybox.join("usr/lib/x86_64-linux-gnu/libk.so")).unwrap();
+        let tar = root.join("image.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&busybox)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let o = self.podman().arg("import").arg(&tar).arg(name).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// Run a GPU container of `image`; its report.
+    fn run(&self, image: &str) -> serde_json::Value {
+        let name = unique_id("cache");
+        let o = self
+            .podman()
+            .args(["run", "--rm", "--network", "none", "--name", &name])
+            // This machine's hard limits are below Podman's defaults (as tests/podman.rs).
+            .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"])
+            .args(["-e", "NVIDIA_VISIBLE_DEVICES=all", image, "/bin/true"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let reports = self.dir.path().join("state/reports");
+        let mut reps: Vec<PathBuf> = std::fs::read_dir(&reports)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(reps.len(), 1, "{reps:?}");
+        let p = reps.pop().unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        std::fs::remove_file(p).unwrap();
+        r
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // Unmount what the private store still has mounted, so the directory can go.
+        let _ = self.podman().args(["image", "umount", "--all"]).output();
+        let _ = self.podman().args(["rmi", "--all", "--force"]).output();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path().join("storage/overlay"))
+            .output();
+    }
+}
+
+fn cache_result(r: &serde_json::Value) -> (String, String) {
+    let c = &r["binaries"]["image_cache"];
+    (
+        c["result"].as_str().unwrap_or("-").to_string(),
+        c["identity"].as_str().unwrap_or("-").to_string(),
+    )
+}
+
+fn kernel_blocks(r: &serde_json::Value) -> Vec<String> {
+    all_finding_ids(r)
+        .into_iter()
+        .filter(|id| id.starts_with("kernel-"))
+        .collect()
+}
+
+#[test]
+fn containers_of_one_image_share_an_entry_and_another_image_never_does() {
+    let p = Podman::new();
+    // sm_80 SASS only: 209 on the H100 of the host profile.
+    p.image("localhost/cpf-cache-a:1", &sm80_only());
+    let first = p.run("localhost/cpf-cache-a:1");
+    let (res, id_a) = cache_result(&first);
+    assert_eq!(res, "stored", "{:#}", first["binaries"]);
+    assert_eq!(kernel_blocks(&first), vec!["kernel-image-missing"], "{first:#}");
+    let second = p.run("localhost/cpf-cache-a:1");
+    assert_eq!(cache_result(&second), ("hit".to_string(), id_a.clone()), "{:#}", second["binaries"]);
+    assert_eq!(first["findings"], second["findings"]);
+
+    // The same files imported again are another image to the engine (its own layer
+    // directories): its own identity and entry, never a hit on the first image's.
+    p.image("localhost/cpf-cache-b:1", &sm80_only());
+    let other = p.run("localhost/cpf-cache-b:1");
+    let (res, id_b) = cache_result(&other);
+    assert_eq!(res, "stored", "{:#}", other["binaries"]);
+    assert_ne!(id_a, id_b);
+
+    // `check --rootfs` of the image as the engine mounts it: the identity its containers have,
+    // so it fills the scan cache for their first start.
+    let o = p
+        .podman()
+        .args(["image", "mount", "localhost/cpf-cache-a:1"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mount = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    let state = p.dir.path().join("state");
+    let o = Command::new(BIN)
+        .args(["check", "--json", "--rootfs", &mount, "--host-profile"])
+        .arg(h100_profile())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(
+        v["binaries"]["image_cache"]["identity"].as_str(),
+        Some(id_a.as_str()),
+        "{:#} (containers of the image: {id_a}, of the other: {id_b})",
+        v["binaries"]
+    );
+    // And the same scan-cache keys: its library's inventory is the one the containers stored.
+    assert_eq!(v["binaries"]["stats"]["cache_hits"], 1, "{:#}", v["binaries"]);
+    assert_eq!(v["binaries"]["stats"]["cache_misses"], 0, "{:#}", v["binaries"]);
+}
