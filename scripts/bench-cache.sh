@@ -15,6 +15,7 @@
 #   scripts/bench-cache.sh [RUNS]           default 30 interleaved pairs
 #   BENCH_SITE=DIR                          an existing pip --target tree instead
 #   BENCH_COLD=0                            skip the page-cache-cold first start
+#   BIN=PATH                                a built binary (default: build the release one)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CUDA_PREFLIGHT_CACHE:-/var/tmp/cuda-preflight-cache}"
@@ -28,8 +29,10 @@ BENCH_SITE="${BENCH_SITE:-$CACHE/bench/torch-$TORCH_VERSION}"
 }
 [[ $EUID -eq 0 ]] || { echo "bench-cache.sh: needs root (overlay mounts)" >&2; exit 2; }
 scripts/load-fixtures.sh >/dev/null
-cargo build --release --quiet
-BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cuda-preflight"
+if [[ -z "${BIN:-}" ]]; then
+    cargo build --release --quiet
+    BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/cuda-preflight"
+fi
 
 WORK="${BENCH_CACHE_DIR:-/var/tmp/cuda-preflight-bench-cache}"
 KEY="$(stat -c '%d:%i:%Y' "$BENCH_SITE")"

@@ -76,7 +76,10 @@ impl Podman {
 
     /// An image of busybox and `lib` at `/usr/lib/x86_64-linux-gnu/libk.so`, imported as `name`.
     fn image(&self, name: &str, lib: &Path) {
-        let root = self.dir.path().join(format!("src-{}", name.replace(['/', ':'], "-")));
+        let root = self
+            .dir
+            .path()
+            .join(format!("src-{}", name.replace(['/', ':'], "-")));
         std::fs::create_dir_all(&root).unwrap();
         let busybox = busybox_rootfs(&root);
         std::fs::create_dir_all(busybox.join("usr/lib/x86_64-linux-gnu")).unwrap();
@@ -91,7 +94,13 @@ impl Podman {
             .status()
             .unwrap();
         assert!(st.success());
-        let o = self.podman().arg("import").arg(&tar).arg(name).output().unwrap();
+        let o = self
+            .podman()
+            .arg("import")
+            .arg(&tar)
+            .arg(name)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
@@ -102,7 +111,12 @@ impl Podman {
             .podman()
             .args(["run", "--rm", "--network", "none", "--name", &name])
             // This machine's hard limits are below Podman's defaults (as tests/podman.rs).
-            .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"])
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=4096:4096",
+            ])
             .args(["-e", "NVIDIA_VISIBLE_DEVICES=all", image, "/bin/true"])
             .output()
             .unwrap();
@@ -155,9 +169,18 @@ fn containers_of_one_image_share_an_entry_and_another_image_never_does() {
     let first = p.run("localhost/cpf-cache-a:1");
     let (res, id_a) = cache_result(&first);
     assert_eq!(res, "stored", "{:#}", first["binaries"]);
-    assert_eq!(kernel_blocks(&first), vec!["kernel-image-missing"], "{first:#}");
+    assert_eq!(
+        kernel_blocks(&first),
+        vec!["kernel-image-missing"],
+        "{first:#}"
+    );
     let second = p.run("localhost/cpf-cache-a:1");
-    assert_eq!(cache_result(&second), ("hit".to_string(), id_a.clone()), "{:#}", second["binaries"]);
+    assert_eq!(
+        cache_result(&second),
+        ("hit".to_string(), id_a.clone()),
+        "{:#}",
+        second["binaries"]
+    );
     assert_eq!(first["findings"], second["findings"]);
 
     // The same files imported again are another image to the engine (its own layer
@@ -194,6 +217,14 @@ fn containers_of_one_image_share_an_entry_and_another_image_never_does() {
         v["binaries"]
     );
     // And the same scan-cache keys: its library's inventory is the one the containers stored.
-    assert_eq!(v["binaries"]["stats"]["cache_hits"], 1, "{:#}", v["binaries"]);
-    assert_eq!(v["binaries"]["stats"]["cache_misses"], 0, "{:#}", v["binaries"]);
+    assert_eq!(
+        v["binaries"]["stats"]["cache_hits"], 1,
+        "{:#}",
+        v["binaries"]
+    );
+    assert_eq!(
+        v["binaries"]["stats"]["cache_misses"], 0,
+        "{:#}",
+        v["binaries"]
+    );
 }

@@ -26,9 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::facts::binaries::{BinaryFacts, LinkedFile};
 use crate::facts::elf_dynamic::Dynamic;
-use crate::facts::fatbin::{
-    Arch, Container, Entry, EntryKind, Inventory, ScannedFile, Variant,
-};
+use crate::facts::fatbin::{Arch, Container, Entry, EntryKind, Inventory, ScannedFile, Variant};
 use crate::facts::linkage::LoadFacts;
 use crate::facts::toolchains::ToolchainFacts;
 
@@ -136,9 +134,8 @@ impl ImageCache {
     /// The directory is ours: owned by this user and writable by nobody else. Anything else
     /// (made by someone else, or loosened) is neither read nor written.
     fn dir_is_private(&self) -> bool {
-        std::fs::symlink_metadata(&self.dir).is_ok_and(|m| {
-            m.is_dir() && m.uid() == euid() && m.mode() & 0o022 == 0
-        })
+        std::fs::symlink_metadata(&self.dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == euid() && m.mode() & 0o022 == 0)
     }
 
     /// The facts under `key`; `None` is a miss (absent, not ours, corrupt, another key's).
@@ -599,7 +596,12 @@ mod tests {
         dir: &Path,
         merged: &Path,
         state: &Path,
-    ) -> (bool, Vec<String>, Outcome, crate::facts::binaries::WalkStats) {
+    ) -> (
+        bool,
+        Vec<String>,
+        Outcome,
+        crate::facts::binaries::WalkStats,
+    ) {
         let b = bundle(dir, merged);
         let request = container::detect(&b.spec, None);
         let mut walk = WalkSettings::from_config(&crate::config::Config::default());
@@ -685,7 +687,10 @@ mod tests {
         assert!(blocked, "{ids:?}");
         assert_eq!(o.result, "stored", "{o:?}");
         let (blocked, ids, o, s) = start("good", 1);
-        assert!(!blocked, "the crafted image's entries changed the good image's verdict: {ids:?}");
+        assert!(
+            !blocked,
+            "the crafted image's entries changed the good image's verdict: {ids:?}"
+        );
         assert_eq!(o.result, "stored", "{o:?}");
         assert_eq!((s.cache_hits, s.cache_misses), (0, 1), "{s:?}");
         // Second containers of each: hits, each its own verdict.
@@ -781,19 +786,29 @@ mod tests {
         c.put("k1", &facts).unwrap();
         let got = c.get("k1").unwrap();
         assert_eq!(got.binaries.files[0].inventory.as_ref().unwrap(), &inv);
-        assert_eq!(got.binaries.files[1].inventory.as_ref().unwrap_err(), "malformed");
+        assert_eq!(
+            got.binaries.files[1].inventory.as_ref().unwrap_err(),
+            "malformed"
+        );
         assert_eq!(got.binaries.stats.files_examined, 7);
         assert_eq!(got.load.unwrap().consumers, 3);
         let p = c.path("k1");
         let meta = std::fs::metadata(&p).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
         assert_eq!(
-            std::fs::metadata(d.path().join("image-cache")).unwrap().mode() & 0o777,
+            std::fs::metadata(d.path().join("image-cache"))
+                .unwrap()
+                .mode()
+                & 0o777,
             0o700
         );
         // Under another key's name: a miss.
         std::fs::copy(&p, c.path("k2")).unwrap();
-        std::fs::set_permissions(c.path("k2"), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            c.path("k2"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
         assert!(c.get("k2").is_none());
         // Every truncation, and trailing bytes, are misses.
         let whole = std::fs::read(&p).unwrap();

@@ -57,8 +57,18 @@ const IGNORED_FILES: &[&str] = &[
 /// configuration, `/usr/local/cuda*`, conda, virtual environments, `PATH`'s defaults). A
 /// directory mount elsewhere (`/data`) does not touch the facts; one in or above these does.
 const READ_ROOTS: &[&str] = &[
-    "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/app", "/workspace", "/root",
-    "/bin", "/sbin",
+    "/usr",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/etc",
+    "/opt",
+    "/app",
+    "/workspace",
+    "/root",
+    "/bin",
+    "/sbin",
 ];
 /// Environment variables whose paths the image facts read ([`crate::facts::image::site_packages`],
 /// the loader, toolchains).
@@ -95,7 +105,9 @@ pub fn unescape(s: &[u8]) -> Vec<u8> {
             && i + 3 < s.len()
             && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
         {
-            let v = (s[i + 1] - b'0') as u32 * 64 + (s[i + 2] - b'0') as u32 * 8 + (s[i + 3] - b'0') as u32;
+            let v = (s[i + 1] - b'0') as u32 * 64
+                + (s[i + 2] - b'0') as u32 * 8
+                + (s[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -142,7 +154,11 @@ pub fn overlay_layers(super_options: &str) -> Option<OverlayLayers> {
     let mut upper = None;
     for opt in super_options.as_bytes().split(|&c| c == b',') {
         if let Some(v) = opt.strip_prefix(b"lowerdir=") {
-            lowers.extend(v.split(|&c| c == b':').filter(|p| !p.is_empty()).map(path_of));
+            lowers.extend(
+                v.split(|&c| c == b':')
+                    .filter(|p| !p.is_empty())
+                    .map(path_of),
+            );
         } else if let Some(v) = opt.strip_prefix(b"lowerdir+=") {
             lowers.push(path_of(v));
         } else if let Some(v) = opt.strip_prefix(b"upperdir=") {
@@ -183,8 +199,8 @@ pub fn mountinfo_path(pid: Option<i32>, proc_root: &Path) -> PathBuf {
 /// `mountinfo`. `Err` says why there is none (not a mount, not overlay, a layer that cannot be
 /// `stat`ed): the caller walks as before.
 pub fn identify(mountinfo: &Path, rootfs: &Path) -> Result<Identity, String> {
-    let rootfs = std::fs::canonicalize(rootfs)
-        .map_err(|e| format!("rootfs {}: {e}", rootfs.display()))?;
+    let rootfs =
+        std::fs::canonicalize(rootfs).map_err(|e| format!("rootfs {}: {e}", rootfs.display()))?;
     let table = crate::input::read_capped(mountinfo, MAX_MOUNTINFO_BYTES)
         .map_err(|e| format!("{}: {e}", mountinfo.display()))?;
     let mut root_entry: Option<MountEntry> = None;
@@ -224,7 +240,8 @@ pub fn identify(mountinfo: &Path, rootfs: &Path) -> Result<Identity, String> {
         // Engines name layers through short links (`l/ABC` → `../<id>/diff`); the directory
         // they lead to is the layer.
         let real = std::fs::canonicalize(l).map_err(|e| format!("layer {}: {e}", l.display()))?;
-        let meta = std::fs::metadata(&real).map_err(|e| format!("layer {}: {e}", real.display()))?;
+        let meta =
+            std::fs::metadata(&real).map_err(|e| format!("layer {}: {e}", real.display()))?;
         // Docker's overlay2 puts a per-container `<id>-init` layer (mount-point stubs) on top of
         // the image's: it is the container's, so it is part of the delta, not the identity.
         if i == 0 && per_container_layer(&real) {
@@ -287,7 +304,8 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 fn ignored(rel: &Path) -> bool {
-    IGNORED_TREES.iter().any(|t| rel.starts_with(t)) || IGNORED_FILES.iter().any(|f| rel == Path::new(f))
+    IGNORED_TREES.iter().any(|t| rel.starts_with(t))
+        || IGNORED_FILES.iter().any(|f| rel == Path::new(f))
 }
 
 /// Directories the image facts read: [`READ_ROOTS`] and the absolute paths of [`PATH_VARS`].
@@ -332,9 +350,13 @@ pub fn delta_fingerprint(id: &Identity, view: &Path, env: &[String]) -> Result<S
         }
         let inside = Path::new("/").join(&rel);
         let at = view.join(&rel);
-        let meta = std::fs::symlink_metadata(&at).map_err(|e| format!("mount {}: {e}", inside.display()))?;
+        let meta = std::fs::symlink_metadata(&at)
+            .map_err(|e| format!("mount {}: {e}", inside.display()))?;
         if meta.is_dir() {
-            if roots.iter().any(|r| r.starts_with(&inside) || inside.starts_with(r)) {
+            if roots
+                .iter()
+                .any(|r| r.starts_with(&inside) || inside.starts_with(r))
+            {
                 return Err(format!(
                     "a directory is mounted at {}, where the image facts read",
                     inside.display()
@@ -379,7 +401,9 @@ fn fingerprint_dir(
     b: &mut Budget,
 ) -> Result<(), String> {
     if depth > MAX_DELTA_DEPTH {
-        return Err(format!("the container's layer is deeper than {MAX_DELTA_DEPTH}"));
+        return Err(format!(
+            "the container's layer is deeper than {MAX_DELTA_DEPTH}"
+        ));
     }
     let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut names: Vec<std::ffi::OsString> = Vec::new();
@@ -387,7 +411,9 @@ fn fingerprint_dir(
         let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
         b.entries += 1;
         if b.entries > MAX_DELTA_ENTRIES {
-            return Err(format!("the container's layer holds more than {MAX_DELTA_ENTRIES} entries"));
+            return Err(format!(
+                "the container's layer holds more than {MAX_DELTA_ENTRIES} entries"
+            ));
         }
         names.push(e.file_name());
     }
@@ -448,9 +474,8 @@ fn opaque(p: &Path) -> String {
     for name in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
         let mut v = [0u8; 8];
         // SAFETY: valid NUL-terminated strings and a buffer of the length given.
-        let n = unsafe {
-            libc::lgetxattr(cp.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len())
-        };
+        let n =
+            unsafe { libc::lgetxattr(cp.as_ptr(), name.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
         if n > 0 {
             out.push_str(&String::from_utf8_lossy(&v[..n as usize]));
         }
@@ -481,7 +506,8 @@ mod tests {
 
     #[test]
     fn mountinfo_lines() {
-        let cases: Vec<(&str, &[u8], Option<(&str, &str, &str)>)> = vec![
+        type Case<'a> = (&'a str, &'a [u8], Option<(&'a str, &'a str, &'a str)>);
+        let cases: Vec<Case> = vec![
             (
                 "overlay rootfs",
                 b"870 790 0:95 / /var/lib/docker/overlay2/abc/merged rw,relatime - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/u,workdir=/w",
@@ -516,7 +542,8 @@ mod tests {
 
     #[test]
     fn overlay_options() {
-        let cases: Vec<(&str, &str, Option<(Vec<&str>, Option<&str>)>)> = vec![
+        type Case<'a> = (&'a str, &'a str, Option<(Vec<&'a str>, Option<&'a str>)>);
+        let cases: Vec<Case> = vec![
             (
                 "two layers and an upper",
                 "rw,lowerdir=/a:/b,upperdir=/u,workdir=/w",
