@@ -129,15 +129,16 @@ try:
             if kind:
                 gpu.append(ms)
                 results.add(r.get("binaries", {}).get("image_cache", {}).get("result"))
-                hit_ms = r.get("binaries", {}).get("image_cache", {}).get("ms")
+                hit_ms = (r.get("binaries", {}).get("image_cache") or {}).get("ms")
             else:
                 plain.append(ms)
             remove(c)
     def s(v):
         v = sorted(v)
         return f"median {statistics.median(v):6.2f} ms  p90 {v[int(0.9 * (len(v) - 1))]:6.2f}  min {v[0]:6.2f}  max {v[-1]:6.2f}"
-    print(f"GPU container, cache hit  ({len(gpu)}): {s(gpu)}   cache results {sorted(map(str, results))}, last lookup+read {hit_ms:.2f} ms")
-    print(f"container asking no GPU   ({len(plain)}): {s(plain)}")
+    last = "-" if hit_ms is None else f"{hit_ms:.2f} ms"
+    print(f"GPU container, later start ({len(gpu)}): {s(gpu)}   cache results {sorted(map(str, results))}, last lookup+read {last}")
+    print(f"container asking no GPU    ({len(plain)}): {s(plain)}")
     print(f"ratio of medians: {statistics.median(gpu) / statistics.median(plain):.2f}x (target <= 3x)")
 finally:
     holder.kill()

@@ -448,6 +448,11 @@ fn fingerprint_dir(
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
                 .open(&p)
                 .map_err(|e| format!("{}: {e}", p.display()))?;
+            // Re-checked on the open file: one swapped for a device or FIFO after the lstat is
+            // not read (a restarted container wrote this layer).
+            if !f.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(format!("{}: changed while read", p.display()));
+            }
             let mut buf = Vec::with_capacity(meta.size() as usize);
             (&mut f)
                 .take(meta.size() + 1)
