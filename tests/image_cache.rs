@@ -228,3 +228,139 @@ fn containers_of_one_image_share_an_entry_and_another_image_never_does() {
         v["binaries"]
     );
 }
+
+/// NVIDIA's toolkit binaries: `CUDA_PREFLIGHT_NVIDIA_TOOLKIT`, else `../shared/nvidia-toolkit`
+/// beside the repository; a missing one fails the test and says so.
+fn nvidia_cdi_hook(dir: &Path) -> PathBuf {
+    let kit = std::env::var_os("CUDA_PREFLIGHT_NVIDIA_TOOLKIT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared/nvidia-toolkit"));
+    let xz = kit.join("nvidia-cdi-hook.xz");
+    assert!(
+        xz.is_file(),
+        "{} is missing: set CUDA_PREFLIGHT_NVIDIA_TOOLKIT to the directory of NVIDIA's toolkit binaries",
+        xz.display()
+    );
+    let out = dir.join("nvidia-cdi-hook");
+    let o = Command::new("xz").arg("-dc").arg(&xz).output().unwrap();
+    assert!(o.status.success());
+    std::fs::write(&out, o.stdout).unwrap();
+    std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    out
+}
+
+/// An overlay mount, unmounted on drop.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// NVIDIA's real `update-ldcache` and `create-symlinks` CDI hooks write the container's
+/// writable layer on every CDI start (`ld.so.cache`, `ld.so.conf.d/00-nvcr-<random>.conf`,
+/// links): two containers of one image that got the same hooks still share an entry, and one
+/// whose hooks made other links does not.
+#[test]
+fn nvidia_cdi_hooks_writes_keep_a_second_container_a_hit() {
+    let d = tempfile::tempdir().unwrap();
+    let t = d.path();
+    let hook = nvidia_cdi_hook(t);
+    let layer = t.join("layer");
+    let root = busybox_rootfs(&layer);
+    std::fs::create_dir_all(root.join("usr/lib/x86_64-linux-gnu")).unwrap();
+    std::fs::create_dir_all(root.join("etc/ld.so.conf.d")).unwrap();
+    std::fs::create_dir_all(root.join("usr/local/nvidia/lib64")).unwrap();
+    std::fs::copy(sm80_only(), root.join("usr/lib/x86_64-linux-gnu/libk.so")).unwrap();
+    let holder = Command::new("sleep").arg("600").spawn().unwrap();
+    let state = t.join("state");
+    let start = |n: u32, links: &[&str]| -> serde_json::Value {
+        let c = t.join(format!("c{n}"));
+        for s in ["upper", "work", "merged"] {
+            std::fs::create_dir_all(c.join(s)).unwrap();
+        }
+        let st = Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                root.display(),
+                c.join("upper").display(),
+                c.join("work").display()
+            ))
+            .arg(c.join("merged"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount overlay (needs root)");
+        let _m = Mounted(c.join("merged"));
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "cwd": "/",
+                        "env": ["PATH=/bin", format!("HOSTNAME=c{n}")]},
+            "root": {"path": c.join("merged")},
+            "linux": {"devices": [
+                {"path": "/dev/nvidiactl", "type": "c", "major": 195, "minor": 255},
+                {"path": "/dev/nvidia-uvm", "type": "c", "major": 238, "minor": 0},
+                {"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]}
+        });
+        std::fs::write(c.join("config.json"), spec.to_string()).unwrap();
+        let state_json = serde_json::json!({"ociVersion": "1.0.2", "id": format!("c{n}"),
+            "status": "creating", "pid": holder.id(), "bundle": c});
+        let mut args: Vec<String> = vec!["create-symlinks".into()];
+        for l in links {
+            args.push("--link".into());
+            args.push(l.to_string());
+        }
+        for hook_args in [
+            args,
+            vec![
+                "update-ldcache".into(),
+                "--folder".into(),
+                "/usr/local/nvidia/lib64".into(),
+            ],
+        ] {
+            let mut child = Command::new(&hook)
+                .args(&hook_args)
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(state_json.to_string().as_bytes())
+                .unwrap();
+            let o = child.wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "nvidia-cdi-hook {hook_args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(c.join("upper/etc/ld.so.cache").is_file());
+        let o = Command::new(BIN)
+            .args(["check", "--json", "--bundle"])
+            .arg(&c)
+            .arg("--host-profile")
+            .arg(h100_profile())
+            .arg("--state-dir")
+            .arg(&state)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)))
+    };
+    let link = "libk.so::/usr/lib/x86_64-linux-gnu/libk.so.1";
+    let first = start(1, &[link]);
+    assert_eq!(cache_result(&first).0, "stored", "{:#}", first["binaries"]);
+    let second = start(2, &[link]);
+    assert_eq!(cache_result(&second).0, "hit", "{:#}", second["binaries"]);
+    assert_eq!(first["findings"], second["findings"]);
+    let other = start(3, &[link, "libk.so::/usr/lib/x86_64-linux-gnu/libk2.so"]);
+    assert_eq!(cache_result(&other).0, "stored", "{:#}", other["binaries"]);
+    let mut holder = holder;
+    let _ = holder.kill();
+    let _ = holder.wait();
+}

@@ -418,8 +418,22 @@ fn fingerprint_dir(
         names.push(e.file_name());
     }
     // Directory order differs between two writable layers with the same content.
+    let in_conf_d = rel == Path::new("etc/ld.so.conf.d");
+    let mut names: Vec<(std::ffi::OsString, std::ffi::OsString)> = names
+        .into_iter()
+        .map(|n| {
+            (
+                if in_conf_d {
+                    conf_d_name(&n)
+                } else {
+                    n.clone()
+                },
+                n,
+            )
+        })
+        .collect();
     names.sort();
-    for name in names {
+    for (hashed, name) in names {
         let r = rel.join(&name);
         if ignored(&r) {
             continue;
@@ -427,7 +441,7 @@ fn fingerprint_dir(
         let p = dir.join(&name);
         let meta = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
         let ft = meta.file_type();
-        h.update(r.as_os_str().as_bytes());
+        h.update(rel.join(&hashed).as_os_str().as_bytes());
         h.update(b"\0");
         h.update((meta.mode() & 0o170777).to_le_bytes());
         if ft.is_dir() {
@@ -467,6 +481,24 @@ fn fingerprint_dir(
         h.update(b"\n");
     }
     Ok(())
+}
+
+/// NVIDIA's `update-ldcache` hook names its `ld.so.conf.d` files with a random number per
+/// container (`00-nvcr-4044456331.conf`, `zz-nvcr-2675183836.conf`, seen with the real hook);
+/// the loader reads them in name order, which the number does not change across the `00-`/`zz-`
+/// prefixes, so it is left out (their content is hashed as it is).
+fn conf_d_name(n: &std::ffi::OsStr) -> std::ffi::OsString {
+    let b = n.as_bytes();
+    if let Some(i) = b.windows(5).position(|w| w == b"nvcr-")
+        && let Some(digits) = b[i + 5..].strip_suffix(b".conf")
+        && !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+    {
+        let mut out = b[..i + 5].to_vec();
+        out.extend_from_slice(b"N.conf");
+        return std::ffi::OsString::from_vec(out);
+    }
+    n.to_os_string()
 }
 
 /// Overlay's opaque-directory mark (`trusted.` as root, `user.` with `userxattr`): an opaque
@@ -599,6 +631,20 @@ mod tests {
         assert!(e.contains("not a mount point"), "{e}");
         let e = identify(Path::new("/nonexistent/mountinfo"), d.path()).unwrap_err();
         assert!(e.contains("/nonexistent/mountinfo"), "{e}");
+    }
+
+    #[test]
+    fn nvidia_ld_so_conf_d_numbers_are_left_out() {
+        use std::ffi::OsStr;
+        for (name, want) in [
+            ("00-nvcr-4044456331.conf", "00-nvcr-N.conf"),
+            ("zz-nvcr-2675183836.conf", "zz-nvcr-N.conf"),
+            ("zz-nvcr-.conf", "zz-nvcr-.conf"),
+            ("zz-nvcr-12x.conf", "zz-nvcr-12x.conf"),
+            ("libc.conf", "libc.conf"),
+        ] {
+            assert_eq!(conf_d_name(OsStr::new(name)), OsStr::new(want), "{name}");
+        }
     }
 
     #[test]
