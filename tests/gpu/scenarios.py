@@ -447,8 +447,9 @@ def main():
         print(f"\nimage facts cache (issue 23), layers built in {ic['layers_s']:.1f} s:")
         print("| start | hook ms | walk ms | load checks ms | image_cache | verdict |")
         print("| --- | --- | --- | --- | --- | --- |")
+        f1 = lambda v: "-" if v is None else f"{v:.1f}"
         for label, ms, walk, load, res, verdict in ic["firsts"]:
-            print(f"| first, {label} | {ms:.1f} | {walk} | {load} | {res} | {verdict} |")
+            print(f"| first, {label} | {ms:.1f} | {f1(walk)} | {f1(load)} | {res} | {verdict} |")
         ratio = ic["gpu"] / ic["plain"]
         print(f"| later starts, median of {ic['runs']} (max {ic['gpu_max']:.1f}) | {ic['gpu']:.2f} | - | - | {ic['results']} | - |")
         print(f"| no-GPU container, median of {ic['runs']}, interleaved | {ic['plain']:.2f} | - | - | - | - |")
