@@ -227,6 +227,59 @@ fn containers_of_one_image_share_an_entry_and_another_image_never_does() {
         "{:#}",
         v["binaries"]
     );
+
+    // `check --image REF --warm` does that itself, with the image's own environment, and
+    // unmounts what it mounted.
+    let d = p.dir.path();
+    let o = Command::new(BIN)
+        .args([
+            "check",
+            "--json",
+            "--warm",
+            "--image",
+            "containers-storage:localhost/cpf-cache-b:1",
+        ])
+        .arg("--storage-root")
+        .arg(d.join("storage"))
+        .arg("--storage-runroot")
+        .arg(d.join("runroot"))
+        .args(["--storage-driver", "overlay", "--host-profile"])
+        .arg(h100_profile())
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(
+        v["binaries"]["image_cache"]["identity"].as_str(),
+        Some(id_b.as_str()),
+        "{:#}",
+        v["binaries"]
+    );
+    assert_eq!(
+        v["binaries"]["stats"]["cache_hits"], 1,
+        "{:#}",
+        v["binaries"]
+    );
+    assert_eq!(
+        all_finding_ids(&v)
+            .iter()
+            .filter(|id| id.starts_with("kernel-"))
+            .collect::<Vec<_>>(),
+        vec!["kernel-image-missing"],
+        "{v:#}"
+    );
+    let o = p.podman().args(["image", "mount"]).output().unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert!(!listed.contains("cpf-cache-b"), "still mounted: {listed}");
+    // An image outside Podman's store is bad input for --warm.
+    let o = Command::new(BIN)
+        .args(["check", "--warm", "--image", "oci:/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--warm reads an image of Podman's store"));
 }
 
 /// NVIDIA's toolkit binaries: `CUDA_PREFLIGHT_NVIDIA_TOOLKIT`, else `../shared/nvidia-toolkit`
