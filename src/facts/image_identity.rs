@@ -237,6 +237,11 @@ pub fn identify(mountinfo: &Path, rootfs: &Path) -> Result<Identity, String> {
     let mut image_layers = Vec::new();
     let mut delta_dirs: Vec<PathBuf> = layers.upper.into_iter().collect();
     for (i, l) in layers.lowers.iter().enumerate() {
+        // A relative path is relative to the mounter's working directory, not ours: resolving
+        // it here could name other directories, so such a mount has no identity.
+        if !l.is_absolute() {
+            return Err("the rootfs overlay names a layer by a relative path".into());
+        }
         // Engines name layers through short links (`l/ABC` → `../<id>/diff`); the directory
         // they lead to is the layer.
         let real = std::fs::canonicalize(l).map_err(|e| format!("layer {}: {e}", l.display()))?;
