@@ -235,6 +235,9 @@ pub fn identify(mountinfo: &Path, rootfs: &Path) -> Result<Identity, String> {
     let mut h = Sha256::new();
     h.update(b"cuda-preflight image identity v1\0");
     let mut image_layers = Vec::new();
+    if layers.upper.as_ref().is_some_and(|u| !u.is_absolute()) {
+        return Err("the rootfs overlay names its writable layer by a relative path".into());
+    }
     let mut delta_dirs: Vec<PathBuf> = layers.upper.into_iter().collect();
     for (i, l) in layers.lowers.iter().enumerate() {
         // A relative path is relative to the mounter's working directory, not ours: resolving
