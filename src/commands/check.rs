@@ -46,6 +46,11 @@ pub struct CheckArgs {
     /// Podman's storage driver [config: storage_driver]
     #[arg(long, value_name = "NAME")]
     pub storage_driver: Option<String>,
+    /// Read an image of Podman's store where the engine keeps it (`podman image mount`), not a
+    /// saved copy: the check sees the layer directories the image's containers will, so it
+    /// fills the scan cache their first start reads (needs root)
+    #[arg(long, requires = "image")]
+    pub warm: bool,
     /// Print JSON: {"verdict", "findings"}, or {"verdict", "hosts": [...]} for several hosts
     #[arg(long)]
     pub json: bool,
@@ -66,8 +71,30 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .iter()
         .map(|p| host_facts(p.as_deref(), &config.host_root))
         .collect::<Result<Vec<_>, _>>()?;
-    // The image (and its private directory) lives until the check is done.
+    // The image (and its private directory, or the engine's mount) lives until the check is
+    // done.
+    let mut _mounted = None;
     let loaded = match (&args.image, &args.rootfs) {
+        (Some(r), _) if args.warm => {
+            let name = match ImageRef::parse(r)? {
+                ImageRef::ContainersStorage(n) | ImageRef::Name(n) => n,
+                _ => anyhow::bail!(
+                    "{r}: --warm reads an image of Podman's store (containers-storage:NAME or NAME)"
+                ),
+            };
+            let m = image::mounted::mount(&engine_options(args, &config), &name)
+                .with_context(|| r.clone())?;
+            let img = image::Image::in_place(
+                m.rootfs.clone(),
+                m.env.clone(),
+                vec![format!(
+                    "read through podman image mount at {}",
+                    m.rootfs.display()
+                )],
+            );
+            _mounted = Some(m);
+            Some(img)
+        }
         (Some(r), _) => Some(load_image(&ImageRef::parse(r)?, args, &config)?),
         (None, Some(dir)) => Some(load_image(&ImageRef::Rootfs(dir.clone()), args, &config)?),
         (None, None) => None,
@@ -215,12 +242,8 @@ fn row_cells(v: &Verdict) -> (String, String) {
     (pred, format!("{}: {first}", f.id))
 }
 
-fn load_image(
-    r: &ImageRef,
-    args: &CheckArgs,
-    config: &crate::config::Config,
-) -> anyhow::Result<image::Image> {
-    let engine = EngineOptions {
+fn engine_options(args: &CheckArgs, config: &crate::config::Config) -> EngineOptions {
+    EngineOptions {
         storage_root: args.storage_root.clone().or(config.storage_root.clone()),
         storage_runroot: args
             .storage_runroot
@@ -231,7 +254,15 @@ fn load_image(
             .clone()
             .or(config.storage_driver.clone()),
         ..EngineOptions::default()
-    };
+    }
+}
+
+fn load_image(
+    r: &ImageRef,
+    args: &CheckArgs,
+    config: &crate::config::Config,
+) -> anyhow::Result<image::Image> {
+    let engine = engine_options(args, config);
     // The message names the image as the user wrote it.
     let what = args
         .image

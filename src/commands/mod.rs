@@ -19,6 +19,7 @@ use crate::facts::headroom::{self, HeadroomFacts};
 use crate::facts::host::{self, HostProfile};
 use crate::facts::hoststate::{self, HostState};
 use crate::facts::image::{self, ImageFacts};
+use crate::facts::image_cache;
 use crate::facts::linkage::{self, LoadFacts};
 use crate::facts::start_path::{self, CdiHooks, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
@@ -251,34 +252,34 @@ pub fn container_facts(
     let walkable = request.wants_gpu() && root.is_dir();
     let site = image_facts
         .as_ref()
-        .map(|i| i.site_packages.as_slice())
+        .map(|i| i.site_packages.clone())
         .unwrap_or_default();
-    let binaries = walkable.then(|| binaries::gather(&root, &env, site, walk));
-    let toolchains = walkable.then(|| toolchains::gather(&root, &env, site));
-    // The runtimes the image's libraries really load: what the version rules judge.
-    let load = match (&binaries, &mut image_facts) {
-        (Some(b), Some(img)) => {
-            let args0 = bundle
-                .spec
-                .process()
-                .as_ref()
-                .and_then(|p| p.args().as_ref())
-                .and_then(|a| a.first().cloned());
-            let l = linkage::gather(&root, &env, args0.as_deref(), b, img);
-            img.loaded_runtimes = l
-                .runtimes_in_use
-                .iter()
-                .filter_map(|r| {
-                    Some(image::CudaRuntime {
-                        path: r.path.clone(),
-                        version: r.version.clone()?,
-                        exact: r.exact,
-                    })
-                })
-                .collect();
-            Some(l)
+    let args0 = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.args().as_ref())
+        .and_then(|a| a.first().cloned());
+    let (binaries, load, toolchains) = match (walkable, &mut image_facts) {
+        (true, Some(img)) => {
+            let (b, l, t) = image_facts_cached(
+                bundle,
+                &root,
+                &env,
+                args0.as_deref(),
+                &site,
+                img,
+                crate::facts::image_identity::mountinfo_path(pid, proc_root),
+                walk,
+            );
+            (Some(b), l, Some(t))
         }
-        _ => None,
+        (true, None) => {
+            let b = binaries::gather(&root, &env, &site, walk);
+            let t = toolchains::gather(&root, &env, &site);
+            (Some(b), None, Some(t))
+        }
+        _ => (None, None, None),
     };
     let devices = match (&request, pid) {
         (GpuRequest::SpecDevices | GpuRequest::Cdi { .. }, _) => {
@@ -321,6 +322,106 @@ pub fn container_facts(
         load,
         toolchains,
     }
+}
+
+/// The image's binaries, load facts and toolchains: from the image facts cache where the rootfs
+/// has an identity the host knows and an entry for it exists, else gathered (and stored where it
+/// has a key). `mountinfo`: the container's mount table ([`crate::facts::image_identity`]).
+#[allow(clippy::too_many_arguments)]
+fn image_facts_cached(
+    bundle: &Bundle,
+    root: &Path,
+    env: &[String],
+    args0: Option<&str>,
+    site: &[PathBuf],
+    img: &mut ImageFacts,
+    mountinfo: PathBuf,
+    walk: &WalkSettings,
+) -> (BinaryFacts, Option<LoadFacts>, ToolchainFacts) {
+    let started = std::time::Instant::now();
+    let cache = walk
+        .image_cache_dir
+        .as_deref()
+        .map(|d| image_cache::ImageCache::open(d, walk.cache_max_bytes));
+    let mut lookup = match &cache {
+        Some(_) => image_cache::lookup(&mountinfo, &bundle.rootfs, root, env, args0),
+        None => image_cache::Lookup {
+            key: None,
+            scope: None,
+            outcome: image_cache::Outcome {
+                result: "off".into(),
+                reason: Some("no cache directory".into()),
+                ..Default::default()
+            },
+        },
+    };
+    if let (Some(c), Some(key)) = (&cache, &lookup.key)
+        && let Some(hit) = c.get(key)
+    {
+        if let Some(l) = &hit.load {
+            set_loaded_runtimes(img, l);
+        }
+        let mut b = hit.binaries;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        b.stats.elapsed_ms = ms;
+        lookup.outcome.result = "hit".into();
+        lookup.outcome.ms = ms;
+        b.image_cache = Some(lookup.outcome);
+        let t = hit.toolchains.unwrap_or_default();
+        return (b, hit.load, t);
+    }
+    let mut settings = walk.clone();
+    settings.cache_scope = lookup.scope.clone();
+    let mut b = binaries::gather(root, env, site, &settings);
+    let t = toolchains::gather(root, env, site);
+    let l = linkage::gather(root, env, args0, &b, img);
+    set_loaded_runtimes(img, &l);
+    let mut outcome = lookup.outcome;
+    outcome.ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let (Some(c), Some(key)) = (&cache, &lookup.key) {
+        // A walk a budget stopped depends on this start's load: the next start may finish it.
+        if let Some(why) = &b.stopped {
+            outcome.reason = Some(format!("not stored: the walk stopped at the {why}"));
+        } else {
+            b.image_cache = None;
+            let mut cached = image_cache::Cached {
+                binaries: b,
+                load: Some(l),
+                toolchains: Some(t),
+            };
+            match c.put(key, &cached) {
+                Ok(()) => {
+                    outcome.result = "stored".into();
+                    let _ = c.prune();
+                }
+                Err(e) => outcome.reason = Some(format!("not stored: {e}")),
+            }
+            cached.binaries.image_cache = Some(outcome);
+            let image_cache::Cached {
+                binaries,
+                load,
+                toolchains,
+            } = cached;
+            return (binaries, load, toolchains.unwrap_or_default());
+        }
+    }
+    b.image_cache = Some(outcome);
+    (b, Some(l), t)
+}
+
+/// The runtimes the image's libraries really load: what the version rules judge.
+fn set_loaded_runtimes(img: &mut ImageFacts, l: &LoadFacts) {
+    img.loaded_runtimes = l
+        .runtimes_in_use
+        .iter()
+        .filter_map(|r| {
+            Some(image::CudaRuntime {
+                path: r.path.clone(),
+                version: r.version.clone()?,
+                exact: r.exact,
+            })
+        })
+        .collect();
 }
 
 /// All rules over the facts.

@@ -92,10 +92,22 @@ pub fn run(args: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     };
 
     if args.json {
-        let files: Vec<Value> = reports.iter().map(|(f, v)| file_json(f, v)).collect();
-        let doc = json!({"files": files, "findings": findings});
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)?;
+        #[derive(serde::Serialize)]
+        struct Doc {
+            files: Vec<FileJson>,
+            // Through a `Value`, as before: its keys print sorted (a few findings, no cost).
+            findings: Value,
+        }
+        let doc = Doc {
+            files: reports.iter().map(|(f, v)| file_json(f, v)).collect(),
+            findings: serde_json::to_value(&findings)?,
+        };
+        // Buffered: stdout is line-buffered, and pretty JSON of libcublasLt is 45,000 lines —
+        // one write(2) each was most of `scan --json`'s time.
+        let mut buf = std::io::BufWriter::with_capacity(1 << 16, &mut *out);
+        serde_json::to_writer_pretty(&mut buf, &doc)?;
+        writeln!(buf)?;
+        buf.flush()?;
     } else {
         write_table(out, &reports, &ccs)?;
         for f in &findings {
@@ -198,48 +210,79 @@ fn verdict_json(v: &FileVerdict) -> Value {
     })
 }
 
-fn file_json(f: &ScannedFile, verdicts: &[((u32, u32), FileVerdict)]) -> Value {
-    let mut o = json!({"path": f.path.display().to_string()});
+/// One fatbin entry in `--json`. Typed, not a `serde_json::Value` per entry (libcublasLt has
+/// 5666): fields in the order a `Value` map prints them, so the output is unchanged.
+#[derive(serde::Serialize)]
+struct EntryJson {
+    arch: String,
+    compressed: bool,
+    kind: &'static str,
+    ptx_isa: Option<String>,
+    size: u64,
+    uncompressed_size: Option<u64>,
+}
+
+/// One file in `--json`, keys in the order a `Value` map prints them.
+#[derive(serde::Serialize)]
+struct FileJson {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    containers: Option<usize>,
+    entries: Vec<EntryJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<&'static str>,
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_gpu: Option<Vec<Value>>,
+    verdict: Value,
+}
+
+fn file_json(f: &ScannedFile, verdicts: &[((u32, u32), FileVerdict)]) -> FileJson {
+    let path = f.path.display().to_string();
     match &f.inventory {
-        Ok(inv) => {
-            o["format"] = json!(inv.format.as_str());
-            o["containers"] = json!(inv.containers.len());
-            o["entries"] = inv
+        Ok(inv) => FileJson {
+            containers: Some(inv.containers.len()),
+            entries: inv
                 .entries
                 .iter()
-                .map(|e| {
-                    json!({
-                        "kind": e.kind.as_str(),
-                        "arch": e.arch.to_string(),
-                        "ptx_isa": e.ptx_isa.map(|(a, b)| format!("{a}.{b}")),
-                        "compressed": e.compressed,
-                        "size": e.payload_size,
-                        "uncompressed_size": e.uncompressed_size,
-                    })
+                .map(|e| EntryJson {
+                    arch: e.arch.to_string(),
+                    compressed: e.compressed,
+                    kind: e.kind.as_str(),
+                    ptx_isa: e.ptx_isa.map(|(a, b)| format!("{a}.{b}")),
+                    size: e.payload_size,
+                    uncompressed_size: e.uncompressed_size,
                 })
-                .collect();
-            o["verdict"] = verdicts
-                .first()
-                .map(|(_, v)| verdict_json(v))
-                .unwrap_or(Value::Null);
-            if verdicts.len() > 1 {
-                o["per_gpu"] = verdicts
+                .collect(),
+            error: None,
+            format: Some(inv.format.as_str()),
+            path,
+            per_gpu: (verdicts.len() > 1).then(|| {
+                verdicts
                     .iter()
                     .map(|((a, b), v)| {
                         let mut j = verdict_json(v);
                         j["gpu"] = json!(format!("{a}.{b}"));
                         j
                     })
-                    .collect();
-            }
-        }
-        Err(e) => {
-            o["entries"] = json!([]);
-            o["verdict"] = Value::Null;
-            o["error"] = json!(e);
-        }
+                    .collect()
+            }),
+            verdict: verdicts
+                .first()
+                .map(|(_, v)| verdict_json(v))
+                .unwrap_or(Value::Null),
+        },
+        Err(e) => FileJson {
+            containers: None,
+            entries: Vec::new(),
+            error: Some(e.clone()),
+            format: None,
+            path,
+            per_gpu: None,
+            verdict: Value::Null,
+        },
     }
-    o
 }
 
 /// Distinct targets per kind, for a table cell: `sass 75,80,90a; ptx 90@9.5`.

@@ -27,7 +27,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::facts::elf_dynamic::{self, Dynamic};
@@ -104,8 +104,6 @@ const MAX_DIR_ENTRIES: usize = 20_000;
 /// Section tables and section name tables of real libraries are a few KB.
 const MAX_SECTIONS: u64 = 1 << 16;
 const MAX_SHSTRTAB: u64 = 1 << 20;
-/// Bytes of each fatbin section's head and tail that go into the cache key.
-const KEY_SPAN: u64 = 4096;
 /// Examples kept per kind of skip; the counts are exact.
 const MAX_EXAMPLES: usize = 5;
 const FATBIN_SECTIONS: &[&[u8]] = &[b".nv_fatbin", b"__nv_relfatbin", b".nvFatBinSegment"];
@@ -123,6 +121,12 @@ pub struct WalkSettings {
     /// `<state_dir>/scan-cache`; `None`: no cache.
     pub cache_dir: Option<PathBuf>,
     pub cache_max_bytes: u64,
+    /// `<state_dir>/image-cache` ([`crate::facts::image_cache`]); `None`: no image facts cache.
+    pub image_cache_dir: Option<PathBuf>,
+    /// What scan cache keys are scoped to: the image's identity where the host knows one
+    /// ([`crate::facts::image_identity`]); `None`: the file system's device number, stable for a
+    /// plain directory rootfs (overlay gives every mount its own).
+    pub cache_scope: Option<String>,
 }
 
 impl WalkSettings {
@@ -133,12 +137,14 @@ impl WalkSettings {
             max_bytes: c.scan_max_bytes,
             cache_dir: Some(c.state_dir.join("scan-cache")),
             cache_max_bytes: c.scan_cache_max_bytes,
+            image_cache_dir: Some(c.state_dir.join("image-cache")),
+            cache_scope: None,
         }
     }
 }
 
 /// What the walk did; goes into the report and `check --json` as `binaries`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WalkStats {
     pub dirs_listed: usize,
     /// Library files whose ELF header was read.
@@ -155,7 +161,7 @@ pub struct WalkStats {
 }
 
 /// A kind of thing not scanned: how many, and a few of them.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Skipped {
     pub count: usize,
     pub examples: Vec<String>,
@@ -170,7 +176,7 @@ impl Skipped {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BinaryFacts {
     /// Files with GPU code, paths as the container sees them.
     #[serde(skip)]
@@ -197,6 +203,10 @@ pub struct BinaryFacts {
     pub unresolved_links: Skipped,
     /// Files whose ELF header or section table could not be read.
     pub unreadable_files: Skipped,
+    /// Whether these facts (and the load facts and toolchains) came from the image facts cache
+    /// ([`crate::facts::image_cache`]); set by the hook and `check`, not by the walk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_cache: Option<crate::facts::image_cache::Outcome>,
 }
 
 impl BinaryFacts {
@@ -815,41 +825,40 @@ impl Walk<'_> {
             return Err(bad("section name table too large"));
         }
         let names = self.read(f, strtab.offset, strtab.size, size)?;
-        let fatbins: Vec<&Shdr> = shdrs
-            .iter()
-            .filter(|s| {
-                s.kind != object::elf::SHT_NOBITS
-                    && FATBIN_SECTIONS.contains(&name_at(&names, s.name))
-            })
-            .collect();
-        if fatbins.is_empty() {
+        let has_fatbin = shdrs.iter().any(|s| {
+            s.kind != object::elf::SHT_NOBITS && FATBIN_SECTIONS.contains(&name_at(&names, s.name))
+        });
+        if !has_fatbin {
             return Ok(Some(Headers { key: None }));
         }
+        // The key names the file as the host knows it, never by what the image wrote: its inode
+        // number and change time (set by the kernel on every write, never by the image; overlay
+        // shows the layer file's own), scoped to the image's identity or, for a plain
+        // directory, the file system. A file of one image cannot take another file's entry, and
+        // a rewritten file is a new key. Size, mtime and the headers read above go in too, so a
+        // key is never shared by two versions of a file on a file system that reuses inodes.
         let mut h = Sha256::new();
         h.update(format!(
             "cuda-preflight scan-cache v{}\0",
             scan_cache::VERSION
         ));
-        h.update(size.to_le_bytes());
-        h.update(meta.mtime().to_le_bytes());
-        h.update(meta.mtime_nsec().to_le_bytes());
+        match &self.settings.cache_scope {
+            Some(scope) => h.update(format!("image {scope}\0")),
+            None => h.update(format!("dev {}\0", meta.dev())),
+        }
+        for v in [
+            meta.ino(),
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+            size,
+            meta.mtime() as u64,
+            meta.mtime_nsec() as u64,
+        ] {
+            h.update(v.to_le_bytes());
+        }
         h.update(&eh);
         h.update(&table);
         h.update(&names);
-        // The first container header and the last entries: a rebuilt library with the same
-        // size and mtime (reproducible builds pin mtimes) differs here. Reading every container
-        // header would cost thousands of reads on cuBLAS; the full scan reads them on a miss.
-        for s in fatbins {
-            let head = s.size.min(KEY_SPAN);
-            h.update(
-                self.read(f, s.offset, head, size)
-                    .map_err(|_| bad("fatbin section runs past the end"))?,
-            );
-            if s.size > head {
-                let tail = (s.size - head).min(KEY_SPAN);
-                h.update(self.read(f, s.offset + s.size - tail, tail, size)?);
-            }
-        }
         let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Some(Headers { key: Some(key) }))
     }
@@ -935,6 +944,8 @@ mod tests {
             max_bytes: 1 << 30,
             cache_dir: cache,
             cache_max_bytes: 1 << 20,
+            image_cache_dir: None,
+            cache_scope: None,
         }
     }
 
@@ -1096,8 +1107,9 @@ mod tests {
             cold.files[0].inventory.as_ref().unwrap().entries[0].arch,
             warm.files[0].inventory.as_ref().unwrap().entries[0].arch
         );
-        // A copy elsewhere (another inode, as overlay gives each container) with the same mtime
-        // is the same content: a hit.
+        // A copy elsewhere with the same bytes and mtime is another file to the host (another
+        // inode, another change time): a miss, so no file an image writes can take another
+        // file's entry by copying its size, mtime and headers.
         let r2 = d.path().join("rootfs2");
         std::fs::create_dir_all(r2.join("usr/lib")).unwrap();
         let st = std::process::Command::new("cp")
@@ -1108,14 +1120,24 @@ mod tests {
             .unwrap();
         assert!(st.success());
         let other = walk(&r2, &[], &s);
-        assert_eq!((other.stats.cache_hits, other.stats.cache_misses), (1, 0));
-        // Another fatbin in the same place with the same size: a miss.
+        assert_eq!((other.stats.cache_hits, other.stats.cache_misses), (0, 1));
+        // The same path scoped to another image identity: a miss too.
+        let mut scoped = s.clone();
+        scoped.cache_scope = Some("another-image".into());
+        let other = walk(&r, &[], &scoped);
+        assert_eq!((other.stats.cache_hits, other.stats.cache_misses), (0, 1));
+        // Another fatbin in the same place with the same size, its mtime put back: a miss (the
+        // change time moved).
+        let lib = r.join("usr/lib/libk.so");
+        let mtime = std::fs::metadata(&lib).unwrap().modified().unwrap();
         let fat = container(&[(2, 90, 0, 0, 0, b"cubin")]);
-        std::fs::write(
-            r.join("usr/lib/libk.so"),
-            elf_with_section(62, 0, 0, ".nv_fatbin", &fat),
-        )
-        .unwrap();
+        std::fs::write(&lib, elf_with_section(62, 0, 0, ".nv_fatbin", &fat)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&lib)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
         let changed = walk(&r, &[], &s);
         assert_eq!(changed.stats.cache_misses, 1);
         assert_eq!(

@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
@@ -54,7 +54,7 @@ pub enum DynamicError {
 }
 
 /// Versions an object requires of one library (`Elf64_Verneed` and its `Elf64_Vernaux`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionNeed {
     /// The library, as `DT_NEEDED` names it (`libstdc++.so.6`).
     pub file: String,
@@ -62,7 +62,7 @@ pub struct VersionNeed {
     pub versions: Vec<(String, bool)>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dynamic {
     pub soname: Option<String>,
     pub needed: Vec<String>,

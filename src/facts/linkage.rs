@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::facts::binaries::{BinaryFacts, LinkedFile};
 use crate::facts::elf_dynamic::{self, Dynamic};
@@ -35,7 +35,7 @@ const MAX_NAMED: usize = 5;
 const CHECKED_VERSIONS: &[&str] = &["GLIBC_", "GLIBCXX_", "CXXABI_", "GCC_"];
 
 /// A CUDA library that resolves nowhere.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MissingLibrary {
     /// As `DT_NEEDED` names it (`libcudart.so.12`).
     pub library: String,
@@ -57,7 +57,7 @@ pub struct MissingLibrary {
 }
 
 /// A symbol version an object requires that the library it resolves to does not define.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MissingVersion {
     pub version: String,
     /// The library as `DT_NEEDED` names it (`libstdc++.so.6`).
@@ -73,7 +73,7 @@ pub struct MissingVersion {
 }
 
 /// A CUDA runtime some object of the image loads.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuntimeInUse {
     /// The file the loader ends at, as the container sees it.
     pub path: PathBuf,
@@ -88,7 +88,7 @@ pub struct RuntimeInUse {
 }
 
 /// A framework found in the image and the runtime it will load.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Framework {
     pub name: String,
     pub version: Option<String>,
@@ -100,7 +100,7 @@ pub struct Framework {
     pub runtime_version: Option<Version>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoadFacts {
     /// CUDA-using objects the walk found.
     pub consumers: usize,

@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::facts::rootfs;
 
@@ -60,7 +60,7 @@ pub enum LoaderError {
 }
 
 /// One entry of the glibc new-format cache.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     pub flags: i32,
     pub name: String,
@@ -149,7 +149,7 @@ fn cstr_at(d: &[u8], off: usize) -> Result<String, LoaderError> {
 }
 
 /// Where the loader found a library.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Source {
     /// `DT_RPATH` of the object that needs the library.
@@ -165,7 +165,7 @@ pub enum Source {
     Default,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resolved {
     /// The path the loader opens, as the container sees it (`/usr/local/cuda/compat/libcuda.so.1`).
     pub path_in_image: PathBuf,

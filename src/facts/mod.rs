@@ -12,6 +12,8 @@ pub mod headroom;
 pub mod host;
 pub mod hoststate;
 pub mod image;
+pub mod image_cache;
+pub mod image_identity;
 pub mod linkage;
 pub mod loader;
 pub mod nvml;

@@ -1,9 +1,12 @@
 //! The fatbin inventory cache in `<state_dir>/scan-cache/`: one file per library content key, so
 //! the same library in a second container of the same image costs a `stat` and a header read.
 //!
-//! The key is computed by [`crate::facts::binaries`] from the file's size, mtime and a hash of
-//! its ELF header, section table, section names and the head and tail of each fatbin section —
-//! never device and inode numbers, which overlay and vfs give every container anew.
+//! The key is computed by [`crate::facts::binaries`] from what the host knows of the file and the
+//! image cannot choose: its inode number and change time, scoped to the image's identity
+//! ([`crate::facts::image_identity`]: the engine's layer directories) or, for a plain directory
+//! rootfs, the file system's device number (overlay gives each mount its own device number, but
+//! shows the layer file's inode and change time). Version 1 keyed by size, mtime and a hash of
+//! headers — all written by the image, so a crafted library could take a real one's entry.
 //!
 //! Files are written to a temporary name and renamed into place, so a reader (another hook
 //! racing on the same key) sees no entry or a whole one; two writers of one key write the same
@@ -21,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::facts::fatbin::{Arch, Container, Entry, EntryKind, Format, Inventory, Variant};
 
 /// Bumped whenever the entry layout or what the key covers changes: old entries become misses.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// An entry is a few hundred KB for the largest real library (libcublasLt: 5666 entries).
 const MAX_ENTRY_BYTES: u64 = 32 << 20;
 /// Temporary files older than this were left by a hook that died mid-write.
@@ -272,7 +275,7 @@ impl ScanCache {
     }
 }
 
-fn parse_format(s: &str) -> Option<Format> {
+pub(crate) fn parse_format(s: &str) -> Option<Format> {
     [
         Format::Elf,
         Format::ElfRelocatable,

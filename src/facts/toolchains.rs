@@ -13,7 +13,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::facts::image::list;
 use crate::facts::loader::{Loader, read_image_file};
@@ -33,7 +33,7 @@ const MAX_INIT_PY_BYTES: u64 = 256 << 10;
 /// NVRTC sonames the loader is asked for (CUDA 11.2+ uses `libnvrtc.so.11.2`).
 const NVRTC_SONAMES: &[&str] = &["libnvrtc.so.11.2", "libnvrtc.so.12", "libnvrtc.so.13"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Ptxas,
@@ -41,7 +41,7 @@ pub enum Kind {
 }
 
 /// Who put the toolchain there: it decides what the fix names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Origin {
     /// Triton's bundled ptxas; `version` from `triton/__init__.py`.
@@ -58,7 +58,7 @@ pub enum Origin {
 }
 
 /// Which GPUs a toolchain compiles for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UsedFor {
     AllGpus,
@@ -80,7 +80,7 @@ impl UsedFor {
 }
 
 /// Where the CUDA version was read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VersionSource {
     /// The embedded "Cuda compilation tools, release …" banner.
@@ -89,7 +89,7 @@ pub enum VersionSource {
     FileName,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Toolchain {
     pub kind: Kind,
     /// As the container sees it.
@@ -108,7 +108,7 @@ pub struct Toolchain {
     pub bytes_read: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ToolchainFacts {
     pub toolchains: Vec<Toolchain>,
     pub notes: Vec<String>,

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::sync::OnceLock;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::tsv_rows;
 
@@ -112,6 +112,15 @@ impl fmt::Display for Version {
 impl Serialize for Version {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.text)
+    }
+}
+
+/// The image facts cache reads versions back (`facts::image_cache`): what does not parse as a
+/// version is an error, and the whole entry a miss.
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Version::parse(&s).ok_or_else(|| serde::de::Error::custom("not a version"))
     }
 }
 

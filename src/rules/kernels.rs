@@ -155,17 +155,22 @@ pub fn file_verdict(
         via: None,
         predicted_error: None,
     };
-    for c in 0..inv.containers.len() {
-        let entries: Vec<&Entry> = inv
-            .entries
-            .iter()
-            .filter(|e| e.container == c && !matches!(e.kind, EntryKind::Other(_)))
-            .collect();
+    // Entries grouped by module in one pass: filtering all entries once per module was
+    // quadratic (libcublasLt: 2638 modules x 5666 entries), most of a cached hook's time.
+    let mut by_module: Vec<Vec<&Entry>> = vec![Vec::new(); inv.containers.len()];
+    for e in &inv.entries {
+        if !matches!(e.kind, EntryKind::Other(_))
+            && let Some(m) = by_module.get_mut(e.container)
+        {
+            m.push(e);
+        }
+    }
+    for (c, entries) in by_module.iter().enumerate() {
         if entries.is_empty() {
             continue;
         }
         v.modules += 1;
-        match module_verdict(&entries, cc, driver_isa, raw) {
+        match module_verdict(entries, cc, driver_isa, raw) {
             Ok(Via::Sass) => v.by_sass += 1,
             Ok(Via::PtxJit) => v.by_ptx += 1,
             Err(code) => v.failing.push((c, code)),

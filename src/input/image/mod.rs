@@ -15,6 +15,7 @@
 
 pub mod engines;
 pub mod layers;
+pub mod mounted;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -137,6 +138,19 @@ pub struct Image {
     pub notes: Vec<String>,
     /// Removed on drop: nothing of the image outlives the check.
     _tmp: Option<tempfile::TempDir>,
+}
+
+impl Image {
+    /// An image whose rootfs another part keeps (`dir:`, an engine's mount): read in place.
+    pub fn in_place(rootfs: PathBuf, env: Vec<String>, notes: Vec<String>) -> Image {
+        Image {
+            env,
+            rootfs,
+            applied: layers::Applied::default(),
+            notes,
+            _tmp: None,
+        }
+    }
 }
 
 /// Read `r`: its config and its layers, into a private temporary directory under `tmp_parent`
