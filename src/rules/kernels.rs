@@ -22,9 +22,12 @@ use crate::facts::binaries::BinaryFacts;
 use crate::facts::fatbin::{Arch, Entry, EntryKind, Format, Inventory, ScannedFile, Variant};
 use crate::facts::host::Gpu;
 use crate::finding::{Finding, Predicted, Severity};
-use crate::knowledge;
+use crate::knowledge::{self, FrameworkLibrary};
 
 pub const KERNEL_IMAGE_MISSING: &str = "kernel-image-missing";
+/// No module loads, but the framework launches from the library only on a path the workload may
+/// not take (knowledge/framework_kernels.tsv): a warning.
+pub const KERNEL_IMAGE_MISSING_CONDITIONAL: &str = "kernel-image-missing-conditional";
 pub const KERNEL_IMAGE_PARTIAL: &str = "kernel-image-partial";
 pub const KERNEL_PTX_JIT_ONLY: &str = "kernel-ptx-jit-only";
 pub const KERNEL_BINARY_UNREADABLE: &str = "kernel-binary-unreadable";
@@ -38,6 +41,7 @@ pub const KERNEL_IMAGE_OUTSIDE_FATBIN: &str = "kernel-image-outside-fatbin";
 pub const FINDING_IDS: &[&str] = &[
     KERNEL_IMAGE_OUTSIDE_FATBIN,
     KERNEL_IMAGE_MISSING,
+    KERNEL_IMAGE_MISSING_CONDITIONAL,
     KERNEL_IMAGE_PARTIAL,
     KERNEL_PTX_JIT_ONLY,
     KERNEL_BINARY_UNREADABLE,
@@ -286,7 +290,15 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
             },
         ));
     }
-    for f in files {
+    // The workload meets a framework's core library before its extensions, and those before
+    // libraries no table row knows: files are judged in that order, so the first block is the
+    // error met first (the headline). Stable: the walk's order within each rank.
+    let mut ordered: Vec<(&ScannedFile, Option<&'static FrameworkLibrary>)> = files
+        .iter()
+        .map(|f| (f, knowledge::framework_library(&f.path)))
+        .collect();
+    ordered.sort_by_key(|(_, row)| row.map_or(usize::MAX, |r| r.order));
+    for (f, row) in ordered {
         let inv = match &f.inventory {
             Ok(inv) => inv,
             Err(e) => {
@@ -305,40 +317,8 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
             let label = gpu_label(*cc, group);
             let path = f.path.display();
             if !v.loadable {
-                let code = v.predicted_error.unwrap_or(NO_BINARY_FOR_GPU);
-                let fix = match code {
-                    UNSUPPORTED_PTX_VERSION => {
-                        let newest = inv
-                            .entries
-                            .iter()
-                            .filter_map(|e| e.ptx_isa)
-                            .max()
-                            .unwrap_or((0, 0));
-                        let needs = knowledge::cuda_for_ptx_isa((newest.0 as u32, newest.1 as u32))
-                            .map(|(a, b)| format!("CUDA {a}.{b}"))
-                            .unwrap_or_else(|| "a newer CUDA".into());
-                        format!(
-                            "PTX ISA {}.{} needs a driver for {needs} or newer (this one: CUDA {driver_cuda}): upgrade the host driver, \
-                             or use an image built with an older toolkit or with SASS for sm_{}{}",
-                            newest.0, newest.1, cc.0, cc.1
-                        )
-                    }
-                    _ => format!(
-                        "use a build of this library that includes sm_{0}{1} (nvcc -gencode arch=compute_{0}{1},code=sm_{0}{1}) \
-                         or PTX for compute_{0}{1} or lower, or run it on a GPU it was built for",
-                        cc.0, cc.1
-                    ),
-                };
-                out.push(Finding::new(
-                    KERNEL_IMAGE_MISSING,
-                    Severity::Block,
-                    Some(Predicted::driver(code)),
-                    format!(
-                        "{path}: none of its GPU modules ({}) loads on {label}; it carries {}",
-                        v.modules,
-                        carried(inv)
-                    ),
-                    fix,
+                out.push(missing_finding(
+                    &f.path, inv, &v, row, *cc, &label, driver_cuda, driver_isa,
                 ));
                 continue;
             }
@@ -377,6 +357,137 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
         }
     }
     out
+}
+
+/// The PTX ISA the driver must know for every module that fails with 222 to load: in each such
+/// module the oldest PTX that targets the GPU, the newest of those over the modules.
+pub fn needed_ptx_isa(inv: &Inventory, cc: (u32, u32), v: &FileVerdict) -> Option<(u32, u32)> {
+    v.failing
+        .iter()
+        .filter(|(_, code)| *code == UNSUPPORTED_PTX_VERSION)
+        .filter_map(|(c, _)| {
+            inv.entries
+                .iter()
+                .filter(|e| e.container == *c && e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc))
+                .filter_map(|e| e.ptx_isa)
+                .map(|(a, b)| (a as u32, b as u32))
+                .min()
+        })
+        .max()
+}
+
+/// A library none of whose modules loads on the GPU: a block where the workload launches from
+/// it (a framework's core library, an extension the framework uses on this GPU, or any library
+/// no table row knows), a warning naming the path where only some workloads do.
+#[allow(clippy::too_many_arguments)]
+fn missing_finding(
+    file: &std::path::Path,
+    inv: &Inventory,
+    v: &FileVerdict,
+    row: Option<&FrameworkLibrary>,
+    cc: (u32, u32),
+    label: &str,
+    driver_cuda: &str,
+    driver_isa: Option<(u32, u32)>,
+) -> Finding {
+    let code = v.predicted_error.unwrap_or(NO_BINARY_FOR_GPU);
+    let path = file.display();
+    let sm = format!("sm_{}{}", cc.0, cc.1);
+    // Whose build to change: the framework's where the table knows it.
+    let build = match row {
+        Some(r) => format!("a {} build", r.framework),
+        None => "a build of this library".to_string(),
+    };
+    let fix = match code {
+        UNSUPPORTED_PTX_VERSION => {
+            let needs = needed_ptx_isa(inv, cc, v).unwrap_or((0, 0));
+            let driver = knowledge::cuda_for_ptx_isa(needs).map(|(a, b)| {
+                let min = knowledge::cuda::toolkit_min_driver(&knowledge::cuda::Version::from_parts(&[
+                    a as u64, b as u64,
+                ]));
+                match min {
+                    Some(r) => format!("{}.x or newer (CUDA {a}.{b})", r.min_driver.major()),
+                    None => format!("one for CUDA {a}.{b} or newer"),
+                }
+            });
+            let this = match driver_isa {
+                Some((a, b)) => format!("this one: CUDA {driver_cuda}, PTX ISA {a}.{b}"),
+                None => format!("this one: CUDA {driver_cuda}"),
+            };
+            format!(
+                "install a driver that JITs PTX ISA {}.{}, i.e. {} ({this}), or use {build} with {sm} SASS",
+                needs.0,
+                needs.1,
+                driver.unwrap_or_else(|| "a newer one".into()),
+            )
+        }
+        _ => format!(
+            "use {build} that includes {sm} (nvcc -gencode arch=compute_{0}{1},code=sm_{0}{1}) \
+             or PTX for compute_{0}{1} or lower, or run it on a GPU it was built for",
+            cc.0, cc.1
+        ),
+    };
+    let base = format!(
+        "{path}: none of its GPU modules ({}) loads on {label}",
+        v.modules
+    );
+    let carries = format!("it carries {}", carried(inv));
+    match row {
+        Some(r) if !r.launched_on(cc) => {
+            let when = match r.launch {
+                knowledge::Launch::OnGpus => format!(
+                    "{} launches it only on compute capability {} for {}, not on this GPU",
+                    r.framework, r.gpus, r.path
+                ),
+                _ => format!("{} launches it only for {}", r.framework, r.path),
+            };
+            Finding::new(
+                KERNEL_IMAGE_MISSING_CONDITIONAL,
+                Severity::Warn,
+                Some(Predicted::driver(code)),
+                format!(
+                    "{base}, and {when}: the start works, that path would fail; {carries} \
+                     (knowledge/framework_kernels.tsv)"
+                ),
+                format!(
+                    "nothing to do unless the workload uses {}; then {}",
+                    r.path,
+                    lowercase_first(&fix)
+                ),
+            )
+        }
+        Some(r) => {
+            let when = match r.launch {
+                knowledge::Launch::Always => "on every start",
+                _ => "on this GPU",
+            };
+            Finding::new(
+                KERNEL_IMAGE_MISSING,
+                Severity::Block,
+                Some(Predicted::driver(code)),
+                format!(
+                    "{base}; {} launches it {when} ({}); {carries}",
+                    r.framework, r.path
+                ),
+                fix,
+            )
+        }
+        None => Finding::new(
+            KERNEL_IMAGE_MISSING,
+            Severity::Block,
+            Some(Predicted::driver(code)),
+            format!("{base}; {carries}"),
+            fix,
+        ),
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// The image's binaries (`facts::binaries`) judged on the container's GPUs, and what the walk
