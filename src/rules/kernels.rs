@@ -401,24 +401,26 @@ fn missing_finding(
     let fix = match code {
         UNSUPPORTED_PTX_VERSION => {
             let needs = needed_ptx_isa(inv, cc, v).unwrap_or((0, 0));
-            let driver = knowledge::cuda_for_ptx_isa(needs).map(|(a, b)| {
-                let min = knowledge::cuda::toolkit_min_driver(&knowledge::cuda::Version::from_parts(&[
-                    a as u64, b as u64,
-                ]));
-                match min {
-                    Some(r) => format!("{}.x or newer (CUDA {a}.{b})", r.min_driver.major()),
-                    None => format!("one for CUDA {a}.{b} or newer"),
-                }
-            });
             let this = match driver_isa {
                 Some((a, b)) => format!("this one: CUDA {driver_cuda}, PTX ISA {a}.{b}"),
                 None => format!("this one: CUDA {driver_cuda}"),
             };
+            let driver = match knowledge::cuda_for_ptx_isa(needs) {
+                Some((a, b)) => {
+                    let v = knowledge::cuda::Version::from_parts(&[a as u64, b as u64]);
+                    match knowledge::cuda::toolkit_min_driver(&v) {
+                        Some(r) => format!(
+                            "{} or newer (CUDA {a}.{b}; {this})",
+                            r.min_driver.major()
+                        ),
+                        None => format!("one for CUDA {a}.{b} or newer ({this})"),
+                    }
+                }
+                None => format!("a newer one ({this})"),
+            };
             format!(
-                "install a driver that JITs PTX ISA {}.{}, i.e. {} ({this}), or use {build} with {sm} SASS",
-                needs.0,
-                needs.1,
-                driver.unwrap_or_else(|| "a newer one".into()),
+                "install a driver that JITs PTX ISA {}.{}, i.e. {driver}, or use {build} with {sm} SASS",
+                needs.0, needs.1
             )
         }
         _ => format!(
@@ -436,7 +438,7 @@ fn missing_finding(
         Some(r) if !r.launched_on(cc) => {
             let when = match r.launch {
                 knowledge::Launch::OnGpus => format!(
-                    "{} launches it only on compute capability {} for {}, not on this GPU",
+                    "{} launches it only on compute capability {} ({}), not on this GPU",
                     r.framework, r.gpus, r.path
                 ),
                 _ => format!("{} launches it only for {}", r.framework, r.path),
@@ -466,7 +468,7 @@ fn missing_finding(
                 Severity::Block,
                 Some(Predicted::driver(code)),
                 format!(
-                    "{base}; {} launches it {when} ({}); {carries}",
+                    "{base}; {} launches it {when}: {}; {carries}",
                     r.framework, r.path
                 ),
                 fix,
@@ -870,5 +872,129 @@ mod tests {
         assert_eq!(ids, [KERNEL_IMAGE_MISSING, KERNEL_IMAGE_OUTSIDE_FATBIN]);
         assert!(f[0].evidence.contains("libold.so"));
         assert!(f[1].evidence.contains("libcufft.so.12.0.0.61"));
+    }
+
+    /// The classification and the headline ordering on inventories as the real libraries carry
+    /// them (scripts/framework-fixtures.sh lists each; tests/frameworks.rs runs the real files).
+    /// Each row: GPU, driver CUDA, the first block expected (file, code) or none, and the
+    /// conditional warnings. Where each library's use is decided: knowledge/framework_kernels.tsv
+    /// S1-S7 (vLLM's fa_utils.py / flash_attn_interface.py / flashmla.py, torch's
+    /// LinearAlgebraStubs.cpp and cuSPARSELtOps.cpp).
+    #[test]
+    fn headline_is_the_error_met_first() {
+        let sp = "/usr/local/lib/python3.12/site-packages";
+        let lib = |rel: &str, modules: &[&[&str]]| ScannedFile {
+            path: format!("{sp}/{rel}").into(),
+            inventory: Ok(inv(Format::Elf, modules)),
+        };
+        // Walk order puts extensions before the core (site-packages order is the directory's).
+        let files = vec![
+            lib("vllm/_flashmla_C.abi3.so", &[&["sass sm_90a", "sass sm_100a"]]),
+            lib("vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so", &[&["sass sm_90a"]]),
+            lib(
+                "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
+                &[&["sass sm_80", "ptx sm_80 8.8"]],
+            ),
+            lib("cusparselt/lib/libcusparseLt.so.0", &[&["sass sm_80", "sass sm_90", "ptx sm_52 8.5"]]),
+            lib("torch/lib/libtorch_cuda_linalg.so", &[&["sass sm_50", "sass sm_70", "sass sm_90"]]),
+            lib("torch/lib/libtorch_cuda.so", &[&["sass sm_50", "sass sm_75", "sass sm_90a"]]),
+        ];
+        let vllm_only = &files[..3];
+        let torch_only = &files[3..];
+        type Case<'a> = (&'a [ScannedFile], &'a str, &'a str, Option<(&'a str, i64)>, &'a [&'a str]);
+        let cases: &[Case] = &[
+            // The seed: RTX 5090 on 570 (CUDA 12.8, ISA 8.7): FA2's PTX 8.8 is refused (222);
+            // FA3 and FlashMLA are never launched there (fa_utils: FA3 only on major 9).
+            (vllm_only, "12.0", "12.8", Some(("_vllm_fa2_C", 222)), &["_vllm_fa3_C", "_flashmla_C"]),
+            // 580 (CUDA 13.0) JITs 8.8: no block.
+            (vllm_only, "12.0", "13.0", None, &["_vllm_fa3_C", "_flashmla_C"]),
+            // A100 on 535: FA2 has sm_80 SASS; FA3/FlashMLA sm_90a only, not launched on 8.0.
+            (vllm_only, "8.0", "12.2", None, &["_vllm_fa3_C", "_flashmla_C"]),
+            // H100: FA3 and FlashMLA load; FA2 by JIT (it is not the Hopper default anyway).
+            (vllm_only, "9.0", "13.0", None, &[]),
+            // H100 on a CUDA 12.2 driver: FA2 would need 8.8 but is launched on Hopper only for
+            // ALiBi models: a warning, not a block.
+            (vllm_only, "9.0", "12.2", None, &["_vllm_fa2_C"]),
+            // B300 (10.3): sm_100a does not run; FlashMLA is opt-in (MLA models), FA2 JITs.
+            (vllm_only, "10.3", "13.0", None, &["_vllm_fa3_C", "_flashmla_C"]),
+            // torch 2.6 (cu124) on Blackwell: the core has nothing for sm_120 (209), met on the
+            // first CUDA op; linalg (lazy) is only a warning; cuSPARSELt JITs its compute_52.
+            (torch_only, "12.0", "12.8", Some(("libtorch_cuda.so", 209)), &["libtorch_cuda_linalg.so"]),
+            (torch_only, "12.0", "13.0", Some(("libtorch_cuda.so", 209)), &["libtorch_cuda_linalg.so"]),
+            // T4 on 550/535: cuSPARSELt's only usable image is PTX 8.5 (222), but torch calls it
+            // only for 2:4 sparsity: a warning. The core has sm_75.
+            (torch_only, "7.5", "12.4", None, &["libcusparseLt.so.0"]),
+            (torch_only, "7.5", "12.2", None, &["libcusparseLt.so.0"]),
+            // Both stacks on the 5090/570: torch's core is met before vLLM's attention.
+            (&files, "12.0", "12.8", Some(("libtorch_cuda.so", 209)), &["_vllm_fa3_C", "_flashmla_C", "libtorch_cuda_linalg.so"]),
+        ];
+        for (files, cc, drv, first, conditional) in cases {
+            let gpu = Gpu {
+                compute_capability: cc.to_string(),
+                ..Default::default()
+            };
+            let f = kernel_findings(files, &[gpu], drv);
+            let blocks: Vec<&Finding> = f.iter().filter(|f| f.severity == Severity::Block).collect();
+            match first {
+                Some((name, code)) => {
+                    let b = blocks.first().unwrap_or_else(|| panic!("{cc}/{drv}: no block: {f:#?}"));
+                    assert!(b.evidence.contains(name), "{cc}/{drv}: {}", b.evidence);
+                    assert_eq!(b.predicted.as_ref().unwrap().code, Some(*code), "{cc}/{drv}");
+                }
+                None => assert!(blocks.is_empty(), "{cc}/{drv}: {blocks:#?}"),
+            }
+            let mut warned: Vec<&str> = f
+                .iter()
+                .filter(|f| f.id == KERNEL_IMAGE_MISSING_CONDITIONAL)
+                .map(|f| {
+                    assert_eq!(f.severity, Severity::Warn);
+                    assert!(f.evidence.contains("launches it only"), "{}", f.evidence);
+                    assert!(f.fix.starts_with("nothing to do unless the workload uses"), "{}", f.fix);
+                    conditional
+                        .iter()
+                        .copied()
+                        .find(|n| f.evidence.contains(&format!("/{n}")))
+                        .unwrap_or_else(|| panic!("{cc}/{drv}: unexpected {}", f.evidence))
+                })
+                .collect();
+            warned.dedup();
+            let mut want = conditional.to_vec();
+            want.sort();
+            warned.sort();
+            assert_eq!(warned, want, "{cc}/{drv}");
+        }
+    }
+
+    #[test]
+    fn fix_addresses_the_error_met_first() {
+        let fa2 = ScannedFile {
+            path: "/sp/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so".into(),
+            inventory: Ok(inv(Format::Elf, &[&["sass sm_80", "ptx sm_80 8.8"]])),
+        };
+        let gpu = Gpu {
+            compute_capability: "12.0".into(),
+            ..Default::default()
+        };
+        let f = kernel_findings(std::slice::from_ref(&fa2), &[gpu.clone()], "12.8");
+        assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
+        // 8.8 is CUDA 12.9's ISA; 12.9's driver is 575.51.03 (cuda_driver_min.tsv).
+        assert_eq!(
+            f[0].fix,
+            "install a driver that JITs PTX ISA 8.8, i.e. 575 or newer (CUDA 12.9; this one: CUDA 12.8, \
+             PTX ISA 8.7), or use a vLLM build with sm_120 SASS"
+        );
+        // The same inventory under a name no row knows: today's block, a generic fix.
+        let other = ScannedFile {
+            path: "/opt/app/libattn.so".into(),
+            ..fa2.clone()
+        };
+        let f = kernel_findings(&[other], &[gpu], "12.8");
+        assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
+        assert!(f[0].fix.ends_with("or use a build of this library with sm_120 SASS"), "{}", f[0].fix);
+        // The needed ISA is the oldest usable PTX of the failing module, not the newest the
+        // file carries (a compute_90 PTX at 9.0 cannot serve an sm_80 GPU… but 8.5 can).
+        let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
+        let v = file_verdict(&lib, (7, 5), Some((8, 4)));
+        assert_eq!(needed_ptx_isa(&lib, (7, 5), &v), Some((8, 5)));
     }
 }
