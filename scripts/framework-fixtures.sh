@@ -70,3 +70,25 @@ fetch "$F/torch-2.6.0" \
     "$PY/78/a9/97cbbc97002fff0de394a2da2cdfa859481fdca36996d7bd845d50aa9d8d/torch-2.6.0-cp311-cp311-manylinux1_x86_64.whl" \
     "136a5e4be2aee6e17a38179aeff229f4e0d87c2e43d8ca58e87183df4be73667 torch/lib/libtorch_cuda.so" \
     "83bb6c7010aad5464a62f39304f24632d096d2ce678f3ee08b03a33d1968d9c8 torch/lib/libtorch_cuda_linalg.so"
+
+# BENCH=1: the rest of a vLLM-on-torch tree for scripts/bench-frameworks.sh (about 1.8 GB more):
+# vLLM's core _C (sass sm_52..sm_120a) and MoE ops, torch's CPU and Python libraries, cuBLAS 12.4
+# (torch 2.6.0's pin).
+if [[ "${BENCH:-0}" = 1 ]]; then
+    fetch "$F/bench/vllm-0.13.0" \
+        "$PY/46/ae/36f87f514811c1389ff1a16e4e5b0b55f25ce782eb0eff2d7eaa92ff7deb/vllm-0.13.0-cp38-abi3-manylinux_2_31_x86_64.whl" \
+        "b3c752751b6392606bfd2753ed388626d7f1d3d0c4a776a014d2c92280b02bba vllm/_C.abi3.so" \
+        "75ba999f25d02f10fe32897cb91aabd96fb71694c9e4a1034695667892d66b8c vllm/_moe_C.abi3.so"
+    fetch "$F/bench/torch-2.6.0" \
+        "$PY/78/a9/97cbbc97002fff0de394a2da2cdfa859481fdca36996d7bd845d50aa9d8d/torch-2.6.0-cp311-cp311-manylinux1_x86_64.whl" \
+        "6a356e5505acb5c4babd7a20c7b470d879cac278f5357b58311af3e65b976d45 torch/lib/libtorch_cpu.so" \
+        "99caf7bd0183e53103a28a0d27d6c54e8be338dcf71e4444e51b1c9bf529ef11 torch/lib/libc10_cuda.so" \
+        "9e8b46af9a5b5f1bf3200f2aabc3376597f1fb4787a179428e8c91f7253af78d torch/lib/libc10.so" \
+        "a5d97e6bd79ef3bed0d038f9847c89441b85f886d8ccce7e5ec96fa344f0381c torch/lib/libtorch.so" \
+        "fa1892ad47f909e9ea54f5a6ae653a3a669b1edadfbeb3056baf1d8b031401b0 torch/lib/libtorch_python.so"
+    fetch "$F/bench/cublas-cu12-12.4.5.8" \
+        "$PY/ae/71/1c91302526c45ab494c23f61c7a84aa568b8c1f9d196efa5993957faf906/nvidia_cublas_cu12-12.4.5.8-py3-none-manylinux2014_x86_64.whl" \
+        "4cc45526449a95d3985389785e985b7832460ea3db178bc9e9963be2111fbee8 nvidia/cublas/lib/libcublas.so.12" \
+        "44a813aa2da08830f9083f81d0eb73f1ae4052a4d9b0b0de480a8f6cd9eb3078 nvidia/cublas/lib/libcublasLt.so.12" \
+        "7c2a58dc54154208392301d0fe3d53a120e4c1ebeab9e80ce91fe9948baeadc9 nvidia/cublas/lib/libnvblas.so.12"
+fi

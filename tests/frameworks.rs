@@ -130,7 +130,12 @@ fn kernel_findings(doc: &Value) -> Vec<(String, String, Option<i64>, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| f["id"].as_str().unwrap().starts_with("kernel-image-missing"))
+        .filter(|f| {
+            f["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("kernel-image-missing")
+        })
         .map(|f| {
             let ev = f["evidence"].as_str().unwrap();
             let path = ev.split(':').next().unwrap();

@@ -301,7 +301,10 @@ mod explanation_tests {
     fn verified_tables_cite_their_sources_on_every_row() {
         let tables: [(&str, &str); 7] = [
             ("cuda_libraries.tsv", include_str!("cuda_libraries.tsv")),
-            ("framework_kernels.tsv", include_str!("framework_kernels.tsv")),
+            (
+                "framework_kernels.tsv",
+                include_str!("framework_kernels.tsv"),
+            ),
             ("cuda_driver_min.tsv", include_str!("cuda_driver_min.tsv")),
             ("cuda_major_min.tsv", include_str!("cuda_major_min.tsv")),
             (
@@ -724,7 +727,12 @@ mod framework_kernels_tests {
             (
                 "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so",
                 Some(("vLLM", Launch::OnGpus)),
-                &[((8, 0), false), ((9, 0), true), ((10, 0), false), ((12, 0), false)],
+                &[
+                    ((8, 0), false),
+                    ((9, 0), true),
+                    ((10, 0), false),
+                    ((12, 0), false),
+                ],
             ),
             // S3: MLA models only, and only on 9.x/10.x.
             (

@@ -17,6 +17,13 @@
 //! Libraries such as cuBLAS ship modules only for some architectures (e.g. sm_90a-only kernels)
 //! and dispatch at run time, so a library is judged unloadable only when *no* module loads; a
 //! library where some modules have no image is reported separately.
+//!
+//! An unloadable library fails only when the workload launches a kernel from it (importing it
+//! succeeds). Frameworks carry libraries they launch only on some GPUs (vLLM's FlashAttention 3)
+//! or for opt-in features (torch's cuSPARSELt): `knowledge/framework_kernels.tsv` says which, with
+//! the framework's own check cited, and those are warnings naming the path. A library no row
+//! knows blocks as before. Core libraries are judged first so the first block is the error the
+//! workload meets first (the headline), and its fix addresses that error (docs/fatbin-scan.md).
 
 use crate::facts::binaries::BinaryFacts;
 use crate::facts::fatbin::{Arch, Entry, EntryKind, Format, Inventory, ScannedFile, Variant};
@@ -318,7 +325,14 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
             let path = f.path.display();
             if !v.loadable {
                 out.push(missing_finding(
-                    &f.path, inv, &v, row, *cc, &label, driver_cuda, driver_isa,
+                    &f.path,
+                    inv,
+                    &v,
+                    row,
+                    *cc,
+                    &label,
+                    driver_cuda,
+                    driver_isa,
                 ));
                 continue;
             }
@@ -368,7 +382,9 @@ pub fn needed_ptx_isa(inv: &Inventory, cc: (u32, u32), v: &FileVerdict) -> Optio
         .filter_map(|(c, _)| {
             inv.entries
                 .iter()
-                .filter(|e| e.container == *c && e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc))
+                .filter(|e| {
+                    e.container == *c && e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc)
+                })
                 .filter_map(|e| e.ptx_isa)
                 .map(|(a, b)| (a as u32, b as u32))
                 .min()
@@ -409,10 +425,9 @@ fn missing_finding(
                 Some((a, b)) => {
                     let v = knowledge::cuda::Version::from_parts(&[a as u64, b as u64]);
                     match knowledge::cuda::toolkit_min_driver(&v) {
-                        Some(r) => format!(
-                            "{} or newer (CUDA {a}.{b}; {this})",
-                            r.min_driver.major()
-                        ),
+                        Some(r) => {
+                            format!("{} or newer (CUDA {a}.{b}; {this})", r.min_driver.major())
+                        }
                         None => format!("one for CUDA {a}.{b} or newer ({this})"),
                     }
                 }
@@ -889,44 +904,107 @@ mod tests {
         };
         // Walk order puts extensions before the core (site-packages order is the directory's).
         let files = vec![
-            lib("vllm/_flashmla_C.abi3.so", &[&["sass sm_90a", "sass sm_100a"]]),
-            lib("vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so", &[&["sass sm_90a"]]),
+            lib(
+                "vllm/_flashmla_C.abi3.so",
+                &[&["sass sm_90a", "sass sm_100a"]],
+            ),
+            lib(
+                "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so",
+                &[&["sass sm_90a"]],
+            ),
             lib(
                 "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
                 &[&["sass sm_80", "ptx sm_80 8.8"]],
             ),
-            lib("cusparselt/lib/libcusparseLt.so.0", &[&["sass sm_80", "sass sm_90", "ptx sm_52 8.5"]]),
-            lib("torch/lib/libtorch_cuda_linalg.so", &[&["sass sm_50", "sass sm_70", "sass sm_90"]]),
-            lib("torch/lib/libtorch_cuda.so", &[&["sass sm_50", "sass sm_75", "sass sm_90a"]]),
+            lib(
+                "cusparselt/lib/libcusparseLt.so.0",
+                &[&["sass sm_80", "sass sm_90", "ptx sm_52 8.5"]],
+            ),
+            lib(
+                "torch/lib/libtorch_cuda_linalg.so",
+                &[&["sass sm_50", "sass sm_70", "sass sm_90"]],
+            ),
+            lib(
+                "torch/lib/libtorch_cuda.so",
+                &[&["sass sm_50", "sass sm_75", "sass sm_90a"]],
+            ),
         ];
         let vllm_only = &files[..3];
         let torch_only = &files[3..];
-        type Case<'a> = (&'a [ScannedFile], &'a str, &'a str, Option<(&'a str, i64)>, &'a [&'a str]);
+        type Case<'a> = (
+            &'a [ScannedFile],
+            &'a str,
+            &'a str,
+            Option<(&'a str, i64)>,
+            &'a [&'a str],
+        );
         let cases: &[Case] = &[
             // The seed: RTX 5090 on 570 (CUDA 12.8, ISA 8.7): FA2's PTX 8.8 is refused (222);
             // FA3 and FlashMLA are never launched there (fa_utils: FA3 only on major 9).
-            (vllm_only, "12.0", "12.8", Some(("_vllm_fa2_C", 222)), &["_vllm_fa3_C", "_flashmla_C"]),
+            (
+                vllm_only,
+                "12.0",
+                "12.8",
+                Some(("_vllm_fa2_C", 222)),
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
             // 580 (CUDA 13.0) JITs 8.8: no block.
-            (vllm_only, "12.0", "13.0", None, &["_vllm_fa3_C", "_flashmla_C"]),
+            (
+                vllm_only,
+                "12.0",
+                "13.0",
+                None,
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
             // A100 on 535: FA2 has sm_80 SASS; FA3/FlashMLA sm_90a only, not launched on 8.0.
-            (vllm_only, "8.0", "12.2", None, &["_vllm_fa3_C", "_flashmla_C"]),
+            (
+                vllm_only,
+                "8.0",
+                "12.2",
+                None,
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
             // H100: FA3 and FlashMLA load; FA2 by JIT (it is not the Hopper default anyway).
             (vllm_only, "9.0", "13.0", None, &[]),
             // H100 on a CUDA 12.2 driver: FA2 would need 8.8 but is launched on Hopper only for
             // ALiBi models: a warning, not a block.
             (vllm_only, "9.0", "12.2", None, &["_vllm_fa2_C"]),
             // B300 (10.3): sm_100a does not run; FlashMLA is opt-in (MLA models), FA2 JITs.
-            (vllm_only, "10.3", "13.0", None, &["_vllm_fa3_C", "_flashmla_C"]),
+            (
+                vllm_only,
+                "10.3",
+                "13.0",
+                None,
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
             // torch 2.6 (cu124) on Blackwell: the core has nothing for sm_120 (209), met on the
             // first CUDA op; linalg (lazy) is only a warning; cuSPARSELt JITs its compute_52.
-            (torch_only, "12.0", "12.8", Some(("libtorch_cuda.so", 209)), &["libtorch_cuda_linalg.so"]),
-            (torch_only, "12.0", "13.0", Some(("libtorch_cuda.so", 209)), &["libtorch_cuda_linalg.so"]),
+            (
+                torch_only,
+                "12.0",
+                "12.8",
+                Some(("libtorch_cuda.so", 209)),
+                &["libtorch_cuda_linalg.so"],
+            ),
+            (
+                torch_only,
+                "12.0",
+                "13.0",
+                Some(("libtorch_cuda.so", 209)),
+                &["libtorch_cuda_linalg.so"],
+            ),
             // T4 on 550/535: cuSPARSELt's only usable image is PTX 8.5 (222), but torch calls it
             // only for 2:4 sparsity: a warning. The core has sm_75.
             (torch_only, "7.5", "12.4", None, &["libcusparseLt.so.0"]),
             (torch_only, "7.5", "12.2", None, &["libcusparseLt.so.0"]),
             // Both stacks on the 5090/570: torch's core is met before vLLM's attention.
-            (&files, "12.0", "12.8", Some(("libtorch_cuda.so", 209)), &["_vllm_fa3_C", "_flashmla_C", "libtorch_cuda_linalg.so"]),
+            (
+                &files,
+                "12.0",
+                "12.8",
+                Some(("libtorch_cuda.so", 209)),
+                &["_vllm_fa3_C", "_flashmla_C", "libtorch_cuda_linalg.so"],
+            ),
         ];
         for (files, cc, drv, first, conditional) in cases {
             let gpu = Gpu {
@@ -934,12 +1012,19 @@ mod tests {
                 ..Default::default()
             };
             let f = kernel_findings(files, &[gpu], drv);
-            let blocks: Vec<&Finding> = f.iter().filter(|f| f.severity == Severity::Block).collect();
+            let blocks: Vec<&Finding> =
+                f.iter().filter(|f| f.severity == Severity::Block).collect();
             match first {
                 Some((name, code)) => {
-                    let b = blocks.first().unwrap_or_else(|| panic!("{cc}/{drv}: no block: {f:#?}"));
+                    let b = blocks
+                        .first()
+                        .unwrap_or_else(|| panic!("{cc}/{drv}: no block: {f:#?}"));
                     assert!(b.evidence.contains(name), "{cc}/{drv}: {}", b.evidence);
-                    assert_eq!(b.predicted.as_ref().unwrap().code, Some(*code), "{cc}/{drv}");
+                    assert_eq!(
+                        b.predicted.as_ref().unwrap().code,
+                        Some(*code),
+                        "{cc}/{drv}"
+                    );
                 }
                 None => assert!(blocks.is_empty(), "{cc}/{drv}: {blocks:#?}"),
             }
@@ -949,7 +1034,11 @@ mod tests {
                 .map(|f| {
                     assert_eq!(f.severity, Severity::Warn);
                     assert!(f.evidence.contains("launches it only"), "{}", f.evidence);
-                    assert!(f.fix.starts_with("nothing to do unless the workload uses"), "{}", f.fix);
+                    assert!(
+                        f.fix.starts_with("nothing to do unless the workload uses"),
+                        "{}",
+                        f.fix
+                    );
                     conditional
                         .iter()
                         .copied()
@@ -975,7 +1064,11 @@ mod tests {
             compute_capability: "12.0".into(),
             ..Default::default()
         };
-        let f = kernel_findings(std::slice::from_ref(&fa2), &[gpu.clone()], "12.8");
+        let f = kernel_findings(
+            std::slice::from_ref(&fa2),
+            std::slice::from_ref(&gpu),
+            "12.8",
+        );
         assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
         // 8.8 is CUDA 12.9's ISA; 12.9's driver is 575.51.03 (cuda_driver_min.tsv).
         assert_eq!(
@@ -990,7 +1083,12 @@ mod tests {
         };
         let f = kernel_findings(&[other], &[gpu], "12.8");
         assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
-        assert!(f[0].fix.ends_with("or use a build of this library with sm_120 SASS"), "{}", f[0].fix);
+        assert!(
+            f[0].fix
+                .ends_with("or use a build of this library with sm_120 SASS"),
+            "{}",
+            f[0].fix
+        );
         // The needed ISA is the oldest usable PTX of the failing module, not the newest the
         // file carries (a compute_90 PTX at 9.0 cannot serve an sm_80 GPU… but 8.5 can).
         let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
