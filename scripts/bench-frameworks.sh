@@ -54,27 +54,38 @@ PY
     touch "$WORK/.complete"
 fi
 
-run() { # BIN PROFILE STATE → "walk_ms wall_ms files_examined cuda_files hits"
-    local t0 t1 out
-    t0=$(date +%s%N)
-    out=$("$1" check --json --rootfs "$R" --host-profile "examples/hosts/$2.json" \
-        --host-root "$WORK/host" --state-dir "$3" || true)
-    t1=$(date +%s%N)
-    python3 -c 'import json,sys; d=json.loads(sys.argv[1]); s=d["binaries"]["stats"]; print("%.2f %.2f %d %d %d" % (s["elapsed_ms"], (int(sys.argv[3])-int(sys.argv[2]))/1e6, s["files_examined"], s["cuda_files"], s["cache_hits"]))' "$out" "$t0" "$t1"
+run() { # BIN PROFILE STATE → "walk_ms wall_ms cpu_ms files_examined cuda_files hits"
+    # CPU time (user + sys, getrusage of the child) next to wall time: on a machine shared with
+    # other builds the wall time mostly measures the queue for a core.
+    python3 - "$1" "$R" "examples/hosts/$2.json" "$WORK/host" "$3" <<'PY'
+import json, resource, subprocess, sys, time
+b, r, prof, host, state = sys.argv[1:]
+before = resource.getrusage(resource.RUSAGE_CHILDREN)
+t0 = time.perf_counter()
+out = subprocess.run([b, "check", "--json", "--rootfs", r, "--host-profile", prof,
+                      "--host-root", host, "--state-dir", state], capture_output=True).stdout
+t1 = time.perf_counter()
+after = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+s = json.loads(out)["binaries"]["stats"]
+print("%.2f %.2f %.2f %d %d %d" % (s["elapsed_ms"], (t1 - t0) * 1000, cpu,
+      s["files_examined"], s["cuda_files"], s["cache_hits"]))
+PY
 }
 summary() { # NAME FILE
     python3 - "$1" "$2" <<'PY'
 import sys, statistics
 rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
-walk = sorted(r[0] for r in rows); wall = sorted(r[1] for r in rows)
+walk = sorted(r[0] for r in rows); wall = sorted(r[1] for r in rows); cpu = sorted(r[2] for r in rows)
 last = rows[-1]
-print(f"{sys.argv[1]:<52} runs={len(rows):<3} walk+scan ms median {statistics.median(walk):7.2f} ({walk[0]:.2f}-{walk[-1]:.2f}) | "
-      f"whole check ms median {statistics.median(wall):7.2f} ({wall[0]:.2f}-{wall[-1]:.2f}) | files_examined={int(last[2])} cuda_files={int(last[3])} hits={int(last[4])}")
+print(f"{sys.argv[1]:<48} n={len(rows):<3} walk+scan ms med {statistics.median(walk):6.1f} ({walk[0]:.1f}-{walk[-1]:.1f}) | "
+      f"check wall ms med {statistics.median(wall):6.1f} ({wall[0]:.1f}-{wall[-1]:.1f}) | cpu ms med {statistics.median(cpu):5.1f} ({cpu[0]:.1f}-{cpu[-1]:.1f}) | "
+      f"files={int(last[3])} cuda={int(last[4])} hits={int(last[5])}")
 PY
 }
+TMP=$(mktemp -d)
 find "$R" -type f -name '*.so*' -exec cat {} + >/dev/null 2>&1 || true # page cache warm
 echo "rootfs: $R ($(find "$R" -type f | wc -l) files, $(du -sh --apparent-size "$SP" | cut -f1) in site-packages), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-TMP=$(mktemp -d)
 for profile in h100-580 rtx5090-570; do
     for i in "${!BINS[@]}"; do : >"$TMP/cold-$i" ; : >"$TMP/warm-$i"; done
     for _ in $(seq "$COLD"); do

@@ -433,8 +433,14 @@ fn missing_finding(
                 }
                 None => format!("a newer one ({this})"),
             };
+            // A library we know nothing of may also be rebuilt with an older toolkit (older PTX).
+            let older = if row.is_none() {
+                " or built with an older CUDA toolkit"
+            } else {
+                ""
+            };
             format!(
-                "install a driver that JITs PTX ISA {}.{}, i.e. {driver}, or use {build} with {sm} SASS",
+                "install a driver that JITs PTX ISA {}.{}, i.e. {driver}, or use {build} with {sm} SASS{older}",
                 needs.0, needs.1
             )
         }
@@ -1085,12 +1091,12 @@ mod tests {
         assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
         assert!(
             f[0].fix
-                .ends_with("or use a build of this library with sm_120 SASS"),
+                .ends_with("or use a build of this library with sm_120 SASS or built with an older CUDA toolkit"),
             "{}",
             f[0].fix
         );
-        // The needed ISA is the oldest usable PTX of the failing module, not the newest the
-        // file carries (a compute_90 PTX at 9.0 cannot serve an sm_80 GPU… but 8.5 can).
+        // The needed ISA is that of the PTX the GPU can use, not the newest the file carries:
+        // compute_90 PTX (9.0) cannot serve a 7.5 GPU, compute_52 PTX (8.5) can.
         let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
         let v = file_verdict(&lib, (7, 5), Some((8, 4)));
         assert_eq!(needed_ptx_isa(&lib, (7, 5), &v), Some((8, 5)));
