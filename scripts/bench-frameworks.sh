@@ -2,13 +2,15 @@
 # Time `check --rootfs` on a vLLM-on-torch tree of real framework libraries (issue 21: the
 # framework classification must not slow the check), cold (no scan cache) and warm (a second
 # check of the same image: the cache in the state dir), page cache warm in both. The rootfs
-# (built once, hard links, no extra disk), 3.2 GB of real libraries:
+# (built once, hard links, no extra disk), 5.3 GB of real libraries: everything
+# scripts/framework-fixtures.sh fetches with BENCH=1, laid out as pip installs it —
 #   site-packages/vllm            vLLM 0.13.0's _C, _moe_C, _flashmla_C, _flashmla_extension_C,
 #                                 vllm_flash_attn/_vllm_fa2_C, _vllm_fa3_C
 #   site-packages/torch/lib       torch 2.6.0's libtorch_cuda, libtorch_cuda_linalg, libtorch_cpu,
 #                                 libtorch, libtorch_python, libc10, libc10_cuda
 #   site-packages/cusparselt/lib  cuSPARSELt 0.6.2
-#   site-packages/nvidia/cublas   cuBLAS 12.4.5.8
+#   site-packages/nvidia/*/lib    the NVIDIA wheels torch 2.6.0 pins: cuBLAS, cuDNN, NCCL,
+#                                 cuSPARSE, cuFFT, cuRAND, cuSOLVER, nvJitLink, cudart, CUPTI
 #   site-packages/{torch,vllm}    a synthetic Python tree each: 600 directories x 20 .py files,
 #                                 include/ with 5000 headers (skipped by the walk)
 #   usr/lib/x86_64-linux-gnu      this machine's (non-CUDA libraries to reject)
@@ -21,7 +23,7 @@ CACHE="${CUDA_PREFLIGHT_CACHE:-/var/tmp/cuda-preflight-cache}"
 COLD="${1:-5}"
 WARM="${2:-20}"
 F="$CACHE/frameworks"
-[[ -f "$F/bench/cublas-cu12-12.4.5.8/.complete" ]] || { echo "missing fixtures: run BENCH=1 scripts/framework-fixtures.sh" >&2; exit 2; }
+[[ -f "$F/bench/cuda-cupti-cu12-12.4.127/.complete" ]] || { echo "missing fixtures: run BENCH=1 scripts/framework-fixtures.sh" >&2; exit 2; }
 cargo build --release --quiet
 BINS=("$PWD/target/release/cuda-preflight")
 [[ -n "${BASELINE_BIN:-}" ]] && BINS+=("$BASELINE_BIN")
@@ -34,7 +36,7 @@ if [[ ! -f "$WORK/.complete" ]]; then
     mkdir -p "$R/usr/lib" "$SP" "$WORK/host"
     ln_or_cp() { mkdir -p "$(dirname "$2")"; ln "$1" "$2" 2>/dev/null || cp -p "$1" "$2"; }
     cp -al /usr/lib/x86_64-linux-gnu "$R/usr/lib/" 2>/dev/null || cp -a /usr/lib/x86_64-linux-gnu "$R/usr/lib/"
-    for set in vllm-0.13.0 cusparselt-cu12-0.6.2 torch-2.6.0 bench/vllm-0.13.0 bench/torch-2.6.0 bench/cublas-cu12-12.4.5.8; do
+    for set in $(cd "$F" && find . -name .complete -printf '%h\n' | sort); do
         (cd "$F/$set" && find . -type f ! -name .complete) | while read -r f; do
             ln_or_cp "$F/$set/$f" "$SP/$f"
         done

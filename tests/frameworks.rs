@@ -47,7 +47,12 @@ const TORCH_LINALG: (&str, &str) = (
 );
 
 const VLLM: &[(&str, &str)] = &[FA2, FA3, FLASHMLA, FLASHMLA_EXT];
-const TORCH: &[(&str, &str)] = &[TORCH_CUDA, TORCH_LINALG, CUSPARSELT];
+const NCCL: (&str, &str) = (
+    "nccl-cu12-2.21.5/nvidia/nccl/lib/libnccl.so.2",
+    "nvidia/nccl/lib/libnccl.so.2",
+);
+
+const TORCH: &[(&str, &str)] = &[TORCH_CUDA, TORCH_LINALG, CUSPARSELT, NCCL];
 
 fn fixture(rel: &str) -> PathBuf {
     let p = cache().join("frameworks").join(rel);
@@ -277,7 +282,7 @@ fn vllm_extensions_do_not_block_where_vllm_starts() {
 /// for 2:4 sparsity (cuSPARSELtOps.cpp): a warning, and the start works (publicly reported for
 /// a T4 on 550.163.01 with the cu124 wheel). On an RTX 5090 the core library has no sm_120 and
 /// no PTX: 209 on the first CUDA op, whatever the driver; libtorch_cuda_linalg (loaded lazily by
-/// LinearAlgebraStubs.cpp) is only a warning.
+/// LinearAlgebraStubs.cpp) and NCCL 2.21.5 (multi-GPU collectives only) are only warnings.
 #[test]
 fn torch_core_blocks_on_blackwell_and_cusparselt_only_warns_on_t4() {
     let dir = tempfile::tempdir().unwrap();
@@ -331,13 +336,30 @@ fn torch_core_blocks_on_blackwell_and_cusparselt_only_warns_on_t4() {
             "{}",
             b[0]["fix"]
         );
-        assert!(
-            kernel_findings(&doc).contains(&(
-                "kernel-image-missing-conditional".into(),
-                "warn".into(),
+        // linalg is loaded lazily (LinearAlgebraStubs.cpp); NCCL 2.21.5 has nothing for sm_120
+        // either, but only multi-GPU collectives launch it (ProcessGroupNCCL.hpp).
+        let mut k = kernel_findings(&doc);
+        k.sort();
+        let cond = |name: &str| {
+            (
+                "kernel-image-missing-conditional".to_string(),
+                "warn".to_string(),
                 Some(209),
-                "libtorch_cuda_linalg.so".into()
-            )),
+                name.to_string(),
+            )
+        };
+        assert_eq!(
+            k,
+            [
+                (
+                    "kernel-image-missing".into(),
+                    "block".into(),
+                    Some(209),
+                    "libtorch_cuda.so".into()
+                ),
+                cond("libnccl.so.2"),
+                cond("libtorch_cuda_linalg.so"),
+            ],
             "{profile}"
         );
     }

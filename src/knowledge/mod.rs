@@ -605,6 +605,8 @@ pub struct FrameworkLibrary {
     /// `all` or `9.x,10.0`.
     pub gpus: &'static str,
     pub path: &'static str,
+    /// What a fix replaces, with its article: `a vLLM build`.
+    pub build: &'static str,
 }
 
 impl FrameworkLibrary {
@@ -665,6 +667,7 @@ pub fn framework_libraries() -> &'static [FrameworkLibrary] {
                 },
                 gpus: c[3],
                 path: c[4],
+                build: c[5],
             })
             .collect()
     })
@@ -751,6 +754,12 @@ mod framework_kernels_tests {
                 Some(("vLLM", Launch::OptIn)),
                 &[((9, 0), false)],
             ),
+            // S8: NCCL kernels only in multi-GPU collectives.
+            (
+                "nvidia/nccl/lib/libnccl.so.2",
+                Some(("PyTorch and vLLM", Launch::OptIn)),
+                &[((12, 0), false)],
+            ),
             // Not in the table: the default (blocks) applies.
             ("nvidia/cublas/lib/libcublasLt.so.12", None, &[]),
             ("other/_C.abi3.so", None, &[]),
@@ -788,7 +797,10 @@ mod framework_kernels_tests {
         let fa2 = t.iter().position(|r| r.pattern.contains("_vllm_fa2_C"));
         assert!(torch < fa2);
         for r in t {
-            assert!(!r.path.is_empty() && !r.gpus.is_empty(), "{r:?}");
+            assert!(
+                !r.path.is_empty() && !r.gpus.is_empty() && r.build.starts_with('a'),
+                "{r:?}"
+            );
         }
     }
 }

@@ -410,10 +410,7 @@ fn missing_finding(
     let path = file.display();
     let sm = format!("sm_{}{}", cc.0, cc.1);
     // Whose build to change: the framework's where the table knows it.
-    let build = match row {
-        Some(r) => format!("a {} build", r.framework),
-        None => "a build of this library".to_string(),
-    };
+    let build = row.map_or("a build of this library", |r| r.build);
     let fix = match code {
         UNSUPPORTED_PTX_VERSION => {
             let needs = needed_ptx_isa(inv, cc, v).unwrap_or((0, 0));
