@@ -2,7 +2,7 @@
 //! laid out as pip installs them, judged by `check --rootfs` against host profiles: a library
 //! none of whose modules loads blocks only where the framework launches from it, and the
 //! headline is the error the workload meets first (issue 21). Where each library's use is decided
-//! is cited per row of src/knowledge/framework_kernels.tsv (S1-S7) and per case below.
+//! is cited per row of src/knowledge/framework_kernels.tsv (S1-S8) and per case below.
 //!
 //! Needs scripts/framework-fixtures.sh to have run (scripts/test.sh runs it); without its files
 //! these tests fail and say so.

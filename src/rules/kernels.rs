@@ -413,7 +413,17 @@ fn missing_finding(
     let build = row.map_or("a build of this library", |r| r.build);
     let fix = match code {
         UNSUPPORTED_PTX_VERSION => {
-            let needs = needed_ptx_isa(inv, cc, v).unwrap_or((0, 0));
+            // Raw PTX for another architecture can give 222 too (its `.version` is read first):
+            // then the newest ISA the file carries is what the driver must know.
+            let needs = needed_ptx_isa(inv, cc, v)
+                .or_else(|| {
+                    inv.entries
+                        .iter()
+                        .filter_map(|e| e.ptx_isa)
+                        .max()
+                        .map(|(a, b)| (a as u32, b as u32))
+                })
+                .unwrap_or((0, 0));
             let this = match driver_isa {
                 Some((a, b)) => format!("this one: CUDA {driver_cuda}, PTX ISA {a}.{b}"),
                 None => format!("this one: CUDA {driver_cuda}"),
@@ -466,7 +476,7 @@ fn missing_finding(
                 Severity::Warn,
                 Some(Predicted::driver(code)),
                 format!(
-                    "{base}, and {when}: the start works, that path would fail; {carries} \
+                    "{base}, and {when}: it does not stop this start, that path would fail; {carries} \
                      (knowledge/framework_kernels.tsv)"
                 ),
                 format!(
@@ -636,7 +646,8 @@ mod tests {
     #[test]
     fn module_verdicts_table() {
         // (entries, gpu cc, driver CUDA, raw PTX?, expected)
-        let cases: &[(&[&str], &str, &str, bool, Result<Via, i64>)] = &[
+        type Case<'a> = (&'a [&'a str], &'a str, &'a str, bool, Result<Via, i64>);
+        let cases: &[Case] = &[
             (&["sass sm_80"], "8.0", "13.0", false, Ok(Via::Sass)),
             (&["sass sm_80"], "8.6", "13.0", false, Ok(Via::Sass)),
             // FACTS.md: an sm_80-only cubin fails on sm_90 with 209
@@ -838,7 +849,7 @@ mod tests {
         };
         let ids = |f: &[Finding]| f.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
         assert_eq!(
-            ids(&image_findings(&b, &[gpu.clone()], "13.0")),
+            ids(&image_findings(&b, std::slice::from_ref(&gpu), "13.0")),
             vec![KERNEL_IMAGE_MISSING]
         );
         b.stopped = Some("file budget of 2 (scan_max_files)".into());
@@ -896,7 +907,7 @@ mod tests {
     /// them (scripts/framework-fixtures.sh lists each; tests/frameworks.rs runs the real files).
     /// Each row: GPU, driver CUDA, the first block expected (file, code) or none, and the
     /// conditional warnings. Where each library's use is decided: knowledge/framework_kernels.tsv
-    /// S1-S7 (vLLM's fa_utils.py / flash_attn_interface.py / flashmla.py, torch's
+    /// S1-S8 (vLLM's fa_utils.py / flash_attn_interface.py / flashmla.py, torch's
     /// LinearAlgebraStubs.cpp and cuSPARSELtOps.cpp).
     #[test]
     fn headline_is_the_error_met_first() {
@@ -1094,6 +1105,24 @@ mod tests {
         );
         // The needed ISA is that of the PTX the GPU can use, not the newest the file carries:
         // compute_90 PTX (9.0) cannot serve a 7.5 GPU, compute_52 PTX (8.5) can.
+        // Raw PTX for a newer architecture at a too-new ISA (measured 222): that ISA is named.
+        let raw = ScannedFile {
+            path: "/opt/app/k.ptx".into(),
+            inventory: Ok(inv(Format::Ptx, &[&["ptx sm_100 9.1"]])),
+        };
+        let h100 = Gpu {
+            compute_capability: "9.0".into(),
+            ..Default::default()
+        };
+        let f = kernel_findings(&[raw], &[h100], "13.0");
+        assert_eq!(f[0].predicted.as_ref().unwrap().code, Some(222));
+        assert!(
+            f[0].fix.starts_with(
+                "install a driver that JITs PTX ISA 9.1, i.e. 590 or newer (CUDA 13.1;"
+            ),
+            "{}",
+            f[0].fix
+        );
         let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
         let v = file_verdict(&lib, (7, 5), Some((8, 4)));
         assert_eq!(needed_ptx_isa(&lib, (7, 5), &v), Some((8, 5)));
