@@ -32,6 +32,7 @@ if [ -x scripts/cuda-tools.sh ]; then
 fi
 scripts/toolchain-fixtures.sh  # Triton's ptxas and NVRTC cut out of their wheels (tests/toolchains.rs, ~11 s)
 scripts/load-fixtures.sh >/dev/null  # Debian packages and runtime wheels for tests/image_load.rs (11 MB, ~5 s)
+scripts/framework-fixtures.sh  # vLLM, torch and cuSPARSELt libraries cut out of their wheels for tests/frameworks.rs (1.3 GB, ~1 min)
 
 # The Kubernetes schema validator (tests/kubernetes.rs), into the shared download cache (~1 min).
 scripts/kubernetes-validate.sh

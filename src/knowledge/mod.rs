@@ -299,8 +299,12 @@ mod explanation_tests {
     /// by `+`) that the header defines, or `no` for an unconfirmed row.
     #[test]
     fn verified_tables_cite_their_sources_on_every_row() {
-        let tables: [(&str, &str); 6] = [
+        let tables: [(&str, &str); 7] = [
             ("cuda_libraries.tsv", include_str!("cuda_libraries.tsv")),
+            (
+                "framework_kernels.tsv",
+                include_str!("framework_kernels.tsv"),
+            ),
             ("cuda_driver_min.tsv", include_str!("cuda_driver_min.tsv")),
             ("cuda_major_min.tsv", include_str!("cuda_major_min.tsv")),
             (
@@ -574,5 +578,229 @@ mod cuda_library_tests {
                 .providers(Some(11))
                 .starts_with("the Python wheel nvidia-nvjitlink-cu12 /")
         );
+    }
+}
+
+const FRAMEWORK_KERNELS_TSV: &str = include_str!("framework_kernels.tsv");
+
+/// When a framework launches the kernels of a library (framework_kernels.tsv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    /// Every start on a GPU launches from it.
+    Always,
+    /// Launched exactly on the GPUs of the row's `gpus`.
+    OnGpus,
+    /// Launched only by a feature the workload asks for.
+    OptIn,
+}
+
+/// One row of framework_kernels.tsv.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameworkLibrary {
+    /// Row index: the order a start meets the libraries.
+    pub order: usize,
+    pub pattern: &'static str,
+    pub framework: &'static str,
+    pub launch: Launch,
+    /// `all` or `9.x,10.0`.
+    pub gpus: &'static str,
+    pub path: &'static str,
+    /// What a fix replaces, with its article: `a vLLM build`.
+    pub build: &'static str,
+}
+
+impl FrameworkLibrary {
+    /// Is a GPU of compute capability `cc` among the row's `gpus`?
+    pub fn gpus_include(&self, cc: (u32, u32)) -> bool {
+        self.gpus.split(',').any(|g| {
+            let g = g.trim();
+            if g == "all" {
+                return true;
+            }
+            match g.split_once('.') {
+                Some((ma, "x")) => ma.parse() == Ok(cc.0),
+                _ => parse_version(g) == Some(cc),
+            }
+        })
+    }
+
+    /// Does the framework launch from this library on a GPU of `cc`, whatever the workload?
+    pub fn launched_on(&self, cc: (u32, u32)) -> bool {
+        match self.launch {
+            Launch::Always => true,
+            Launch::OnGpus => self.gpus_include(cc),
+            Launch::OptIn => false,
+        }
+    }
+
+    fn matches(&self, path: &std::path::Path) -> bool {
+        let mut parts = self.pattern.rsplit('/');
+        let Some(name) = parts.next() else {
+            return false;
+        };
+        let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.is_empty() || !file.starts_with(name) {
+            return false;
+        }
+        let mut dirs = path.parent().into_iter().flat_map(|p| p.iter().rev());
+        parts.all(|want| match dirs.next().and_then(|d| d.to_str()) {
+            Some(d) => want == "*" || want == d,
+            None => false,
+        })
+    }
+}
+
+pub fn framework_libraries() -> &'static [FrameworkLibrary] {
+    static TABLE: OnceLock<Vec<FrameworkLibrary>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        tsv_rows(FRAMEWORK_KERNELS_TSV)
+            .enumerate()
+            .map(|(order, c)| FrameworkLibrary {
+                order,
+                pattern: c[0],
+                framework: c[1],
+                launch: match c[2] {
+                    "always" => Launch::Always,
+                    "gpus" => Launch::OnGpus,
+                    "opt-in" => Launch::OptIn,
+                    other => panic!("framework_kernels.tsv: launch {other:?}"),
+                },
+                gpus: c[3],
+                path: c[4],
+                build: c[5],
+            })
+            .collect()
+    })
+}
+
+/// The row that classifies the library at `path` (inside the image), if any: the first match.
+pub fn framework_library(path: &std::path::Path) -> Option<&'static FrameworkLibrary> {
+    framework_libraries().iter().find(|r| r.matches(path))
+}
+
+#[cfg(test)]
+mod framework_kernels_tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Each row: (path as pip lays it out, framework, launched on (cc, bool)…). The source that
+    /// decides each library's use is cited in the table's header (S1-S7).
+    #[test]
+    fn classification_table() {
+        let sp = "/usr/local/lib/python3.12/site-packages";
+        type Row<'a> = (&'a str, Option<(&'a str, Launch)>, &'a [((u32, u32), bool)]);
+        let rows: &[Row] = &[
+            // S7: ATen's kernels, every CUDA op.
+            (
+                "torch/lib/libtorch_cuda.so",
+                Some(("PyTorch", Launch::Always)),
+                &[((7, 5), true), ((12, 0), true)],
+            ),
+            // S5: loaded on the first linear-algebra call only.
+            (
+                "torch/lib/libtorch_cuda_linalg.so",
+                Some(("PyTorch", Launch::OptIn)),
+                &[((12, 0), false)],
+            ),
+            // S6: 2:4 sparsity only.
+            (
+                "nvidia/cusparselt/lib/libcusparseLt.so.0",
+                Some(("PyTorch", Launch::OptIn)),
+                &[((7, 5), false), ((9, 0), false)],
+            ),
+            // S1: imported by vllm/platforms/cuda.py, ops on every model run.
+            (
+                "vllm/_C.abi3.so",
+                Some(("vLLM", Launch::Always)),
+                &[((8, 0), true)],
+            ),
+            // S2: FA2 unless major 9; FA3 only major 9.
+            (
+                "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
+                Some(("vLLM", Launch::OnGpus)),
+                &[
+                    ((7, 5), false),
+                    ((8, 0), true),
+                    ((8, 9), true),
+                    ((9, 0), false),
+                    ((10, 0), true),
+                    ((12, 0), true),
+                ],
+            ),
+            (
+                "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so",
+                Some(("vLLM", Launch::OnGpus)),
+                &[
+                    ((8, 0), false),
+                    ((9, 0), true),
+                    ((10, 0), false),
+                    ((12, 0), false),
+                ],
+            ),
+            // S3: MLA models only, and only on 9.x/10.x.
+            (
+                "vllm/_flashmla_C.abi3.so",
+                Some(("vLLM", Launch::OptIn)),
+                &[((9, 0), false), ((12, 0), false)],
+            ),
+            (
+                "vllm/_flashmla_extension_C.abi3.so",
+                Some(("vLLM", Launch::OptIn)),
+                &[((10, 0), false)],
+            ),
+            // S4: MoE models only.
+            (
+                "vllm/_moe_C.abi3.so",
+                Some(("vLLM", Launch::OptIn)),
+                &[((9, 0), false)],
+            ),
+            // S8: NCCL kernels only in multi-GPU collectives.
+            (
+                "nvidia/nccl/lib/libnccl.so.2",
+                Some(("PyTorch and vLLM", Launch::OptIn)),
+                &[((12, 0), false)],
+            ),
+            // Not in the table: the default (blocks) applies.
+            ("nvidia/cublas/lib/libcublasLt.so.12", None, &[]),
+            ("other/_C.abi3.so", None, &[]),
+            ("vllm_flash_attn/_vllm_fa2_C.abi3.so.bak/x.so", None, &[]),
+            ("torch/lib/libtorch_cuda_linalg_extra.so", None, &[]),
+        ];
+        for (rel, want, launched) in rows {
+            let p = Path::new(sp).join(rel);
+            let got = framework_library(&p);
+            assert_eq!(
+                got.map(|r| (r.framework, r.launch)),
+                *want,
+                "{rel}: {got:?}"
+            );
+            for (cc, yes) in *launched {
+                assert_eq!(got.unwrap().launched_on(*cc), *yes, "{rel} on {cc:?}");
+            }
+        }
+        // A pattern's directories must all match, nearest first.
+        assert!(framework_library(Path::new("_vllm_fa3_C.abi3.so")).is_none());
+        assert!(framework_library(Path::new("/x/vllm_flash_attn/_vllm_fa3_C.so")).is_some());
+    }
+
+    #[test]
+    fn flashmla_gpus_are_hopper_and_blackwell_datacenter() {
+        let r = framework_library(Path::new("/sp/vllm/_flashmla_C.abi3.so")).unwrap();
+        assert!(r.gpus_include((9, 0)) && r.gpus_include((10, 3)));
+        assert!(!r.gpus_include((12, 0)) && !r.gpus_include((8, 0)));
+    }
+
+    #[test]
+    fn core_rows_come_first() {
+        let t = framework_libraries();
+        let torch = t.iter().position(|r| r.pattern == "lib/libtorch_cuda.so");
+        let fa2 = t.iter().position(|r| r.pattern.contains("_vllm_fa2_C"));
+        assert!(torch < fa2);
+        for r in t {
+            assert!(
+                !r.path.is_empty() && !r.gpus.is_empty() && r.build.starts_with('a'),
+                "{r:?}"
+            );
+        }
     }
 }

@@ -17,14 +17,24 @@
 //! Libraries such as cuBLAS ship modules only for some architectures (e.g. sm_90a-only kernels)
 //! and dispatch at run time, so a library is judged unloadable only when *no* module loads; a
 //! library where some modules have no image is reported separately.
+//!
+//! An unloadable library fails only when the workload launches a kernel from it (importing it
+//! succeeds). Frameworks carry libraries they launch only on some GPUs (vLLM's FlashAttention 3)
+//! or for opt-in features (torch's cuSPARSELt): `knowledge/framework_kernels.tsv` says which, with
+//! the framework's own check cited, and those are warnings naming the path. A library no row
+//! knows blocks as before. Core libraries are judged first so the first block is the error the
+//! workload meets first (the headline), and its fix addresses that error (docs/fatbin-scan.md).
 
 use crate::facts::binaries::BinaryFacts;
 use crate::facts::fatbin::{Arch, Entry, EntryKind, Format, Inventory, ScannedFile, Variant};
 use crate::facts::host::Gpu;
 use crate::finding::{Finding, Predicted, Severity};
-use crate::knowledge;
+use crate::knowledge::{self, FrameworkLibrary};
 
 pub const KERNEL_IMAGE_MISSING: &str = "kernel-image-missing";
+/// No module loads, but the framework launches from the library only on a path the workload may
+/// not take (knowledge/framework_kernels.tsv): a warning.
+pub const KERNEL_IMAGE_MISSING_CONDITIONAL: &str = "kernel-image-missing-conditional";
 pub const KERNEL_IMAGE_PARTIAL: &str = "kernel-image-partial";
 pub const KERNEL_PTX_JIT_ONLY: &str = "kernel-ptx-jit-only";
 pub const KERNEL_BINARY_UNREADABLE: &str = "kernel-binary-unreadable";
@@ -38,6 +48,7 @@ pub const KERNEL_IMAGE_OUTSIDE_FATBIN: &str = "kernel-image-outside-fatbin";
 pub const FINDING_IDS: &[&str] = &[
     KERNEL_IMAGE_OUTSIDE_FATBIN,
     KERNEL_IMAGE_MISSING,
+    KERNEL_IMAGE_MISSING_CONDITIONAL,
     KERNEL_IMAGE_PARTIAL,
     KERNEL_PTX_JIT_ONLY,
     KERNEL_BINARY_UNREADABLE,
@@ -291,7 +302,15 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
             },
         ));
     }
-    for f in files {
+    // The workload meets a framework's core library before its extensions, and those before
+    // libraries no table row knows: files are judged in that order, so the first block is the
+    // error met first (the headline). Stable: the walk's order within each rank.
+    let mut ordered: Vec<(&ScannedFile, Option<&'static FrameworkLibrary>)> = files
+        .iter()
+        .map(|f| (f, knowledge::framework_library(&f.path)))
+        .collect();
+    ordered.sort_by_key(|(_, row)| row.map_or(usize::MAX, |r| r.order));
+    for (f, row) in ordered {
         let inv = match &f.inventory {
             Ok(inv) => inv,
             Err(e) => {
@@ -310,40 +329,15 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
             let label = gpu_label(*cc, group);
             let path = f.path.display();
             if !v.loadable {
-                let code = v.predicted_error.unwrap_or(NO_BINARY_FOR_GPU);
-                let fix = match code {
-                    UNSUPPORTED_PTX_VERSION => {
-                        let newest = inv
-                            .entries
-                            .iter()
-                            .filter_map(|e| e.ptx_isa)
-                            .max()
-                            .unwrap_or((0, 0));
-                        let needs = knowledge::cuda_for_ptx_isa((newest.0 as u32, newest.1 as u32))
-                            .map(|(a, b)| format!("CUDA {a}.{b}"))
-                            .unwrap_or_else(|| "a newer CUDA".into());
-                        format!(
-                            "PTX ISA {}.{} needs a driver for {needs} or newer (this one: CUDA {driver_cuda}): upgrade the host driver, \
-                             or use an image built with an older toolkit or with SASS for sm_{}{}",
-                            newest.0, newest.1, cc.0, cc.1
-                        )
-                    }
-                    _ => format!(
-                        "use a build of this library that includes sm_{0}{1} (nvcc -gencode arch=compute_{0}{1},code=sm_{0}{1}) \
-                         or PTX for compute_{0}{1} or lower, or run it on a GPU it was built for",
-                        cc.0, cc.1
-                    ),
-                };
-                out.push(Finding::new(
-                    KERNEL_IMAGE_MISSING,
-                    Severity::Block,
-                    Some(Predicted::driver(code)),
-                    format!(
-                        "{path}: none of its GPU modules ({}) loads on {label}; it carries {}",
-                        v.modules,
-                        carried(inv)
-                    ),
-                    fix,
+                out.push(missing_finding(
+                    &f.path,
+                    inv,
+                    &v,
+                    row,
+                    *cc,
+                    &label,
+                    driver_cuda,
+                    driver_isa,
                 ));
                 continue;
             }
@@ -382,6 +376,153 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
         }
     }
     out
+}
+
+/// The PTX ISA the driver must know for every module that fails with 222 to load: in each such
+/// module the oldest PTX that targets the GPU, the newest of those over the modules.
+pub fn needed_ptx_isa(inv: &Inventory, cc: (u32, u32), v: &FileVerdict) -> Option<(u32, u32)> {
+    v.failing
+        .iter()
+        .filter(|(_, code)| *code == UNSUPPORTED_PTX_VERSION)
+        .filter_map(|(c, _)| {
+            inv.entries
+                .iter()
+                .filter(|e| {
+                    e.container == *c && e.kind == EntryKind::Ptx && ptx_targets(e.arch, cc)
+                })
+                .filter_map(|e| e.ptx_isa)
+                .map(|(a, b)| (a as u32, b as u32))
+                .min()
+        })
+        .max()
+}
+
+/// A library none of whose modules loads on the GPU: a block where the workload launches from
+/// it (a framework's core library, an extension the framework uses on this GPU, or any library
+/// no table row knows), a warning naming the path where only some workloads do.
+#[allow(clippy::too_many_arguments)]
+fn missing_finding(
+    file: &std::path::Path,
+    inv: &Inventory,
+    v: &FileVerdict,
+    row: Option<&FrameworkLibrary>,
+    cc: (u32, u32),
+    label: &str,
+    driver_cuda: &str,
+    driver_isa: Option<(u32, u32)>,
+) -> Finding {
+    let code = v.predicted_error.unwrap_or(NO_BINARY_FOR_GPU);
+    let path = file.display();
+    let sm = format!("sm_{}{}", cc.0, cc.1);
+    // Whose build to change: the framework's where the table knows it.
+    let build = row.map_or("a build of this library", |r| r.build);
+    let fix = match code {
+        UNSUPPORTED_PTX_VERSION => {
+            // Raw PTX for another architecture can give 222 too (its `.version` is read first):
+            // then the newest ISA the file carries is what the driver must know.
+            let needs = needed_ptx_isa(inv, cc, v)
+                .or_else(|| {
+                    inv.entries
+                        .iter()
+                        .filter_map(|e| e.ptx_isa)
+                        .max()
+                        .map(|(a, b)| (a as u32, b as u32))
+                })
+                .unwrap_or((0, 0));
+            let this = match driver_isa {
+                Some((a, b)) => format!("this one: CUDA {driver_cuda}, PTX ISA {a}.{b}"),
+                None => format!("this one: CUDA {driver_cuda}"),
+            };
+            let driver = match knowledge::cuda_for_ptx_isa(needs) {
+                Some((a, b)) => {
+                    let v = knowledge::cuda::Version::from_parts(&[a as u64, b as u64]);
+                    match knowledge::cuda::toolkit_min_driver(&v) {
+                        Some(r) => {
+                            format!("{} or newer (CUDA {a}.{b}; {this})", r.min_driver.major())
+                        }
+                        None => format!("one for CUDA {a}.{b} or newer ({this})"),
+                    }
+                }
+                None => format!("a newer one ({this})"),
+            };
+            // A library we know nothing of may also be rebuilt with an older toolkit (older PTX).
+            let older = if row.is_none() {
+                " or built with an older CUDA toolkit"
+            } else {
+                ""
+            };
+            format!(
+                "install a driver that JITs PTX ISA {}.{}, i.e. {driver}, or use {build} with {sm} SASS{older}",
+                needs.0, needs.1
+            )
+        }
+        _ => format!(
+            "use {build} that includes {sm} (nvcc -gencode arch=compute_{0}{1},code=sm_{0}{1}) \
+             or PTX for compute_{0}{1} or lower, or run it on a GPU it was built for",
+            cc.0, cc.1
+        ),
+    };
+    let base = format!(
+        "{path}: none of its GPU modules ({}) loads on {label}",
+        v.modules
+    );
+    let carries = format!("it carries {}", carried(inv));
+    match row {
+        Some(r) if !r.launched_on(cc) => {
+            let when = match r.launch {
+                knowledge::Launch::OnGpus => format!(
+                    "{} launches it only on compute capability {} ({}), not on this GPU",
+                    r.framework, r.gpus, r.path
+                ),
+                _ => format!("{} launches it only for {}", r.framework, r.path),
+            };
+            Finding::new(
+                KERNEL_IMAGE_MISSING_CONDITIONAL,
+                Severity::Warn,
+                Some(Predicted::driver(code)),
+                format!(
+                    "{base}, and {when}: it does not stop this start, that path would fail; {carries} \
+                     (knowledge/framework_kernels.tsv)"
+                ),
+                format!(
+                    "nothing to do unless the workload uses {}; then {}",
+                    r.path,
+                    lowercase_first(&fix)
+                ),
+            )
+        }
+        Some(r) => {
+            let when = match r.launch {
+                knowledge::Launch::Always => "on every start",
+                _ => "on this GPU",
+            };
+            Finding::new(
+                KERNEL_IMAGE_MISSING,
+                Severity::Block,
+                Some(Predicted::driver(code)),
+                format!(
+                    "{base}; {} launches it {when}: {}; {carries}",
+                    r.framework, r.path
+                ),
+                fix,
+            )
+        }
+        None => Finding::new(
+            KERNEL_IMAGE_MISSING,
+            Severity::Block,
+            Some(Predicted::driver(code)),
+            format!("{base}; {carries}"),
+            fix,
+        ),
+    }
+}
+
+fn lowercase_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
 }
 
 /// The image's binaries (`facts::binaries`) judged on the container's GPUs, and what the walk
@@ -510,7 +651,8 @@ mod tests {
     #[test]
     fn module_verdicts_table() {
         // (entries, gpu cc, driver CUDA, raw PTX?, expected)
-        let cases: &[(&[&str], &str, &str, bool, Result<Via, i64>)] = &[
+        type Case<'a> = (&'a [&'a str], &'a str, &'a str, bool, Result<Via, i64>);
+        let cases: &[Case] = &[
             (&["sass sm_80"], "8.0", "13.0", false, Ok(Via::Sass)),
             (&["sass sm_80"], "8.6", "13.0", false, Ok(Via::Sass)),
             // FACTS.md: an sm_80-only cubin fails on sm_90 with 209
@@ -712,7 +854,7 @@ mod tests {
         };
         let ids = |f: &[Finding]| f.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
         assert_eq!(
-            ids(&image_findings(&b, &[gpu.clone()], "13.0")),
+            ids(&image_findings(&b, std::slice::from_ref(&gpu), "13.0")),
             vec![KERNEL_IMAGE_MISSING]
         );
         b.stopped = Some("file budget of 2 (scan_max_files)".into());
@@ -764,5 +906,230 @@ mod tests {
         assert_eq!(ids, [KERNEL_IMAGE_MISSING, KERNEL_IMAGE_OUTSIDE_FATBIN]);
         assert!(f[0].evidence.contains("libold.so"));
         assert!(f[1].evidence.contains("libcufft.so.12.0.0.61"));
+    }
+
+    /// The classification and the headline ordering on inventories as the real libraries carry
+    /// them (scripts/framework-fixtures.sh lists each; tests/frameworks.rs runs the real files).
+    /// Each row: GPU, driver CUDA, the first block expected (file, code) or none, and the
+    /// conditional warnings. Where each library's use is decided: knowledge/framework_kernels.tsv
+    /// S1-S8 (vLLM's fa_utils.py / flash_attn_interface.py / flashmla.py, torch's
+    /// LinearAlgebraStubs.cpp and cuSPARSELtOps.cpp).
+    #[test]
+    fn headline_is_the_error_met_first() {
+        let sp = "/usr/local/lib/python3.12/site-packages";
+        let lib = |rel: &str, modules: &[&[&str]]| ScannedFile {
+            path: format!("{sp}/{rel}").into(),
+            inventory: Ok(inv(Format::Elf, modules)),
+        };
+        // Walk order puts extensions before the core (site-packages order is the directory's).
+        let files = vec![
+            lib(
+                "vllm/_flashmla_C.abi3.so",
+                &[&["sass sm_90a", "sass sm_100a"]],
+            ),
+            lib(
+                "vllm/vllm_flash_attn/_vllm_fa3_C.abi3.so",
+                &[&["sass sm_90a"]],
+            ),
+            lib(
+                "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so",
+                &[&["sass sm_80", "ptx sm_80 8.8"]],
+            ),
+            lib(
+                "cusparselt/lib/libcusparseLt.so.0",
+                &[&["sass sm_80", "sass sm_90", "ptx sm_52 8.5"]],
+            ),
+            lib(
+                "torch/lib/libtorch_cuda_linalg.so",
+                &[&["sass sm_50", "sass sm_70", "sass sm_90"]],
+            ),
+            lib(
+                "torch/lib/libtorch_cuda.so",
+                &[&["sass sm_50", "sass sm_75", "sass sm_90a"]],
+            ),
+        ];
+        let vllm_only = &files[..3];
+        let torch_only = &files[3..];
+        type Case<'a> = (
+            &'a [ScannedFile],
+            &'a str,
+            &'a str,
+            Option<(&'a str, i64)>,
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            // The seed: RTX 5090 on 570 (CUDA 12.8, ISA 8.7): FA2's PTX 8.8 is refused (222);
+            // FA3 and FlashMLA are never launched there (fa_utils: FA3 only on major 9).
+            (
+                vllm_only,
+                "12.0",
+                "12.8",
+                Some(("_vllm_fa2_C", 222)),
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
+            // 580 (CUDA 13.0) JITs 8.8: no block.
+            (
+                vllm_only,
+                "12.0",
+                "13.0",
+                None,
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
+            // A100 on 535: FA2 has sm_80 SASS; FA3/FlashMLA sm_90a only, not launched on 8.0.
+            (
+                vllm_only,
+                "8.0",
+                "12.2",
+                None,
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
+            // H100: FA3 and FlashMLA load; FA2 by JIT (it is not the Hopper default anyway).
+            (vllm_only, "9.0", "13.0", None, &[]),
+            // H100 on a CUDA 12.2 driver: FA2 would need 8.8 but is launched on Hopper only for
+            // ALiBi models: a warning, not a block.
+            (vllm_only, "9.0", "12.2", None, &["_vllm_fa2_C"]),
+            // B300 (10.3): sm_100a does not run; FlashMLA is opt-in (MLA models), FA2 JITs.
+            (
+                vllm_only,
+                "10.3",
+                "13.0",
+                None,
+                &["_vllm_fa3_C", "_flashmla_C"],
+            ),
+            // torch 2.6 (cu124) on Blackwell: the core has nothing for sm_120 (209), met on the
+            // first CUDA op; linalg (lazy) is only a warning; cuSPARSELt JITs its compute_52.
+            (
+                torch_only,
+                "12.0",
+                "12.8",
+                Some(("libtorch_cuda.so", 209)),
+                &["libtorch_cuda_linalg.so"],
+            ),
+            (
+                torch_only,
+                "12.0",
+                "13.0",
+                Some(("libtorch_cuda.so", 209)),
+                &["libtorch_cuda_linalg.so"],
+            ),
+            // T4 on 550/535: cuSPARSELt's only usable image is PTX 8.5 (222), but torch calls it
+            // only for 2:4 sparsity: a warning. The core has sm_75.
+            (torch_only, "7.5", "12.4", None, &["libcusparseLt.so.0"]),
+            (torch_only, "7.5", "12.2", None, &["libcusparseLt.so.0"]),
+            // Both stacks on the 5090/570: torch's core is met before vLLM's attention.
+            (
+                &files,
+                "12.0",
+                "12.8",
+                Some(("libtorch_cuda.so", 209)),
+                &["_vllm_fa3_C", "_flashmla_C", "libtorch_cuda_linalg.so"],
+            ),
+        ];
+        for (files, cc, drv, first, conditional) in cases {
+            let gpu = Gpu {
+                compute_capability: cc.to_string(),
+                ..Default::default()
+            };
+            let f = kernel_findings(files, &[gpu], drv);
+            let blocks: Vec<&Finding> =
+                f.iter().filter(|f| f.severity == Severity::Block).collect();
+            match first {
+                Some((name, code)) => {
+                    let b = blocks
+                        .first()
+                        .unwrap_or_else(|| panic!("{cc}/{drv}: no block: {f:#?}"));
+                    assert!(b.evidence.contains(name), "{cc}/{drv}: {}", b.evidence);
+                    assert_eq!(
+                        b.predicted.as_ref().unwrap().code,
+                        Some(*code),
+                        "{cc}/{drv}"
+                    );
+                }
+                None => assert!(blocks.is_empty(), "{cc}/{drv}: {blocks:#?}"),
+            }
+            let mut warned: Vec<&str> = f
+                .iter()
+                .filter(|f| f.id == KERNEL_IMAGE_MISSING_CONDITIONAL)
+                .map(|f| {
+                    assert_eq!(f.severity, Severity::Warn);
+                    assert!(f.evidence.contains("launches it only"), "{}", f.evidence);
+                    assert!(
+                        f.fix.starts_with("nothing to do unless the workload uses"),
+                        "{}",
+                        f.fix
+                    );
+                    conditional
+                        .iter()
+                        .copied()
+                        .find(|n| f.evidence.contains(&format!("/{n}")))
+                        .unwrap_or_else(|| panic!("{cc}/{drv}: unexpected {}", f.evidence))
+                })
+                .collect();
+            warned.dedup();
+            let mut want = conditional.to_vec();
+            want.sort();
+            warned.sort();
+            assert_eq!(warned, want, "{cc}/{drv}");
+        }
+    }
+
+    #[test]
+    fn fix_addresses_the_error_met_first() {
+        let fa2 = ScannedFile {
+            path: "/sp/vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so".into(),
+            inventory: Ok(inv(Format::Elf, &[&["sass sm_80", "ptx sm_80 8.8"]])),
+        };
+        let gpu = Gpu {
+            compute_capability: "12.0".into(),
+            ..Default::default()
+        };
+        let f = kernel_findings(
+            std::slice::from_ref(&fa2),
+            std::slice::from_ref(&gpu),
+            "12.8",
+        );
+        assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
+        // 8.8 is CUDA 12.9's ISA; 12.9's driver is 575.51.03 (cuda_driver_min.tsv).
+        assert_eq!(
+            f[0].fix,
+            "install a driver that JITs PTX ISA 8.8, i.e. 575 or newer (CUDA 12.9; this one: CUDA 12.8, \
+             PTX ISA 8.7), or use a vLLM build with sm_120 SASS"
+        );
+        // The same inventory under a name no row knows: today's block, a generic fix.
+        let other = ScannedFile {
+            path: "/opt/app/libattn.so".into(),
+            ..fa2.clone()
+        };
+        let f = kernel_findings(&[other], &[gpu], "12.8");
+        assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
+        assert!(
+            f[0].fix
+                .ends_with("or use a build of this library with sm_120 SASS or built with an older CUDA toolkit"),
+            "{}",
+            f[0].fix
+        );
+        // The needed ISA is that of the PTX the GPU can use, not the newest the file carries:
+        // compute_90 PTX (9.0) cannot serve a 7.5 GPU, compute_52 PTX (8.5) can.
+        // Raw PTX for a newer architecture at a too-new ISA (measured 222): that ISA is named.
+        let raw = ScannedFile {
+            path: "/opt/app/k.ptx".into(),
+            inventory: Ok(inv(Format::Ptx, &[&["ptx sm_100 9.1"]])),
+        };
+        let h100 = Gpu {
+            compute_capability: "9.0".into(),
+            ..Default::default()
+        };
+        let f = kernel_findings(&[raw], &[h100], "13.0");
+        assert_eq!(f[0].predicted.as_ref().unwrap().code, Some(222));
+        assert!(
+            f[0].fix.starts_with(
+                "install a driver that JITs PTX ISA 9.1, i.e. 590 or newer (CUDA 13.1;"
+            ),
+            "{}",
+            f[0].fix
+        );
+        let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
+        let v = file_verdict(&lib, (7, 5), Some((8, 4)));
+        assert_eq!(needed_ptx_isa(&lib, (7, 5), &v), Some((8, 5)));
     }
 }

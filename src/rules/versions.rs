@@ -693,6 +693,9 @@ mod example_hosts {
             "a100-535.json",
             "rtx5070ti-570.json",
             "t4-470.json",
+            "rtx5090-570.json",
+            "rtx5090-580.json",
+            "t4-550.json",
         ] {
             let p = load(name);
             let drv = Version::parse(p.driver_version.as_deref().unwrap()).unwrap();
