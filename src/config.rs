@@ -97,6 +97,14 @@ pub struct Config {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: Option<String>,
+    /// `cuda-preflight nri`: the runtime's NRI socket; none: `/var/run/nri/nri.sock`.
+    pub nri_socket: Option<PathBuf>,
+    /// `cuda-preflight nri`: where `/healthz` and `/metrics` are served (`off`: nowhere); none:
+    /// `127.0.0.1:9466`.
+    pub nri_listen: Option<String>,
+    /// `cuda-preflight nri`: the config path the added hook is given, as the host sees it (the
+    /// plugin may run in a container); none: the plugin's own `--config`.
+    pub nri_hook_config: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -133,6 +141,9 @@ impl Default for Config {
             storage_root: None,
             storage_runroot: None,
             storage_driver: None,
+            nri_socket: None,
+            nri_listen: None,
+            nri_hook_config: None,
         }
     }
 }

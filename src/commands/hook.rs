@@ -31,6 +31,12 @@ pub struct HookArgs {
     /// Where /proc/<pid>/root is looked up (tests use a fixture) [default: /proc]
     #[arg(long, value_name = "DIR", hide = true, default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// The OCI hook stage it is installed at: prestart, createRuntime, or createContainer (after
+    /// NVIDIA's CDI hooks; what the NRI plugin adds). Accepted here so specs naming it start;
+    /// what each stage changes is the probe's (docs/design.md).
+    #[arg(long, value_name = "STAGE", default_value = "createRuntime",
+          value_parser = ["prestart", "createRuntime", "createContainer"])]
+    pub stage: String,
 }
 
 /// Exit code on a passed deadline and the message printed then; set before the timer is armed,
