@@ -35,6 +35,11 @@ pub const STATE_FILE: &str = "nri.json";
 /// NRI drops a plugin that takes longer than its request timeout (2 s by default) and creates
 /// the container anyway; the judgement gets this much of it.
 pub const JUDGE_BUDGET: Duration = Duration::from_millis(1200);
+/// The spec's `root.path` as the plugin sees it: a name, not a directory (none exists before
+/// the task starts), which the image facts' note quotes.
+const NO_ROOTFS: &str = "(not mounted at NRI CreateContainer)";
+/// Containers judged at one Synchronize, at most: the runtime waits for the answer.
+const SYNC_JUDGE_MAX: usize = 256;
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct NriArgs {
@@ -223,12 +228,14 @@ impl Judge {
                 Duration::from_secs(config.host_facts_ttl_s),
             ),
         };
-        // No rootfs exists yet: the image rules get the environment only, the walk does not run.
+        // No rootfs exists yet: the image rules get the environment only, the walk does not run
+        // (the hook reads the image when the container starts).
+        let name = PathBuf::from(format!("nri:{}/{}/{}", pod.namespace, pod.name, c.name));
         let bundle = Bundle {
-            dir: PathBuf::from(format!("nri:{}/{}/{}", pod.namespace, pod.name, c.name)),
-            config_path: PathBuf::new(),
+            dir: name.clone(),
+            config_path: name,
             spec,
-            rootfs: PathBuf::new(),
+            rootfs: PathBuf::from(NO_ROOTFS),
         };
         let facts = container_facts(
             &bundle,
@@ -394,7 +401,7 @@ impl nri::Handler for Plugin {
         *self.0.stats.runtime.lock().unwrap_or_else(|p| p.into_inner()) = format!("{runtime} {version}");
     }
 
-    fn synchronize(&self, containers: &[api::Container]) {
+    fn synchronize(&self, pods: &[api::PodSandbox], containers: &[api::Container]) {
         let j = &self.0;
         let mut gpu = 0;
         let mut unchecked = 0;
@@ -415,15 +422,23 @@ impl nri::Handler for Plugin {
                     &j.config.host_root,
                     &format!(
                         "cuda-preflight: nri container={} name={} exists without the cuda-preflight hook: \
-                         created while the plugin was not registered, never checked",
+                         created while the plugin was not registered; judged now from its spec",
                         c.id, c.name
                     ),
                 );
+                // Too late to stop it, not too late to record it: its report and log line say
+                // what it would have met.
+                if unchecked <= SYNC_JUDGE_MAX && request.wants_gpu() {
+                    let annotations = crate::input::nri::cdi_annotations(c);
+                    let none = api::PodSandbox::new();
+                    let pod = pods.iter().find(|p| p.id == c.pod_sandbox_id).unwrap_or(&none);
+                    let _ = j.judge(pod, c, spec, request, &annotations);
+                }
             }
         }
         j.stats.synced_containers.store(containers.len() as u64, Ordering::SeqCst);
         j.stats.synced_gpu_containers.store(gpu, Ordering::SeqCst);
-        j.stats.synced_unchecked.store(unchecked, Ordering::SeqCst);
+        j.stats.synced_unchecked.store(unchecked as u64, Ordering::SeqCst);
     }
 
     fn create_container(

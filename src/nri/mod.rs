@@ -32,7 +32,7 @@ pub trait Handler: Send + Sync + 'static {
     /// The runtime's name and version, at Configure.
     fn configured(&self, runtime: &str, version: &str);
     /// The pods and containers that exist when the plugin registers (all batches joined).
-    fn synchronize(&self, containers: &[api::Container]);
+    fn synchronize(&self, pods: &[api::PodSandbox], containers: &[api::Container]);
     /// A container is being created: an adjustment, or `Err(message)` to fail the creation.
     fn create_container(
         &self,
@@ -45,7 +45,7 @@ pub trait Handler: Send + Sync + 'static {
 struct PluginService {
     handler: Arc<dyn Handler>,
     /// Synchronize batches sent with `more = true`, delivered with the last one.
-    pending_sync: Mutex<Vec<api::Container>>,
+    pending_sync: Mutex<(Vec<api::PodSandbox>, Vec<api::Container>)>,
 }
 
 impl api_ttrpc::Plugin for PluginService {
@@ -71,11 +71,12 @@ impl api_ttrpc::Plugin for PluginService {
             .pending_sync
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        pending.extend(req.containers);
+        pending.0.extend(req.pods);
+        pending.1.extend(req.containers);
         if !req.more {
-            let all = std::mem::take(&mut *pending);
+            let (pods, containers) = std::mem::take(&mut *pending);
             drop(pending);
-            self.handler.synchronize(&all);
+            self.handler.synchronize(&pods, &containers);
         }
         Ok(api::SynchronizeResponse {
             more: req.more,
@@ -159,7 +160,7 @@ pub fn serve(
     let listener = UnixListener::bind(&path).map_err(|e| setup(&e))?;
     let service = PluginService {
         handler,
-        pending_sync: Mutex::new(Vec::new()),
+        pending_sync: Mutex::new((Vec::new(), Vec::new())),
     };
     let mut server = ttrpc::Server::new()
         .add_listener(listener.into_raw_fd())
