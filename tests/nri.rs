@@ -308,9 +308,10 @@ containerEdits:
     std::fs::write(
         &config,
         format!(
-            "probe = \"never\"\nstate_dir = \"{}\"\nhost_profile = \"{}\"\n",
+            "probe = \"never\"\nstate_dir = \"{}\"\nhost_profile = \"{}\"\nnri_socket = \"{}\"\n",
             state.display(),
-            h100_profile().display()
+            h100_profile().display(),
+            node.var("NRI_SOCKET")
         ),
     )
     .unwrap();
@@ -470,10 +471,16 @@ fn nri_plugin_on_a_real_containerd() {
     assert_eq!(plugin.metric("cuda_preflight_nri_create_container_total{outcome=\"not-gpu\"}"), 1.0);
     assert_eq!(plugin.metric("cuda_preflight_nri_create_container_total{outcome=\"block\"}"), 1.0);
 
+    // `doctor` sees the plugin registered (the config names the node's NRI socket).
+    // (doctor itself fails here: this machine has no NVIDIA driver.)
+    assert_eq!(doctor_nri(&gpu.config).0, "ok");
+
     // 4. The plugin killed: nothing is blocked wrongly (GPU and plain containers are created,
     //    unchecked); restarted, it registers again, finds the container created while it was
     //    away (Synchronize) and judges it from its spec, and checks new containers again.
     plugin.kill();
+    let (status, _) = doctor_nri(&gpu.config);
+    assert_eq!(status, "warn", "a dead plugin's state is not taken for a registered one");
     let away = id_of(&create(&node, d, pod_id, "away", Some(&dev0), GPU_CMD), "created while away");
     id_of(&create(&node, d, pod_id, "plain-away", None, "true"), "plain while away");
     let away_nouvm = create(&node, d, pod_id, "nouvm-away", Some(&nouvm), GPU_CMD);
@@ -530,4 +537,22 @@ fn nri_plugin_on_a_real_containerd() {
          {without:.1} ms without; the plugin's own time per GPU create: {judge_ms:.2} ms"
     );
     assert!(judge_ms < 1200.0, "the judgement must stay far inside NRI's 2 s");
+}
+
+/// `doctor --json`'s `engine-nri` check: its status, and doctor's exit code.
+fn doctor_nri(config: &Path) -> (String, i32) {
+    let out = Command::new(BIN)
+        .args(["doctor", "--json", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let c = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "engine-nri")
+        .unwrap_or_else(|| panic!("no engine-nri check: {v}"));
+    (c["status"].as_str().unwrap().to_string(), out.status.code().unwrap_or(-1))
 }

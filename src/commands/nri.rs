@@ -21,7 +21,7 @@ use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
 use crate::config::{Config, OnFailure};
 use crate::facts::container::{self, GpuRequest};
 use crate::input::bundle::Bundle;
-use crate::nri::{self, api};
+use crate::nri::{self, PluginState, api};
 use crate::output;
 use crate::verdict::{self, Decision, MODE_ANNOTATION};
 
@@ -30,8 +30,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
 /// Plugins are called in ascending index order: late, so devices other plugins add are seen.
 pub const PLUGIN_INDEX: &str = "90";
 pub const PLUGIN_NAME: &str = "cuda-preflight";
-/// `<state_dir>/nri.json`: what `doctor` reads to tell whether the plugin is registered.
-pub const STATE_FILE: &str = "nri.json";
 /// NRI drops a plugin that takes longer than its request timeout (2 s by default) and creates
 /// the container anyway; the judgement gets this much of it.
 pub const JUDGE_BUDGET: Duration = Duration::from_millis(1200);
@@ -450,23 +448,11 @@ impl nri::Handler for Plugin {
     }
 }
 
-/// What `doctor` reads: the plugin's state, rewritten at each change.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct PluginState {
-    pub pid: u32,
-    pub socket: PathBuf,
-    pub listen: Option<String>,
-    pub registered: bool,
-    /// Seconds since the epoch of the last change.
-    pub since: u64,
-    pub runtime: String,
-}
-
 fn write_state(state_dir: &Path, s: &PluginState) {
     if std::fs::create_dir_all(state_dir).is_ok()
         && let Ok(b) = serde_json::to_vec_pretty(s)
     {
-        let _ = crate::atomic::write_file(&state_dir.join(STATE_FILE), &b);
+        let _ = crate::atomic::write_file(&state_dir.join(nri::STATE_FILE), &b);
     }
 }
 

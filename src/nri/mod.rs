@@ -20,6 +20,22 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// `<state_dir>/nri.json`: the plugin's state, rewritten at each change; `doctor` reads it.
+pub const STATE_FILE: &str = "nri.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PluginState {
+    pub pid: u32,
+    pub socket: std::path::PathBuf,
+    /// Where `/healthz` and `/metrics` are served, if anywhere.
+    pub listen: Option<String>,
+    pub registered: bool,
+    /// Seconds since the epoch of the last change.
+    pub since: u64,
+    /// The runtime's name and version, as it said at Configure.
+    pub runtime: String,
+}
+
 /// `api.Event` values (the event mask's bit `1 << (event - 1)`).
 pub const EVENT_CREATE_CONTAINER: i32 = 4;
 
