@@ -15,6 +15,11 @@ command -v podman >/dev/null || need+=(podman)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# tests/nri.rs: xz unpacks the node stack's binaries and NVIDIA's hook; gcc + libc6-dev build the
+# node's pause image and the test-double libcuda.
+command -v xz >/dev/null || need+=(xz-utils)
+command -v gcc >/dev/null || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 # The rootfs has no libc: the busybox copied into it must be the static one.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
@@ -40,6 +45,12 @@ if ! command -v cargo-deb >/dev/null; then
   echo "scripts/test.sh: installing cargo-deb into $CACHE/cargo-tools" >&2
   cargo install --locked --quiet --root "$CACHE/cargo-tools" cargo-deb@3.8.0
 fi
+
+# tests/nri.rs runs a real containerd + NRI + crictl (CUDA_PREFLIGHT_K8S_NODE) with NVIDIA's
+# nvidia-cdi-hook (CUDA_PREFLIGHT_NVIDIA_TOOLKIT); unset, the tests use ../shared/k8s-node and
+# ../shared/nvidia-toolkit from the repository root, as printed here.
+echo "scripts/test.sh: Kubernetes node stack: ${CUDA_PREFLIGHT_K8S_NODE:-$PWD/../shared/k8s-node}" >&2
+echo "scripts/test.sh: NVIDIA toolkit: ${CUDA_PREFLIGHT_NVIDIA_TOOLKIT:-$PWD/../shared/nvidia-toolkit}" >&2
 
 cargo test --locked "$@"
 
