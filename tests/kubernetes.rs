@@ -245,10 +245,7 @@ fn nri_daemonset_mounts_the_node_paths_it_names() {
     let pod = &kind(&ds, "DaemonSet")["spec"]["template"]["spec"];
     let volumes = pod["volumes"].as_sequence().unwrap();
     let host_path = |name: &Value| {
-        volumes
-            .iter()
-            .find(|v| v["name"] == *name)
-            .unwrap()["hostPath"]["path"]
+        volumes.iter().find(|v| v["name"] == *name).unwrap()["hostPath"]["path"]
             .as_str()
             .unwrap()
             .to_string()
@@ -269,7 +266,10 @@ fn nri_daemonset_mounts_the_node_paths_it_names() {
         .collect();
     assert_eq!(argv[1], "nri");
     let flag = |f: &str| argv[argv.iter().position(|a| *a == f).unwrap() + 1];
-    assert_eq!(flag("--nri-socket"), cuda_preflight::commands::nri::DEFAULT_SOCKET);
+    assert_eq!(
+        flag("--nri-socket"),
+        cuda_preflight::commands::nri::DEFAULT_SOCKET
+    );
     let mounts = c["volumeMounts"].as_sequence().unwrap();
     let covered = |path: &str| {
         mounts.iter().any(|m| {
@@ -279,8 +279,16 @@ fn nri_daemonset_mounts_the_node_paths_it_names() {
             path.starts_with(&format!("{at}/")) && host_path(&m["name"]) == at
         })
     };
-    for p in [argv[0], flag("--config"), flag("--nri-socket"), "/run/cuda-preflight/reports"] {
-        assert!(covered(p), "{p} is not the node's own path in the plugin container");
+    for p in [
+        argv[0],
+        flag("--config"),
+        flag("--nri-socket"),
+        "/run/cuda-preflight/reports",
+    ] {
+        assert!(
+            covered(p),
+            "{p} is not the node's own path in the plugin container"
+        );
     }
     let host = mounts.iter().find(|m| m["mountPath"] == "/host").unwrap();
     assert_eq!(host_path(&host["name"]), "/");
@@ -288,11 +296,18 @@ fn nri_daemonset_mounts_the_node_paths_it_names() {
     assert_eq!(flag("--host-root"), "/host");
     let probe = &c["readinessProbe"]["httpGet"];
     assert_eq!(
-        format!("{}:{}", probe["host"].as_str().unwrap(), probe["port"].as_u64().unwrap()),
+        format!(
+            "{}:{}",
+            probe["host"].as_str().unwrap(),
+            probe["port"].as_u64().unwrap()
+        ),
         cuda_preflight::commands::nri::DEFAULT_LISTEN
     );
     assert_eq!(probe["path"], "/healthz");
-    assert_eq!(pod["hostNetwork"], true, "the health address is the node's loopback");
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "the health address is the node's loopback"
+    );
 }
 
 /// The NRI DaemonSet's init script on a fake node: the binary and the default config land where
@@ -316,5 +331,8 @@ fn nri_install_script_on_a_fake_node() {
     );
     std::fs::write(&config, "mode = \"warn\"\n").unwrap();
     run_in(&root, script);
-    assert_eq!(std::fs::read_to_string(&config).unwrap(), "mode = \"warn\"\n");
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "mode = \"warn\"\n"
+    );
 }

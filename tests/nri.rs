@@ -133,7 +133,11 @@ impl Node {
             .arg(dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -164,7 +168,12 @@ impl Plugin {
         let child = Command::new(BIN)
             .args(["nri", "--config"])
             .arg(config)
-            .args(["--nri-socket", socket, "--nri-listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--nri-socket",
+                socket,
+                "--nri-listen",
+                &format!("127.0.0.1:{port}"),
+            ])
             .stdout(f.try_clone().unwrap())
             .stderr(f)
             .spawn()
@@ -184,7 +193,10 @@ impl Plugin {
         let mut s = String::new();
         c.read_to_string(&mut s).unwrap();
         let code = s.split_whitespace().nth(1).unwrap().parse().unwrap();
-        let body = s.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        let body = s
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         (code, body)
     }
 
@@ -254,7 +266,13 @@ fn gpu_setup(node: &Node, name: &str) -> Gpu {
         ("nvidia-uvm", 238, 0),
     ] {
         let p = std::ffi::CString::new(d.join("dev").join(n).to_str().unwrap()).unwrap();
-        let r = unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(major, minor)) };
+        let r = unsafe {
+            libc::mknod(
+                p.as_ptr(),
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            )
+        };
         assert_eq!(r, 0, "mknod {n}: {}", std::io::Error::last_os_error());
     }
     let lib = d.join(format!("libcuda.so.{DRIVER}"));
@@ -302,7 +320,11 @@ containerEdits:
         uvm = dev("nvidia-uvm", 238, 0),
         lib = lib.display(),
     );
-    std::fs::write(Path::new(node.var("CDI_DIR")).join(format!("{name}.yaml")), spec).unwrap();
+    std::fs::write(
+        Path::new(node.var("CDI_DIR")).join(format!("{name}.yaml")),
+        spec,
+    )
+    .unwrap();
     let state = d.join("state");
     let config = d.join("config.toml");
     std::fs::write(
@@ -333,12 +355,23 @@ fn pod(node: &Node, dir: &Path, name: &str) -> (String, PathBuf) {
     )
     .unwrap();
     let out = node.crictl(&["runp", p.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (String::from_utf8_lossy(&out.stdout).trim().to_string(), p)
 }
 
 /// `crictl create` of a busybox container; `cdi` its CDI device, if any. Returns the output.
-fn create(node: &Node, dir: &Path, pod: &(String, PathBuf), name: &str, cdi: Option<&str>, cmd: &str) -> Output {
+fn create(
+    node: &Node,
+    dir: &Path,
+    pod: &(String, PathBuf),
+    name: &str,
+    cdi: Option<&str>,
+    cmd: &str,
+) -> Output {
     let mut c = serde_json::json!({
         "metadata": {"name": name},
         "image": {"image": "localhost/busybox:1.35"},
@@ -350,7 +383,12 @@ fn create(node: &Node, dir: &Path, pod: &(String, PathBuf), name: &str, cdi: Opt
     }
     let p = dir.join(format!("ctr-{name}.json"));
     std::fs::write(&p, c.to_string()).unwrap();
-    node.crictl(&["create", &pod.0, p.to_str().unwrap(), pod.1.to_str().unwrap()])
+    node.crictl(&[
+        "create",
+        &pod.0,
+        p.to_str().unwrap(),
+        pod.1.to_str().unwrap(),
+    ])
 }
 
 fn id_of(out: &Output, what: &str) -> String {
@@ -366,7 +404,11 @@ fn id_of(out: &Output, what: &str) -> String {
 /// applied): what runc gets as `config.json` when the task starts.
 fn spec_of(node: &Node, id: &str) -> serde_json::Value {
     let out = node.crictl(&["inspect", id]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["info"]["runtimeSpec"].clone()
 }
@@ -400,10 +442,14 @@ fn wait_exit(node: &Node, id: &str) -> (i64, String) {
             let logs = node.crictl(&["logs", id]);
             return (
                 v["status"]["exitCode"].as_i64().unwrap_or(-1),
-                String::from_utf8_lossy(&logs.stdout).to_string() + &String::from_utf8_lossy(&logs.stderr),
+                String::from_utf8_lossy(&logs.stdout).to_string()
+                    + &String::from_utf8_lossy(&logs.stderr),
             );
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "container {id} did not exit: {v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "container {id} did not exit: {v}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -426,23 +472,45 @@ fn nri_plugin_on_a_real_containerd() {
 
     // 1. A healthy GPU container is created and runs; our hook is the last createContainer hook,
     //    after NVIDIA's, and ran inside it: its report (not the plugin's) exists.
-    let id = id_of(&create(&node, d, pod_id, "healthy", Some(&dev0), GPU_CMD), "healthy");
+    let id = id_of(
+        &create(&node, d, pod_id, "healthy", Some(&dev0), GPU_CMD),
+        "healthy",
+    );
     let hooks = create_container_hooks(&spec_of(&node, &id));
     assert_eq!(hooks.len(), 3, "{hooks:?}");
-    assert!(hooks[0].starts_with("nvidia-cdi-hook create-symlinks"), "{hooks:?}");
-    assert!(hooks[1].starts_with("nvidia-cdi-hook update-ldcache"), "{hooks:?}");
+    assert!(
+        hooks[0].starts_with("nvidia-cdi-hook create-symlinks"),
+        "{hooks:?}"
+    );
+    assert!(
+        hooks[1].starts_with("nvidia-cdi-hook update-ldcache"),
+        "{hooks:?}"
+    );
     assert_eq!(
         hooks[2],
-        format!("{BIN} hook --stage createContainer --config {}", gpu.config.display())
+        format!(
+            "{BIN} hook --stage createContainer --config {}",
+            gpu.config.display()
+        )
     );
     let st = node.crictl(&["start", &id]);
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let (code, logs) = wait_exit(&node, &id);
     assert_eq!(code, 0, "{logs}");
-    assert!(logs.contains(&format!("libcuda.so.1 -> libcuda.so.{DRIVER}")), "NVIDIA's hook ran: {logs}");
+    assert!(
+        logs.contains(&format!("libcuda.so.1 -> libcuda.so.{DRIVER}")),
+        "NVIDIA's hook ran: {logs}"
+    );
     let rep = read_report(&gpu.state, &id).expect("a report for the GPU container");
     assert!(
-        rep["bundle"].as_str().unwrap().contains("io.containerd.runtime.v2.task"),
+        rep["bundle"]
+            .as_str()
+            .unwrap()
+            .contains("io.containerd.runtime.v2.task"),
         "the hook (run by runc from the task's bundle) wrote the last report: {rep}"
     );
     assert_ne!(rep["verdict"], "block", "{rep}");
@@ -452,7 +520,10 @@ fn nri_plugin_on_a_real_containerd() {
     let out = create(&node, d, pod_id, "nouvm", Some(&nouvm), GPU_CMD);
     assert!(!out.status.success(), "created without /dev/nvidia-uvm");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed to get NRI adjustment for container"), "{err}");
+    assert!(
+        err.contains("failed to get NRI adjustment for container"),
+        "{err}"
+    );
     assert!(
         err.contains("cuda-preflight: blocked container")
             && err.contains("/dev/nvidia-uvm is missing from linux.devices of config.json: CUDA would fail with 999 CUDA_ERROR_UNKNOWN"),
@@ -460,16 +531,27 @@ fn nri_plugin_on_a_real_containerd() {
     );
     assert!(err.contains("device-node-missing"), "{err}");
     let left = node.crictl(&["ps", "-a", "-q", "--name", "^nouvm$"]);
-    assert!(String::from_utf8_lossy(&left.stdout).trim().is_empty(), "a blocked container was left");
-    let reports: Vec<_> = std::fs::read_dir(gpu.state.join("reports")).unwrap().collect();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "a blocked container was left"
+    );
+    let reports: Vec<_> = std::fs::read_dir(gpu.state.join("reports"))
+        .unwrap()
+        .collect();
     assert_eq!(reports.len(), 2, "the block left its report");
 
     // 3. A container that asks for no GPU is untouched: no hook, no report.
     let plain = id_of(&create(&node, d, pod_id, "plain", None, "true"), "plain");
     assert!(create_container_hooks(&spec_of(&node, &plain)).is_empty());
     assert!(read_report(&gpu.state, &plain).is_none());
-    assert_eq!(plugin.metric("cuda_preflight_nri_create_container_total{outcome=\"not-gpu\"}"), 1.0);
-    assert_eq!(plugin.metric("cuda_preflight_nri_create_container_total{outcome=\"block\"}"), 1.0);
+    assert_eq!(
+        plugin.metric("cuda_preflight_nri_create_container_total{outcome=\"not-gpu\"}"),
+        1.0
+    );
+    assert_eq!(
+        plugin.metric("cuda_preflight_nri_create_container_total{outcome=\"block\"}"),
+        1.0
+    );
 
     // `doctor` sees the plugin registered (the config names the node's NRI socket).
     // (doctor itself fails here: this machine has no NVIDIA driver.)
@@ -480,33 +562,70 @@ fn nri_plugin_on_a_real_containerd() {
     //    away (Synchronize) and judges it from its spec, and checks new containers again.
     plugin.kill();
     let (status, _) = doctor_nri(&gpu.config);
-    assert_eq!(status, "warn", "a dead plugin's state is not taken for a registered one");
-    let away = id_of(&create(&node, d, pod_id, "away", Some(&dev0), GPU_CMD), "created while away");
-    id_of(&create(&node, d, pod_id, "plain-away", None, "true"), "plain while away");
+    assert_eq!(
+        status, "warn",
+        "a dead plugin's state is not taken for a registered one"
+    );
+    let away = id_of(
+        &create(&node, d, pod_id, "away", Some(&dev0), GPU_CMD),
+        "created while away",
+    );
+    id_of(
+        &create(&node, d, pod_id, "plain-away", None, "true"),
+        "plain while away",
+    );
     let away_nouvm = create(&node, d, pod_id, "nouvm-away", Some(&nouvm), GPU_CMD);
-    assert!(away_nouvm.status.success(), "no plugin, no check: the runtime creates it");
+    assert!(
+        away_nouvm.status.success(),
+        "no plugin, no check: the runtime creates it"
+    );
     let plugin = Plugin::start(&gpu.config, node.var("NRI_SOCKET"), port, &log);
-    assert_eq!(plugin.metric("cuda_preflight_nri_unchecked_gpu_containers"), 2.0);
+    assert_eq!(
+        plugin.metric("cuda_preflight_nri_unchecked_gpu_containers"),
+        2.0
+    );
     // The runtime lists the containers that have not exited: the two created while away (the
     // healthy one has run to its end).
-    assert_eq!(plugin.metric("cuda_preflight_nri_synchronized_containers{gpu=\"true\"}"), 2.0);
-    let rep = read_report(&gpu.state, &away).expect("the container created while away was judged at Synchronize");
+    assert_eq!(
+        plugin.metric("cuda_preflight_nri_synchronized_containers{gpu=\"true\"}"),
+        2.0
+    );
+    let rep = read_report(&gpu.state, &away)
+        .expect("the container created while away was judged at Synchronize");
     assert!(rep["bundle"].as_str().unwrap().starts_with("nri:"), "{rep}");
     assert_eq!(rep["verdict"], "allow", "{rep}");
     let nouvm_away = id_of(&away_nouvm, "nouvm while away");
     let rep = read_report(&gpu.state, &nouvm_away).expect("judged at Synchronize");
-    assert_eq!(rep["verdict"], "block", "recorded as what it would have met: {rep}");
-    let after = id_of(&create(&node, d, pod_id, "after", Some(&dev0), GPU_CMD), "after restart");
+    assert_eq!(
+        rep["verdict"], "block",
+        "recorded as what it would have met: {rep}"
+    );
+    let after = id_of(
+        &create(&node, d, pod_id, "after", Some(&dev0), GPU_CMD),
+        "after restart",
+    );
     assert_eq!(create_container_hooks(&spec_of(&node, &after)).len(), 3);
-    assert!(!create(&node, d, pod_id, "nouvm-after", Some(&nouvm), GPU_CMD).status.success());
+    assert!(
+        !create(&node, d, pod_id, "nouvm-after", Some(&nouvm), GPU_CMD)
+            .status
+            .success()
+    );
     let all = node.crictl(&["ps", "-a", "-q"]);
-    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 6, "every container is still there");
+    assert_eq!(
+        String::from_utf8_lossy(&all.stdout).lines().count(),
+        6,
+        "every container is still there"
+    );
 
     // 5. The runtime restarts: the plugin reconnects by itself and checks again.
     node.restart_containerd();
     plugin.wait_registered();
     assert_eq!(plugin.metric("cuda_preflight_nri_registrations_total"), 2.0);
-    assert!(!create(&node, d, pod_id, "nouvm-restarted", Some(&nouvm), GPU_CMD).status.success());
+    assert!(
+        !create(&node, d, pod_id, "nouvm-restarted", Some(&nouvm), GPU_CMD)
+            .status
+            .success()
+    );
 
     // 6. What the plugin adds to a GPU container's creation: crictl create, with and without
     //    the plugin, and the plugin's own time; printed for BENCHMARKS.md.
@@ -520,7 +639,10 @@ fn nri_plugin_on_a_real_containerd() {
         let mut ms: Vec<f64> = (0..n)
             .map(|i| {
                 let t = Instant::now();
-                id_of(&create(&node, d, pod_id, &format!("{tag}-{i}"), Some(&dev0), "true"), tag);
+                id_of(
+                    &create(&node, d, pod_id, &format!("{tag}-{i}"), Some(&dev0), "true"),
+                    tag,
+                );
                 t.elapsed().as_secs_f64() * 1000.0
             })
             .collect();
@@ -536,7 +658,10 @@ fn nri_plugin_on_a_real_containerd() {
         "nri-latency: crictl create of a GPU container, median of {n}: {with:.1} ms with the plugin, \
          {without:.1} ms without; the plugin's own time per GPU create: {judge_ms:.2} ms"
     );
-    assert!(judge_ms < 1200.0, "the judgement must stay far inside NRI's 2 s");
+    assert!(
+        judge_ms < 1200.0,
+        "the judgement must stay far inside NRI's 2 s"
+    );
 }
 
 /// `doctor --json`'s `engine-nri` check: its status, and doctor's exit code.
@@ -554,5 +679,8 @@ fn doctor_nri(config: &Path) -> (String, i32) {
         .iter()
         .find(|c| c["id"] == "engine-nri")
         .unwrap_or_else(|| panic!("no engine-nri check: {v}"));
-    (c["status"].as_str().unwrap().to_string(), out.status.code().unwrap_or(-1))
+    (
+        c["status"].as_str().unwrap().to_string(),
+        out.status.code().unwrap_or(-1),
+    )
 }

@@ -166,7 +166,18 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     );
     let mut findings = run_rules(&facts, &host);
     let mut probe_result = None;
+    // At createContainer runc gives the pid as the container's pid namespace sees it (1), not the
+    // host's: the probe must not join what that pid names on the host. Until the probe handles
+    // this stage (issue 19), it is skipped there and says so.
+    let container_stage = args.stage == "createContainer";
+    if container_stage && facts.request.wants_gpu() && config.probe != ProbePolicy::Never {
+        findings.push(crate::finding::Finding::skipped(
+            "probe",
+            "the hook runs as a createContainer hook, where the probe is not run yet",
+        ));
+    }
     if let Some(pid) = state.pid
+        && !container_stage
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
         && !findings

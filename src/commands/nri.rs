@@ -113,7 +113,10 @@ impl Stats {
         );
         let creates = self.creates.lock().unwrap_or_else(|p| p.into_inner());
         for (k, v) in creates.iter() {
-            let _ = writeln!(s, "cuda_preflight_nri_create_container_total{{outcome=\"{k}\"}} {v}");
+            let _ = writeln!(
+                s,
+                "cuda_preflight_nri_create_container_total{{outcome=\"{k}\"}} {v}"
+            );
         }
         drop(creates);
         let (sum, count) = *self.judge_seconds.lock().unwrap_or_else(|p| p.into_inner());
@@ -130,7 +133,10 @@ impl Stats {
              cuda_preflight_nri_synchronized_containers{{gpu=\"false\"}} {}\n\
              cuda_preflight_nri_synchronized_containers{{gpu=\"true\"}} {}",
             self.synced_containers.load(Ordering::SeqCst)
-                - self.synced_gpu_containers.load(Ordering::SeqCst).min(self.synced_containers.load(Ordering::SeqCst)),
+                - self
+                    .synced_gpu_containers
+                    .load(Ordering::SeqCst)
+                    .min(self.synced_containers.load(Ordering::SeqCst)),
             self.synced_gpu_containers.load(Ordering::SeqCst)
         );
         let _ = writeln!(
@@ -200,9 +206,9 @@ impl Judge {
     /// Whether a container's spec already carries our hook (it was created through us).
     fn has_our_hook(&self, c: &api::Container) -> bool {
         c.hooks.as_ref().is_some_and(|h| {
-            h.create_container
-                .iter()
-                .any(|h| h.args.iter().any(|a| a == "hook") && Path::new(&h.path) == self.hook_binary)
+            h.create_container.iter().any(|h| {
+                h.args.iter().any(|a| a == "hook") && Path::new(&h.path) == self.hook_binary
+            })
         })
     }
 
@@ -285,10 +291,17 @@ impl Judge {
             pod.name,
             v.verdict.as_str(),
             mode_str(v.mode),
-            if ids.is_empty() { "-".to_string() } else { ids.join(",") },
+            if ids.is_empty() {
+                "-".to_string()
+            } else {
+                ids.join(",")
+            },
         );
         if let Err(e) = &written {
-            line.push_str(&format!(" report-error=\"{}: {e}\"", config.state_dir.display()));
+            line.push_str(&format!(
+                " report-error=\"{}: {e}\"",
+                config.state_dir.display()
+            ));
         }
         output::log::line(&config.host_root, &line);
         let msg = output::message::render(&c.id, &v, written.is_ok());
@@ -304,7 +317,12 @@ impl Judge {
         let spec: oci_spec::runtime::Spec =
             match serde_json::from_value(crate::input::nri::spec_json(c, "")) {
                 Ok(s) => s,
-                Err(e) => return self.own_error(c, &format!("the container NRI sent is not a valid spec: {e}")),
+                Err(e) => {
+                    return self.own_error(
+                        c,
+                        &format!("the container NRI sent is not a valid spec: {e}"),
+                    );
+                }
             };
         let annotations = crate::input::nri::cdi_annotations(c);
         let request = container::detect(&spec, Some(&annotations));
@@ -336,7 +354,11 @@ impl Judge {
         }
         let result = rx.recv_timeout(JUDGE_BUDGET);
         {
-            let mut j = self.stats.judge_seconds.lock().unwrap_or_else(|p| p.into_inner());
+            let mut j = self
+                .stats
+                .judge_seconds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             j.0 += started.elapsed().as_secs_f64();
             j.1 += 1;
         }
@@ -361,7 +383,10 @@ impl Judge {
                 let ms = JUDGE_BUDGET.as_millis();
                 output::log::line(
                     &self.config.host_root,
-                    &format!("cuda-preflight: nri container={} judgement passed its {ms} ms budget", c.id),
+                    &format!(
+                        "cuda-preflight: nri container={} judgement passed its {ms} ms budget",
+                        c.id
+                    ),
                 );
                 match self.config.on_timeout {
                     OnFailure::Allow => Ok(self.hook_adjustment()),
@@ -396,7 +421,12 @@ struct Plugin(Arc<Judge>);
 
 impl nri::Handler for Plugin {
     fn configured(&self, runtime: &str, version: &str) {
-        *self.0.stats.runtime.lock().unwrap_or_else(|p| p.into_inner()) = format!("{runtime} {version}");
+        *self
+            .0
+            .stats
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = format!("{runtime} {version}");
     }
 
     fn synchronize(&self, pods: &[api::PodSandbox], containers: &[api::Container]) {
@@ -429,14 +459,21 @@ impl nri::Handler for Plugin {
                 if unchecked <= SYNC_JUDGE_MAX && request.wants_gpu() {
                     let annotations = crate::input::nri::cdi_annotations(c);
                     let none = api::PodSandbox::new();
-                    let pod = pods.iter().find(|p| p.id == c.pod_sandbox_id).unwrap_or(&none);
+                    let pod = pods
+                        .iter()
+                        .find(|p| p.id == c.pod_sandbox_id)
+                        .unwrap_or(&none);
                     let _ = j.judge(pod, c, spec, request, &annotations);
                 }
             }
         }
-        j.stats.synced_containers.store(containers.len() as u64, Ordering::SeqCst);
+        j.stats
+            .synced_containers
+            .store(containers.len() as u64, Ordering::SeqCst);
         j.stats.synced_gpu_containers.store(gpu, Ordering::SeqCst);
-        j.stats.synced_unchecked.store(unchecked as u64, Ordering::SeqCst);
+        j.stats
+            .synced_unchecked
+            .store(unchecked as u64, Ordering::SeqCst);
     }
 
     fn create_container(
@@ -502,7 +539,10 @@ pub fn run(args: &NriArgs) -> anyhow::Result<i32> {
         runtime: stats.runtime.lock().map(|r| r.clone()).unwrap_or_default(),
     };
     write_state(&state_dir, &state(false));
-    eprintln!("cuda-preflight: nri plugin connecting to {}", socket.display());
+    eprintln!(
+        "cuda-preflight: nri plugin connecting to {}",
+        socket.display()
+    );
     let mut backoff = Duration::from_millis(200);
     let mut last_error = String::new();
     loop {
@@ -569,9 +609,17 @@ fn answer_http(c: &mut TcpStream, stats: &Stats) -> std::io::Result<()> {
         "/healthz" | "/readyz" if stats.registered.load(Ordering::SeqCst) => {
             ("200 OK", "text/plain", "registered\n".to_string())
         }
-        "/healthz" | "/readyz" => ("503 Service Unavailable", "text/plain", "not registered\n".to_string()),
+        "/healthz" | "/readyz" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not registered\n".to_string(),
+        ),
         "/metrics" => ("200 OK", "text/plain; version=0.0.4", stats.render()),
-        _ => ("404 Not Found", "text/plain", "not found: /healthz, /metrics\n".to_string()),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found: /healthz, /metrics\n".to_string(),
+        ),
     };
     write!(
         c,

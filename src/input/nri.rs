@@ -52,7 +52,8 @@ pub fn spec_json(c: &api::Container, rootfs: &str) -> Value {
             .devices
             .iter()
             .map(|d| {
-                let mut v = json!({"path": d.path, "type": d.type_, "major": d.major, "minor": d.minor});
+                let mut v =
+                    json!({"path": d.path, "type": d.type_, "major": d.major, "minor": d.minor});
                 if let Some(m) = d.file_mode.as_ref() {
                     v["fileMode"] = json!(m.value);
                 }
@@ -183,11 +184,18 @@ mod tests {
     #[test]
     fn nri_containers_are_detected_like_bundles() {
         let cases: Vec<(&str, api::Container, &str)> = vec![
-            ("no devices, no env", container(vec![], &["PATH=/bin"], &[]), "none"),
+            (
+                "no devices, no env",
+                container(vec![], &["PATH=/bin"], &[]),
+                "none",
+            ),
             (
                 "CDI-injected nodes",
                 container(
-                    vec![device("/dev/nvidiactl", 195, 255), device("/dev/nvidia0", 195, 0)],
+                    vec![
+                        device("/dev/nvidiactl", 195, 255),
+                        device("/dev/nvidia0", 195, 0),
+                    ],
                     &["NVIDIA_VISIBLE_DEVICES=void"],
                     &["nvidia.com/gpu=0"],
                 ),
@@ -198,7 +206,11 @@ mod tests {
                 container(vec![], &[], &["nvidia.com/gpu=all"]),
                 "cdi",
             ),
-            ("another vendor's CDI device", container(vec![], &[], &["vendor.com/fpga=0"]), "none"),
+            (
+                "another vendor's CDI device",
+                container(vec![], &[], &["vendor.com/fpga=0"]),
+                "none",
+            ),
             (
                 "other device nodes",
                 container(vec![device("/dev/fuse", 10, 229)], &[], &[]),
@@ -214,7 +226,10 @@ mod tests {
         for (name, c, want) in cases {
             let spec: Spec = serde_json::from_value(spec_json(&c, "/nonexistent")).unwrap();
             let got = detect(&spec, Some(&cdi_annotations(&c)));
-            let kind = serde_json::to_value(&got).unwrap()["kind"].as_str().unwrap().to_string();
+            let kind = serde_json::to_value(&got).unwrap()["kind"]
+                .as_str()
+                .unwrap()
+                .to_string();
             assert_eq!(kind, want, "{name}");
         }
     }
@@ -234,7 +249,10 @@ mod tests {
             view.nodes,
             vec![(
                 "/dev/nvidia0".to_string(),
-                crate::facts::container::Node::Char { major: 195, minor: 0 }
+                crate::facts::container::Node::Char {
+                    major: 195,
+                    minor: 0
+                }
             )]
         );
         let rules = view.cgroup.unwrap();
@@ -242,11 +260,14 @@ mod tests {
         assert!(!crate::facts::container::cgroup_allows(&rules, 238, 0));
         let user = spec.process().as_ref().unwrap().user();
         assert_eq!((user.uid(), user.gid()), (1000, 100));
-        let cc = spec.hooks().as_ref().unwrap().create_container().as_ref().unwrap();
+        let cc = spec
+            .hooks()
+            .as_ref()
+            .unwrap()
+            .create_container()
+            .as_ref()
+            .unwrap();
         assert_eq!(cc[0].path().to_str(), Some("/usr/bin/nvidia-cdi-hook"));
-        assert!(matches!(
-            detect(&spec, None),
-            GpuRequest::SpecDevices
-        ));
+        assert!(matches!(detect(&spec, None), GpuRequest::SpecDevices));
     }
 }

@@ -83,10 +83,7 @@ impl api_ttrpc::Plugin for PluginService {
         _: &ttrpc::TtrpcContext,
         req: api::SynchronizeRequest,
     ) -> ttrpc::Result<api::SynchronizeResponse> {
-        let mut pending = self
-            .pending_sync
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending_sync.lock().unwrap_or_else(|p| p.into_inner());
         pending.0.extend(req.pods);
         pending.1.extend(req.containers);
         if !req.more {

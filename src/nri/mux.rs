@@ -22,7 +22,10 @@ pub const MAX_FRAME: usize = 10 + (4 << 20);
 
 /// Read frames from the trunk and hand each payload to its connection. Returns when the trunk
 /// ends or breaks, or a frame is malformed.
-pub fn demux(trunk: &mut impl Read, route: &mut dyn FnMut(u32, &[u8]) -> io::Result<()>) -> io::Result<()> {
+pub fn demux(
+    trunk: &mut impl Read,
+    route: &mut dyn FnMut(u32, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let mut header = [0u8; 8];
     let mut buf = Vec::new();
     loop {
@@ -36,7 +39,9 @@ pub fn demux(trunk: &mut impl Read, route: &mut dyn FnMut(u32, &[u8]) -> io::Res
         if len > MAX_FRAME {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("NRI frame of {len} bytes on connection {id}: more than a ttrpc message can be"),
+                format!(
+                    "NRI frame of {len} bytes on connection {id}: more than a ttrpc message can be"
+                ),
             ));
         }
         buf.resize(len, 0);
@@ -53,7 +58,9 @@ pub fn write_frames(trunk: &Mutex<UnixStream>, id: u32, data: &[u8]) -> io::Resu
         frame.extend_from_slice(&id.to_be_bytes());
         frame.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
         frame.extend_from_slice(chunk);
-        let mut t = trunk.lock().map_err(|_| io::Error::other("trunk lock poisoned"))?;
+        let mut t = trunk
+            .lock()
+            .map_err(|_| io::Error::other("trunk lock poisoned"))?;
         t.write_all(&frame)?;
     }
     Ok(())
@@ -72,43 +79,52 @@ impl Mux {
     pub fn start(trunk: UnixStream, plugin: UnixStream, runtime: UnixStream) -> io::Result<Mux> {
         let writer = Arc::new(Mutex::new(trunk.try_clone()?));
         let mut threads = Vec::new();
-        for (id, local) in [(PLUGIN_SERVICE_CONN, &plugin), (RUNTIME_SERVICE_CONN, &runtime)] {
+        for (id, local) in [
+            (PLUGIN_SERVICE_CONN, &plugin),
+            (RUNTIME_SERVICE_CONN, &runtime),
+        ] {
             let mut from = local.try_clone()?;
             let to = writer.clone();
             let trunk_end = trunk.try_clone()?;
-            threads.push(std::thread::Builder::new().name(format!("nri-mux-out-{id}")).spawn(
-                move || {
-                    let mut buf = vec![0u8; 64 << 10];
-                    loop {
-                        match from.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if write_frames(&to, id, &buf[..n]).is_err() {
-                                    break;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("nri-mux-out-{id}"))
+                    .spawn(move || {
+                        let mut buf = vec![0u8; 64 << 10];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    if write_frames(&to, id, &buf[..n]).is_err() {
+                                        break;
+                                    }
                                 }
                             }
                         }
-                    }
-                    // ttrpc closed its side: the session is over.
-                    let _ = trunk_end.shutdown(std::net::Shutdown::Both);
-                },
-            )?);
+                        // ttrpc closed its side: the session is over.
+                        let _ = trunk_end.shutdown(std::net::Shutdown::Both);
+                    })?,
+            );
         }
         let mut reader = trunk.try_clone()?;
         let (mut p, mut r) = (plugin.try_clone()?, runtime.try_clone()?);
         let (end_tx, ended) = std::sync::mpsc::channel();
-        threads.push(std::thread::Builder::new().name("nri-mux-in".into()).spawn(move || {
-            let _ = demux(&mut reader, &mut |id, data| match id {
-                PLUGIN_SERVICE_CONN => p.write_all(data),
-                RUNTIME_SERVICE_CONN => r.write_all(data),
-                // Connections NRI may add later are not ours to answer.
-                _ => Ok(()),
-            });
-            // The runtime went away (or broke the framing): both ttrpc ends see EOF.
-            let _ = p.shutdown(std::net::Shutdown::Both);
-            let _ = r.shutdown(std::net::Shutdown::Both);
-            let _ = end_tx.send(());
-        })?);
+        threads.push(
+            std::thread::Builder::new()
+                .name("nri-mux-in".into())
+                .spawn(move || {
+                    let _ = demux(&mut reader, &mut |id, data| match id {
+                        PLUGIN_SERVICE_CONN => p.write_all(data),
+                        RUNTIME_SERVICE_CONN => r.write_all(data),
+                        // Connections NRI may add later are not ours to answer.
+                        _ => Ok(()),
+                    });
+                    // The runtime went away (or broke the framing): both ttrpc ends see EOF.
+                    let _ = p.shutdown(std::net::Shutdown::Both);
+                    let _ = r.shutdown(std::net::Shutdown::Both);
+                    let _ = end_tx.send(());
+                })?,
+        );
         Ok(Mux {
             trunk,
             threads,
@@ -143,16 +159,26 @@ mod tests {
 
     #[test]
     fn demux_routes_frames_by_connection_and_ends_at_eof() {
-        let cases: Vec<(&str, Vec<u8>, Vec<(u32, Vec<u8>)>, bool)> = vec![
+        type Case = (&'static str, Vec<u8>, Vec<(u32, Vec<u8>)>, bool);
+        let cases: Vec<Case> = vec![
             ("empty trunk", vec![], vec![], true),
             (
                 "two connections interleaved",
                 [frame(1, b"ab"), frame(2, b"xyz"), frame(1, b"c")].concat(),
-                vec![(1, b"ab".to_vec()), (2, b"xyz".to_vec()), (1, b"c".to_vec())],
+                vec![
+                    (1, b"ab".to_vec()),
+                    (2, b"xyz".to_vec()),
+                    (1, b"c".to_vec()),
+                ],
                 true,
             ),
             ("empty payload", frame(2, b""), vec![(2, vec![])], true),
-            ("cut inside a payload", frame(1, b"abcdef")[..10].to_vec(), vec![], false),
+            (
+                "cut inside a payload",
+                frame(1, b"abcdef")[..10].to_vec(),
+                vec![],
+                false,
+            ),
             (
                 "length beyond a ttrpc message",
                 [7u32.to_be_bytes(), (MAX_FRAME as u32 + 1).to_be_bytes()].concat(),

@@ -639,7 +639,8 @@ pub fn probe_check(libcuda: &str, r: &ProbeResult) -> Check {
 /// The NRI socket and the plugin: registered (and answering) is the Kubernetes path's "runs
 /// cuda-preflight"; a socket with no plugin means GPU pods on this node start unchecked.
 pub fn nri_check(n: &crate::facts::doctor::NriFact) -> Check {
-    const DEPLOY: &str = "deploy the NRI plugin (packaging/kubernetes/daemonset.yaml) or run `cuda-preflight nri`";
+    const DEPLOY: &str =
+        "deploy the NRI plugin (packaging/kubernetes/daemonset.yaml) or run `cuda-preflight nri`";
     let sock = &n.socket;
     match (&n.present, &n.state, &n.health) {
         (Err(e), _, _) => check(ENGINE_NRI, Status::Warn, format!("{sock}: {e}"), ""),
@@ -652,7 +653,9 @@ pub fn nri_check(n: &crate::facts::doctor::NriFact) -> Check {
         (Ok(true), None, _) => check(
             ENGINE_NRI,
             Status::Warn,
-            format!("{sock} is there but the cuda-preflight NRI plugin never ran on this host: GPU pods start unchecked"),
+            format!(
+                "{sock} is there but the cuda-preflight NRI plugin never ran on this host: GPU pods start unchecked"
+            ),
             DEPLOY,
         ),
         (_, Some(Err(e)), _) => check(ENGINE_NRI, Status::Warn, e.clone(), DEPLOY),
@@ -671,14 +674,21 @@ pub fn nri_check(n: &crate::facts::doctor::NriFact) -> Check {
                         "the cuda-preflight NRI plugin (pid {}) is registered with {} ({})",
                         st.pid,
                         st.socket.display(),
-                        if st.runtime.is_empty() { "runtime unnamed" } else { st.runtime.as_str() }
+                        if st.runtime.is_empty() {
+                            "runtime unnamed"
+                        } else {
+                            st.runtime.as_str()
+                        }
                     ),
                     "",
                 ),
                 (_, Err(why), _) => check(
                     ENGINE_NRI,
                     Status::Warn,
-                    format!("the NRI plugin's state says pid {} but {why}: it is not running", st.pid),
+                    format!(
+                        "the NRI plugin's state says pid {} but {why}: it is not running",
+                        st.pid
+                    ),
                     DEPLOY,
                 ),
                 (true, Ok(()), _) => check(
@@ -726,14 +736,42 @@ mod tests {
             health,
         };
         let cases: Vec<(&str, NriFact, Status)> = vec![
-            ("no socket, no plugin", f(Ok(false), None, None), Status::Skip),
+            (
+                "no socket, no plugin",
+                f(Ok(false), None, None),
+                Status::Skip,
+            ),
             ("socket, no plugin", f(Ok(true), None, None), Status::Warn),
-            ("registered and healthy", f(Ok(true), Some(Ok(st(true))), Some(Ok(200))), Status::Ok),
-            ("registered, no health endpoint", f(Ok(true), Some(Ok(st(true))), None), Status::Ok),
-            ("stale state: endpoint dead", f(Ok(true), Some(Ok(st(true))), Some(Err("refused".into()))), Status::Warn),
-            ("running, not registered", f(Ok(true), Some(Ok(st(false))), Some(Ok(503))), Status::Warn),
-            ("registered but the socket is gone", f(Ok(false), Some(Ok(st(true))), Some(Ok(200))), Status::Warn),
-            ("unreadable state", f(Ok(true), Some(Err("bad".into())), None), Status::Warn),
+            (
+                "registered and healthy",
+                f(Ok(true), Some(Ok(st(true))), Some(Ok(200))),
+                Status::Ok,
+            ),
+            (
+                "registered, no health endpoint",
+                f(Ok(true), Some(Ok(st(true))), None),
+                Status::Ok,
+            ),
+            (
+                "stale state: endpoint dead",
+                f(Ok(true), Some(Ok(st(true))), Some(Err("refused".into()))),
+                Status::Warn,
+            ),
+            (
+                "running, not registered",
+                f(Ok(true), Some(Ok(st(false))), Some(Ok(503))),
+                Status::Warn,
+            ),
+            (
+                "registered but the socket is gone",
+                f(Ok(false), Some(Ok(st(true))), Some(Ok(200))),
+                Status::Warn,
+            ),
+            (
+                "unreadable state",
+                f(Ok(true), Some(Err("bad".into())), None),
+                Status::Warn,
+            ),
         ];
         for (name, fact, want) in cases {
             assert_eq!(nri_check(&fact).status, want, "{name}");
