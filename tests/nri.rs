@@ -70,6 +70,12 @@ fn cdi_hook() -> &'static PathBuf {
 
 const DRIVER: &str = "580.159.04";
 
+/// The plugin binary (and so the hook it adds): this build's, or `CUDA_PREFLIGHT_NRI_BIN` (a
+/// release build, for BENCHMARKS.md).
+fn plugin_bin() -> String {
+    std::env::var("CUDA_PREFLIGHT_NRI_BIN").unwrap_or_else(|_| BIN.to_string())
+}
+
 /// A containerd node with NRI and CDI, its own directory, stopped on drop.
 struct Node {
     env: HashMap<String, String>,
@@ -165,7 +171,7 @@ impl Plugin {
             .append(true)
             .open(log)
             .unwrap();
-        let child = Command::new(BIN)
+        let child = Command::new(plugin_bin())
             .args(["nri", "--config"])
             .arg(config)
             .args([
@@ -489,7 +495,8 @@ fn nri_plugin_on_a_real_containerd() {
     assert_eq!(
         hooks[2],
         format!(
-            "{BIN} hook --stage createContainer --config {}",
+            "{} hook --stage createContainer --config {}",
+            plugin_bin(),
             gpu.config.display()
         )
     );

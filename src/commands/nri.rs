@@ -252,6 +252,13 @@ impl Judge {
             &crate::facts::binaries::WalkSettings::from_config(config),
         );
         let mut findings = run_rules(&facts, &host);
+        // Without the rootfs the image's CUDA is only its CUDA_VERSION: its runtime libraries
+        // and a forward-compat package may say otherwise, so nothing is judged from it here.
+        findings.retain(|f| !crate::rules::versions::FINDING_IDS.contains(&f.id.as_str()));
+        findings.push(crate::finding::Finding::skipped(
+            "cuda-version",
+            "at creation the image is not mounted: its CUDA libraries and forward-compat package are judged by the hook when the container starts",
+        ));
         let (mode, note) = verdict::effective_mode(
             config,
             c.annotations.get(MODE_ANNOTATION).map(String::as_str),
@@ -634,5 +641,136 @@ fn mode_str(m: crate::config::Mode) -> &'static str {
         crate::config::Mode::Enforce => "enforce",
         crate::config::Mode::Warn => "warn",
         crate::config::Mode::Audit => "audit",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(path: &str, major: i64, minor: i64) -> api::LinuxDevice {
+        api::LinuxDevice {
+            path: path.into(),
+            type_: "c".into(),
+            major,
+            minor,
+            ..Default::default()
+        }
+    }
+
+    /// A CDI-style GPU container: the nodes in `nodes`, cgroup rules allowing them, `env`.
+    fn gpu_container(nodes: &[(&str, i64, i64)], env: &[&str]) -> api::Container {
+        let mut linux = api::LinuxContainer::new();
+        linux.devices = nodes.iter().map(|(p, a, b)| device(p, *a, *b)).collect();
+        let mut res = api::LinuxResources::new();
+        res.devices = nodes
+            .iter()
+            .map(|(_, a, b)| api::LinuxDeviceCgroup {
+                allow: true,
+                type_: "c".into(),
+                major: protobuf::MessageField::some(api::OptionalInt64 {
+                    value: *a,
+                    ..Default::default()
+                }),
+                minor: protobuf::MessageField::some(api::OptionalInt64 {
+                    value: *b,
+                    ..Default::default()
+                }),
+                access: "rwm".into(),
+                ..Default::default()
+            })
+            .collect();
+        linux.resources = protobuf::MessageField::some(res);
+        api::Container {
+            id: "0123456789abcdef0123".into(),
+            name: "c".into(),
+            env: env.iter().map(|s| s.to_string()).collect(),
+            linux: protobuf::MessageField::some(linux),
+            ..Default::default()
+        }
+    }
+
+    const ALL: &[(&str, i64, i64)] = &[
+        ("/dev/nvidiactl", 195, 255),
+        // The A100 profile's nvidia-uvm major.
+        ("/dev/nvidia-uvm", 236, 0),
+        ("/dev/nvidia0", 195, 0),
+    ];
+
+    /// What the plugin answers at CreateContainer: an error (block) only where the hook would
+    /// block on the same spec; never from what only the image's files can tell.
+    #[test]
+    fn create_container_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            host_profile: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts/a100-535.json"),
+            ),
+            state_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let stats = Arc::new(Stats::default());
+        let judge = Arc::new(Judge::new(&NriArgs::default(), config, stats.clone()).unwrap());
+        let no_uvm: Vec<_> = ALL
+            .iter()
+            .copied()
+            .filter(|n| n.0 != "/dev/nvidia-uvm")
+            .collect();
+        // (name, container, Ok(hook added) / Err(message contains))
+        let cases: Vec<(&str, api::Container, Result<bool, &str>)> = vec![
+            ("no GPU", api::Container::default(), Ok(false)),
+            ("healthy CDI container", gpu_container(ALL, &[]), Ok(true)),
+            (
+                "no /dev/nvidia-uvm",
+                gpu_container(&no_uvm, &[]),
+                Err("/dev/nvidia-uvm is missing"),
+            ),
+            // The host's driver is CUDA 12.2: a newer major in CUDA_VERSION alone is not a block
+            // (a forward-compat package in the image may carry it); the hook judges it at start.
+            // (Requirements off: the toolkit's legacy-image rule would block on the variable.)
+            (
+                "CUDA_VERSION newer than the driver",
+                gpu_container(ALL, &["CUDA_VERSION=13.0.0", "NVIDIA_DISABLE_REQUIRE=true"]),
+                Ok(true),
+            ),
+            // What the environment alone decides blocks as the hook would.
+            (
+                "NVIDIA_REQUIRE_CUDA unmet",
+                gpu_container(ALL, &["NVIDIA_REQUIRE_CUDA=cuda>=13.9"]),
+                Err("require-unsatisfied"),
+            ),
+            (
+                "env only: left to the hook",
+                gpu_container(&[], &["NVIDIA_VISIBLE_DEVICES=all"]),
+                Ok(true),
+            ),
+        ];
+        for (name, c, want) in cases {
+            let got = judge.create(&api::PodSandbox::new(), &c);
+            match (got, want) {
+                (Ok(adj), Ok(hook)) => {
+                    let added = adj.hooks.as_ref().is_some_and(|h| {
+                        h.create_container.iter().any(|h| {
+                            h.args
+                                .windows(2)
+                                .any(|w| w[0] == "--stage" && w[1] == "createContainer")
+                        })
+                    });
+                    assert_eq!(added, hook, "{name}");
+                }
+                (Err(msg), Err(want)) => {
+                    assert!(
+                        msg.starts_with("cuda-preflight: blocked container 0123456789ab"),
+                        "{name}: {msg}"
+                    );
+                    assert!(msg.contains(want), "{name}: {msg}");
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
+        }
+        let creates = stats.creates.lock().unwrap().clone();
+        assert_eq!(creates.get("not-gpu"), Some(&1));
+        assert_eq!(creates.get("deferred"), Some(&1));
+        assert_eq!(creates.get("block"), Some(&2));
     }
 }
