@@ -63,6 +63,9 @@ pub struct NriArgs {
 #[derive(Default)]
 pub struct Stats {
     pub registered: AtomicBool,
+    /// The runtime's container list of this registration has been taken (Synchronize): from
+    /// then on every creation comes to the plugin.
+    pub synchronized: AtomicBool,
     pub registrations: AtomicU64,
     pub connect_failures: AtomicU64,
     /// CreateContainer answers by outcome: `not-gpu`, `deferred` (left to the hook), `allow`,
@@ -78,6 +81,11 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Registered and synchronized: what `/healthz` and the `registered` gauge say.
+    pub fn ready(&self) -> bool {
+        self.registered.load(Ordering::SeqCst) && self.synchronized.load(Ordering::SeqCst)
+    }
+
     fn count(&self, outcome: &'static str) {
         let mut m = self.creates.lock().unwrap_or_else(|p| p.into_inner());
         *m.entry(outcome).or_insert(0) += 1;
@@ -90,9 +98,9 @@ impl Stats {
         let b = |v: bool| u8::from(v);
         let _ = writeln!(
             s,
-            "# HELP cuda_preflight_nri_registered 1 while the plugin is registered with the runtime.\n\
+            "# HELP cuda_preflight_nri_registered 1 while the plugin is registered with the runtime and synchronized.\n\
              # TYPE cuda_preflight_nri_registered gauge\ncuda_preflight_nri_registered {}",
-            b(self.registered.load(Ordering::SeqCst))
+            b(self.ready())
         );
         let _ = writeln!(
             s,
@@ -481,6 +489,7 @@ impl nri::Handler for Plugin {
         j.stats
             .synced_unchecked
             .store(unchecked as u64, Ordering::SeqCst);
+        j.stats.synchronized.store(true, Ordering::SeqCst);
     }
 
     fn create_container(
@@ -579,6 +588,7 @@ pub fn run(args: &NriArgs) -> anyhow::Result<i32> {
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+        stats.synchronized.store(false, Ordering::SeqCst);
         if stats.registered.swap(false, Ordering::SeqCst) {
             write_state(&state_dir, &state(false));
         }
@@ -586,7 +596,7 @@ pub fn run(args: &NriArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// `/healthz` (200 while registered, 503 otherwise) and `/metrics`, one request per connection.
+/// `/healthz` (200 while registered and synchronized, 503 otherwise) and `/metrics`, one request per connection.
 fn serve_http(l: TcpListener, stats: Arc<Stats>) {
     for conn in l.incoming() {
         let Ok(mut c) = conn else { continue };
@@ -613,7 +623,7 @@ fn answer_http(c: &mut TcpStream, stats: &Stats) -> std::io::Result<()> {
     let text = String::from_utf8_lossy(&buf[..n]);
     let path = text.split_whitespace().nth(1).unwrap_or("");
     let (status, ctype, body) = match path {
-        "/healthz" | "/readyz" if stats.registered.load(Ordering::SeqCst) => {
+        "/healthz" | "/readyz" if stats.ready() => {
             ("200 OK", "text/plain", "registered\n".to_string())
         }
         "/healthz" | "/readyz" => (
