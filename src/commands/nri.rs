@@ -220,8 +220,8 @@ impl Judge {
         })
     }
 
-    /// Judge a GPU container from its spec: the verdict, the message the hook would print, the
-    /// findings' ids.
+    /// Judge a GPU container from its spec: the verdict and the message the hook would print.
+    /// The report is written for a block, or always with `record`.
     pub fn judge(
         &self,
         pod: &api::PodSandbox,
@@ -229,6 +229,7 @@ impl Judge {
         spec: oci_spec::runtime::Spec,
         request: GpuRequest,
         annotations: &std::collections::HashMap<String, String>,
+        record: bool,
     ) -> anyhow::Result<(verdict::Verdict, String)> {
         let started = Instant::now();
         let config = &self.config;
@@ -292,7 +293,13 @@ impl Judge {
             toolchains: None,
             duration_ms: ms,
         };
-        let written = output::report::write(&config.state_dir, &report, config.max_reports);
+        // A container that starts gets the hook's report, which replaces this one: only a
+        // block (or a container the hook will never see) needs the plugin's own, and its fsync.
+        let written = if record || v.verdict == Decision::Block {
+            output::report::write(&config.state_dir, &report, config.max_reports).map(Some)
+        } else {
+            Ok(None)
+        };
         let ids: Vec<&str> = v
             .findings
             .iter()
@@ -319,7 +326,7 @@ impl Judge {
             ));
         }
         output::log::line(&config.host_root, &line);
-        let msg = output::message::render(&c.id, &v, written.is_ok());
+        let msg = output::message::render(&c.id, &v, matches!(written, Ok(Some(_))));
         Ok((v, msg))
     }
 
@@ -362,7 +369,7 @@ impl Judge {
         let spawned = std::thread::Builder::new()
             .name("nri-judge".into())
             .spawn(move || {
-                let _ = tx.send(me.judge(&pod2, &c2, spec, request, &annotations));
+                let _ = tx.send(me.judge(&pod2, &c2, spec, request, &annotations, false));
             });
         if let Err(e) = spawned {
             return self.own_error(c, &format!("cannot start the judgement: {e}"));
@@ -478,7 +485,7 @@ impl nri::Handler for Plugin {
                         .iter()
                         .find(|p| p.id == c.pod_sandbox_id)
                         .unwrap_or(&none);
-                    let _ = j.judge(pod, c, spec, request, &annotations);
+                    let _ = j.judge(pod, c, spec, request, &annotations, true);
                 }
             }
         }
