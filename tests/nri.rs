@@ -6,8 +6,9 @@
 //! `nvidia-cdi-hook` (`CUDA_PREFLIGHT_NVIDIA_TOOLKIT`, default `../shared/nvidia-toolkit`) as the
 //! CDI createContainer hooks. Missing parts fail the test with what to install.
 //!
-//! The hook the plugin adds runs with `probe = "never"` here: the probe at the createContainer
-//! stage is the probe's to make correct (docs/kubernetes.md).
+//! The hook the plugin adds runs with `probe = "always"`; at the createContainer stage it skips
+//! the probe and says so until the probe is made correct there (issue 19); the double's answer
+//! file (/etc/cuda-double.conf, a version marker) is mounted for that day.
 
 mod common;
 
@@ -282,6 +283,8 @@ fn gpu_setup(node: &Node, name: &str) -> Gpu {
         assert_eq!(r, 0, "mknod {n}: {}", std::io::Error::last_os_error());
     }
     let lib = d.join(format!("libcuda.so.{DRIVER}"));
+    let conf = d.join("cuda-double.conf");
+    std::fs::write(&conf, "version=13000\n").unwrap();
     let st = Command::new("gcc")
         .args(["-shared", "-fPIC", "-O2", "-o"])
         .arg(&lib)
@@ -317,6 +320,7 @@ containerEdits:
   env: [NVIDIA_VISIBLE_DEVICES=void]
   mounts:
     - {{hostPath: {lib}, containerPath: {libdir}/libcuda.so.{DRIVER}, options: [ro, nosuid, nodev, bind]}}
+    - {{hostPath: {conf}, containerPath: /etc/cuda-double.conf, options: [ro, nosuid, nodev, bind]}}
   hooks:
     - {{hookName: createContainer, path: {hook}, args: [nvidia-cdi-hook, create-symlinks, --link, 'libcuda.so.{DRIVER}::{libdir}/libcuda.so.1']}}
     - {{hookName: createContainer, path: {hook}, args: [nvidia-cdi-hook, update-ldcache, --folder, {libdir}]}}
@@ -325,6 +329,7 @@ containerEdits:
         ctl = dev("nvidiactl", 195, 255),
         uvm = dev("nvidia-uvm", 238, 0),
         lib = lib.display(),
+        conf = conf.display(),
     );
     std::fs::write(
         Path::new(node.var("CDI_DIR")).join(format!("{name}.yaml")),
@@ -336,7 +341,7 @@ containerEdits:
     std::fs::write(
         &config,
         format!(
-            "probe = \"never\"\nstate_dir = \"{}\"\nhost_profile = \"{}\"\nnri_socket = \"{}\"\n",
+            "probe = \"always\"\nstate_dir = \"{}\"\nhost_profile = \"{}\"\nnri_socket = \"{}\"\n",
             state.display(),
             h100_profile().display(),
             node.var("NRI_SOCKET")
@@ -521,6 +526,13 @@ fn nri_plugin_on_a_real_containerd() {
         "the hook (run by runc from the task's bundle) wrote the last report: {rep}"
     );
     assert_ne!(rep["verdict"], "block", "{rep}");
+    // The probe at the createContainer stage is the hook's (issue 19); until it runs there the
+    // hook says it skipped it. Once it does: the double's answer (version marker) is in
+    // rep["probe"].
+    assert!(
+        all_finding_ids(&rep).contains(&"probe-skipped".to_string()),
+        "{rep}"
+    );
 
     // 2. A GPU container whose CDI device lacks /dev/nvidia-uvm fails creation with our message
     //    in crictl's error, and no container is left.
