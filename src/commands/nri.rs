@@ -400,7 +400,11 @@ impl Judge {
                 }
             },
             Ok(Err(e)) => self.own_error(c, &format!("{e:#}")),
-            Err(_) => {
+            // The judgement panicked: the plugin's own error, not a passed budget.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                self.own_error(c, "the judgement failed (panic)")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 self.stats.count("timeout");
                 let ms = JUDGE_BUDGET.as_millis();
                 output::log::line(
