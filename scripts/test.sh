@@ -15,6 +15,11 @@ command -v podman >/dev/null || need+=(podman)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# tests/nri.rs: xz unpacks the node stack's binaries and NVIDIA's hook; gcc + libc6-dev build the
+# node's pause image and the test-double libcuda.
+command -v xz >/dev/null || need+=(xz-utils)
+command -v gcc >/dev/null || need+=(gcc)
+dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
 # The rootfs has no libc: the busybox copied into it must be the static one.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # tests/nvidia_cdi.rs unpacks NVIDIA's toolkit binaries (.xz) and builds its test-double driver.
@@ -50,6 +55,9 @@ fi
 # next to the repository. A test that cannot find it fails.
 export CUDA_PREFLIGHT_NVIDIA_TOOLKIT="${CUDA_PREFLIGHT_NVIDIA_TOOLKIT:-$(cd .. && pwd)/shared/nvidia-toolkit}"
 echo "scripts/test.sh: NVIDIA container toolkit from $CUDA_PREFLIGHT_NVIDIA_TOOLKIT (CUDA_PREFLIGHT_NVIDIA_TOOLKIT)" >&2
+# tests/nri.rs runs a real containerd + NRI + crictl (CUDA_PREFLIGHT_K8S_NODE; unset: ../shared/k8s-node
+# from the repository root) with NVIDIA's nvidia-cdi-hook (the toolkit above).
+echo "scripts/test.sh: Kubernetes node stack: ${CUDA_PREFLIGHT_K8S_NODE:-$PWD/../shared/k8s-node}" >&2
 
 cargo test --locked "$@"
 

@@ -105,6 +105,14 @@ pub struct Config {
     /// chains itself behind it (a copy of its config with `runtimes` naming the shim), so the hook
     /// goes after NVIDIA's CDI hooks. Off: the hook stays at createRuntime, before them.
     pub chain_nvidia_runtime: bool,
+    /// `cuda-preflight nri`: the runtime's NRI socket; none: `/var/run/nri/nri.sock`.
+    pub nri_socket: Option<PathBuf>,
+    /// `cuda-preflight nri`: where `/healthz` and `/metrics` are served (`off`: nowhere); none:
+    /// `127.0.0.1:9466`.
+    pub nri_listen: Option<String>,
+    /// `cuda-preflight nri`: the config path the added hook is given, as the host sees it (the
+    /// plugin may run in a container); none: the plugin's own `--config`.
+    pub nri_hook_config: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -143,6 +151,9 @@ impl Default for Config {
             storage_driver: None,
             enforce_requirements: false,
             chain_nvidia_runtime: true,
+            nri_socket: None,
+            nri_listen: None,
+            nri_hook_config: None,
         }
     }
 }

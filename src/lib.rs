@@ -8,6 +8,7 @@ pub mod facts;
 pub mod finding;
 pub mod input;
 pub mod knowledge;
+pub mod nri;
 pub mod output;
 pub mod rules;
 pub mod shim;

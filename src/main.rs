@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cuda_preflight::commands::{
-    check, doctor, explain, facts, hook, install, report as reports, scan,
+    check, doctor, explain, facts, hook, install, nri, report as reports, scan,
 };
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
@@ -38,6 +38,8 @@ enum Command {
     Install(install::InstallArgs),
     /// Undo `install`: docker's runtime entry and default, podman's hooks-directory entry
     Uninstall(install::InstallArgs),
+    /// NRI plugin for containerd and CRI-O: judges GPU containers at creation and adds the hook
+    Nri(nri::NriArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Uninstall(args) => {
             report(install::run_uninstall(&args, &mut std::io::stdout().lock()))
         }
+        Command::Nri(args) => report(nri::run(&args)),
     };
     ExitCode::from(code as u8)
 }

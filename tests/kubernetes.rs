@@ -135,46 +135,8 @@ fn daemonset_install_script_on_a_fake_node() {
     let script = init["args"][0].as_str().unwrap();
 
     let t = tempfile::tempdir().unwrap();
-    let root = common::busybox_rootfs(t.path());
-    for applet in ["mkdir", "cp", "chmod", "mv", "["] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    // The image: both binaries and the default config where the .deb puts them, and the
-    // libraries they load (ldd's list).
-    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc/cuda-preflight")).unwrap();
-    let runtime = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
-    for b in [common::BIN, runtime] {
-        let name = Path::new(b).file_name().unwrap();
-        std::fs::copy(b, root.join("usr/bin").join(name)).unwrap();
-        let ldd = Command::new("ldd").arg(b).output().unwrap();
-        for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
-            if lib.starts_with('/') {
-                let dest = root.join(lib.trim_start_matches('/'));
-                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-                std::fs::copy(lib, dest).unwrap();
-            }
-        }
-    }
-    std::fs::copy(
-        repo().join("packaging/config.toml"),
-        root.join("etc/cuda-preflight/config.toml"),
-    )
-    .unwrap();
-
-    let run = || {
-        let out = Command::new(common::require_tool("chroot"))
-            .arg(&root)
-            .args(["/bin/sh", "-c", script])
-            .env("PATH", "/usr/bin:/bin")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let root = image_root(t.path());
+    let run = || run_in(&root, script);
     run();
     let host = root.join("host");
     for b in ["cuda-preflight", "cuda-preflight-runtime"] {
@@ -214,6 +176,165 @@ fn daemonset_install_script_on_a_fake_node() {
     // The node's own settings survive a second run.
     std::fs::write(&config, "mode = \"warn\"\n").unwrap();
     run();
+    assert_eq!(
+        std::fs::read_to_string(&config).unwrap(),
+        "mode = \"warn\"\n"
+    );
+}
+
+/// A chroot laid out like the image (the .deb's files and the libraries they load, busybox for
+/// the shell), for the init containers' scripts.
+fn image_root(dir: &Path) -> std::path::PathBuf {
+    let root = common::busybox_rootfs(dir);
+    for applet in ["mkdir", "cp", "chmod", "mv", "["] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    // The image: both binaries and the default config where the .deb puts them, and the
+    // libraries they load (ldd's list).
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc/cuda-preflight")).unwrap();
+    let runtime = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
+    for b in [common::BIN, runtime] {
+        let name = Path::new(b).file_name().unwrap();
+        std::fs::copy(b, root.join("usr/bin").join(name)).unwrap();
+        let ldd = Command::new("ldd").arg(b).output().unwrap();
+        for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace() {
+            if lib.starts_with('/') {
+                let dest = root.join(lib.trim_start_matches('/'));
+                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                std::fs::copy(lib, dest).unwrap();
+            }
+        }
+    }
+    std::fs::copy(
+        repo().join("packaging/config.toml"),
+        root.join("etc/cuda-preflight/config.toml"),
+    )
+    .unwrap();
+
+    root
+}
+
+/// Run a script with the image's sh in the chroot; it must succeed.
+fn run_in(root: &Path, script: &str) {
+    let out = Command::new(common::require_tool("chroot"))
+        .arg(root)
+        .args(["/bin/sh", "-c", script])
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn nri_manifest_validates_against_the_kubernetes_schemas() {
+    let (ok, text) = validate(&[&repo().join("packaging/kubernetes/nri.yaml")]);
+    assert!(ok, "{text}");
+    for r in ["namespace/cuda-preflight", "daemonset/cuda-preflight-nri"] {
+        assert!(text.contains(&format!("passed for resource {r}")), "{text}");
+    }
+}
+
+/// The plugin container sees every node directory at the node's own path (the hook and config
+/// paths it writes into specs must be the node's), the NRI socket is the plugin's default one,
+/// the readiness probe asks the plugin's default health address, and nothing mounts a runtime's
+/// configuration.
+#[test]
+fn nri_daemonset_mounts_the_node_paths_it_names() {
+    let ds = docs("packaging/kubernetes/nri.yaml");
+    let pod = &kind(&ds, "DaemonSet")["spec"]["template"]["spec"];
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    let host_path = |name: &Value| {
+        volumes.iter().find(|v| v["name"] == *name).unwrap()["hostPath"]["path"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    for v in volumes {
+        let p = v["hostPath"]["path"].as_str().unwrap();
+        assert!(
+            !p.contains("containerd") && !p.contains("crio"),
+            "a runtime's configuration is mounted: {p}"
+        );
+    }
+    let c = &pod["containers"][0];
+    let argv: Vec<&str> = c["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(argv[1], "nri");
+    let flag = |f: &str| argv[argv.iter().position(|a| *a == f).unwrap() + 1];
+    assert_eq!(
+        flag("--nri-socket"),
+        cuda_preflight::commands::nri::DEFAULT_SOCKET
+    );
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    let covered = |path: &str| {
+        mounts.iter().any(|m| {
+            let at = m["mountPath"].as_str().unwrap();
+            // Mounted at the node's own path (the host root at /host is the one exception,
+            // for --host-root).
+            path.starts_with(&format!("{at}/")) && host_path(&m["name"]) == at
+        })
+    };
+    for p in [
+        argv[0],
+        flag("--config"),
+        flag("--nri-socket"),
+        "/run/cuda-preflight/reports",
+    ] {
+        assert!(
+            covered(p),
+            "{p} is not the node's own path in the plugin container"
+        );
+    }
+    let host = mounts.iter().find(|m| m["mountPath"] == "/host").unwrap();
+    assert_eq!(host_path(&host["name"]), "/");
+    assert_eq!(host["readOnly"], true);
+    assert_eq!(flag("--host-root"), "/host");
+    let probe = &c["readinessProbe"]["httpGet"];
+    assert_eq!(
+        format!(
+            "{}:{}",
+            probe["host"].as_str().unwrap(),
+            probe["port"].as_u64().unwrap()
+        ),
+        cuda_preflight::commands::nri::DEFAULT_LISTEN
+    );
+    assert_eq!(probe["path"], "/healthz");
+    assert_eq!(
+        pod["hostNetwork"], true,
+        "the health address is the node's loopback"
+    );
+}
+
+/// The NRI DaemonSet's init script on a fake node: the binary and the default config land where
+/// the plugin container runs them from, and a second run keeps the node's own config.
+#[test]
+fn nri_install_script_on_a_fake_node() {
+    let ds = docs("packaging/kubernetes/nri.yaml");
+    let init = &kind(&ds, "DaemonSet")["spec"]["template"]["spec"]["initContainers"][0];
+    let script = init["args"][0].as_str().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let root = image_root(t.path());
+    std::fs::create_dir_all(root.join("host/etc/cuda-preflight")).unwrap();
+    run_in(&root, script);
+    let bin = root.join("host/opt/cuda-preflight/bin/cuda-preflight");
+    let out = Command::new(&bin).args(["nri", "--help"]).output().unwrap();
+    assert!(out.status.success(), "{}", bin.display());
+    let config = root.join("host/etc/cuda-preflight/config.toml");
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(repo().join("packaging/config.toml")).unwrap()
+    );
+    std::fs::write(&config, "mode = \"warn\"\n").unwrap();
+    run_in(&root, script);
     assert_eq!(
         std::fs::read_to_string(&config).unwrap(),
         "mode = \"warn\"\n"

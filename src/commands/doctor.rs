@@ -52,6 +52,14 @@ pub fn run(args: &DoctorArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         notes,
         &config.disk_paths,
         std::time::Duration::from_millis(config.probe_deadline_ms),
+        doctor::nri(
+            root,
+            config
+                .nri_socket
+                .as_deref()
+                .unwrap_or(std::path::Path::new(crate::commands::nri::DEFAULT_SOCKET)),
+            &config.state_dir,
+        ),
     );
     let list = checks(
         &facts,

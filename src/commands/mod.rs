@@ -7,6 +7,7 @@ pub mod explain;
 pub mod facts;
 pub mod hook;
 pub mod install;
+pub mod nri;
 pub mod report;
 pub mod scan;
 

@@ -79,6 +79,72 @@ pub struct DiskFact {
     pub space: Result<Option<Space>, String>,
 }
 
+/// The runtime's NRI socket and the cuda-preflight NRI plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NriFact {
+    /// As the host names it.
+    pub socket: String,
+    /// `Ok(true)`: a socket is there; `Ok(false)`: nothing is.
+    pub present: Result<bool, String>,
+    /// The plugin's state file (`<state_dir>/nri.json`); `None`: none (the plugin never ran here).
+    pub state: Option<Result<crate::nri::PluginState, String>>,
+    /// `/healthz` of a plugin whose state says it serves one: the HTTP status, or why none came.
+    pub health: Option<Result<u16, String>>,
+}
+
+/// Look at the NRI socket and the plugin's state file, and ask the plugin's health endpoint.
+pub fn nri(host_root: &Path, socket: &Path, state_dir: &Path) -> NriFact {
+    use std::os::unix::fs::FileTypeExt;
+    let shown = socket.display().to_string();
+    let present = match std::fs::metadata(under(host_root, &shown)) {
+        Ok(m) => Ok(m.file_type().is_socket()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e.to_string()),
+    };
+    let file = state_dir.join(crate::nri::STATE_FILE);
+    let state = match crate::input::read_capped(&file, MAX_CONFIG_FILE) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(Err(format!("{}: {e}", file.display()))),
+        Ok(b) => Some(
+            serde_json::from_slice::<crate::nri::PluginState>(&b)
+                .map_err(|e| format!("{}: {e}", file.display())),
+        ),
+    };
+    let health = match &state {
+        Some(Ok(st)) => st.listen.as_deref().map(healthz),
+        _ => None,
+    };
+    NriFact {
+        socket: shown,
+        present,
+        state,
+        health,
+    }
+}
+
+/// `GET /healthz` with a short deadline: the status code.
+fn healthz(addr: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let t = std::time::Duration::from_millis(500);
+    let sa = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("{addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr}: no address"))?;
+    let mut c = std::net::TcpStream::connect_timeout(&sa, t).map_err(|e| format!("{addr}: {e}"))?;
+    c.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut buf = Vec::new();
+    let _ = c.take(4096).read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{addr}: not an HTTP answer"))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DoctorFacts {
     pub host: HostProfile,
@@ -98,6 +164,7 @@ pub struct DoctorFacts {
     pub engines: Vec<EngineFact>,
     pub probe: HostProbe,
     pub disks: Vec<DiskFact>,
+    pub nri: NriFact,
 }
 
 /// Directories where images and models live, checked unless the config names others.
@@ -375,6 +442,7 @@ pub fn gather(
     notes: Vec<String>,
     disk_paths: &[PathBuf],
     probe_deadline: std::time::Duration,
+    nri_fact: NriFact,
 ) -> DoctorFacts {
     let modules = crate::input::read_capped(&under(host_root, "/proc/modules"), MAX_PROC_FILE)
         .map(|b| parse_proc_modules(&String::from_utf8_lossy(&b)))
@@ -441,6 +509,7 @@ pub fn gather(
         engines: engines(host_root),
         probe: probe(host_root, probe_deadline),
         disks,
+        nri: nri_fact,
         host,
         source,
         notes,

@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod image;
+pub mod nri;
 pub mod state;
 
 use std::io::Read;

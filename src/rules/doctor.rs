@@ -27,6 +27,7 @@ pub const CDI: &str = "cdi-specs";
 pub const ENGINE_DOCKER: &str = "engine-docker";
 pub const ENGINE_PODMAN: &str = "engine-podman";
 pub const ENGINE_CONTAINERD: &str = "engine-containerd";
+pub const ENGINE_NRI: &str = "engine-nri";
 pub const HOOK_REGISTERED: &str = "hook-registered";
 pub const CONTEXT: &str = "host-context";
 pub const DISK: &str = "disk-space";
@@ -49,6 +50,7 @@ pub const CHECK_IDS: &[&str] = &[
     ENGINE_DOCKER,
     ENGINE_PODMAN,
     ENGINE_CONTAINERD,
+    ENGINE_NRI,
     HOOK_REGISTERED,
     CONTEXT,
     DISK,
@@ -512,6 +514,9 @@ pub fn checks(f: &DoctorFacts, policy: Policy) -> Vec<Check> {
             ),
         });
     }
+    let nri = nri_check(&f.nri);
+    any |= nri.status == Status::Ok;
+    out.push(nri);
     if !any {
         out.push(check(
             HOOK_REGISTERED,
@@ -631,8 +636,148 @@ pub fn probe_check(libcuda: &str, r: &ProbeResult) -> Check {
     }
 }
 
+/// The NRI socket and the plugin: registered (and answering) is the Kubernetes path's "runs
+/// cuda-preflight"; a socket with no plugin means GPU pods on this node start unchecked.
+pub fn nri_check(n: &crate::facts::doctor::NriFact) -> Check {
+    const DEPLOY: &str =
+        "deploy the NRI plugin (packaging/kubernetes/daemonset.yaml) or run `cuda-preflight nri`";
+    let sock = &n.socket;
+    match (&n.present, &n.state, &n.health) {
+        (Err(e), _, _) => check(ENGINE_NRI, Status::Warn, format!("{sock}: {e}"), ""),
+        (Ok(false), None, _) => check(
+            ENGINE_NRI,
+            Status::Skip,
+            format!("no NRI socket at {sock}: no runtime here has NRI on"),
+            "",
+        ),
+        (Ok(true), None, _) => check(
+            ENGINE_NRI,
+            Status::Warn,
+            format!(
+                "{sock} is there but the cuda-preflight NRI plugin never ran on this host: GPU pods start unchecked"
+            ),
+            DEPLOY,
+        ),
+        (_, Some(Err(e)), _) => check(ENGINE_NRI, Status::Warn, e.clone(), DEPLOY),
+        (present, Some(Ok(st)), health) => {
+            let answered = match health {
+                Some(Ok(200)) => Ok(()),
+                Some(Ok(code)) => Err(format!("its /healthz answers {code}")),
+                Some(Err(e)) => Err(format!("its /healthz does not answer ({e})")),
+                None => Ok(()),
+            };
+            match (st.registered, answered, present) {
+                (true, Ok(()), Ok(true)) => check(
+                    ENGINE_NRI,
+                    Status::Ok,
+                    format!(
+                        "the cuda-preflight NRI plugin (pid {}) is registered with {} ({})",
+                        st.pid,
+                        st.socket.display(),
+                        if st.runtime.is_empty() {
+                            "runtime unnamed"
+                        } else {
+                            st.runtime.as_str()
+                        }
+                    ),
+                    "",
+                ),
+                (_, Err(why), _) => check(
+                    ENGINE_NRI,
+                    Status::Warn,
+                    format!(
+                        "the NRI plugin's state says pid {} but {why}: it is not running",
+                        st.pid
+                    ),
+                    DEPLOY,
+                ),
+                (true, Ok(()), _) => check(
+                    ENGINE_NRI,
+                    Status::Warn,
+                    format!(
+                        "the NRI plugin says it is registered with {}, which is not a socket now: the runtime is down or moved its socket",
+                        st.socket.display()
+                    ),
+                    "",
+                ),
+                (false, Ok(()), _) => check(
+                    ENGINE_NRI,
+                    Status::Warn,
+                    format!(
+                        "the NRI plugin runs but is not registered with {}: GPU pods start unchecked",
+                        st.socket.display()
+                    ),
+                    "check that the runtime has NRI on (containerd: [plugins.\"io.containerd.nri.v1.nri\"] disable = false) and the socket path the plugin is given",
+                ),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nri_check_table() {
+        use super::{Status, nri_check};
+        use crate::facts::doctor::NriFact;
+        use crate::nri::PluginState;
+        let st = |registered| PluginState {
+            pid: 7,
+            socket: "/var/run/nri/nri.sock".into(),
+            listen: Some("127.0.0.1:9466".into()),
+            registered,
+            since: 0,
+            runtime: "containerd v2.3.4".into(),
+        };
+        let f = |present, state, health| NriFact {
+            socket: "/var/run/nri/nri.sock".into(),
+            present,
+            state,
+            health,
+        };
+        let cases: Vec<(&str, NriFact, Status)> = vec![
+            (
+                "no socket, no plugin",
+                f(Ok(false), None, None),
+                Status::Skip,
+            ),
+            ("socket, no plugin", f(Ok(true), None, None), Status::Warn),
+            (
+                "registered and healthy",
+                f(Ok(true), Some(Ok(st(true))), Some(Ok(200))),
+                Status::Ok,
+            ),
+            (
+                "registered, no health endpoint",
+                f(Ok(true), Some(Ok(st(true))), None),
+                Status::Ok,
+            ),
+            (
+                "stale state: endpoint dead",
+                f(Ok(true), Some(Ok(st(true))), Some(Err("refused".into()))),
+                Status::Warn,
+            ),
+            (
+                "running, not registered",
+                f(Ok(true), Some(Ok(st(false))), Some(Ok(503))),
+                Status::Warn,
+            ),
+            (
+                "registered but the socket is gone",
+                f(Ok(false), Some(Ok(st(true))), Some(Ok(200))),
+                Status::Warn,
+            ),
+            (
+                "unreadable state",
+                f(Ok(true), Some(Err("bad".into())), None),
+                Status::Warn,
+            ),
+        ];
+        for (name, fact, want) in cases {
+            assert_eq!(nri_check(&fact).status, want, "{name}");
+        }
+    }
+
     #[test]
     fn check_ids_are_unique_kebab_case() {
         let ids = super::CHECK_IDS;
