@@ -611,6 +611,7 @@ mod tests {
         let facts = container_facts(
             &b,
             request,
+            crate::facts::start_path::CdiHooks::default(),
             Some(std::process::id() as i32),
             Path::new("/proc"),
             Path::new("/"),
