@@ -7,6 +7,11 @@
 //! writes the state and then the `.prom` file (each a temporary file renamed over the old one),
 //! and lets go: concurrent starts are serialised and none loses an increment. Outputs never
 //! decide anything; a failure here is reported in the log line, never changes a verdict.
+//!
+//! The lock is waited for at most [`LOCK_WAIT`]: a stuck writer or a stalled disk must not hold
+//! the hook (whose verdict is already decided) until its deadline. A start that gave up adds one
+//! byte to `<state_dir>/metrics.skipped` (append, never blocks on the lock); the next writer that
+//! gets the lock folds those into `cuda_preflight_metrics_skipped_total`, so a lost start shows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +27,10 @@ use crate::knowledge;
 pub const PROM_FILE: &str = "cuda_preflight.prom";
 pub const STATE_FILE: &str = "metrics.json";
 const LOCK_FILE: &str = "metrics.lock";
+const SKIPPED_FILE: &str = "metrics.skipped";
+/// How long a start waits for the metrics lock before it gives up and counts itself as skipped.
+/// 20 hooks at once on a loaded 2-core machine take well under this (tests/metrics.rs).
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 const MAX_STATE_BYTES: u64 = 4 << 20;
 
 /// Upper bounds (seconds) of the hook latency histogram: a start without a probe takes
@@ -47,6 +56,8 @@ pub struct State {
     pub latency_buckets: Vec<u64>,
     pub latency_sum_seconds: f64,
     pub latency_count: u64,
+    /// Starts that could not take the metrics lock in time and were not counted above.
+    pub skipped: u64,
 }
 
 /// One GPU container start, as the hook saw it.
@@ -70,6 +81,8 @@ pub enum MetricsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: lock held by another writer for {waited_ms} ms; this start counted as skipped")]
+    Busy { path: PathBuf, waited_ms: u128 },
 }
 
 type Result<T> = std::result::Result<T, MetricsError>;
@@ -222,6 +235,12 @@ impl State {
             self.context_successes as f64 / self.context_attempts as f64
         };
         let _ = writeln!(s, "cuda_preflight_context_success_ratio {}", fmt_f64(ratio));
+        counter(
+            &mut s,
+            "cuda_preflight_metrics_skipped_total",
+            "Starts not counted in these metrics: the metrics lock was held longer than the hook waits.",
+        );
+        let _ = writeln!(s, "cuda_preflight_metrics_skipped_total {}", self.skipped);
         let h = "cuda_preflight_hook_duration_seconds";
         let _ = writeln!(
             s,
@@ -266,6 +285,63 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::atomic::write_file(path, bytes).map_err(io(path))
 }
 
+/// Take the exclusive lock, polling a non-blocking `flock`, for at most `wait`.
+fn lock_within(
+    lock: &std::fs::File,
+    path: &Path,
+    wait: std::time::Duration,
+) -> Result<()> {
+    let start = std::time::Instant::now();
+    loop {
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => {}
+            _ => {
+                return Err(MetricsError::Lock {
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
+        }
+        if start.elapsed() >= wait {
+            return Err(MetricsError::Busy {
+                path: path.to_path_buf(),
+                waited_ms: start.elapsed().as_millis(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// One byte appended per start that gave up on the lock: `O_APPEND` needs no lock.
+fn count_skipped(state_dir: &Path) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join(SKIPPED_FILE))
+    {
+        let _ = f.write_all(b"s");
+    }
+}
+
+/// The skipped starts recorded since the last writer, taken (the file is emptied) under the lock.
+fn take_skipped(state_dir: &Path) -> u64 {
+    let p = state_dir.join(SKIPPED_FILE);
+    match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
+        Ok(f) => {
+            let n = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.set_len(0);
+            n
+        }
+        Err(_) => 0,
+    }
+}
+
 /// Add one start to the counters kept in `state_dir` and rewrite `<metrics_dir>/cuda_preflight.prom`.
 pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<State> {
     std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
@@ -277,16 +353,11 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
         .write(true)
         .open(&lock_path)
         .map_err(io(&lock_path))?;
-    // SAFETY: flock on a descriptor we own; released when `lock` is closed.
-    while unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(MetricsError::Lock {
-                path: lock_path,
-                source: e,
-            });
+    lock_within(&lock, &lock_path, LOCK_WAIT).inspect_err(|e| {
+        if matches!(e, MetricsError::Busy { .. }) {
+            count_skipped(state_dir);
         }
-    }
+    })?;
     let state_path = state_dir.join(STATE_FILE);
     // A state file that is unreadable or not ours starts the counters again (Prometheus sees a
     // counter reset) rather than stopping metrics for good.
@@ -295,6 +366,7 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     state.add(sample);
+    state.skipped += take_skipped(state_dir);
     replace(
         &state_path,
         &serde_json::to_vec(&state).expect("metrics state serialises"),
