@@ -64,7 +64,9 @@ fn held_metrics_lock_does_not_turn_a_block_into_a_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a blocked container started: {err}");
     assert!(
-        err.contains(&format!("cuda-preflight: blocked container {id}: /dev/nvidia-uvm")),
+        err.contains(&format!(
+            "cuda-preflight: blocked container {id}: /dev/nvidia-uvm"
+        )),
         "{err}"
     );
     // The lock is waited for 1 s, recording may take 2 s: well before the 6 s deadline.
@@ -114,4 +116,366 @@ fn stalled_log_daemon_does_not_turn_a_block_into_a_start() {
     );
     assert_eq!(read_report(&state, &id).unwrap()["verdict"], "block");
     drop(daemon);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile images: memory and time bounded by what is kept.
+
+/// The hook run directly on a bundle (state without a pid: facts from the bundle's rootfs), its
+/// address space capped at 1 GiB so a regression fails here instead of taking the machine's
+/// memory; peak RSS from wait4.
+struct HookRun {
+    code: i32,
+    stderr: String,
+    elapsed: Duration,
+    max_rss_kb: i64,
+}
+
+const AS_LIMIT: u64 = 1 << 30;
+/// Peak RSS allowed: the hook alone is ~10 MB; each budget keeps at most tens of MB.
+const MAX_RSS_KB: i64 = 200 * 1024;
+
+fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
+    use std::io::Write;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let config = work.join("direct.toml");
+    std::fs::write(
+        &config,
+        "probe = \"never\"\ndeadline_ms = 10000\non_timeout = \"block\"\n",
+    )
+    .unwrap();
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"{}","status":"creating","bundle":"{}"}}"#,
+        unique_id("direct"),
+        bundle.display()
+    );
+    let t = Instant::now();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["hook", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(work.join("direct-state"))
+        .arg("--host-profile")
+        .arg(h100_profile())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    unsafe {
+        cmd.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: AS_LIMIT,
+                rlim_max: AS_LIMIT,
+            };
+            libc::setrlimit(libc::RLIMIT_AS, &l);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(state.as_bytes())
+        .unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut se, &mut v).unwrap();
+        v
+    });
+    let pid = child.id() as i32;
+    let (mut status, mut ru) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    loop {
+        if unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) } == pid {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("the hook did not exit within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let elapsed = t.elapsed();
+    let stderr = String::from_utf8_lossy(&err_t.join().unwrap()).into_owned();
+    let st = std::process::ExitStatus::from_raw(status);
+    assert!(
+        st.signal().is_none(),
+        "the hook was killed by signal {:?} (address space capped at {} MiB): {stderr}",
+        st.signal(),
+        AS_LIMIT >> 20
+    );
+    let r = HookRun {
+        code: st.code().unwrap(),
+        stderr,
+        elapsed,
+        max_rss_kb: ru.ru_maxrss,
+    };
+    eprintln!(
+        "hook on {}: exit {}, {:?}, peak RSS {} KB",
+        bundle.display(),
+        r.code,
+        r.elapsed,
+        r.max_rss_kb
+    );
+    r
+}
+
+/// A GPU bundle (the cuda13-image spec) with an empty rootfs, for direct hook runs.
+fn gpu_bundle(top: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = top.join("b");
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(
+        repo().join("examples/bundles/cuda13-image/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+    (dir, root)
+}
+
+const NEW_MAGIC: &[u8] = b"glibc-ld.so.cache1.1";
+const X86_64_LIBC6: i32 = 0x0303;
+
+/// A glibc new-format cache: header, the entry table (`(flags, key offset, value offset)`), then
+/// `strings` placed right after the table; offsets are relative to the header's start.
+fn cache_file(entries: &[(i32, u32, u32)], strings: &[u8]) -> Vec<u8> {
+    let mut d = NEW_MAGIC.to_vec();
+    d.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    d.extend_from_slice(&(strings.len() as u32).to_le_bytes());
+    d.extend_from_slice(&[2, 0, 0, 0]);
+    d.extend_from_slice(&[0u8; 16]);
+    for (flags, k, v) in entries {
+        d.extend_from_slice(&flags.to_le_bytes());
+        d.extend_from_slice(&k.to_le_bytes());
+        d.extend_from_slice(&v.to_le_bytes());
+        d.extend_from_slice(&0u32.to_le_bytes());
+        d.extend_from_slice(&0u64.to_le_bytes());
+    }
+    d.extend_from_slice(strings);
+    d
+}
+
+/// The issue's first input: a 16 MiB cache whose entries all point at one 9 MB string.
+fn cache_one_big_string() -> Vec<u8> {
+    let total = (16 << 20) - 1;
+    let big = 9_000_000usize;
+    let n = (total - 48 - big - 1) / 24;
+    let at = (48 + n * 24) as u32;
+    let mut s = vec![b'a'; big];
+    s.push(0);
+    let d = cache_file(&vec![(X86_64_LIBC6, at, at); n], &s);
+    assert!(d.len() <= 16 << 20);
+    d
+}
+
+/// 25,000 libraries each in a directory of its own (820 KB): `search_dirs` was quadratic.
+fn cache_many_dirs(n: usize) -> Vec<u8> {
+    let start = 48 + n * 24;
+    let mut strings = Vec::new();
+    let mut entries = Vec::new();
+    for i in 0..n {
+        let k = (start + strings.len()) as u32;
+        strings.extend_from_slice(format!("libq{i}.so\0").as_bytes());
+        let v = (start + strings.len()) as u32;
+        strings.extend_from_slice(format!("/q/d{i}/libq{i}.so\0").as_bytes());
+        entries.push((X86_64_LIBC6, k, v));
+    }
+    cache_file(&entries, &strings)
+}
+
+/// A 64-bit shared object with only program headers and a dynamic section: `needed` string
+/// offsets into `strtab` as its DT_NEEDED entries.
+fn elf_with_needed(strtab: &[u8], needed: &[u32]) -> Vec<u8> {
+    let dyn_off = 64 + 2 * 56;
+    let dyn_len = (needed.len() + 3) * 16;
+    let str_off = dyn_off + dyn_len;
+    let total = str_off + strtab.len();
+    let mut f = vec![0u8; 64];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2;
+    f[5] = 1;
+    f[6] = 1;
+    f[16..18].copy_from_slice(&3u16.to_le_bytes()); // ET_DYN
+    f[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    f[20..24].copy_from_slice(&1u32.to_le_bytes());
+    f[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+    f[0x34..0x36].copy_from_slice(&64u16.to_le_bytes());
+    f[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+    f[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
+    let ph = |kind: u32, off: usize, len: usize| {
+        let mut p = vec![0u8; 56];
+        p[0..4].copy_from_slice(&kind.to_le_bytes());
+        p[4..8].copy_from_slice(&4u32.to_le_bytes());
+        p[8..16].copy_from_slice(&(off as u64).to_le_bytes());
+        p[16..24].copy_from_slice(&(off as u64).to_le_bytes());
+        p[24..32].copy_from_slice(&(off as u64).to_le_bytes());
+        p[32..40].copy_from_slice(&(len as u64).to_le_bytes());
+        p[40..48].copy_from_slice(&(len as u64).to_le_bytes());
+        p
+    };
+    f.extend(ph(1, 0, total));
+    f.extend(ph(2, dyn_off, dyn_len));
+    let mut dyn_entry = |tag: u64, val: u64| {
+        f.extend_from_slice(&tag.to_le_bytes());
+        f.extend_from_slice(&val.to_le_bytes());
+    };
+    for n in needed {
+        dyn_entry(1, *n as u64);
+    }
+    dyn_entry(5, str_off as u64);
+    dyn_entry(10, strtab.len() as u64);
+    dyn_entry(0, 0);
+    f.extend_from_slice(strtab);
+    assert_eq!(f.len(), total);
+    f
+}
+
+/// The issue's second input: 301 libraries of 68 KB, each needing libcudart (so the walk keeps
+/// it for the load checks) and naming one 4 KB string in 3,999 more DT_NEEDED entries.
+fn many_needed_libs(root: &Path) {
+    let dir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut strtab = b"\0libcudart.so.12\0".to_vec();
+    let big = strtab.len() as u32;
+    strtab.extend(vec![b'n'; 4095]);
+    strtab.push(0);
+    let mut needed = vec![1u32];
+    needed.extend(std::iter::repeat_n(big, 3999));
+    let elf = elf_with_needed(&strtab, &needed);
+    for i in 0..301 {
+        std::fs::write(dir.join(format!("libhostile{i}.so")), &elf).unwrap();
+    }
+}
+
+#[test]
+fn sixteen_mib_cache_pointing_at_one_big_string_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, root) = gpu_bundle(dir.path());
+    std::fs::write(root.join("etc/ld.so.cache"), cache_one_big_string()).unwrap();
+    let r = hook_direct(&bundle, dir.path());
+    assert!(
+        !r.stderr.contains("deadline"),
+        "the hook ran out of time: {}",
+        r.stderr
+    );
+    assert!(r.max_rss_kb < MAX_RSS_KB, "peak RSS {} KB", r.max_rss_kb);
+    assert!(r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
+    // What was skipped is said: the report's image-read-partial names the cache.
+    let rep = std::fs::read_dir(dir.path().join("direct-state/reports"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let text = std::fs::read_to_string(rep).unwrap();
+    assert!(
+        text.contains("image-read-partial") && text.contains("longer than 4096 bytes"),
+        "{text}"
+    );
+}
+
+#[test]
+fn three_hundred_libraries_of_4000_needed_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, root) = gpu_bundle(dir.path());
+    many_needed_libs(&root);
+    let r = hook_direct(&bundle, dir.path());
+    assert!(!r.stderr.contains("deadline"), "{}", r.stderr);
+    assert!(r.max_rss_kb < MAX_RSS_KB, "peak RSS {} KB", r.max_rss_kb);
+    assert!(r.elapsed < Duration::from_secs(8), "took {:?}", r.elapsed);
+}
+
+#[test]
+fn cache_of_25000_directories_is_judged_well_inside_the_deadline_under_runc() {
+    // Under the real runc: the hook on createRuntime with on_timeout = block and a 5 s deadline;
+    // the quadratic search took 12.5 s, so the start was decided by the deadline.
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_rootfs(dir.path());
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/ld.so.cache"), cache_many_dirs(25_000)).unwrap();
+    let mut spec = base_spec(dir.path(), &["true"]);
+    spec["linux"]["devices"] = nvidia_devices(ALL_NODES);
+    allow_nvidia_cgroup(&mut spec);
+    let state = dir.path().join("state");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "probe = \"never\"\ndeadline_ms = 5000\non_timeout = \"block\"\n",
+    )
+    .unwrap();
+    add_our_hook(
+        &mut spec,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--host-profile",
+            h100_profile().to_str().unwrap(),
+        ],
+    );
+    write_spec(dir.path(), &spec);
+    let id = unique_id("robust-dirs");
+    let t = Instant::now();
+    let out = runc_run(dir.path(), &id);
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "blocked: {err}");
+    let rep = read_report(&state, &id).expect("a report: the hook decided, not its deadline");
+    assert_eq!(rep["verdict"], "allow", "{rep}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Also directly, for its memory and time.
+    let (bundle, root) = gpu_bundle(dir.path());
+    std::fs::write(root.join("etc/ld.so.cache"), cache_many_dirs(25_000)).unwrap();
+    let r = hook_direct(&bundle, dir.path());
+    assert!(r.max_rss_kb < MAX_RSS_KB, "peak RSS {} KB", r.max_rss_kb);
+    assert!(!r.stderr.contains("deadline"), "{}", r.stderr);
+}
+
+#[test]
+fn check_has_a_deadline() {
+    // 100,000 cache directories took `check` 195 s. Now linear; and `check` stops at
+    // deadline_ms whatever the input, saying so (exit 2), instead of running on.
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, root) = gpu_bundle(dir.path());
+    std::fs::write(root.join("etc/ld.so.cache"), cache_many_dirs(100_000)).unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "deadline_ms = 60000\n").unwrap();
+    let t = Instant::now();
+    // Killed at 60 s so a regression fails instead of running for minutes.
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "5", "60"])
+        .arg(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--host-profile")
+        .arg(h100_profile())
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took < Duration::from_secs(15), "check took {took:?}");
+    // The deadline itself: 1 ms cannot judge anything; check says so and exits 2.
+    std::fs::write(&cfg, "deadline_ms = 1\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(&cfg)
+        .arg("--bundle")
+        .arg(&bundle)
+        .arg("--host-profile")
+        .arg(h100_profile())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("did not finish within deadline_ms = 1 ms"),
+        "{err}"
+    );
 }

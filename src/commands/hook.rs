@@ -69,8 +69,9 @@ fn arm_deadline(ms: u64, on_timeout: OnFailure, container: &str) {
     set_timer(ms, code, msg);
 }
 
-/// Arm the one real-time timer: at `ms` the handler prints `msg` and exits with `code`.
-fn set_timer(ms: u64, code: i32, msg: String) {
+/// Arm the one real-time timer: at `ms` the handler prints `msg` and exits with `code`; `ms` 0
+/// disarms it.
+pub(crate) fn set_timer(ms: u64, code: i32, msg: String) {
     TIMEOUT_EXIT.store(code, Ordering::SeqCst);
     let old = TIMEOUT_MSG.swap(Box::leak(Box::new(msg.into_bytes())), Ordering::SeqCst);
     let _ = old; // leaked on purpose: the handler may still hold it

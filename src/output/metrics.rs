@@ -81,7 +81,9 @@ pub enum MetricsError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: lock held by another writer for {waited_ms} ms; this start counted as skipped")]
+    #[error(
+        "{path}: lock held by another writer for {waited_ms} ms; this start counted as skipped"
+    )]
     Busy { path: PathBuf, waited_ms: u128 },
 }
 
@@ -286,11 +288,7 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Take the exclusive lock, polling a non-blocking `flock`, for at most `wait`.
-fn lock_within(
-    lock: &std::fs::File,
-    path: &Path,
-    wait: std::time::Duration,
-) -> Result<()> {
+fn lock_within(lock: &std::fs::File, path: &Path, wait: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
         // SAFETY: flock on a descriptor we own; released when the file is closed.
