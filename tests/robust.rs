@@ -479,3 +479,245 @@ fn check_has_a_deadline() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The runtime shim: a deadline before exec, and nothing passed through unsaid.
+
+const SHIM: &str = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
+
+/// A busybox GPU bundle for the shim (the shim adds the hook itself); `nodes` in linux.devices.
+fn shim_bundle(dir: &Path, nodes: &[(&str, u32, u32)]) -> std::path::PathBuf {
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    busybox_rootfs(&bundle);
+    let mut spec = base_spec(&bundle, &["true"]);
+    spec["linux"]["devices"] = nvidia_devices(nodes);
+    allow_nvidia_cgroup(&mut spec);
+    write_spec(&bundle, &spec);
+    bundle
+}
+
+/// The shim with a config naming the real runc and the hook, killed after 30 s.
+fn run_shim(dir: &Path, config_extra: &str, args: &[&str]) -> (std::process::Output, Duration) {
+    let config = dir.join("shim.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtime = \"{}\"\nhook_binary = \"{BIN}\"\nprobe = \"never\"\nstate_dir = \"{}\"\n{config_extra}",
+            require_tool("runc").display(),
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    // Files, not pipes: a created container's init keeps the runtime's stdio open until it
+    // is started or deleted.
+    let (o, e) = (dir.join("shim.out"), dir.join("shim.err"));
+    let t = Instant::now();
+    let status = std::process::Command::new("timeout")
+        .args(["-k", "5", "30", SHIM])
+        .arg(format!("--cuda-preflight-config={}", config.display()))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap())
+        .status()
+        .unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: std::fs::read(&o).unwrap(),
+        stderr: std::fs::read(&e).unwrap(),
+    };
+    (out, t.elapsed())
+}
+
+fn runc_delete(root: &Path, id: &str) {
+    let _ = std::process::Command::new(require_tool("runc"))
+        .arg("--root")
+        .arg(root)
+        .args(["delete", "-f", id])
+        .output();
+}
+
+#[test]
+fn shim_early_check_has_a_deadline_and_follows_on_timeout() {
+    for (on_timeout, should_create) in [("block", false), ("allow", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = shim_bundle(dir.path(), ALL_NODES);
+        // A host profile nobody writes: opening it never returns, as NVML stuck in nvmlInit or
+        // a profile on a dead mount.
+        let fifo = dir.path().join("profile.fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let root = dir.path().join("runc-root");
+        let id = unique_id("robust-shim-deadline");
+        let (out, took) = run_shim(
+            dir.path(),
+            &format!(
+                "host_profile = \"{}\"\ndeadline_ms = 700\non_timeout = \"{on_timeout}\"\n",
+                fifo.display()
+            ),
+            &[
+                "--root",
+                root.to_str().unwrap(),
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                &id,
+            ],
+        );
+        runc_delete(&root, &id);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(
+            out.status.code(),
+            Some(124),
+            "{on_timeout}: the shim hung: {err}"
+        );
+        assert_eq!(out.status.success(), should_create, "{on_timeout}: {err}");
+        assert!(
+            took < Duration::from_secs(10),
+            "{on_timeout}: took {took:?}"
+        );
+        if should_create {
+            assert!(
+                err.contains("skipped, the hook still judges the start (on_timeout = allow)"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                err.contains(&format!(
+                    "blocked container {id}: the early check did not finish within 700 ms (on_timeout = block)"
+                )),
+                "{err}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shim_run_gets_the_hook_and_blocks_under_real_runc() {
+    // `runc run` is create and start in one; the shim used to pass it on with no hook.
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<_> = ALL_NODES
+        .iter()
+        .copied()
+        .filter(|n| n.0 != "/dev/nvidia-uvm")
+        .collect();
+    let bundle = shim_bundle(dir.path(), &nodes);
+    let root = dir.path().join("runc-root");
+    let id = unique_id("robust-shim-run");
+    let (out, _) = run_shim(
+        dir.path(),
+        &format!("host_profile = \"{}\"\n", h100_profile().display()),
+        &[
+            "--root",
+            root.to_str().unwrap(),
+            "run",
+            "--bundle",
+            bundle.to_str().unwrap(),
+            &id,
+        ],
+    );
+    runc_delete(&root, &id);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "run started a blocked container: {err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "cuda-preflight: blocked container {id}: /dev/nvidia-uvm"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn shim_create_after_crun_global_flags_gets_the_hook_and_unknown_ones_are_said() {
+    // crun's --cgroup-manager and --log-level (runc has neither, and crun is not installed
+    // here): a stand-in runtime records argv; what matters is the bundle the shim edits.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = shim_bundle(dir.path(), ALL_NODES);
+    let rt = dir.path().join("fake-crun");
+    std::fs::write(&rt, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.path().join("c.toml");
+    let log = dir.path().join("runtime.log");
+    let shim = |extra: &str, args: &[&str]| {
+        std::fs::write(
+            &config,
+            format!(
+                "runtime = \"{}\"\nhook_binary = \"{BIN}\"\nhost_profile = \"{}\"\n{extra}",
+                rt.display(),
+                h100_profile().display()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(SHIM)
+            .arg(format!("--cuda-preflight-config={}", config.display()))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let b = bundle.to_str().unwrap();
+    let out = shim(
+        "",
+        &[
+            "--cgroup-manager",
+            "systemd",
+            "--log-level",
+            "debug",
+            "create",
+            "-b",
+            b,
+            "c1",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        spec["hooks"]["createRuntime"][0]["args"][1], "hook",
+        "the hook was added: {spec}"
+    );
+    // A flag neither runtime has: said on stderr and in the runtime's log; on_error decides.
+    let l = log.to_str().unwrap();
+    let out = shim(
+        "",
+        &[
+            "--log",
+            l,
+            "--log-format",
+            "json",
+            "--frobnicate",
+            "create",
+            "-b",
+            b,
+            "c2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("not understood: global flag --frobnicate"),
+        "{err}"
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("\"level\":\"warning\"") && logged.contains("--frobnicate"),
+        "{logged}"
+    );
+    let out = shim(
+        "on_error = \"block\"\n",
+        &["--frobnicate", "create", "-b", b, "c3"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("refused: global flag --frobnicate not understood"),
+        "{err}"
+    );
+}
