@@ -28,8 +28,39 @@ pub const PROM_FILE: &str = "cuda_preflight.prom";
 pub const STATE_FILE: &str = "metrics.json";
 const LOCK_FILE: &str = "metrics.lock";
 const SKIPPED_FILE: &str = "metrics.skipped";
+const BAD_STATE_FILE: &str = "metrics.json.bad";
 /// How long a start waits for the metrics lock before it gives up and counts itself as skipped.
 /// 20 hooks at once on a loaded 2-core machine take well under this (tests/metrics.rs).
+/// The label value of anything outside the closed sets (finding ids, CUDA error names).
+pub const OTHER: &str = "other";
+
+/// A finding id as a label: one of ours, else [`OTHER`].
+fn finding_label(id: &str) -> String {
+    if id == "hook-error" || crate::rules::finding_ids().contains(&id) {
+        id.to_string()
+    } else {
+        OTHER.into()
+    }
+}
+
+/// A probe outcome as a label: the fixed words, a known CUDA error name, else [`OTHER`].
+fn outcome_label(o: &str) -> String {
+    const FIXED: &[&str] = &[
+        "setup-failed",
+        "load-failed",
+        "timeout",
+        "crashed",
+        "failed",
+        "CUDA_SUCCESS",
+        "CUDA_ERROR_NO_DEVICE",
+    ];
+    if FIXED.contains(&o) || knowledge::driver_errors().iter().any(|e| e.name == o) {
+        o.to_string()
+    } else {
+        OTHER.into()
+    }
+}
+
 pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(1000);
 const MAX_STATE_BYTES: u64 = 4 << 20;
 
@@ -58,6 +89,9 @@ pub struct State {
     pub latency_count: u64,
     /// Starts that could not take the metrics lock in time and were not counted above.
     pub skipped: u64,
+    /// Times the state file could not be read back and the counters began again (the bad file
+    /// is kept beside it): a reset shows instead of passing silently.
+    pub state_resets: u64,
 }
 
 /// One GPU container start, as the hook saw it.
@@ -105,10 +139,12 @@ pub fn probe_outcome(r: &ProbeResult) -> String {
             } else if outcome.load_error.is_some() {
                 "load-failed".into()
             } else if let Some(c) = outcome.first_failure() {
+                // The code and name come from the container's libcuda, which the image may
+                // supply: only a name of the knowledge table is a label value (issue 22: 700 KB
+                // names grew the state past its cap). The report keeps what the probe said.
                 knowledge::driver_error(c.code)
                     .map(|e| e.name.to_string())
-                    .or_else(|| c.name.clone())
-                    .unwrap_or_else(|| format!("CUDA_ERROR_{}", c.code))
+                    .unwrap_or_else(|| OTHER.into())
             } else if outcome.device_count == Some(0) {
                 "CUDA_ERROR_NO_DEVICE".into()
             } else {
@@ -122,6 +158,33 @@ pub fn probe_outcome(r: &ProbeResult) -> String {
 }
 
 impl State {
+    /// Labels outside the closed sets (a state written by an older version) folded into
+    /// [`OTHER`], so what is kept stays bounded whatever was written before.
+    fn normalise(&mut self) {
+        for (m, label) in [
+            (&mut self.blocks, finding_label as fn(&str) -> String),
+            (&mut self.warnings, finding_label),
+            (&mut self.probes, outcome_label),
+        ] {
+            if m.keys().all(|k| label(k) == *k) {
+                continue;
+            }
+            let old = std::mem::take(m);
+            for (k, n) in old {
+                *m.entry(label(&k)).or_default() += n;
+            }
+        }
+        let v = std::mem::take(&mut self.verdicts);
+        for (k, n) in v {
+            let k = if ["allow", "warn", "block"].contains(&k.as_str()) {
+                k
+            } else {
+                OTHER.into()
+            };
+            *self.verdicts.entry(k).or_default() += n;
+        }
+    }
+
     pub fn add(&mut self, s: &Sample) {
         self.starts += 1;
         *self.verdicts.entry(s.verdict.to_string()).or_default() += 1;
@@ -131,10 +194,10 @@ impl State {
                 Severity::Warn => &mut self.warnings,
                 Severity::Info => continue,
             };
-            *m.entry(f.id.clone()).or_default() += 1;
+            *m.entry(finding_label(&f.id)).or_default() += 1;
         }
         if let Some(p) = s.probe {
-            let o = probe_outcome(p);
+            let o = outcome_label(&probe_outcome(p));
             // A context was attempted where the driver was asked (not where we failed to ask).
             if !matches!(o.as_str(), "setup-failed" | "failed") {
                 self.context_attempts += 1;
@@ -243,6 +306,16 @@ impl State {
             "Starts not counted in these metrics: the metrics lock was held longer than the hook waits.",
         );
         let _ = writeln!(s, "cuda_preflight_metrics_skipped_total {}", self.skipped);
+        counter(
+            &mut s,
+            "cuda_preflight_metrics_state_resets_total",
+            "Times the metrics state could not be read back and the counters began again.",
+        );
+        let _ = writeln!(
+            s,
+            "cuda_preflight_metrics_state_resets_total {}",
+            self.state_resets
+        );
         let h = "cuda_preflight_hook_duration_seconds";
         let _ = writeln!(
             s,
@@ -357,12 +430,24 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
         }
     })?;
     let state_path = state_dir.join(STATE_FILE);
-    // A state file that is unreadable or not ours starts the counters again (Prometheus sees a
-    // counter reset) rather than stopping metrics for good.
-    let mut state: State = crate::input::read_capped(&state_path, MAX_STATE_BYTES)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    // A state file that is unreadable or not ours starts the counters again rather than stopping
+    // metrics for good; the reset is counted and the bad file kept beside it for a look.
+    let mut state: State = match crate::input::read_capped(&state_path, MAX_STATE_BYTES) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+        read => match read.map_err(|e| e.to_string()).and_then(|b| {
+            serde_json::from_slice::<State>(&b).map_err(|e| e.to_string())
+        }) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = std::fs::rename(&state_path, state_dir.join(BAD_STATE_FILE));
+                State {
+                    state_resets: 1,
+                    ..State::default()
+                }
+            }
+        },
+    };
+    state.normalise();
     state.add(sample);
     state.skipped += take_skipped(state_dir);
     replace(
@@ -415,5 +500,87 @@ mod tests {
             "{text}"
         );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    /// A probe whose libcuda (the image's) answered with `code` and `name`.
+    fn probe_said(code: i64, name: &str) -> ProbeResult {
+        let outcome: crate::facts::probe::ProbeOutcome = serde_json::from_value(serde_json::json!({
+            "setup_error": null, "identity": {"uid": 0, "gid": 0, "groups": [], "cap_eff": null,
+            "cap_bnd": null, "no_new_privs": null, "mnt_ns": null, "pid_ns": null, "cgroup": null},
+            "libcuda": "/x", "load_error": null, "driver_version": 13000, "device_count": 1,
+            "calls": [{"call": "cuInit", "code": code, "name": name, "ms": 1.0}]
+        }))
+        .unwrap();
+        ProbeResult::Finished {
+            outcome,
+            ms: 1.0,
+            cached: false,
+        }
+    }
+
+    #[test]
+    fn image_chosen_error_names_are_not_labels_and_the_state_survives_them() {
+        // Issue 22: 700 KB error names from the image's libcuda became labels; after 7 starts
+        // the state passed its 4 MB cap and every counter silently began again at 1.
+        let d = tempfile::tempdir().unwrap();
+        let (state_dir, prom) = (d.path().join("s"), d.path().join("m"));
+        let hostile = Finding::new(&"x".repeat(100), Severity::Block, None, "e", "f");
+        for i in 0..12 {
+            let name = format!("CUDA_ERROR_{}{}", i, "A".repeat(700_000));
+            let p = probe_said(900_000 + i, &name);
+            let st = record(
+                &state_dir,
+                &prom,
+                &Sample {
+                    verdict: "warn",
+                    findings: std::slice::from_ref(&hostile),
+                    probe: Some(&p),
+                    seconds: 0.1,
+                },
+            )
+            .unwrap();
+            assert_eq!(st.starts, i as u64 + 1, "no counter began again");
+        }
+        let st = record(
+            &state_dir,
+            &prom,
+            &Sample {
+                verdict: "block",
+                findings: &[],
+                probe: Some(&probe_said(100, "forged-name")),
+                seconds: 0.1,
+            },
+        )
+        .unwrap();
+        assert_eq!(st.probes.get(OTHER), Some(&12));
+        assert_eq!(st.probes.get("CUDA_ERROR_NO_DEVICE"), Some(&1), "{:?}", st.probes);
+        assert_eq!(st.blocks.get(OTHER), Some(&12));
+        assert_eq!(st.state_resets, 0);
+        let size = std::fs::metadata(state_dir.join(STATE_FILE)).unwrap().len();
+        assert!(size < 4096, "state is {size} bytes");
+        // A state file that cannot be read back: counted, kept aside, not silent.
+        std::fs::write(state_dir.join(STATE_FILE), b"{half").unwrap();
+        let st = record(
+            &state_dir,
+            &prom,
+            &Sample {
+                verdict: "allow",
+                findings: &[],
+                probe: None,
+                seconds: 0.1,
+            },
+        )
+        .unwrap();
+        assert_eq!((st.starts, st.state_resets), (1, 1));
+        assert!(state_dir.join(BAD_STATE_FILE).exists());
+        let text = std::fs::read_to_string(prom.join(PROM_FILE)).unwrap();
+        assert!(text.contains("cuda_preflight_metrics_state_resets_total 1"), "{text}");
+        // An old state with labels outside the sets is folded, not kept.
+        let mut old = State::default();
+        old.probes.insert("Z".repeat(1000), 5);
+        old.probes.insert("CUDA_SUCCESS".into(), 2);
+        old.normalise();
+        assert_eq!(old.probes.get(OTHER), Some(&5));
+        assert_eq!(old.probes.get("CUDA_SUCCESS"), Some(&2));
     }
 }
