@@ -721,3 +721,43 @@ fn shim_create_after_crun_global_flags_gets_the_hook_and_unknown_ones_are_said()
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Policy from the image.
+
+#[test]
+fn an_image_annotation_cannot_audit_its_own_container() {
+    // Podman copies an image's annotations into the spec: this is what an image built with
+    // `--annotation cuda-preflight/mode=audit` gives runc. The host allows container overrides.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = blocked_bundle(dir.path(), "allow_container_override = true\n");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    spec["annotations"] = serde_json::json!({"cuda-preflight/mode": "audit"});
+    write_spec(dir.path(), &spec);
+    let id = unique_id("robust-annot");
+    let out = runc_run(dir.path(), &id);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the image audited itself: {err}");
+    assert!(err.contains(&format!("blocked container {id}")), "{err}");
+    let rep = read_report(&state, &id).unwrap();
+    assert_eq!(rep["mode"], "enforce");
+    assert!(
+        all_finding_ids(&rep).contains(&"container-override-refused".to_string()),
+        "{rep}"
+    );
+    // Stricter is honoured: the same annotation asking for enforce on a warn host blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = blocked_bundle(
+        dir.path(),
+        "allow_container_override = true\nmode = \"warn\"\n",
+    );
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    spec["annotations"] = serde_json::json!({"cuda-preflight/mode": "enforce"});
+    write_spec(dir.path(), &spec);
+    let id = unique_id("robust-annot2");
+    let out = runc_run(dir.path(), &id);
+    assert!(!out.status.success());
+    assert_eq!(read_report(&state, &id).unwrap()["mode"], "enforce");
+}

@@ -434,9 +434,10 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
     // metrics for good; the reset is counted and the bad file kept beside it for a look.
     let mut state: State = match crate::input::read_capped(&state_path, MAX_STATE_BYTES) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-        read => match read.map_err(|e| e.to_string()).and_then(|b| {
-            serde_json::from_slice::<State>(&b).map_err(|e| e.to_string())
-        }) {
+        read => match read
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<State>(&b).map_err(|e| e.to_string()))
+        {
             Ok(s) => s,
             Err(_) => {
                 let _ = std::fs::rename(&state_path, state_dir.join(BAD_STATE_FILE));
@@ -553,7 +554,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(st.probes.get(OTHER), Some(&12));
-        assert_eq!(st.probes.get("CUDA_ERROR_NO_DEVICE"), Some(&1), "{:?}", st.probes);
+        assert_eq!(
+            st.probes.get("CUDA_ERROR_NO_DEVICE"),
+            Some(&1),
+            "{:?}",
+            st.probes
+        );
         assert_eq!(st.blocks.get(OTHER), Some(&12));
         assert_eq!(st.state_resets, 0);
         let size = std::fs::metadata(state_dir.join(STATE_FILE)).unwrap().len();
@@ -574,7 +580,10 @@ mod tests {
         assert_eq!((st.starts, st.state_resets), (1, 1));
         assert!(state_dir.join(BAD_STATE_FILE).exists());
         let text = std::fs::read_to_string(prom.join(PROM_FILE)).unwrap();
-        assert!(text.contains("cuda_preflight_metrics_state_resets_total 1"), "{text}");
+        assert!(
+            text.contains("cuda_preflight_metrics_state_resets_total 1"),
+            "{text}"
+        );
         // An old state with labels outside the sets is folded, not kept.
         let mut old = State::default();
         old.probes.insert("Z".repeat(1000), 5);
