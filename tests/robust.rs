@@ -761,3 +761,77 @@ fn an_image_annotation_cannot_audit_its_own_container() {
     assert!(!out.status.success());
     assert_eq!(read_report(&state, &id).unwrap()["mode"], "enforce");
 }
+
+// ---------------------------------------------------------------------------------------------
+// install / uninstall round trip.
+
+fn install_cli(verb: &str, daemon_json: &Path, bin_dir: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args([verb, "docker", "--bin-dir", bin_dir, "--daemon-json"])
+        .arg(daemon_json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{verb}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn docker_install_twice_then_uninstall_gives_the_original_back_byte_for_byte_through_a_link() {
+    let d = tempfile::tempdir().unwrap();
+    let real = d.path().join("managed/daemon.json");
+    std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+    // Formatting and key order as a person (or a tool) left them.
+    let original = b"{\n  \"default-runtime\":   \"nvidia\",\n\t\"runtimes\": {\"nvidia\": {\"path\": \"nvidia-container-runtime\"}}\n}\n";
+    std::fs::write(&real, original).unwrap();
+    let link = d.path().join("daemon.json");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+
+    install_cli("install", &link, "/opt/cp");
+    // A second install from another directory (an upgrade moved the binaries).
+    install_cli("install", &link, "/opt/cp2");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "install replaced the link with a file"
+    );
+    let installed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&real).unwrap()).unwrap();
+    assert_eq!(
+        installed["runtimes"]["cuda-preflight"]["path"],
+        "/opt/cp2/cuda-preflight-runtime"
+    );
+    assert_eq!(installed["default-runtime"], "cuda-preflight");
+
+    let said = install_cli("uninstall", &link, "/opt/cp2");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "uninstall replaced the link with a file"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&real).unwrap()),
+        String::from_utf8_lossy(original),
+        "{said}"
+    );
+    assert!(!d.path().join("daemon.json.cuda-preflight.bak").exists());
+}
+
+#[test]
+fn docker_install_into_no_daemon_json_then_uninstall_leaves_none() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("daemon.json");
+    install_cli("install", &p, "/opt/cp");
+    assert!(p.exists());
+    install_cli("uninstall", &p, "/opt/cp");
+    assert!(!p.exists(), "{:?}", std::fs::read_to_string(&p));
+    let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
