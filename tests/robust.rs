@@ -835,3 +835,72 @@ fn docker_install_into_no_daemon_json_then_uninstall_leaves_none() {
     let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Untrusted strings in human output.
+
+/// No raw control character and no line the image forged.
+fn assert_escaped(what: &str, text: &str) {
+    assert!(
+        !text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{202e}'),
+        "{what}: raw control characters reached the output:\n{text:?}"
+    );
+    assert!(
+        !text.lines().any(|l| l.starts_with(" x forged")),
+        "{what}: the image forged a line:\n{text}"
+    );
+    assert!(
+        text.contains("\\x1b[2J"),
+        "{what}: the name is shown escaped:\n{text}"
+    );
+}
+
+#[test]
+fn image_file_names_are_escaped_in_check_the_block_message_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bundle, root) = gpu_bundle(dir.path());
+    let libdir = root.join("usr/lib/x86_64-linux-gnu");
+    std::fs::create_dir_all(&libdir).unwrap();
+    // sm_80-only GPU code (kernel-image-missing on an H100) under a name that clears the screen,
+    // forges a finding line and reverses text.
+    let name = "libk80\x1b[2J\r\n x forged: all good\u{202e}os.so";
+    std::fs::copy(sm80_only(), libdir.join(name)).unwrap();
+
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--bundle"])
+        .arg(&bundle)
+        .arg("--host-profile")
+        .arg(h100_profile())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("kernel-image-missing"), "{text}");
+    assert_escaped("check", &text);
+
+    let r = hook_direct(&bundle, dir.path());
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_escaped("block message", &r.stderr);
+
+    let reports = dir.path().join("direct-state/reports");
+    let id = std::fs::read_dir(&reports)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.ends_with(".json") && !n.starts_with('.'))
+        .unwrap()
+        .trim_end_matches(".json")
+        .to_string();
+    let out = std::process::Command::new(BIN)
+        .args(["report", &id, "--state-dir"])
+        .arg(dir.path().join("direct-state"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_escaped("report", &text);
+}

@@ -190,6 +190,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             String::new()
         };
         for [host, verdict, pred, head] in &rows {
+            let (pred, head) = (output::printable(pred), output::printable(head));
             writeln!(out, "{lead}{host:<w0$}  {verdict:<5}  {pred:<w2$}  {head}")?;
         }
     }

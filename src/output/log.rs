@@ -17,7 +17,7 @@ pub fn line(host_root: &Path, socket: &Path, msg: &str) {
     if host_root == Path::new("/") && socket.exists() && send(socket, msg).is_ok() {
         return;
     }
-    eprintln!("{msg}");
+    eprintln!("{}", super::printable(msg));
 }
 
 /// Send one RFC 3164 line without a timestamp (journald and rsyslog stamp it on receipt), never
