@@ -150,7 +150,9 @@ fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
         bundle.display()
     );
     let t = Instant::now();
-    let mut cmd = std::process::Command::new(BIN);
+    // CUDA_PREFLIGHT_HOOK_BIN measures another build (RELIABILITY.md uses the release one).
+    let bin = std::env::var("CUDA_PREFLIGHT_HOOK_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut cmd = std::process::Command::new(&bin);
     cmd.args(["hook", "--config"])
         .arg(&config)
         .arg("--state-dir")
@@ -211,7 +213,7 @@ fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
         max_rss_kb: ru.ru_maxrss,
     };
     eprintln!(
-        "hook on {}: exit {}, {:?}, peak RSS {} KB",
+        "hook {bin} on {}: exit {}, {:?}, peak RSS {} KB",
         bundle.display(),
         r.code,
         r.elapsed,
