@@ -135,6 +135,8 @@ const AS_LIMIT: u64 = 1 << 30;
 /// Peak RSS allowed: the hook alone is ~10 MB; each budget keeps at most tens of MB.
 const MAX_RSS_KB: i64 = 200 * 1024;
 
+// The child is reaped by wait4 (for its rusage), which clippy does not see.
+#[allow(clippy::zombie_processes)]
 fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
     use std::io::Write;
     use std::os::unix::process::{CommandExt, ExitStatusExt};

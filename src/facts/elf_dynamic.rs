@@ -192,11 +192,8 @@ fn read_parts(
         let (tag, val) = (u64le(e, 0), u64le(e, 8));
         match tag {
             DT_NULL => break,
-            DT_NEEDED if needed.len() < MAX_NEEDED => {
-                if needed_seen.insert(val) {
-                    needed.push(val);
-                }
-            }
+            DT_NEEDED if needed.len() < MAX_NEEDED && needed_seen.insert(val) => needed.push(val),
+            DT_NEEDED => {}
             DT_STRTAB => strtab = Some(val),
             DT_STRSZ => strsz = Some(val),
             DT_SONAME => soname = Some(val),

@@ -218,7 +218,6 @@ pub fn gather(root: &Path, env: &[String], sps: &[PathBuf]) -> ToolchainFacts {
             add(&mut f, Kind::Nvrtc, r.path_in_image, Origin::Loader);
         }
     }
-    drop(add);
     if budget.left_out > MAX_LISTED_LEFT_OUT {
         f.notes.push(format!(
             "{} more toolchain files not read: the toolchain budget was spent",
