@@ -585,37 +585,47 @@ enum EarlyError {
     Deadline(u64),
 }
 
-/// [`early_verdict`] under the config's `deadline_ms`: it may ask NVML (no host profile), read
-/// a profile on a dead mount, and nothing it does may hold `create` (issue 22). It runs on a
-/// thread; at the deadline the shim goes on without it, and the exec of the runtime ends the
-/// thread with the process image.
+/// Run `f` on a thread and wait for it at most `left`: `None` at the deadline. What the shim
+/// does before exec may ask NVML (no host profile), read a profile or a spec on a dead mount,
+/// and none of it may hold `create` (issue 22); at the deadline the shim goes on without it, and
+/// the exec of the runtime (or the shim's exit) ends the thread with the process.
+fn within<T: Send + 'static>(
+    left: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<std::io::Result<T>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("before-exec".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if let Err(e) = spawned {
+        return Some(Err(e));
+    }
+    rx.recv_timeout(left).ok().map(Ok)
+}
+
+/// [`early_verdict`] within `left`.
 fn early_verdict_within(
     bundle: &Path,
     id: &str,
     config: &Config,
     runtime: &Path,
+    left: std::time::Duration,
 ) -> std::result::Result<Option<String>, EarlyError> {
-    let (tx, rx) = std::sync::mpsc::channel();
     let (b, i, c, r) = (
         bundle.to_path_buf(),
         id.to_string(),
         config.clone(),
         runtime.to_path_buf(),
     );
-    let spawned = std::thread::Builder::new()
-        .name("early-check".into())
-        .spawn(move || {
-            let _ = tx.send(early_verdict(&b, &i, &c, &r));
-        });
-    if let Err(e) = spawned {
-        return Err(EarlyError::Failed(ShimError::Io {
+    match within(left, move || early_verdict(&b, &i, &c, &r)) {
+        Some(Ok(r)) => r.map_err(EarlyError::Failed),
+        Some(Err(e)) => Err(EarlyError::Failed(ShimError::Io {
             path: bundle.to_path_buf(),
             source: e,
-        }));
-    }
-    match rx.recv_timeout(std::time::Duration::from_millis(config.deadline_ms)) {
-        Ok(r) => r.map_err(EarlyError::Failed),
-        Err(_) => Err(EarlyError::Deadline(config.deadline_ms)),
+        })),
+        None => Err(EarlyError::Deadline(config.deadline_ms)),
     }
 }
 
@@ -676,7 +686,11 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
     }
     if let Some(bundle) = &inv.create_bundle {
         let id = inv.container_id.as_deref().unwrap_or("?");
-        match early_verdict_within(bundle, id, &config, &runtime) {
+        // One deadline for everything before exec; the edit gets what the early check left, and
+        // at least 100 ms.
+        let started = std::time::Instant::now();
+        let deadline = std::time::Duration::from_millis(config.deadline_ms);
+        match early_verdict_within(bundle, id, &config, &runtime, deadline) {
             Ok(Some(msg)) => {
                 tell_blocked(&inv, &msg);
                 return Err(ShimError::Blocked);
@@ -705,12 +719,46 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
                 }
             },
         }
-        let edited = hook_binary(&config, me.as_deref())
-            .filter(|h| h.exists())
-            .ok_or_else(|| {
-                ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
-            })
-            .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()));
+        let hook = hook_binary(&config, me.as_deref());
+        let (b, c) = (bundle.clone(), inv.config.clone());
+        let left = deadline
+            .saturating_sub(started.elapsed())
+            .max(std::time::Duration::from_millis(100));
+        let edited = match within(left, move || {
+            hook.clone()
+                .filter(|h| h.exists())
+                .ok_or_else(|| ShimError::HookMissing(hook.unwrap_or_default()))
+                .and_then(|h| edit_bundle(&b, &h, c.as_deref()))
+        }) {
+            Some(Ok(r)) => r,
+            Some(Err(source)) => Err(ShimError::Io {
+                path: bundle.clone(),
+                source,
+            }),
+            None => match config.on_timeout {
+                OnFailure::Allow => {
+                    tell(
+                        &inv,
+                        "warning",
+                        &format!(
+                            "cuda-preflight-runtime: config.json of container {id} not edited within deadline_ms = {} ms: container not checked (on_timeout = allow)\n",
+                            config.deadline_ms
+                        ),
+                    );
+                    Ok(false)
+                }
+                OnFailure::Block => {
+                    tell_blocked(
+                        &inv,
+                        &format!(
+                            "cuda-preflight-runtime: blocked container {id}: config.json not edited within deadline_ms = {} ms (on_timeout = block)\n",
+                            config.deadline_ms
+                        ),
+                    );
+                    return Err(ShimError::Blocked);
+                }
+            },
+        };
         if let Err(e) = edited {
             // The shim's own failure is the hook's `on_error`: by default the container starts,
             // unchecked, and the reason is on the runtime's stderr (the engine's log).

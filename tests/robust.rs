@@ -908,3 +908,58 @@ fn image_file_names_are_escaped_in_check_the_block_message_and_report() {
     );
     assert_escaped("report", &text);
 }
+
+#[test]
+fn shim_never_waits_on_a_spec_that_does_not_open() {
+    // config.json a FIFO nobody writes (a bundle on a dead mount): the early check and then the
+    // edit both wait on it. With on_timeout = allow the shim must still hand `create` to the
+    // runtime at its deadline, saying the container is not checked. (A stand-in runtime: runc
+    // would itself wait on the FIFO.)
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    let c = std::ffi::CString::new(bundle.join("config.json").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let rt = dir.path().join("fake-runc");
+    std::fs::write(
+        &rt,
+        format!(
+            "#!/bin/sh\necho ran > {}/ran\nexit 0\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&rt, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "runtime = \"{}\"\nhook_binary = \"{BIN}\"\nhost_profile = \"{}\"\ndeadline_ms = 500\non_timeout = \"allow\"\n",
+            rt.display(),
+            h100_profile().display()
+        ),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "5", "30", SHIM])
+        .arg(format!("--cuda-preflight-config={}", config.display()))
+        .args(["create", "--bundle"])
+        .arg(&bundle)
+        .arg("fifo1")
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(124), "the shim hung: {err}");
+    assert!(out.status.success(), "{err}");
+    assert!(
+        dir.path().join("ran").exists(),
+        "the runtime was not run: {err}"
+    );
+    assert!(
+        err.contains("not edited within deadline_ms = 500 ms: container not checked"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
