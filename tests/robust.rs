@@ -963,3 +963,131 @@ fn shim_never_waits_on_a_spec_that_does_not_open() {
     );
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+#[test]
+fn podman_image_built_with_an_audit_annotation_is_still_blocked() {
+    // The real path: `podman build --annotation cuda-preflight/mode=audit`, then `podman run` of
+    // that image through the hooks directory. Podman copies the image's annotation into the
+    // spec; the host allows container overrides; the container lacks /dev/nvidia-uvm.
+    let podman = require_tool("podman");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let hooks = d.join("hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    let (state, config) = (d.join("state"), d.join("config.toml"));
+    std::fs::write(
+        &config,
+        "probe = \"never\"\nallow_container_override = true\n",
+    )
+    .unwrap();
+    let mut ours: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("hooks/oci-hooks.d/cuda-preflight.json")).unwrap(),
+    )
+    .unwrap();
+    ours["hook"]["path"] = BIN.into();
+    ours["hook"]["args"] = serde_json::json!([
+        "cuda-preflight",
+        "hook",
+        "--config",
+        config,
+        "--state-dir",
+        state,
+        "--host-profile",
+        h100_profile()
+    ]);
+    std::fs::write(hooks.join("cuda-preflight.json"), ours.to_string()).unwrap();
+    let nodes: Vec<_> = ALL_NODES
+        .iter()
+        .copied()
+        .filter(|n| n.0 != "/dev/nvidia-uvm")
+        .collect();
+    let standin = standin_nvidia_hook(d, &nodes, true);
+    let nvidia = serde_json::json!({
+        "version": "1.0.0",
+        "hook": {"path": standin, "args": ["nvidia-container-runtime-hook", "prestart"]},
+        "when": {"always": true},
+        "stages": ["prestart"]
+    });
+    std::fs::write(hooks.join("oci-nvidia-hook.json"), nvidia.to_string()).unwrap();
+    let ctx = d.join("ctx");
+    busybox_rootfs(&ctx);
+    std::fs::write(ctx.join("Containerfile"), "FROM scratch\nCOPY rootfs/ /\n").unwrap();
+    let base = |c: &mut std::process::Command| {
+        c.args(["-k", "5", "120"])
+            .arg(&podman)
+            .arg("--root")
+            .arg(d.join("storage"))
+            .arg("--runroot")
+            .arg(d.join("runroot"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+                "--runtime",
+                "runc",
+            ]);
+    };
+    let image = format!("localhost/{}:1", unique_id("robust-annotated"));
+    let mut build = std::process::Command::new("timeout");
+    base(&mut build);
+    let out = build
+        .args([
+            "build",
+            "--annotation",
+            "cuda-preflight/mode=audit",
+            "-t",
+            &image,
+        ])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "podman build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut run = std::process::Command::new("timeout");
+    base(&mut run);
+    let out = run
+        .arg("--hooks-dir")
+        .arg(&hooks)
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=4096:4096",
+            "-e",
+            "NVIDIA_VISIBLE_DEVICES=all",
+            &image,
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the image audited itself: {err}");
+    assert!(err.contains("cuda-preflight: blocked container "), "{err}");
+    let rep: serde_json::Value = std::fs::read_dir(state.join("reports"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+        .expect("a report");
+    assert_eq!(rep["mode"], "enforce", "{rep}");
+    let refused = rep["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "container-override-refused")
+        .unwrap_or_else(|| panic!("{rep}"));
+    assert!(
+        refused["evidence"].as_str().unwrap().contains("\"audit\""),
+        "the annotation came from the image: {refused}"
+    );
+}
