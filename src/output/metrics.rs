@@ -10,8 +10,9 @@
 //!
 //! The lock is waited for at most [`LOCK_WAIT`]: a stuck writer or a stalled disk must not hold
 //! the hook (whose verdict is already decided) until its deadline. A start that gave up adds one
-//! byte to `<state_dir>/metrics.skipped` (append, never blocks on the lock); the next writer that
-//! gets the lock folds those into `cuda_preflight_metrics_skipped_total`, so a lost start shows.
+//! byte to `<state_dir>/metrics.skipped` (append, never blocks on the lock, never truncated); the
+//! next writer that gets the lock adds the new bytes to `cuda_preflight_metrics_skipped_total`,
+//! so a lost start shows.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -89,6 +90,8 @@ pub struct State {
     pub latency_count: u64,
     /// Starts that could not take the metrics lock in time and were not counted above.
     pub skipped: u64,
+    /// Length of `metrics.skipped` when last read (each skip appends one byte).
+    pub skipped_seen: u64,
     /// Times the state file could not be read back and the counters began again (the bad file
     /// is kept beside it): a reset shows instead of passing silently.
     pub state_resets: u64,
@@ -400,17 +403,10 @@ fn count_skipped(state_dir: &Path) {
     }
 }
 
-/// The skipped starts recorded since the last writer, taken (the file is emptied) under the lock.
-fn take_skipped(state_dir: &Path) -> u64 {
-    let p = state_dir.join(SKIPPED_FILE);
-    match std::fs::OpenOptions::new().read(true).write(true).open(&p) {
-        Ok(f) => {
-            let n = f.metadata().map(|m| m.len()).unwrap_or(0);
-            let _ = f.set_len(0);
-            n
-        }
-        Err(_) => 0,
-    }
+/// The file's length is the number of skipped starts ever appended; it is never truncated (a
+/// truncation would race with a start appending without the lock), only read under the lock.
+fn skipped_so_far(state_dir: &Path) -> u64 {
+    std::fs::metadata(state_dir.join(SKIPPED_FILE)).map_or(0, |m| m.len())
 }
 
 /// Add one start to the counters kept in `state_dir` and rewrite `<metrics_dir>/cuda_preflight.prom`.
@@ -450,7 +446,15 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
     };
     state.normalise();
     state.add(sample);
-    state.skipped += take_skipped(state_dir);
+    // New skips since the last writer: the file only grows (one byte per skip); a file removed
+    // by hand starts again from zero.
+    let seen = skipped_so_far(state_dir);
+    state.skipped += if seen >= state.skipped_seen {
+        seen - state.skipped_seen
+    } else {
+        seen
+    };
+    state.skipped_seen = seen;
     replace(
         &state_path,
         &serde_json::to_vec(&state).expect("metrics state serialises"),
@@ -501,6 +505,30 @@ mod tests {
             "{text}"
         );
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_held_lock_is_waited_for_a_bounded_time_and_the_skip_is_counted_once() {
+        let d = tempfile::tempdir().unwrap();
+        let (state_dir, prom) = (d.path().join("s"), d.path().join("m"));
+        let sample = Sample {
+            verdict: "allow",
+            findings: &[],
+            probe: None,
+            seconds: 0.01,
+        };
+        record(&state_dir, &prom, &sample).unwrap();
+        let held = std::fs::File::open(state_dir.join(LOCK_FILE)).unwrap();
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let t = std::time::Instant::now();
+        let e = record(&state_dir, &prom, &sample).unwrap_err();
+        assert!(matches!(e, MetricsError::Busy { .. }), "{e}");
+        assert!(t.elapsed() < LOCK_WAIT + std::time::Duration::from_millis(500));
+        drop(held);
+        let st = record(&state_dir, &prom, &sample).unwrap();
+        assert_eq!((st.starts, st.skipped), (2, 1));
+        let st = record(&state_dir, &prom, &sample).unwrap();
+        assert_eq!((st.starts, st.skipped), (3, 1), "a skip is counted once");
     }
 
     /// A probe whose libcuda (the image's) answered with `code` and `name`.
