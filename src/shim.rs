@@ -74,6 +74,8 @@ pub enum ShimError {
     Bundle(#[from] crate::input::bundle::BundleError),
     #[error(transparent)]
     Host(#[from] crate::facts::host::HostError),
+    #[error("{0}: not read within {1} ms (a dead mount?); nothing was run")]
+    ConfigTimeout(PathBuf, u128),
     #[error("blocked before the runtime ran")]
     Blocked,
     #[error("cannot exec {path}: {source}")]
@@ -660,7 +662,30 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation)> {
     let inv = parse_args(args)?;
     // A config that cannot be read stops every command, not only `create`: running `state` or
     // `delete` through another runtime than `create` did would leave containers nobody manages.
-    let config = Config::load(inv.config.as_deref())?;
+    // Read under the default deadline (the file's own is not known yet): a config on a dead
+    // mount must not hold every command of the engine.
+    let path = inv.config.clone();
+    let wait = std::time::Duration::from_millis(Config::default().deadline_ms);
+    let config = match within(wait, move || Config::load(path.as_deref())) {
+        Some(Ok(r)) => r?,
+        Some(Err(source)) => {
+            return Err(ShimError::Io {
+                path: inv
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| crate::config::DEFAULT_PATH.into()),
+                source,
+            });
+        }
+        None => {
+            return Err(ShimError::ConfigTimeout(
+                inv.config
+                    .clone()
+                    .unwrap_or_else(|| crate::config::DEFAULT_PATH.into()),
+                wait.as_millis(),
+            ));
+        }
+    };
     let me = std::env::current_exe().ok();
     let runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
     if !inv.unhandled.is_empty() {

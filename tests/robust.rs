@@ -1091,3 +1091,25 @@ fn podman_image_built_with_an_audit_annotation_is_still_blocked() {
         "the annotation came from the image: {refused}"
     );
 }
+
+#[test]
+fn shim_config_that_never_opens_stops_the_command_at_the_default_deadline() {
+    // The shim's own config on a dead mount (a FIFO nobody writes): every command of the engine
+    // would hang in the shim. It gives up at the default deadline (10 s), runs nothing, says why.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.toml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let t = Instant::now();
+    let out = std::process::Command::new("timeout")
+        .args(["-k", "5", "40", SHIM])
+        .arg(format!("--cuda-preflight-config={}", fifo.display()))
+        .args(["state", "x"])
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not read within 10000 ms"), "{err}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+}
