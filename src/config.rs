@@ -70,6 +70,9 @@ pub struct Config {
     pub host_root: PathBuf,
     pub state_dir: PathBuf,
     pub metrics_dir: Option<PathBuf>,
+    /// The syslog socket the hook's log line is sent to (non-blocking; stderr where it is absent
+    /// or full).
+    pub log_socket: PathBuf,
     /// The real runtime `cuda-preflight-runtime` execs (an absolute path); none: the first of
     /// `nvidia-container-runtime`, then `runc`, found at fixed paths (`shim.rs`).
     pub runtime: Option<PathBuf>,
@@ -132,6 +135,7 @@ impl Default for Config {
             host_root: PathBuf::from("/"),
             state_dir: PathBuf::from("/run/cuda-preflight"),
             metrics_dir: None,
+            log_socket: PathBuf::from("/dev/log"),
             runtime: None,
             hook_binary: None,
             max_reports: 1000,

@@ -1,10 +1,12 @@
 //! `cuda-preflight-runtime`: an OCI runtime that Docker (`daemon.json` `runtimes`), containerd
 //! (runtime `BinaryName`) or CRI-O can name instead of `runc` / `nvidia-container-runtime`.
 //!
-//! It looks at argv for one thing only, as NVIDIA's own shim does: the `create` command and its
-//! bundle. On `create` it adds `cuda-preflight hook` to the bundle's `config.json` at
-//! `createRuntime`; then, for every command, it execs the real runtime with the arguments it got,
-//! so exit codes, stdio and signals are the real runtime's own (same process, same pid).
+//! It looks at argv for one thing only, as NVIDIA's own shim does: the `create` command (or
+//! `run`, create and start in one) and its bundle. There it adds `cuda-preflight hook` to the
+//! bundle's `config.json` at `createRuntime`; then, for every command, it execs the real runtime
+//! with the arguments it got, so exit codes, stdio and signals are the real runtime's own (same
+//! process, same pid). It knows runc's and crun's global flags and commands; what it does not
+//! know is said and left to `on_error` (issue 22).
 //!
 //! Its settings come from the config file (`/etc/cuda-preflight/config.toml`): a runtime gets a
 //! fixed argv from its engine, and the environment differs per engine (`docs/facts.md`). One
@@ -77,6 +79,8 @@ pub enum ShimError {
     Bundle(#[from] crate::input::bundle::BundleError),
     #[error(transparent)]
     Host(#[from] crate::facts::host::HostError),
+    #[error("{0}: not read within {1} ms (a dead mount?); nothing was run")]
+    ConfigTimeout(PathBuf, u128),
     #[error("blocked before the runtime ran")]
     Blocked,
     #[error("cannot exec {path}: {source}")]
@@ -104,12 +108,62 @@ pub struct Invocation {
     pub log: Option<PathBuf>,
     /// `--log-format json`.
     pub log_json: bool,
+    /// What the shim did not understand (a global flag or command neither runc nor crun has, a
+    /// `create` option it cannot follow): said on stderr and in the runtime's log, and `on_error`
+    /// decides whether the command still goes to the runtime.
+    pub unhandled: Vec<String>,
 }
 
-/// runc's global flags that take a value (`runc --help`); the others are booleans. Knowing them
-/// keeps a value such as `--root create` from being taken for the command.
-const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "rootless"];
-/// `runc create` flags that take a value, other than the bundle.
+/// Global flags that take a value, of runc (`main.go`: log, log-format, root, criu, rootless) and
+/// crun (`crun.c` argp options: also cgroup-manager, log-level). Knowing them keeps a value such
+/// as `--root create` from being taken for the command.
+const GLOBAL_VALUE_FLAGS: &[&str] = &[
+    "log",
+    "log-format",
+    "log-level",
+    "root",
+    "criu",
+    "rootless",
+    "cgroup-manager",
+];
+/// Global flags without a value (runc: debug, systemd-cgroup, help, version; crun: the same and
+/// its `-V`/`-?` aliases).
+const GLOBAL_BOOL_FLAGS: &[&str] = &[
+    "debug",
+    "systemd-cgroup",
+    "help",
+    "h",
+    "version",
+    "v",
+    "V",
+    "?",
+];
+/// Commands of runc 1.x and crun 1.x. `create` and `run` (create and start in one) get the hook;
+/// the others do not start a container from a bundle, except `restore`, which is said.
+const COMMANDS: &[&str] = &[
+    "checkpoint",
+    "create",
+    "delete",
+    "events",
+    "exec",
+    "features",
+    "help",
+    "h",
+    "init",
+    "kill",
+    "list",
+    "mounts",
+    "pause",
+    "ps",
+    "restore",
+    "resume",
+    "run",
+    "spec",
+    "start",
+    "state",
+    "update",
+];
+/// `create`/`run` flags that take a value, other than the bundle (runc and crun).
 const CREATE_VALUE_FLAGS: &[&str] = &["console-socket", "pid-file", "preserve-fds"];
 
 /// A flag's name and its `=value`, for Go's flag syntax: one or two dashes, `-name=value` or
@@ -132,6 +186,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
     let mut runtime_args = Vec::with_capacity(args.len());
     let mut command = None;
     let (mut log, mut log_json) = (None, false);
+    let mut unhandled = Vec::new();
     let mut i = 0;
     // Global flags: up to the first positional argument, which is the command.
     while i < args.len() {
@@ -164,8 +219,32 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
                         i += 1;
                         Some(args[i - 1].clone())
                     }
+                    None if !GLOBAL_BOOL_FLAGS.contains(&name) => {
+                        // Unknown: a value follows where the next word is not a command and
+                        // the one after it is.
+                        unhandled.push(format!("global flag {}", a.to_string_lossy()));
+                        let next_is_command = args
+                            .get(i)
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| COMMANDS.contains(&n));
+                        let then_command = args
+                            .get(i + 1)
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| COMMANDS.contains(&n));
+                        if !next_is_command && then_command {
+                            runtime_args.push(args[i].clone());
+                            i += 1;
+                        }
+                        None
+                    }
                     None => None,
                 };
+                if value.is_some()
+                    && !GLOBAL_VALUE_FLAGS.contains(&name)
+                    && !GLOBAL_BOOL_FLAGS.contains(&name)
+                {
+                    unhandled.push(format!("global flag {}", a.to_string_lossy()));
+                }
                 match (name, value) {
                     ("log", Some(v)) => log = Some(PathBuf::from(v)),
                     ("log-format", Some(v)) => log_json = v == "json",
@@ -179,12 +258,41 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
         }
     }
     runtime_args.extend(args[i..].iter().cloned());
-    let (create_bundle, container_id) = match command {
-        Some(c) if runtime_args[c] == "create" => {
-            let (b, id) = create_args(&runtime_args[c + 1..]);
+    let name = command.and_then(|c| runtime_args[c].to_str().map(String::from));
+    let (create_bundle, container_id) = match name.as_deref() {
+        // `run` is create and start in one: its spec gets the hook as `create`'s does.
+        Some("create" | "run") => {
+            let rest = &runtime_args[command.unwrap_or(0) + 1..];
+            let (b, id) = create_args(rest);
+            // crun's `--config/-f FILE` runs another file than the bundle's config.json, which
+            // is the one that gets the hook.
+            if rest
+                .iter()
+                .take_while(|a| *a != "--")
+                .any(|a| matches!(flag(a), Some(("config" | "f", _))))
+            {
+                unhandled.push(format!(
+                    "{} --config (a spec file other than config.json)",
+                    name.as_deref().unwrap_or_default()
+                ));
+            }
             (Some(b), id)
         }
-        _ => (None, None),
+        Some("restore") => {
+            unhandled.push("command restore (a container from a checkpoint: not checked)".into());
+            (None, None)
+        }
+        Some(c) if !COMMANDS.contains(&c) => {
+            unhandled.push(format!("command {c}"));
+            (None, None)
+        }
+        Some(_) => (None, None),
+        None => {
+            if let Some(c) = command {
+                unhandled.push(format!("command {}", runtime_args[c].to_string_lossy()));
+            }
+            (None, None)
+        }
     };
     Ok(Invocation {
         config,
@@ -193,6 +301,7 @@ pub fn parse_args(args: &[OsString]) -> Result<Invocation> {
         container_id,
         log,
         log_json,
+        unhandled,
     })
 }
 
@@ -633,13 +742,72 @@ pub fn nvidia_chain_config(config: &Config, me: &Path) -> Result<Option<PathBuf>
     Ok(Some(path))
 }
 
+enum EarlyError {
+    Failed(ShimError),
+    Deadline(u64),
+}
+
+/// Run `f` on a thread and wait for it at most `left`: `None` at the deadline. What the shim
+/// does before exec may ask NVML (no host profile), read a profile or a spec on a dead mount,
+/// and none of it may hold `create` (issue 22); at the deadline the shim goes on without it, and
+/// the exec of the runtime (or the shim's exit) ends the thread with the process.
+fn within<T: Send + 'static>(
+    left: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Option<std::io::Result<T>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("before-exec".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        });
+    if let Err(e) = spawned {
+        return Some(Err(e));
+    }
+    rx.recv_timeout(left).ok().map(Ok)
+}
+
+/// [`early_verdict`] within `left`.
+fn early_verdict_within(
+    bundle: &Path,
+    id: &str,
+    config: &Config,
+    runtime: &Path,
+    left: std::time::Duration,
+) -> std::result::Result<Option<String>, EarlyError> {
+    let (b, i, c, r) = (
+        bundle.to_path_buf(),
+        id.to_string(),
+        config.clone(),
+        runtime.to_path_buf(),
+    );
+    match within(left, move || early_verdict(&b, &i, &c, &r)) {
+        Some(Ok(r)) => r.map_err(EarlyError::Failed),
+        Some(Err(e)) => Err(EarlyError::Failed(ShimError::Io {
+            path: bundle.to_path_buf(),
+            source: e,
+        })),
+        None => Err(EarlyError::Deadline(config.deadline_ms)),
+    }
+}
+
 /// Say why `create` failed where the engine looks: stderr, and runc's JSON log, from which
 /// containerd takes the last `error` entry for "OCI runtime create failed: …".
 fn tell_blocked(inv: &Invocation, msg: &str) {
+    tell(inv, "error", msg);
+}
+
+/// Say `msg` on stderr and in the runtime's `--log` file at `level`: JSON lines where the
+/// format is json (containerd reads them), logrus' text form otherwise.
+fn tell(inv: &Invocation, level: &str, msg: &str) {
     eprint!("{msg}");
-    if let (Some(log), true) = (&inv.log, inv.log_json) {
+    if let Some(log) = &inv.log {
         use std::io::Write;
-        let line = json!({"level": "error", "msg": msg.trim_end()}).to_string() + "\n";
+        let line = if inv.log_json {
+            json!({"level": level, "msg": msg.trim_end()}).to_string() + "\n"
+        } else {
+            format!("level={level} msg={:?}\n", msg.trim_end())
+        };
         let _ = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -664,7 +832,30 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
     }
     // A config that cannot be read stops every command, not only `create`: running `state` or
     // `delete` through another runtime than `create` did would leave containers nobody manages.
-    let config = Config::load(inv.config.as_deref())?;
+    // Read under the default deadline (the file's own is not known yet): a config on a dead
+    // mount must not hold every command of the engine.
+    let path = inv.config.clone();
+    let wait = std::time::Duration::from_millis(Config::default().deadline_ms);
+    let config = match within(wait, move || Config::load(path.as_deref())) {
+        Some(Ok(r)) => r?,
+        Some(Err(source)) => {
+            return Err(ShimError::Io {
+                path: inv
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| crate::config::DEFAULT_PATH.into()),
+                source,
+            });
+        }
+        None => {
+            return Err(ShimError::ConfigTimeout(
+                inv.config
+                    .clone()
+                    .unwrap_or_else(|| crate::config::DEFAULT_PATH.into()),
+                wait.as_millis(),
+            ));
+        }
+    };
     let me = std::env::current_exe().ok();
     let mut runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
     let is_nvidia = |p: &Path| {
@@ -705,27 +896,106 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
             ),
         }
     }
+    if !inv.unhandled.is_empty() {
+        let what = inv.unhandled.join(", ");
+        match config.on_error {
+            OnFailure::Allow => tell(
+                &inv,
+                "warning",
+                &format!(
+                    "cuda-preflight-runtime: not understood: {what}; passed to the runtime as given, a container it starts is checked only where the hook is in its spec (on_error = allow)\n"
+                ),
+            ),
+            OnFailure::Block => {
+                tell_blocked(
+                    &inv,
+                    &format!(
+                        "cuda-preflight-runtime: refused: {what} not understood, so the container could not be checked (on_error = block)\n"
+                    ),
+                );
+                return Err(ShimError::Blocked);
+            }
+        }
+    }
     if let Some(bundle) = &inv.create_bundle {
         let id = inv.container_id.as_deref().unwrap_or("?");
-        match early_verdict(bundle, id, &config, &runtime) {
+        // One deadline for everything before exec; the edit gets what the early check left, and
+        // at least 100 ms.
+        let started = std::time::Instant::now();
+        let deadline = std::time::Duration::from_millis(config.deadline_ms);
+        match early_verdict_within(bundle, id, &config, &runtime, deadline) {
             Ok(Some(msg)) => {
                 tell_blocked(&inv, &msg);
                 return Err(ShimError::Blocked);
             }
             Ok(None) => {}
-            // The hook judges again and applies `on_error` to its own failures.
-            Err(e) => eprintln!("cuda-preflight-runtime: early check skipped: {e}"),
+            // The hook judges again at createRuntime and applies `on_error` to its own failures.
+            Err(EarlyError::Failed(e)) => {
+                eprintln!("cuda-preflight-runtime: early check skipped: {e}")
+            }
+            Err(EarlyError::Deadline(ms)) => match config.on_timeout {
+                OnFailure::Allow => tell(
+                    &inv,
+                    "warning",
+                    &format!(
+                        "cuda-preflight-runtime: early check of container {id} did not finish within {ms} ms; skipped, the hook still judges the start (on_timeout = allow)\n"
+                    ),
+                ),
+                OnFailure::Block => {
+                    tell_blocked(
+                        &inv,
+                        &format!(
+                            "cuda-preflight-runtime: blocked container {id}: the early check did not finish within {ms} ms (on_timeout = block)\n"
+                        ),
+                    );
+                    return Err(ShimError::Blocked);
+                }
+            },
         }
+        let hook = hook_binary(&config, me.as_deref());
+        let (b, c) = (bundle.clone(), inv.config.clone());
+        let left = deadline
+            .saturating_sub(started.elapsed())
+            .max(std::time::Duration::from_millis(100));
         // Chained, the shim the NVIDIA runtime starts after its edit places the hook.
         let edited = if behind {
             Ok(false)
         } else {
-            hook_binary(&config, me.as_deref())
-                .filter(|h| h.exists())
-                .ok_or_else(|| {
-                    ShimError::HookMissing(hook_binary(&config, me.as_deref()).unwrap_or_default())
-                })
-                .and_then(|h| edit_bundle(bundle, &h, inv.config.as_deref()))
+            match within(left, move || {
+                hook.clone()
+                    .filter(|h| h.exists())
+                    .ok_or_else(|| ShimError::HookMissing(hook.unwrap_or_default()))
+                    .and_then(|h| edit_bundle(&b, &h, c.as_deref()))
+            }) {
+                Some(Ok(r)) => r,
+                Some(Err(source)) => Err(ShimError::Io {
+                    path: bundle.clone(),
+                    source,
+                }),
+                None => match config.on_timeout {
+                    OnFailure::Allow => {
+                        tell(
+                            &inv,
+                            "warning",
+                            &format!(
+                                "cuda-preflight-runtime: config.json of container {id} not edited within deadline_ms = {} ms: container not checked (on_timeout = allow)\n",
+                                config.deadline_ms
+                            ),
+                        );
+                        Ok(false)
+                    }
+                    OnFailure::Block => {
+                        tell_blocked(
+                            &inv,
+                            &format!(
+                                "cuda-preflight-runtime: blocked container {id}: config.json not edited within deadline_ms = {} ms (on_timeout = block)\n",
+                                config.deadline_ms
+                            ),
+                        );
+                        return Err(ShimError::Blocked);
+                    }
+                },
+            }
         };
         if let Err(e) = edited {
             // The shim's own failure is the hook's `on_error`: by default the container starts,
@@ -747,6 +1017,77 @@ mod tests {
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn every_runc_and_crun_global_flag_is_known_and_the_rest_is_said() {
+        // (argv, the create bundle found, what is not understood)
+        let cases: &[(&[&str], Option<&str>, &[&str])] = &[
+            (
+                &[
+                    "--cgroup-manager",
+                    "systemd",
+                    "--log-level",
+                    "debug",
+                    "create",
+                    "-b",
+                    "/b",
+                    "x",
+                ],
+                Some("/b"),
+                &[],
+            ),
+            (
+                &[
+                    "--debug",
+                    "--systemd-cgroup",
+                    "--rootless",
+                    "auto",
+                    "--criu",
+                    "/c",
+                    "create",
+                    "x",
+                ],
+                Some("."),
+                &[],
+            ),
+            (&["--debug=true", "state", "x"], None, &[]),
+            (
+                &["--frobnicate", "v", "create", "-b", "/b", "x"],
+                Some("/b"),
+                &["global flag --frobnicate"],
+            ),
+            (
+                &["--frob=1", "run", "x"],
+                Some("."),
+                &["global flag --frob=1"],
+            ),
+            (&["launch", "x"], None, &["command launch"]),
+            (&["restore", "x"], None, &["command restore"]),
+            (
+                &["create", "-f", "/other.json", "x"],
+                Some("."),
+                &["create --config"],
+            ),
+        ];
+        for (argv, bundle, said) in cases {
+            let inv = parse_args(&os(argv)).unwrap();
+            assert_eq!(inv.runtime_args, os(argv), "{argv:?}: passed on untouched");
+            assert_eq!(
+                inv.create_bundle.as_deref(),
+                bundle.map(Path::new),
+                "{argv:?}"
+            );
+            assert_eq!(
+                inv.unhandled.len(),
+                said.len(),
+                "{argv:?}: {:?}",
+                inv.unhandled
+            );
+            for (got, want) in inv.unhandled.iter().zip(said.iter()) {
+                assert!(got.starts_with(want), "{argv:?}: {got}");
+            }
+        }
     }
 
     #[test]
@@ -888,11 +1229,11 @@ mod tests {
                 None,
             ),
             (
-                "run is not create",
+                "run (create and start in one) gets the hook too",
                 &["run", "-b", "/b", "x"],
                 None,
                 &["run", "-b", "/b", "x"],
-                None,
+                Some("/b"),
             ),
             ("no command", &["--version"], None, &["--version"], None),
             ("empty", &[], None, &[], None),

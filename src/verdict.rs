@@ -35,15 +35,39 @@ pub struct Verdict {
     pub findings: Vec<Finding>,
 }
 
+/// How strict a mode is: a container may only move up this order.
+fn strictness(m: Mode) -> u8 {
+    match m {
+        Mode::Audit => 0,
+        Mode::Warn => 1,
+        Mode::Enforce => 2,
+    }
+}
+
 /// The mode in force: the config's, or the container's annotation where the config lets
-/// containers choose. A refused override is itself a finding, so nobody wonders why it was
-/// ignored.
+/// containers choose — and then only a stricter one. Annotations are not the operator's: Podman
+/// copies an image's annotations into the spec, so an image built with
+/// `--annotation cuda-preflight/mode=audit` would audit itself (issue 22). A weaker mode comes
+/// only from a config file the operator chose (per runtime entry: docs/design.md). A refused
+/// override is itself a finding, so nobody wonders why it was ignored.
 pub fn effective_mode(config: &Config, annotation: Option<&str>) -> (Mode, Option<Finding>) {
     let Some(a) = annotation else {
         return (config.mode, None);
     };
     match (config.allow_container_override, Mode::parse(a)) {
-        (true, Some(m)) => (m, None),
+        (true, Some(m)) if strictness(m) >= strictness(config.mode) => (m, None),
+        (true, Some(_)) => (
+            config.mode,
+            Some(Finding::new(
+                "container-override-refused",
+                Severity::Info,
+                None,
+                format!(
+                    "annotation {MODE_ANNOTATION}={a:?} ignored: an annotation may make the mode stricter, never weaker (engines such as Podman copy the image's annotations into the spec)"
+                ),
+                "To relax checks for some containers, give their runtime entry its own config file (the shim's --cuda-preflight-config, a Kubernetes RuntimeClass handler): see docs/design.md.",
+            )),
+        ),
         (true, None) => (
             config.mode,
             Some(Finding::new(
@@ -169,7 +193,27 @@ mod tests {
             allow_container_override: true,
             ..Config::default()
         };
-        assert_eq!(effective_mode(&open, Some("audit")), (Mode::Audit, None));
+        // Only stricter: what the image may have written cannot relax the host's mode.
+        let (m, note) = effective_mode(&open, Some("audit"));
+        assert_eq!(m, Mode::Enforce);
+        assert!(note.unwrap().evidence.contains("stricter, never weaker"));
+        assert_eq!(effective_mode(&open, Some("warn")).0, Mode::Enforce);
+        assert_eq!(
+            effective_mode(&open, Some("enforce")),
+            (Mode::Enforce, None)
+        );
+        let audit_host = Config {
+            mode: Mode::Audit,
+            ..open.clone()
+        };
+        assert_eq!(
+            effective_mode(&audit_host, Some("warn")),
+            (Mode::Warn, None)
+        );
+        assert_eq!(
+            effective_mode(&audit_host, Some("enforce")),
+            (Mode::Enforce, None)
+        );
         assert_eq!(effective_mode(&open, Some("nonsense")).0, Mode::Enforce);
         assert_eq!(effective_mode(&open, None), (Mode::Enforce, None));
     }

@@ -529,9 +529,13 @@ fn nri_plugin_on_a_real_containerd() {
     // The probe ran at the createContainer stage, inside the container, after NVIDIA's hooks
     // made libcuda.so.1: the double's cuInit answered.
     assert_eq!(rep["probe"]["result"], "finished", "{rep}");
-    let calls = rep["probe"]["outcome"]["calls"].as_array().expect("probe calls");
+    let calls = rep["probe"]["outcome"]["calls"]
+        .as_array()
+        .expect("probe calls");
     assert!(
-        calls.iter().any(|c| c["call"] == "cuInit" && c["code"] == 0),
+        calls
+            .iter()
+            .any(|c| c["call"] == "cuInit" && c["code"] == 0),
         "{rep}"
     );
 

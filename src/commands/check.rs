@@ -114,6 +114,24 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         }
         (None, None) => anyhow::bail!("one of --bundle, --rootfs or --image is needed"),
     };
+    // Judging gets the hook's deadline: an image whose facts take longer would meet the hook's
+    // `on_timeout` at every start, and `check` says so instead of running on (a 100,000-entry
+    // ld.so.cache took 195 s before the loader's search became linear, issue 22). Loading the
+    // image is not counted: pulling and unpacking layers is not something the hook does.
+    crate::commands::hook::set_timer(
+        config.deadline_ms,
+        2,
+        format!(
+            "cuda-preflight: check of {} did not finish within deadline_ms = {} ms: the hook would stop at the same point and follow on_timeout; see RELIABILITY.md\n",
+            args.bundle
+                .as_deref()
+                .map(|b| b.display().to_string())
+                .or_else(|| args.image.clone())
+                .or_else(|| args.rootfs.as_ref().map(|r| r.display().to_string()))
+                .unwrap_or_default(),
+            config.deadline_ms
+        ),
+    );
     let image_findings = loaded.as_ref().map(|i| i.findings()).unwrap_or_default();
     let request = container::detect(&bundle.spec, None);
     if request.wants_gpu() {
@@ -156,6 +174,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         .map(|(_, v)| v.verdict)
         .max()
         .unwrap_or(Decision::Allow);
+    // Judged: the output is not cut by the deadline.
+    crate::commands::hook::set_timer(0, 2, String::new());
     if args.json {
         let doc = if verdicts.len() == 1 {
             json!({"verdict": worst, "findings": verdicts[0].1.findings, "binaries": facts.binaries,
@@ -205,6 +225,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             String::new()
         };
         for [host, verdict, pred, head] in &rows {
+            let (pred, head) = (output::printable(pred), output::printable(head));
             writeln!(out, "{lead}{host:<w0$}  {verdict:<5}  {pred:<w2$}  {head}")?;
         }
     }

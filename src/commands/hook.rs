@@ -98,6 +98,12 @@ fn arm_deadline(ms: u64, on_timeout: OnFailure, container: &str) {
             ),
         ),
     };
+    set_timer(ms, code, msg);
+}
+
+/// Arm the one real-time timer: at `ms` the handler prints `msg` and exits with `code`; `ms` 0
+/// disarms it.
+pub(crate) fn set_timer(ms: u64, code: i32, msg: String) {
     TIMEOUT_EXIT.store(code, Ordering::SeqCst);
     let old = TIMEOUT_MSG.swap(Box::leak(Box::new(msg.into_bytes())), Ordering::SeqCst);
     let _ = old; // leaked on purpose: the handler may still hold it
@@ -203,8 +209,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
-    if stage == Stage::CreateContainer
-        && matches!(facts.request, GpuRequest::InjectedByHook { .. })
+    if stage == Stage::CreateContainer && matches!(facts.request, GpuRequest::InjectedByHook { .. })
     {
         // The legacy hook's nodes are in the rootfs we see from inside the mount namespace, and
         // our own cgroup is the container's.
@@ -291,6 +296,23 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     let (mode, note) = verdict::effective_mode(&config, annotation.map(String::as_str));
     findings.extend(note);
     let v = verdict::decide(&config, mode, findings);
+    // The verdict is decided: from here on it is the exit code whatever happens. The message
+    // comes first (runc shows the hook's stderr as one line, its start must be the headline),
+    // then recording runs under its own short budget, at whose end the process exits with the
+    // verdict's code — a held metrics lock, a stalled log daemon or a slow disk can delay the start
+    // by at most that budget and never turn a block into `on_timeout` (issue 22).
+    let code = match v.verdict {
+        Decision::Block => {
+            eprint!("{}", output::message::render(&state.id, &v, true));
+            1
+        }
+        Decision::Warn if v.mode != crate::config::Mode::Audit => {
+            eprint!("{}", output::message::render(&state.id, &v, true));
+            0
+        }
+        _ => 0,
+    };
+    arm_recording_budget(code, v.verdict.as_str(), &state.id, &config, started);
     let report = output::report::Report {
         container_id: &state.id,
         time: now_secs(),
@@ -342,21 +364,25 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             line.push_str(&format!(" metrics-error=\"{e}\""));
         }
     }
-    // The message comes first: runc shows the hook's stderr as one line, and its start must be
-    // the headline, not the log line (which falls back to stderr where there is no syslog).
-    let code = match v.verdict {
-        Decision::Block => {
-            eprint!("{}", output::message::render(&state.id, &v, true));
-            1
-        }
-        Decision::Warn if v.mode != crate::config::Mode::Audit => {
-            eprint!("{}", output::message::render(&state.id, &v, true));
-            0
-        }
-        _ => 0,
-    };
-    output::log::line(&config.host_root, &line);
+    output::log::line(&config.host_root, &config.log_socket, &line);
     code
+}
+
+/// What recording (report, metrics, log line) may add to a start once the verdict is decided.
+pub const RECORDING_BUDGET_MS: u64 = 2000;
+
+/// Re-arm the timer for recording: at its end the process exits with `code`, the verdict's, and
+/// says on stderr that recording was cut. Never longer than [`RECORDING_BUDGET_MS`], never past
+/// the hook's deadline by more than that.
+fn arm_recording_budget(code: i32, verdict: &str, id: &str, config: &Config, started: Instant) {
+    let left = config
+        .deadline_ms
+        .saturating_sub(started.elapsed().as_millis() as u64);
+    let ms = RECORDING_BUDGET_MS.min(left.max(100));
+    let msg = format!(
+        "cuda-preflight: recording for container {id} passed its {ms} ms budget (report, metrics or log not written); verdict {verdict} stands\n"
+    );
+    set_timer(ms, code, msg);
 }
 
 fn mode_str(m: crate::config::Mode) -> &'static str {
@@ -390,6 +416,20 @@ fn own_error(
         OnFailure::Allow => Decision::Allow,
         OnFailure::Block => Decision::Block,
     };
+    // Decided: the message first, then recording under its own budget (as for a verdict).
+    let code = match config.on_error {
+        OnFailure::Allow => {
+            eprintln!("cuda-preflight: error, start allowed (on_error = allow): {err}");
+            0
+        }
+        OnFailure::Block => {
+            eprintln!(
+                "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}"
+            );
+            1
+        }
+    };
+    arm_recording_budget(code, decision.as_str(), id, &config, started);
     let none = GpuRequest::None;
     let finding = crate::finding::Finding::new(
         "hook-error",
@@ -431,23 +471,13 @@ fn own_error(
     }
     output::log::line(
         &config.host_root,
+        &config.log_socket,
         &format!(
             "cuda-preflight: container={id} verdict={} hook-error=\"{err}\"",
             decision.as_str()
         ),
     );
-    match config.on_error {
-        OnFailure::Allow => {
-            eprintln!("cuda-preflight: error, start allowed (on_error = allow): {err}");
-            0
-        }
-        OnFailure::Block => {
-            eprintln!(
-                "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}"
-            );
-            1
-        }
-    }
+    code
 }
 
 #[cfg(test)]

@@ -2,9 +2,12 @@
 //! an engine, or take it away again.
 //!
 //! * docker: merges a `cuda-preflight` runtime (the shim) into `daemon.json` and makes it the
-//!   default, keeping every other key; the file as it was is copied to `<file>.cuda-preflight.bak`
-//!   first. `uninstall` removes the entry and gives `default-runtime` back its old value (from
-//!   the backup) or removes it.
+//!   default, keeping every other key; the file as it was before the first install is copied to
+//!   `<file>.cuda-preflight.bak` (a later install never overwrites it: the file then already
+//!   names our runtime). `uninstall` removes the entry and gives `default-runtime` back its old
+//!   value (from the backup) or removes it; where nothing else changed since, the backup's bytes
+//!   come back exactly (and a file install created is removed). A symlinked `daemon.json` is
+//!   edited where it points; the link stays.
 //! * podman: writes the hooks-directory entry (`hooks/oci-hooks.d/cuda-preflight.json`, naming
 //!   this installation's binary); `uninstall` removes it.
 //! * containerd: prints the snippet to merge; it is not applied, because a TOML round trip would
@@ -145,6 +148,27 @@ fn backup_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Marks that `install` created the file (there was none): `uninstall` then removes it.
+fn created_marker(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".cuda-preflight.absent");
+    PathBuf::from(s)
+}
+
+/// The file to write for `path`: where its links lead (a configuration-management tool's link
+/// stays a link), or `path` itself where it does not exist yet.
+fn write_target(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Whether a `daemon.json` already names our runtime (a file `install` wrote).
+fn names_ours(v: &Value) -> bool {
+    v.get("runtimes")
+        .and_then(|r| r.get(RUNTIME_NAME))
+        .is_some()
+        || v.get("default-runtime") == Some(&json!(RUNTIME_NAME))
+}
+
 fn bin_dir(args: &InstallArgs) -> Result<PathBuf> {
     match &args.bin_dir {
         Some(d) => Ok(d.clone()),
@@ -161,8 +185,16 @@ fn pretty(v: &Value) -> Vec<u8> {
     b
 }
 
-/// Write `new` over `path` unless it is already so; the old file goes to the backup first.
-fn apply(path: &Path, old: Option<&Value>, new: &Value, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Write `new` over `path` (through its links) unless it is already so. The old file goes to the
+/// backup first where `backup` says so: only an original the engine had before us is worth
+/// keeping, and a backup already there is never overwritten by a file that names our runtime.
+fn apply(
+    path: &Path,
+    old: Option<&Value>,
+    new: &Value,
+    backup: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     if old == Some(new) {
         writeln!(
             out,
@@ -171,7 +203,7 @@ fn apply(path: &Path, old: Option<&Value>, new: &Value, out: &mut dyn Write) -> 
         )?;
         return Ok(());
     }
-    if old.is_some() {
+    if old.is_some() && backup {
         let bak = backup_path(path);
         std::fs::copy(path, &bak).map_err(|source| InstallError::Io {
             path: bak.clone(),
@@ -179,7 +211,7 @@ fn apply(path: &Path, old: Option<&Value>, new: &Value, out: &mut dyn Write) -> 
         })?;
         writeln!(out, "{}: previous version saved", bak.display())?;
     }
-    shim::write_atomic(path, &pretty(new)).map_err(InstallError::from)?;
+    shim::write_atomic(&write_target(path), &pretty(new)).map_err(InstallError::from)?;
     writeln!(out, "{}: written", path.display())?;
     Ok(())
 }
@@ -197,7 +229,19 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 writeln!(out, "would write {}:", args.daemon_json.display())?;
                 out.write_all(&pretty(&new))?;
             } else {
-                apply(&args.daemon_json, old.as_ref(), &new, out)?;
+                // The original is kept once: a second install (another --bin-dir) must not
+                // replace it with a file that already names our runtime (issue 22).
+                let keep = old
+                    .as_ref()
+                    .is_some_and(|o| !names_ours(o) || !backup_path(&args.daemon_json).exists());
+                if old.is_none() {
+                    let m = created_marker(&args.daemon_json);
+                    std::fs::write(&m, b"").map_err(|source| InstallError::Io {
+                        path: m.clone(),
+                        source,
+                    })?;
+                }
+                apply(&args.daemon_json, old.as_ref(), &new, keep, out)?;
                 writeln!(
                     out,
                     "reload dockerd to use it: systemctl reload docker (SIGHUP)"
@@ -216,7 +260,7 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                     source,
                 })?;
                 let old = read_json(&path)?;
-                apply(&path, old.as_ref(), &new, out)?;
+                apply(&path, old.as_ref(), &new, true, out)?;
             }
         }
         Engine::Containerd => {
@@ -245,14 +289,50 @@ pub fn run_uninstall(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<
                 )?;
                 return Ok(0);
             };
-            let backup = read_json(&backup_path(&args.daemon_json)).ok().flatten();
+            let bak = backup_path(&args.daemon_json);
+            let marker = created_marker(&args.daemon_json);
+            let backup = read_json(&bak).ok().flatten();
             let new = docker_uninstall(old.clone(), backup.as_ref())?;
             if args.dry_run {
                 writeln!(out, "would write {}:", args.daemon_json.display())?;
                 out.write_all(&pretty(&new))?;
+            } else if backup.as_ref() == Some(&new) {
+                // Nothing else changed since install: the original's own bytes come back
+                // (formatting and key order included), written where the links lead.
+                let bytes = std::fs::read(&bak).map_err(|source| InstallError::Io {
+                    path: bak.clone(),
+                    source,
+                })?;
+                shim::write_atomic(&write_target(&args.daemon_json), &bytes)
+                    .map_err(InstallError::from)?;
+                std::fs::remove_file(&bak).map_err(|source| InstallError::Io {
+                    path: bak.clone(),
+                    source,
+                })?;
+                writeln!(
+                    out,
+                    "{}: restored from {}",
+                    args.daemon_json.display(),
+                    bak.display()
+                )?;
+            } else if marker.exists() && new == json!({}) {
+                std::fs::remove_file(&args.daemon_json).map_err(|source| InstallError::Io {
+                    path: args.daemon_json.clone(),
+                    source,
+                })?;
+                let _ = std::fs::remove_file(&marker);
+                writeln!(
+                    out,
+                    "{}: removed (install created it)",
+                    args.daemon_json.display()
+                )?;
             } else {
-                apply(&args.daemon_json, Some(&old), &new, out)?;
+                apply(&args.daemon_json, Some(&old), &new, false, out)?;
+                // Changed since install: the edit above kept those changes; the backup is
+                // spent either way.
+                let _ = std::fs::remove_file(&bak);
             }
+            let _ = std::fs::remove_file(&marker);
         }
         Engine::Podman => {
             let path = args.hooks_dir.join("cuda-preflight.json");

@@ -328,7 +328,7 @@ impl Judge {
                 config.state_dir.display()
             ));
         }
-        output::log::line(&config.host_root, &line);
+        output::log::line(&config.host_root, &config.log_socket, &line);
         let msg = output::message::render(&c.id, &v, matches!(written, Ok(Some(_))));
         Ok((v, msg))
     }
@@ -412,6 +412,7 @@ impl Judge {
                 let ms = JUDGE_BUDGET.as_millis();
                 output::log::line(
                     &self.config.host_root,
+                    &self.config.log_socket,
                     &format!(
                         "cuda-preflight: nri container={} judgement passed its {ms} ms budget",
                         c.id
@@ -433,6 +434,7 @@ impl Judge {
         self.stats.count("error");
         output::log::line(
             &self.config.host_root,
+            &self.config.log_socket,
             &format!("cuda-preflight: nri container={} error=\"{err}\"", c.id),
         );
         match self.config.on_error {
@@ -477,6 +479,7 @@ impl nri::Handler for Plugin {
                 unchecked += 1;
                 output::log::line(
                     &j.config.host_root,
+                    &j.config.log_socket,
                     &format!(
                         "cuda-preflight: nri container={} name={} exists without the cuda-preflight hook: \
                          created while the plugin was not registered; judged now from its spec",

@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use crate::commands::SettingsArgs;
 use crate::output::message::wrap;
+use crate::output::printable;
 use crate::output::report::{file_name, reports_dir};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -91,9 +92,7 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 writeln!(
                     out,
                     "{:<20} {:<5} {}",
-                    r["container_id"]
-                        .as_str()
-                        .unwrap_or("?")
+                    printable(r["container_id"].as_str().unwrap_or("?"))
                         .chars()
                         .take(20)
                         .collect::<String>(),
@@ -101,7 +100,7 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                     if ids.is_empty() {
                         "-".to_string()
                     } else {
-                        ids.join(", ")
+                        printable(&ids.join(", ")).into_owned()
                     }
                 )?;
             }
@@ -123,13 +122,14 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     }
     writeln!(
         out,
-        "container {id}: {} (mode {}, {:.1} ms)",
-        r["verdict"].as_str().unwrap_or("?"),
-        r["mode"].as_str().unwrap_or("?"),
+        "container {}: {} (mode {}, {:.1} ms)",
+        printable(id),
+        printable(r["verdict"].as_str().unwrap_or("?")),
+        printable(r["mode"].as_str().unwrap_or("?")),
         r["duration_ms"].as_f64().unwrap_or(0.0)
     )?;
     if let Some(e) = r["error"].as_str() {
-        writeln!(out, "  hook error: {e}")?;
+        writeln!(out, "  hook error: {}", printable(e))?;
     }
     for f in r["findings"].as_array().into_iter().flatten() {
         let pad = " ".repeat(10);
@@ -137,10 +137,10 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             wrap(
                 &format!(
                     "  {:<5} {}: ",
-                    f["severity"].as_str().unwrap_or("?"),
-                    f["id"].as_str().unwrap_or("?")
+                    printable(f["severity"].as_str().unwrap_or("?")),
+                    printable(f["id"].as_str().unwrap_or("?"))
                 ),
-                f["evidence"].as_str().unwrap_or(""),
+                &printable(f["evidence"].as_str().unwrap_or("")),
                 &pad,
                 100,
             )
@@ -152,15 +152,15 @@ pub fn run(args: &ReportArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 .and_then(|c| c.as_i64())
                 .map(|c| format!("{c} "))
                 .unwrap_or_default();
-            let name = p.get("name").and_then(|n| n.as_str()).unwrap_or("");
+            let name = printable(p.get("name").and_then(|n| n.as_str()).unwrap_or(""));
             writeln!(
                 out,
                 "        predicted: {code}{name} \"{}\"",
-                p.get("message").and_then(|m| m.as_str()).unwrap_or("")
+                printable(p.get("message").and_then(|m| m.as_str()).unwrap_or(""))
             )?;
         }
         if let Some(fix) = f["fix"].as_str().filter(|s| !s.is_empty()) {
-            out.write_all(wrap("        fix: ", fix, &pad, 100).as_bytes())?;
+            out.write_all(wrap("        fix: ", &printable(fix), &pad, 100).as_bytes())?;
         }
     }
     Ok(0)

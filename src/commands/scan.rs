@@ -118,13 +118,14 @@ pub fn run(args: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                 .unwrap_or_default();
             writeln!(
                 out,
-                "{} {}{pred}\n  {}",
+                "{} {}{}\n  {}",
                 f.severity.as_str(),
                 f.id,
-                f.evidence
+                crate::output::printable(&pred),
+                crate::output::printable(&f.evidence)
             )?;
             if !f.fix.is_empty() {
-                writeln!(out, "  fix: {}", f.fix)?;
+                writeln!(out, "  fix: {}", crate::output::printable(&f.fix))?;
             }
         }
     }
@@ -400,11 +401,11 @@ fn write_table(
         writeln!(
             out,
             "{:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
-            r[0],
+            crate::output::printable(&r[0]),
             r[1],
             r[2],
             r[3],
-            r[4],
+            crate::output::printable(&r[4]),
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],

@@ -265,6 +265,7 @@ pub fn gather(
         cache: None,
         seen_dirs: HashSet::new(),
         seen_files: HashSet::new(),
+        kept: 0,
     };
     w.cache = settings
         .cache_dir
@@ -430,7 +431,13 @@ struct Walk<'a> {
     seen_dirs: HashSet<PathBuf>,
     /// (device, inode): within one walk the same file under two names is scanned once.
     seen_files: HashSet<(u64, u64)>,
+    /// Bytes the walk keeps for the load facts (names, `DT_NEEDED`), against [`MAX_KEPT_BYTES`].
+    kept: u64,
 }
+
+/// What the walk may keep in memory: the budgets above count bytes read, and a hostile image
+/// reads little but makes much kept (issue 22). A real PyTorch image keeps under 1 MB.
+pub const MAX_KEPT_BYTES: u64 = 32 << 20;
 
 /// What the section table says about a candidate.
 struct Headers {
@@ -450,6 +457,11 @@ impl Walk<'_> {
             Some(format!("file budget of {} (scan_max_files)", s.max_files))
         } else if self.bytes.get() >= s.max_bytes {
             Some(format!("byte budget of {} (scan_max_bytes)", s.max_bytes))
+        } else if self.kept >= MAX_KEPT_BYTES {
+            Some(format!(
+                "memory budget of {} MiB of library names and DT_NEEDED kept",
+                MAX_KEPT_BYTES >> 20
+            ))
         } else {
             None
         }
@@ -703,12 +715,18 @@ impl Walk<'_> {
                 return;
             }
         };
+        self.kept += image.as_os_str().len() as u64 + 32;
         self.facts.library_names.push(image.to_path_buf());
         // What the loader reads: a bad dynamic section is the loader's failure to report, and
         // judged only where the file uses CUDA.
         let dynamic = elf_dynamic::read_needed(&file, meta.len(), &self.bytes)
             .ok()
             .flatten();
+        if let Some(why) = dynamic.as_ref().and_then(|d| d.left_out.as_ref()) {
+            self.facts
+                .unreadable_files
+                .add(format!("{}: {why}", image.display()));
+        }
         let needs_cuda = dynamic.as_ref().is_some_and(|d| {
             d.needed
                 .iter()
@@ -717,6 +735,7 @@ impl Walk<'_> {
         if let Some(d) = dynamic
             && (needs_cuda || headers.key.is_some())
         {
+            self.kept += d.kept_bytes() + image.as_os_str().len() as u64;
             self.facts.linked.push(LinkedFile {
                 path: image.to_path_buf(),
                 dynamic: d,

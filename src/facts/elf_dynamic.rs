@@ -44,6 +44,12 @@ const STRING_WINDOW: u64 = 4096;
 const MAX_VERSION_BYTES: u64 = 256 << 10;
 const MAX_VERSION_ENTRIES: usize = 4096;
 const MAX_NEEDED: usize = 4096;
+/// What one file's strings may keep in memory (each string counted with [`STRING_OVERHEAD`]):
+/// libtorch_cuda.so keeps ~2 KB. Reads were budgeted but kept strings were not: 301 libraries of
+/// 4,000 `DT_NEEDED` naming one 4 KB string passed 2 GiB (issue 22).
+pub const MAX_KEPT_PER_FILE: u64 = 64 << 10;
+/// A `String` in a `Vec` costs its 24-byte header and allocator rounding beside its bytes.
+const STRING_OVERHEAD: u64 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DynamicError {
@@ -51,6 +57,8 @@ pub enum DynamicError {
     Io(#[from] std::io::Error),
     #[error("malformed ELF: {0}")]
     Corrupt(&'static str),
+    #[error("more than {MAX_KEPT_PER_FILE} bytes of names")]
+    Budget,
 }
 
 /// Versions an object requires of one library (`Elf64_Verneed` and its `Elf64_Vernaux`).
@@ -77,6 +85,30 @@ pub struct Dynamic {
     /// Whether it has `DT_VERDEF` at all: glibc only warns ("no version information
     /// available") when an unversioned library is asked for versions.
     pub versioned: bool,
+    /// What was not kept because the file's names passed [`MAX_KEPT_PER_FILE`]; the lists above
+    /// are then a prefix of the file's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<String>,
+}
+
+impl Dynamic {
+    /// Bytes this keeps in memory, as the budgets count them.
+    pub fn kept_bytes(&self) -> u64 {
+        let one = |s: &String| s.len() as u64 + STRING_OVERHEAD;
+        self.needed.iter().map(one).sum::<u64>()
+            + self
+                .rpath
+                .iter()
+                .chain(&self.runpath)
+                .chain(&self.verdef)
+                .map(one)
+                .sum::<u64>()
+            + self
+                .verneed
+                .iter()
+                .map(|v| one(&v.file) + v.versions.iter().map(|(s, _)| one(s)).sum::<u64>())
+                .sum::<u64>()
+    }
 }
 
 /// Read `file`'s dynamic section. `Ok(None)`: not a 64-bit little-endian ELF object, or one
@@ -152,12 +184,16 @@ fn read_parts(
     let mut out = Dynamic::default();
     let (mut strtab, mut strsz) = (None, None);
     let (mut needed, mut soname, mut rpath, mut runpath) = (Vec::new(), None, None, None);
+    // The loader loads a name once; entries naming the same string are one (a hostile file
+    // repeated one 4 KB name 4,000 times).
+    let mut needed_seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let (mut verneed, mut verneednum, mut verdef, mut verdefnum) = (None, 0u64, None, 0u64);
     for e in dynbuf.chunks_exact(16) {
         let (tag, val) = (u64le(e, 0), u64le(e, 8));
         match tag {
             DT_NULL => break,
-            DT_NEEDED if needed.len() < MAX_NEEDED => needed.push(val),
+            DT_NEEDED if needed.len() < MAX_NEEDED && needed_seen.insert(val) => needed.push(val),
+            DT_NEEDED => {}
             DT_STRTAB => strtab = Some(val),
             DT_STRSZ => strsz = Some(val),
             DT_SONAME => soname = Some(val),
@@ -182,9 +218,22 @@ fn read_parts(
         base: strtab,
         len: strsz,
         window: Default::default(),
+        kept: Cell::new(0),
     };
-    for off in needed {
-        out.needed.push(strings.get(off)?);
+    for (i, off) in needed.iter().enumerate() {
+        match strings.get(*off) {
+            Ok(n) => out.needed.push(n),
+            Err(DynamicError::Budget) => {
+                out.left_out = Some(format!(
+                    "DT_NEEDED: {} of {} names not kept (over {} KiB of names)",
+                    needed.len() - i,
+                    needed.len(),
+                    MAX_KEPT_PER_FILE >> 10
+                ));
+                return Ok(Some(out));
+            }
+            Err(e) => return Err(e),
+        }
     }
     if !full {
         return Ok(Some(out));
@@ -206,14 +255,28 @@ fn read_parts(
         .transpose()?
         .map(split)
         .unwrap_or_default();
+    let over = |what: &str| {
+        format!(
+            "{what}: not kept (the file's names passed {} KiB)",
+            MAX_KEPT_PER_FILE >> 10
+        )
+    };
     if let Some(a) = verneed {
         let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERNEED outside the file"))?;
-        out.verneed = growing(&r, off, |buf| read_verneed(buf, &strings, verneednum))?;
+        match growing(&r, off, |buf| read_verneed(buf, &strings, verneednum)) {
+            Ok(v) => out.verneed = v,
+            Err(DynamicError::Budget) => out.left_out = Some(over("version requirements")),
+            Err(e) => return Err(e),
+        }
     }
     out.versioned = verdef.is_some();
     if let Some(a) = verdef {
         let off = to_offset(a).ok_or(DynamicError::Corrupt("DT_VERDEF outside the file"))?;
-        out.verdef = growing(&r, off, |buf| read_verdef(buf, &strings, verdefnum))?;
+        match growing(&r, off, |buf| read_verdef(buf, &strings, verdefnum)) {
+            Ok(v) => out.verdef = v,
+            Err(DynamicError::Budget) => out.left_out = Some(over("version definitions")),
+            Err(e) => return Err(e),
+        }
     }
     Ok(Some(out))
 }
@@ -325,10 +388,22 @@ struct Strings<'a> {
     base: u64,
     len: u64,
     window: std::cell::RefCell<(u64, Vec<u8>)>,
+    /// Bytes of strings handed out, against [`MAX_KEPT_PER_FILE`].
+    kept: Cell<u64>,
 }
 
 impl Strings<'_> {
     fn get(&self, off: u64) -> Result<String, DynamicError> {
+        let s = self.get_unbudgeted(off)?;
+        let kept = self.kept.get() + s.len() as u64 + STRING_OVERHEAD;
+        if kept > MAX_KEPT_PER_FILE {
+            return Err(DynamicError::Budget);
+        }
+        self.kept.set(kept);
+        Ok(s)
+    }
+
+    fn get_unbudgeted(&self, off: u64) -> Result<String, DynamicError> {
         if off >= self.len {
             return Err(DynamicError::Corrupt("string offset outside DT_STRTAB"));
         }
@@ -384,6 +459,78 @@ fn file_in_memory(data: &[u8]) -> std::io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A shared object with only program headers and a dynamic section naming `needed` (offsets
+    /// into `strtab`).
+    fn with_needed(strtab: &[u8], needed: &[u32]) -> Vec<u8> {
+        let dyn_off = 64 + 2 * 56;
+        let dyn_len = (needed.len() + 3) * 16;
+        let str_off = dyn_off + dyn_len;
+        let total = (str_off + strtab.len()) as u64;
+        let mut f = vec![0u8; 64];
+        f[..4].copy_from_slice(b"\x7fELF");
+        (f[4], f[5], f[6]) = (2, 1, 1);
+        f[16] = 3;
+        f[18] = 62;
+        f[0x20] = 64;
+        f[0x36] = 56;
+        f[0x38] = 2;
+        for (kind, off, len) in [
+            (PT_LOAD, 0, total),
+            (PT_DYNAMIC, dyn_off as u64, dyn_len as u64),
+        ] {
+            let mut p = vec![0u8; 56];
+            p[0..4].copy_from_slice(&kind.to_le_bytes());
+            for at in [8, 16, 24] {
+                p[at..at + 8].copy_from_slice(&off.to_le_bytes());
+            }
+            p[32..40].copy_from_slice(&len.to_le_bytes());
+            p[40..48].copy_from_slice(&len.to_le_bytes());
+            f.extend(p);
+        }
+        let entries = needed.iter().map(|n| (DT_NEEDED, *n as u64)).chain([
+            (DT_STRTAB, str_off as u64),
+            (DT_STRSZ, strtab.len() as u64),
+            (DT_NULL, 0),
+        ]);
+        for (t, v) in entries {
+            f.extend_from_slice(&t.to_le_bytes());
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(strtab);
+        f
+    }
+
+    #[test]
+    fn repeated_needed_names_are_kept_once_and_kept_bytes_are_bounded() {
+        // One 4 KB name 4,000 times (issue 22): kept once.
+        let mut strtab = b"\0libcudart.so.12\0".to_vec();
+        let big = strtab.len() as u32;
+        strtab.extend(vec![b'n'; 4000]);
+        strtab.push(0);
+        let mut needed = vec![1u32];
+        needed.extend(std::iter::repeat_n(big, 3999));
+        let d = read_bytes(&with_needed(&strtab, &needed)).unwrap().unwrap();
+        assert_eq!(d.needed.len(), 2);
+        assert!(d.left_out.is_none());
+        // 4,000 distinct names of ~1 KB: kept up to the per-file bound, the rest said.
+        let mut strtab = vec![0u8];
+        let mut needed = Vec::new();
+        for i in 0..4000 {
+            needed.push(strtab.len() as u32);
+            strtab.extend(format!("lib{i}{}", "x".repeat(1000)).bytes());
+            strtab.push(0);
+        }
+        let d = read_bytes(&with_needed(&strtab, &needed)).unwrap().unwrap();
+        assert!(d.kept_bytes() <= MAX_KEPT_PER_FILE, "{}", d.kept_bytes());
+        assert!(
+            d.needed.len() > 10 && d.needed.len() < 100,
+            "{}",
+            d.needed.len()
+        );
+        let why = d.left_out.expect("what was not kept is said");
+        assert!(why.contains("names not kept"), "{why}");
+    }
 
     fn own_exe() -> Dynamic {
         let exe = std::env::current_exe().unwrap();

@@ -202,6 +202,8 @@ pub fn gather(
         dynamics: HashMap::new(),
         resolved: HashMap::new(),
         exe_rpaths: HashMap::new(),
+        kept: 0,
+        over_budget: 0,
     };
     let args0 = executable.and_then(|e| executable_path(root, e, env));
     // Every file of a library name the walk saw, for "found elsewhere" in a miss.
@@ -371,6 +373,15 @@ pub fn gather(
                 }
             }
         }
+    }
+    if g.over_budget > 0 {
+        // Not followed is not judged: a miss is then never certain (no block from it).
+        f.walk_incomplete = true;
+        f.notes.push(format!(
+            "{} libraries not read: {} MiB of dynamic sections already kept",
+            g.over_budget,
+            MAX_KEPT_BYTES >> 20
+        ));
     }
     f.missing = missing.into_values().collect();
     f.frameworks = frameworks(root, &image.site_packages, &cudart_of, &runtimes);
@@ -576,7 +587,15 @@ struct Gather<'a> {
     resolved: HashMap<ResolveKey, (Option<Resolved>, Vec<String>)>,
     /// Executable (as the container sees it) → its expanded `DT_RPATH`.
     exe_rpaths: HashMap<PathBuf, Vec<PathBuf>>,
+    /// Bytes of dynamic sections kept in `dynamics`, against [`MAX_KEPT_BYTES`]; files not kept
+    /// because of it are counted in `over_budget`.
+    kept: u64,
+    over_budget: usize,
 }
+
+/// What the load facts may keep of dynamic sections: each file is bounded by
+/// [`elf_dynamic::MAX_KEPT_PER_FILE`], and this bounds their sum (issue 22).
+pub const MAX_KEPT_BYTES: u64 = 32 << 20;
 
 impl Gather<'_> {
     fn resolve(
@@ -609,14 +628,20 @@ impl Gather<'_> {
     /// Each file is read once per gather: consumers, the libraries they load and the version
     /// providers (libc, libstdc++) are often the same files.
     fn dynamic(&mut self, r: &Resolved) -> Option<Dynamic> {
-        let (root, bytes) = (self.root, self.bytes);
-        self.dynamics
-            .entry(r.host_path.clone())
-            .or_insert_with(|| {
-                let (file, meta) = rootfs::open_regular(root, &r.real_path_in_image).ok()?;
-                elf_dynamic::read(&file, meta.len(), bytes).ok().flatten()
-            })
-            .clone()
+        if let Some(d) = self.dynamics.get(&r.host_path) {
+            return d.clone();
+        }
+        if self.kept >= MAX_KEPT_BYTES {
+            self.over_budget += 1;
+            return None;
+        }
+        let d = rootfs::open_regular(self.root, &r.real_path_in_image)
+            .ok()
+            .and_then(|(file, meta)| elf_dynamic::read(&file, meta.len(), self.bytes).ok())
+            .flatten();
+        self.kept += d.as_ref().map_or(0, |d| d.kept_bytes()) + 64;
+        self.dynamics.insert(r.host_path.clone(), d.clone());
+        d
     }
 
     /// The executable's `DT_RPATH` directories (none where it has `DT_RUNPATH`, is missing, or is

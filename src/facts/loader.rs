@@ -22,6 +22,17 @@ const MAX_CONF_BYTES: u64 = 1 << 20;
 const MAX_INCLUDE_DEPTH: usize = 8;
 const MAX_CONF_FILES: usize = 256;
 const MAX_DIRS: usize = 1024;
+/// What the parsed cache may keep: glibc's own caches of big images hold a few thousand entries
+/// of a few dozen bytes. A hostile 16 MiB cache whose 700,000 entries all point at one 9 MB string
+/// was copied whole per entry (past 2 GiB, issue 22); now each string is looked at through a
+/// window of [`MAX_CACHE_STRING`] bytes and the entries kept stop at these bounds, with a note.
+pub const MAX_CACHE_ENTRIES: usize = 65_536;
+pub const MAX_CACHE_KEPT_BYTES: usize = 8 << 20;
+/// Bytes looked at for string ends, over the whole cache: a real cache looks at its string table
+/// once (hundreds of KB); entries pointing into one long string cost [`MAX_CACHE_STRING`] each.
+pub const MAX_CACHE_SCAN_BYTES: usize = 32 << 20;
+/// `PATH_MAX`: the loader cannot open a longer path, so an entry naming one is skipped.
+const MAX_CACHE_STRING: usize = 4096;
 
 /// The default directories, after the cache (Debian multiarch and the lib64 layouts).
 pub const DEFAULT_DIRS: &[&str] = &[
@@ -68,9 +79,26 @@ pub struct CacheEntry {
     pub hwcap: u64,
 }
 
+/// A parsed cache and what was left out of it.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedCache {
+    pub entries: Vec<CacheEntry>,
+    /// Entries not kept: past [`MAX_CACHE_ENTRIES`], [`MAX_CACHE_KEPT_BYTES`] or
+    /// [`MAX_CACHE_SCAN_BYTES`].
+    pub left_out: usize,
+    /// Entries skipped because a string was longer than `PATH_MAX` (the loader cannot use them).
+    pub too_long: usize,
+}
+
 /// Parse `/etc/ld.so.cache` in glibc's "glibc-ld.so.cache1.1" format, alone or after the old
 /// "ld.so-1.7.0" part. Every offset is bounds-checked: a corrupt cache is an error, never a panic.
 pub fn parse_ld_so_cache(data: &[u8]) -> Result<Vec<CacheEntry>, LoaderError> {
+    parse_ld_so_cache_bounded(data).map(|c| c.entries)
+}
+
+/// [`parse_ld_so_cache`] with what it kept and left out: memory is bounded by what is kept (entry
+/// count and string bytes), and no string is scanned past `PATH_MAX`.
+pub fn parse_ld_so_cache_bounded(data: &[u8]) -> Result<ParsedCache, LoaderError> {
     let start = if data.starts_with(NEW_MAGIC) {
         0
     } else if data.starts_with(OLD_MAGIC) {
@@ -109,16 +137,34 @@ pub fn parse_ld_so_cache(data: &[u8]) -> Result<Vec<CacheEntry>, LoaderError> {
         .and_then(|x| x.checked_add(NEW_HEADER_LEN))
         .filter(|&e| e <= d.len())
         .ok_or(LoaderError::Corrupt("entry table runs past the end"))?;
-    let mut out = Vec::with_capacity(nlibs);
+    let mut out = ParsedCache {
+        entries: Vec::with_capacity(nlibs.min(MAX_CACHE_ENTRIES)),
+        ..ParsedCache::default()
+    };
+    let (mut kept, mut scanned) = (0usize, 0usize);
     for off in (NEW_HEADER_LEN..entries_end).step_by(NEW_ENTRY_LEN) {
         let flags = u32_at(d, off).ok_or(LoaderError::Corrupt("truncated entry"))? as i32;
         let key = u32_at(d, off + 4).ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
         let value = u32_at(d, off + 8).ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
         let hwcap = u64_at(d, off + 16).ok_or(LoaderError::Corrupt("truncated entry"))?;
-        out.push(CacheEntry {
+        if out.entries.len() >= MAX_CACHE_ENTRIES
+            || kept >= MAX_CACHE_KEPT_BYTES
+            || scanned >= MAX_CACHE_SCAN_BYTES
+        {
+            out.left_out += 1;
+            continue;
+        }
+        let name = cstr_at(d, key, &mut scanned)?;
+        let path = cstr_at(d, value, &mut scanned)?;
+        let (Some(name), Some(path)) = (name, path) else {
+            out.too_long += 1;
+            continue;
+        };
+        kept += name.len() + path.len();
+        out.entries.push(CacheEntry {
             flags,
-            name: cstr_at(d, key)?,
-            path: cstr_at(d, value)?,
+            name,
+            path,
             hwcap,
         });
     }
@@ -137,15 +183,25 @@ fn u64_at(d: &[u8], off: usize) -> Option<u64> {
     ))
 }
 
-fn cstr_at(d: &[u8], off: usize) -> Result<String, LoaderError> {
+/// The string at `off`, looked for within `PATH_MAX` bytes; `None` where it is longer (the
+/// loader could not open it either). Unterminated at the end of the file is corrupt.
+fn cstr_at(d: &[u8], off: usize, scanned: &mut usize) -> Result<Option<String>, LoaderError> {
     let rest = d
         .get(off..)
         .ok_or(LoaderError::Corrupt("string offset past the end"))?;
-    let len = rest
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(LoaderError::Corrupt("unterminated string"))?;
-    String::from_utf8(rest[..len].to_vec()).map_err(|_| LoaderError::Corrupt("string is not UTF-8"))
+    let window = &rest[..rest.len().min(MAX_CACHE_STRING + 1)];
+    let found = memchr::memchr(0, window);
+    *scanned += found.map_or(window.len(), |n| n + 1);
+    let Some(len) = found else {
+        return if window.len() > MAX_CACHE_STRING {
+            Ok(None)
+        } else {
+            Err(LoaderError::Corrupt("unterminated string"))
+        };
+    };
+    String::from_utf8(rest[..len].to_vec())
+        .map(Some)
+        .map_err(|_| LoaderError::Corrupt("string is not UTF-8"))
 }
 
 /// Where the loader found a library.
@@ -186,6 +242,9 @@ pub struct Loader {
     root: PathBuf,
     ld_library_path: Vec<PathBuf>,
     cache: Option<Vec<CacheEntry>>,
+    /// Indices of the cache's native, non-hwcap entries sorted by name (then cache order): a
+    /// lookup is a binary search, not a pass over every entry.
+    by_name: Vec<u32>,
     conf_dirs: Vec<PathBuf>,
     notes: Vec<String>,
     /// Search directory (as the image names it) → where it is on this host, resolved inside the
@@ -202,8 +261,24 @@ impl Loader {
             .map(|v| split_ld_library_path(v, &mut notes))
             .unwrap_or_default();
         let cache = match read_image_file(rootfs, Path::new("/etc/ld.so.cache"), MAX_CACHE_BYTES) {
-            Ok(bytes) => match parse_ld_so_cache(&bytes) {
-                Ok(c) => Some(c),
+            Ok(bytes) => match parse_ld_so_cache_bounded(&bytes) {
+                Ok(c) => {
+                    if c.left_out > 0 {
+                        notes.push(format!(
+                            "/etc/ld.so.cache: {} entries not read (bounds: {MAX_CACHE_ENTRIES} entries, {} MiB of names kept, {} MiB looked at)",
+                            c.left_out,
+                            MAX_CACHE_KEPT_BYTES >> 20,
+                            MAX_CACHE_SCAN_BYTES >> 20
+                        ));
+                    }
+                    if c.too_long > 0 {
+                        notes.push(format!(
+                            "/etc/ld.so.cache: {} entries skipped (a name or path longer than {MAX_CACHE_STRING} bytes)",
+                            c.too_long
+                        ));
+                    }
+                    Some(c.entries)
+                }
                 Err(e) => {
                     notes.push(format!("/etc/ld.so.cache ignored: {e}"));
                     None
@@ -228,10 +303,22 @@ impl Loader {
             &mut conf_dirs,
             &mut notes,
         );
+        let mut by_name: Vec<u32> = cache
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, e)| e.flags == NATIVE_FLAGS && e.hwcap == 0)
+            .map(|(i, _)| i as u32)
+            .collect();
+        if let Some(c) = &cache {
+            // Stable: entries of one name keep the cache's order, which is the loader's.
+            by_name.sort_by(|a, b| c[*a as usize].name.cmp(&c[*b as usize].name));
+        }
         Loader {
             root: rootfs.to_path_buf(),
             ld_library_path,
             cache,
+            by_name,
             conf_dirs,
             notes,
             dirs: Default::default(),
@@ -251,9 +338,12 @@ impl Loader {
     /// The directories searched, in order, with the cache's place taken by the directories of
     /// its entries (or of `ld.so.conf` where there is no cache).
     pub fn search_dirs(&self) -> Vec<(PathBuf, Source)> {
+        // A set beside the list: a hostile cache with 25,000 distinct directories made the
+        // linear `contains` quadratic (12.5 s, issue 22).
         let mut out: Vec<(PathBuf, Source)> = Vec::new();
+        let mut seen: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
         let mut push = |p: PathBuf, s: Source| {
-            if !out.iter().any(|(q, _)| *q == p) {
+            if seen.insert(p.clone()) {
                 out.push((p, s));
             }
         };
@@ -379,12 +469,15 @@ impl Loader {
             });
             // The cache is searched by name; hwcap subdirectory entries (hwcap != 0) need CPU
             // feature matching, which CUDA libraries do not use, so only plain entries count.
-            for e in c.iter().filter(|e| {
-                e.flags == NATIVE_FLAGS
-                    && e.hwcap == 0
-                    && e.name == name
-                    && !(nodeflib && system(&e.path))
-            }) {
+            let first = self
+                .by_name
+                .partition_point(|i| c[*i as usize].name.as_str() < name);
+            for e in self.by_name[first..]
+                .iter()
+                .map(|i| &c[*i as usize])
+                .take_while(|e| e.name == name)
+                .filter(|e| !(nodeflib && system(&e.path)))
+            {
                 if let Some(r) = self.try_path(Path::new(&e.path), Source::LdSoCache, strict) {
                     return Some(r);
                 }
@@ -648,6 +741,51 @@ pub(crate) mod tests {
             c.iter()
                 .any(|e| e.name.starts_with("libc.so.") && e.path.starts_with('/'))
         );
+    }
+
+    #[test]
+    fn hostile_caches_keep_bounded_memory_and_say_what_was_left() {
+        // Entries naming strings longer than PATH_MAX are skipped, not copied.
+        let long = "a".repeat(10_000);
+        let entries: Vec<(i32, &str, &str)> = (0..100)
+            .map(|_| (NATIVE_FLAGS, "libx.so", long.as_str()))
+            .collect();
+        let c = parse_ld_so_cache_bounded(&build_cache(&entries)).unwrap();
+        assert_eq!((c.entries.len(), c.too_long), (0, 100));
+        // Many entries of 4 KB paths: kept up to the byte bound, the rest counted.
+        let path = format!("/{}", "p".repeat(4000));
+        let entries: Vec<(i32, &str, &str)> = (0..3000)
+            .map(|_| (NATIVE_FLAGS, "liby.so", path.as_str()))
+            .collect();
+        let c = parse_ld_so_cache_bounded(&build_cache(&entries)).unwrap();
+        let kept: usize = c.entries.iter().map(|e| e.name.len() + e.path.len()).sum();
+        assert!(kept <= MAX_CACHE_KEPT_BYTES + 5000, "{kept}");
+        assert_eq!(c.entries.len() + c.left_out, 3000);
+        assert!(c.left_out > 0);
+    }
+
+    #[test]
+    fn search_dirs_of_many_cache_directories_are_unique_and_fast() {
+        let names: Vec<(String, String)> = (0..20_000)
+            .map(|i| (format!("libq{i}.so"), format!("/q/d{i}/libq{i}.so")))
+            .collect();
+        let entries: Vec<(i32, &str, &str)> = names
+            .iter()
+            .map(|(n, p)| (NATIVE_FLAGS, n.as_str(), p.as_str()))
+            .collect();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/ld.so.cache"), build_cache(&entries)).unwrap();
+        let l = Loader::from_image(d.path(), None);
+        let t = std::time::Instant::now();
+        let dirs = l.search_dirs();
+        // Quadratic was 200 million comparisons of paths here: seconds, not milliseconds.
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(dirs.len(), 20_000 + DEFAULT_DIRS.len());
     }
 
     #[test]

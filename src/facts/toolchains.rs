@@ -30,6 +30,16 @@ const CHUNK: usize = 1 << 20;
 /// is not ELF is scanned whole up to this.
 const MAX_SCAN_BYTES: u64 = 256 << 20;
 const MAX_INIT_PY_BYTES: u64 = 256 << 10;
+/// The whole toolchain search: bytes read, files examined and time. A real image has one to four
+/// toolchains read in tens of ms; these were unbounded in sum (a file could be read 256 MB, and an
+/// image may hold any number of `/usr/local/cuda*` directories: issue 22). What the budget leaves
+/// out is a toolchain without a version, which `toolchain-version-skipped` names.
+pub const MAX_TOTAL_SCAN_BYTES: u64 = 512 << 20;
+pub const MAX_TOOLCHAIN_FILES: usize = 32;
+pub const TOOLCHAIN_BUDGET: std::time::Duration = std::time::Duration::from_millis(2000);
+/// Toolchains left out by the budget that are still listed (each becomes a skipped finding);
+/// the rest are counted in a note.
+const MAX_LISTED_LEFT_OUT: usize = 3;
 /// NVRTC sonames the loader is asked for (CUDA 11.2+ uses `libnvrtc.so.11.2`).
 const NVRTC_SONAMES: &[&str] = &["libnvrtc.so.11.2", "libnvrtc.so.12", "libnvrtc.so.13"];
 
@@ -119,6 +129,12 @@ pub struct ToolchainFacts {
 pub fn gather(root: &Path, env: &[String], sps: &[PathBuf]) -> ToolchainFacts {
     let mut f = ToolchainFacts::default();
     let mut seen: HashSet<PathBuf> = HashSet::new();
+    let mut budget = Budget {
+        started: std::time::Instant::now(),
+        bytes: 0,
+        files: 0,
+        left_out: 0,
+    };
     let mut add = |f: &mut ToolchainFacts, kind: Kind, path: PathBuf, origin: Origin| -> bool {
         // The same file under several names (`/usr/local/cuda` → `cuda-12.4`) counts once; a
         // name that does not resolve to a regular file is not a toolchain.
@@ -128,8 +144,22 @@ pub fn gather(root: &Path, env: &[String], sps: &[PathBuf]) -> ToolchainFacts {
         if !seen.insert(host) {
             return false;
         }
-        match examine(root, kind, path, origin) {
+        if let Some(why) = budget.spent() {
+            budget.left_out += 1;
+            if budget.left_out <= MAX_LISTED_LEFT_OUT {
+                let mut t = Toolchain::unread(kind, path, origin);
+                t.error = Some(format!("not read: {why}"));
+                f.toolchains.push(t);
+                return true;
+            }
+            return false;
+        }
+        budget.files += 1;
+        let left = MAX_TOTAL_SCAN_BYTES.saturating_sub(budget.bytes);
+        let until = budget.started + TOOLCHAIN_BUDGET;
+        match examine(root, kind, path, origin, left, until) {
             Some(t) => {
+                budget.bytes += t.bytes_read;
                 f.toolchains.push(t);
                 true
             }
@@ -188,7 +218,43 @@ pub fn gather(root: &Path, env: &[String], sps: &[PathBuf]) -> ToolchainFacts {
             add(&mut f, Kind::Nvrtc, r.path_in_image, Origin::Loader);
         }
     }
+    if budget.left_out > MAX_LISTED_LEFT_OUT {
+        f.notes.push(format!(
+            "{} more toolchain files not read: the toolchain budget was spent",
+            budget.left_out - MAX_LISTED_LEFT_OUT
+        ));
+    }
     f
+}
+
+/// What the toolchain search has spent.
+struct Budget {
+    started: std::time::Instant,
+    bytes: u64,
+    files: usize,
+    left_out: usize,
+}
+
+impl Budget {
+    fn spent(&self) -> Option<String> {
+        if self.started.elapsed() >= TOOLCHAIN_BUDGET {
+            Some(format!(
+                "the toolchain search's {} ms were spent",
+                TOOLCHAIN_BUDGET.as_millis()
+            ))
+        } else if self.bytes >= MAX_TOTAL_SCAN_BYTES {
+            Some(format!(
+                "the toolchain search's {} MiB were read",
+                MAX_TOTAL_SCAN_BYTES >> 20
+            ))
+        } else if self.files >= MAX_TOOLCHAIN_FILES {
+            Some(format!(
+                "the toolchain search's {MAX_TOOLCHAIN_FILES} files were examined"
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// Triton's ptxas binaries, as its `backends/nvidia/compiler.py` picks them: Triton 3.3 ships
@@ -268,18 +334,31 @@ fn nvrtc_names(root: &Path, dir: &Path, notes: &mut Vec<String>) -> Vec<String> 
     names
 }
 
-fn examine(root: &Path, kind: Kind, path: PathBuf, origin: Origin) -> Option<Toolchain> {
-    let mut t = Toolchain {
-        kind,
-        path,
-        origin,
-        cuda: None,
-        version_source: None,
-        error: None,
-        overridden_by: None,
-        used_for: UsedFor::AllGpus,
-        bytes_read: 0,
-    };
+impl Toolchain {
+    fn unread(kind: Kind, path: PathBuf, origin: Origin) -> Toolchain {
+        Toolchain {
+            kind,
+            path,
+            origin,
+            cuda: None,
+            version_source: None,
+            error: None,
+            overridden_by: None,
+            used_for: UsedFor::AllGpus,
+            bytes_read: 0,
+        }
+    }
+}
+
+fn examine(
+    root: &Path,
+    kind: Kind,
+    path: PathBuf,
+    origin: Origin,
+    max_bytes: u64,
+    until: std::time::Instant,
+) -> Option<Toolchain> {
+    let mut t = Toolchain::unread(kind, path, origin);
     let (file, meta) = match rootfs::open_regular(root, &t.path) {
         Ok(x) => x,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -288,10 +367,15 @@ fn examine(root: &Path, kind: Kind, path: PathBuf, origin: Origin) -> Option<Too
             return Some(t);
         }
     };
-    match scan_file(&file, meta.len()) {
-        Ok((v, n)) => {
+    match scan_file_within(&file, meta.len(), max_bytes, until) {
+        Ok((v, n, cut)) => {
             t.bytes_read = n;
             t.cuda = v;
+            if cut && t.cuda.is_none() {
+                t.error = Some(format!(
+                    "banner scan cut after {n} bytes by the toolchain search's budget"
+                ));
+            }
         }
         Err(e) => t.error = Some(format!("read error: {e}")),
     }
@@ -323,8 +407,21 @@ fn file_name_version(path: &Path) -> Option<Version> {
 /// the banner's length so a banner across a chunk border is still found. Returns the version
 /// and the bytes read.
 pub fn scan_file(file: &File, len: u64) -> std::io::Result<(Option<Version>, u64)> {
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+    scan_file_within(file, len, MAX_SCAN_BYTES, far).map(|(v, n, _)| (v, n))
+}
+
+/// [`scan_file`] reading at most `max_bytes` and stopping at `until`; the flag says a budget
+/// cut the scan short.
+pub fn scan_file_within(
+    file: &File,
+    len: u64,
+    max_bytes: u64,
+    until: std::time::Instant,
+) -> std::io::Result<(Option<Version>, u64, bool)> {
     let (start, end) = rodata_range(file).unwrap_or((0, len));
-    let end = end.min(len).min(start.saturating_add(MAX_SCAN_BYTES));
+    let whole = end.min(len).min(start.saturating_add(MAX_SCAN_BYTES));
+    let end = whole.min(start.saturating_add(max_bytes));
     let overlap = BANNER.len() + BANNER_TAIL;
     let mut buf = vec![0u8; CHUNK + overlap];
     let mut pos = start;
@@ -337,14 +434,17 @@ pub fn scan_file(file: &File, len: u64) -> std::io::Result<(Option<Version>, u64
             break;
         }
         if let Some(v) = find_release(&buf[..n]) {
-            return Ok((Some(v), read));
+            return Ok((Some(v), read, false));
         }
         if pos + (n as u64) >= end {
             break;
         }
+        if std::time::Instant::now() >= until {
+            return Ok((None, read, true));
+        }
         pos += (n - overlap.min(n - 1)) as u64;
     }
-    Ok((None, read))
+    Ok((None, read, end < whole))
 }
 
 fn read_full_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {

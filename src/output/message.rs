@@ -84,8 +84,10 @@ pub fn render(container: &str, v: &Verdict, report_hint: bool) -> String {
         Decision::Warn => "warning",
         Decision::Allow => "allowed",
     };
-    let id = short_id(container);
+    // Every piece but our own words may come from the image: shown escaped.
+    let id = super::printable(short_id(container));
     let head = headline(&v.findings).unwrap_or_else(|| "no problems found".into());
+    let head = super::printable(&head);
     // The headline is never wrapped: runc folds the hook's stderr into one line of its error,
     // and this line must read as a sentence there.
     let _ = writeln!(s, "cuda-preflight: {word} container {id}: {head}");
@@ -94,16 +96,26 @@ pub fn render(container: &str, v: &Verdict, report_hint: bool) -> String {
             continue;
         }
         s.push_str(&wrap(
-            &format!("  {} {}: ", mark(f.severity), f.id),
-            &f.evidence,
+            &format!("  {} {}: ", mark(f.severity), super::printable(&f.id)),
+            &super::printable(&f.evidence),
             "      ",
             WIDTH,
         ));
         if let Some(p) = &f.predicted {
-            s.push_str(&wrap("    predicted: ", &p.headline(), "      ", WIDTH));
+            s.push_str(&wrap(
+                "    predicted: ",
+                &super::printable(&p.headline()),
+                "      ",
+                WIDTH,
+            ));
         }
         if !f.fix.is_empty() {
-            s.push_str(&wrap("    fix: ", &f.fix, "      ", WIDTH));
+            s.push_str(&wrap(
+                "    fix: ",
+                &super::printable(&f.fix),
+                "      ",
+                WIDTH,
+            ));
         }
     }
     if v.verdict != Decision::Allow && report_hint {
