@@ -557,7 +557,9 @@ fn shim_early_check_has_a_deadline_and_follows_on_timeout() {
         let (out, took) = run_shim(
             dir.path(),
             &format!(
-                "host_profile = \"{}\"\ndeadline_ms = 700\non_timeout = \"{on_timeout}\"\n",
+                // Requirements enforced on every path: the early check needs the host's facts
+                // (otherwise it reads none on a spec-devices start).
+                "host_profile = \"{}\"\ndeadline_ms = 700\non_timeout = \"{on_timeout}\"\nenforce_requirements = true\n",
                 fifo.display()
             ),
             &[

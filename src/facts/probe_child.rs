@@ -53,6 +53,7 @@ pub trait Sys {
     fn root_readonly(&mut self, rootfs: &Path) -> Result<(), String>;
     fn mask(&mut self, rootfs: &Path, path: &str) -> Result<(), String>;
     fn readonly(&mut self, rootfs: &Path, path: &str) -> Result<(), String>;
+    fn mount_proc(&mut self, rootfs: &Path) -> Result<(), String>;
     fn chroot(&mut self, rootfs: &Path) -> Result<(), String>;
     fn set_rlimit(&mut self, r: &Rlimit) -> Result<(), String>;
     fn drop_bounding_set(&mut self) -> Result<(), String>;
@@ -142,6 +143,12 @@ pub fn become_the_container(
     if spec.root_readonly {
         sys.root_readonly(&spec.rootfs)?;
     }
+    // A procfs of C's own pid namespace over the container's /proc, before the masks (they
+    // cover it as they will cover the workload's). The driver reads /proc/<getpid()>: through
+    // the container's procfs that is its pid 1, runc init, and cuInit fails with 304
+    // CUDA_ERROR_OPERATING_SYSTEM (measured on the H100; the workload is pid 1 of the procfs it
+    // sees, so for it the two agree).
+    sys.mount_proc(&spec.rootfs)?;
     for p in &spec.masked_paths {
         sys.mask(&spec.rootfs, p)?;
     }
@@ -420,6 +427,21 @@ impl Sys for Real {
             return Err(format!("{path} vanished while made read-only"));
         };
         remount_readonly(&fd_path(&top)).map_err(|e| format!("{path}: {e}"))
+    }
+
+    fn mount_proc(&mut self, rootfs: &Path) -> Result<(), String> {
+        use nix::mount::{MsFlags as M, mount};
+        let Some(fd) = resolve_in_root(rootfs, "/proc")? else {
+            return Err("the rootfs has no /proc to mount the probe's procfs on".into());
+        };
+        mount(
+            Some("proc"),
+            fd_path(&fd).as_str(),
+            Some("proc"),
+            M::MS_NOSUID | M::MS_NODEV | M::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| errno("mounting the probe's own /proc", e))
     }
 
     fn chroot(&mut self, rootfs: &Path) -> Result<(), String> {
@@ -839,6 +861,10 @@ mod tests {
             self.0.push(format!("ro {p}"));
             Ok(())
         }
+        fn mount_proc(&mut self, _: &Path) -> Result<(), String> {
+            self.0.push("proc".into());
+            Ok(())
+        }
         fn chroot(&mut self, _: &Path) -> Result<(), String> {
             self.0.push("chroot".into());
             Ok(())
@@ -920,6 +946,7 @@ mod tests {
             "unshare mnt",
             "private",
             "root ro",
+            "proc",
             "mask /proc/kcore",
             "ro /proc/sys",
             "chroot",
@@ -969,6 +996,9 @@ mod tests {
             }
             fn root_readonly(&mut self, p: &Path) -> Result<(), String> {
                 self.0.root_readonly(p)
+            }
+            fn mount_proc(&mut self, r: &Path) -> Result<(), String> {
+                self.0.mount_proc(r)
             }
             fn mask(&mut self, r: &Path, p: &str) -> Result<(), String> {
                 self.0.mask(r, p)
