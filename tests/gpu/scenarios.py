@@ -364,8 +364,14 @@ def cdi_rootfs(root):
     os.symlink("busybox", os.path.join(root, "bin/sh"))
     shutil.copy(CUPROBE, os.path.join(root, "cuprobe"))
     shutil.copy(CANARY, os.path.join(root, "canary.ptx"))
-    ldd = subprocess.run(["ldd", CUPROBE], capture_output=True, text=True).stdout
-    for lib in re.findall(r"(/\S+) \(0x", ldd):
+    # The glibc libraries cuprobe and the driver's own libraries need (libcuda needs libm, libdl,
+    # librt, libpthread): an image that runs CUDA has them; the driver's files come from CDI.
+    needs = set()
+    for exe in [CUPROBE] + [os.path.join(LIBDIR, l) for l in ("libcuda.so.1", "libnvidia-ptxjitcompiler.so.1")]:
+        if os.path.exists(exe):
+            ldd = subprocess.run(["ldd", exe], capture_output=True, text=True).stdout
+            needs.update(l for l in re.findall(r"(/\S+) \(0x", ldd) if not l.startswith(LIBDIR))
+    for lib in sorted(needs):
         dst = os.path.join(root, lib.lstrip("/"))
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         shutil.copy(os.path.realpath(lib), dst)
