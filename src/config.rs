@@ -97,6 +97,15 @@ pub struct Config {
     pub storage_root: Option<PathBuf>,
     pub storage_runroot: Option<PathBuf>,
     pub storage_driver: Option<String>,
+    /// The fleet (src/fleet/): `facts --publish`'s node name (default: the host name), the
+    /// namespace of the NodeFeature objects, registries reached over plain HTTP (`host:port`),
+    /// and the webhook's listen address and TLS files.
+    pub node: Option<String>,
+    pub nfd_namespace: String,
+    pub plain_http: Vec<String>,
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -133,6 +142,12 @@ impl Default for Config {
             storage_root: None,
             storage_runroot: None,
             storage_driver: None,
+            node: None,
+            nfd_namespace: "node-feature-discovery".into(),
+            plain_http: Vec::new(),
+            listen: "0.0.0.0:8443".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

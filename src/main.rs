@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cuda_preflight::commands::{
-    check, doctor, explain, facts, hook, install, report as reports, scan,
+    check, doctor, explain, facts, hook, install, report as reports, scan, webhook,
 };
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
@@ -38,6 +38,8 @@ enum Command {
     Install(install::InstallArgs),
     /// Undo `install`: docker's runtime entry and default, podman's hooks-directory entry
     Uninstall(install::InstallArgs),
+    /// Kubernetes admission webhook (HTTPS): refuses a GPU pod no node can run, else steers it to those that can
+    Webhook(webhook::WebhookArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Uninstall(args) => {
             report(install::run_uninstall(&args, &mut std::io::stdout().lock()))
         }
+        Command::Webhook(args) => report(webhook::run(&args)),
     };
     ExitCode::from(code as u8)
 }

@@ -9,6 +9,7 @@ pub mod hook;
 pub mod install;
 pub mod report;
 pub mod scan;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 
