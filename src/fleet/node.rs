@@ -127,6 +127,10 @@ pub fn node_feature(
     let mut host = BTreeMap::new();
     if let Some(d) = &p.driver_version {
         host.insert("driver_version", d.clone());
+        // The integer, for NFD rules (`Gt`/`Lt` compare integers): the image-compatibility spec.
+        if let Some(i) = driver_int(d) {
+            host.insert("driver", i.to_string());
+        }
     }
     if let Some(c) = &p.cuda_driver_version {
         host.insert("cuda_driver_version", c.clone());
@@ -357,6 +361,10 @@ mod tests {
         };
         let obj = node_feature("gpu-a100-1", "node-feature-discovery", &p, Some(&h));
         assert_eq!(obj["metadata"]["name"], "cuda-preflight-gpu-a100-1");
+        assert_eq!(
+            obj["spec"]["features"]["attributes"][HOST_FEATURE]["elements"]["driver"],
+            "535104005"
+        );
         assert_eq!(
             obj["spec"]["labels"][format!("{LABEL_PREFIX}healthy")],
             "false"
