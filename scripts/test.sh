@@ -15,6 +15,15 @@ command -v podman >/dev/null || need+=(podman)
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
+# tests/fleet.rs: a real OCI registry (distribution 2.8), skopeo to push images to it, openssl
+# for the webhook's certificate, curl, and xz for the control plane's binaries. The control plane
+# itself (kube-apiserver, etcd, scheduler, controller-manager, nfd-master) comes from
+# CUDA_PREFLIGHT_K8S_CONTROL (default ../shared/k8s-control): nothing here downloads it.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
+command -v xz >/dev/null || need+=(xz-utils)
 # The rootfs has no libc: the busybox copied into it must be the static one.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then

@@ -209,7 +209,7 @@ pub fn review(
         .iter()
         .flat_map(|g| g.nodes.iter().copied())
         .collect();
-    let terms = affinity(&known, &fit_nodes, nodes);
+    let terms = affinity(&known, &groups);
     let excluded: Vec<String> = groups
         .iter()
         .filter_map(|(k, g)| {
@@ -232,10 +232,12 @@ pub fn review(
 }
 
 /// Node-selector terms that admit exactly the fitting nodes: the profiles' label terms where they
-/// select exactly those (checked against the labels each node publishes), else node names.
-fn affinity(known: &[(String, ImageProfile)], fit: &[&NodeFacts], all: &[NodeFacts]) -> Vec<Value> {
-    let mut present: Vec<(String, String)> = fit
-        .iter()
+/// select exactly those (checked against the labels each kind of node publishes: every node of a
+/// group has the same GPU kinds, brand, driver and health, all a term looks at), else node names.
+fn affinity(known: &[(String, ImageProfile)], groups: &BTreeMap<String, Group>) -> Vec<Value> {
+    let fitting = || groups.values().filter(|g| g.verdict.is_ok());
+    let mut present: Vec<(String, String)> = fitting()
+        .filter_map(|g| g.nodes.first())
         .flat_map(|n| n.profile.gpus.iter())
         .map(|g| (g.compute_capability.clone(), g.brand.clone()))
         .collect();
@@ -262,14 +264,18 @@ fn affinity(known: &[(String, ImageProfile)], fit: &[&NodeFacts], all: &[NodeFac
             let labels = node::labels(&n.profile, health.as_ref());
             terms.iter().any(|t| term_matches(t, &labels))
         };
-        let exact = all
-            .iter()
-            .all(|n| selects(n) == fit.iter().any(|f| f.node == n.node));
+        let exact = groups.values().all(|g| {
+            g.nodes
+                .first()
+                .is_none_or(|n| selects(n) == g.verdict.is_ok())
+        });
         if exact && !terms.is_empty() {
             return terms;
         }
     }
-    let names: Vec<&str> = fit.iter().map(|n| n.node.as_str()).collect();
+    let names: Vec<&str> = fitting()
+        .flat_map(|g| g.nodes.iter().map(|n| n.node.as_str()))
+        .collect();
     vec![json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": names}]})]
 }
 
