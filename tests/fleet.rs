@@ -782,3 +782,67 @@ fn fleet_end_to_end() {
         assert!(p99 < 1000.0, "{what}: p99 {p99} ms");
     }
 }
+
+/// The profile from the kernels of the libraries an image loads (nvcc 13.5 fixtures of
+/// `scripts/cuda-tools.sh`): sm_80 SASS alone runs on compute capability 8.x at every driver and
+/// on nothing newer (209); PTX of ISA 9.5 (CUDA 13.5) runs on no driver cuda-preflight knows (222).
+/// Read as a rootfs (`check --rootfs … --profile`): the same facts as an image.
+#[test]
+fn profiles_from_kernels() {
+    let profile = |lib: &Path| -> Value {
+        let d = tempfile::tempdir().unwrap();
+        let libdir = d.path().join("usr/lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&libdir).unwrap();
+        std::fs::copy(lib, libdir.join(lib.file_name().unwrap())).unwrap();
+        let o = Command::new(BIN)
+            .args(["check", "--profile", "--rootfs"])
+            .arg(d.path())
+            .output()
+            .unwrap();
+        serde_json::from_str(&ok(&o, "check --profile")).unwrap()
+    };
+    let kind = |p: &Value, cc: &str, brand: &str| -> Value {
+        p["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["compute_capability"] == cc && k["brand"] == brand)
+            .unwrap_or_else(|| panic!("{cc} {brand}"))
+            .clone()
+    };
+    let sm80 = profile(&sm80_only());
+    assert_eq!(
+        sm80["newest_driver"], "595.45.04",
+        "{}",
+        sm80["newest_driver"]
+    );
+    for cc in ["8.0", "8.6", "8.9"] {
+        let k = kind(&sm80, cc, "datacenter");
+        assert_eq!(k["min_driver"], "450.51.05", "{cc}: {k:#}");
+        assert_eq!(k["steps"].as_array().unwrap().len(), 1, "{cc}: {k:#}");
+    }
+    for cc in ["9.0", "10.0", "12.0"] {
+        for brand in ["datacenter", "other"] {
+            let k = kind(&sm80, cc, brand);
+            assert!(k["min_driver"].is_null(), "{cc}: {k:#}");
+            let r = k["steps"][0]["reason"].as_str().unwrap();
+            assert!(
+                r.starts_with("kernel-image-missing: 209 CUDA_ERROR_NO_BINARY_FOR_GPU"),
+                "{cc}: {r}"
+            );
+            assert!(r.contains("libk80.so"), "{r}");
+        }
+    }
+    let ptx95 = profile(&nvcc_so("libptx95.so", "arch=compute_80,code=compute_80"));
+    for cc in ["8.0", "9.0", "12.0"] {
+        let k = kind(&ptx95, cc, "other");
+        assert!(k["min_driver"].is_null(), "{cc}: {k:#}");
+        let r = k["steps"][0]["reason"].as_str().unwrap();
+        assert!(
+            r.starts_with("kernel-image-missing: 222 CUDA_ERROR_UNSUPPORTED_PTX_VERSION"),
+            "{cc}: {r}"
+        );
+    }
+    // PTX for compute_80 does not run on 7.5 at any driver: a JIT targets newer GPUs only.
+    assert!(kind(&ptx95, "7.5", "datacenter")["min_driver"].is_null());
+}

@@ -39,6 +39,12 @@ pub struct ImageProfile {
     pub schema: String,
     /// The image as named when the profile was computed.
     pub image: String,
+    /// The newest driver judged (the GA driver of the newest CUDA release cuda-preflight knows),
+    /// and its CUDA version: "no driver runs it" means none up to this one.
+    #[serde(default)]
+    pub newest_driver: String,
+    #[serde(default)]
+    pub newest_cuda: String,
     pub kinds: Vec<KindProfile>,
 }
 
@@ -200,9 +206,15 @@ pub fn compute(
             });
         }
     }
+    let (newest_driver, newest_cuda) = grid
+        .last()
+        .map(|(d, c)| (d.to_string(), c.to_string()))
+        .unwrap_or_default();
     ImageProfile {
         schema: SCHEMA.to_string(),
         image: image.to_string(),
+        newest_driver,
+        newest_cuda,
         kinds,
     }
 }
@@ -277,7 +289,13 @@ impl ImageProfile {
                     let reason = step.reason.clone().unwrap_or_default();
                     let fix = match &kind.min_driver {
                         Some(m) => format!("driver {m} or newer runs it"),
-                        None => "no driver runs it on this GPU".into(),
+                        None if self.newest_driver.is_empty() => {
+                            "no driver runs it on this GPU".into()
+                        }
+                        None => format!(
+                            "no driver up to {} (CUDA {}, the newest cuda-preflight knows) runs it on this GPU",
+                            self.newest_driver, self.newest_cuda
+                        ),
                     };
                     return Fit::Fails {
                         reason: format!("{reason}; {fix}"),
@@ -442,6 +460,8 @@ mod tests {
         ImageProfile {
             schema: SCHEMA.into(),
             image: "example".into(),
+            newest_driver: "595.45.04".into(),
+            newest_cuda: "13.2".into(),
             kinds: vec![
                 KindProfile {
                     compute_capability: "9.0".into(),
@@ -494,7 +514,10 @@ mod tests {
         let Fit::Fails { reason } = p.judge(&node("590.44.01", "12.0", "geforce")) else {
             panic!()
         };
-        assert_eq!(reason, "no sm_120 code; no driver runs it on this GPU");
+        assert_eq!(
+            reason,
+            "no sm_120 code; no driver up to 595.45.04 (CUDA 13.2, the newest cuda-preflight knows) runs it on this GPU"
+        );
     }
 
     #[test]

@@ -621,6 +621,8 @@ mod tests {
         ImageProfile {
             schema: SCHEMA.into(),
             image: "img".into(),
+            newest_driver: String::new(),
+            newest_cuda: String::new(),
             kinds: vec![
                 kind("9.0", DATACENTER, Some("580.65.06"), &steps),
                 kind("8.0", DATACENTER, Some("580.65.06"), &steps),
