@@ -20,7 +20,7 @@ enum Command {
     /// OCI hook: reads the container state on stdin; exits 1 only to block the start
     Hook(hook::HookArgs),
     /// Judge a bundle without starting it; exit 0 allow/warn, 1 block, 2 bad input
-    Check(check::CheckArgs),
+    Check(Box<check::CheckArgs>),
     /// Print the host profile (driver, CUDA version, GPUs, device majors); --json is the profile format
     Facts(facts::FactsArgs),
     /// List the GPU code in CUDA binaries (like cuobjdump --list-elf --list-ptx) and judge whether it loads on a GPU
