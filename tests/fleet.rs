@@ -324,7 +324,7 @@ fn sha256(data: &[u8]) -> String {
 
 /// An OCI layout tagged `1`: one layer holding a CUDA toolkit's `version.json` (the version the
 /// rules read without an image config), the config's environment as NVIDIA's images set it.
-fn image_layout(dir: &Path, cuda: &str, extra_env: &str) {
+fn image_layout(dir: &Path, cuda: &str, extra_env: &str, files: &[(&str, Vec<u8>)]) {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| -> (String, usize) {
@@ -345,6 +345,13 @@ fn image_layout(dir: &Path, cuda: &str, extra_env: &str) {
         vj.as_bytes(),
     )
     .unwrap();
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_slice()).unwrap();
+    }
     let layer = b.into_inner().unwrap();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&layer).unwrap();
@@ -369,9 +376,15 @@ fn image_layout(dir: &Path, cuda: &str, extra_env: &str) {
 }
 
 /// Build, push (skopeo) and, with `profile`, attach a profile (our `check --attach`).
-fn push_image(c: &Cluster, name: &str, cuda: &str, profile: bool) -> String {
+fn push_image(
+    c: &Cluster,
+    name: &str,
+    cuda: &str,
+    files: &[(&str, Vec<u8>)],
+    profile: bool,
+) -> String {
     let layout = c.dir.path().join("images").join(name);
-    image_layout(&layout, cuda, &format!("IMAGE={name}"));
+    image_layout(&layout, cuda, &format!("IMAGE={name}"), files);
     let r = format!("{}/fleet/{name}:1", c.registry);
     let o = Command::new(require_tool("skopeo"))
         .args(["copy", "--dest-tls-verify=false"])
@@ -538,10 +551,19 @@ fn fleet_end_to_end() {
 
     // Images: CUDA 13.2 (driver 595 or newer: no node), 13.0 (580: the H100), 12.8 (570: the
     // H100 and the RTX 5090), and a 13.0 image without a profile.
-    let none = push_image(&c, "cuda13.2", "13.2.0", true);
-    let h100 = push_image(&c, "cuda13.0", "13.0.0", true);
-    let two = push_image(&c, "cuda12.8", "12.8.0", true);
-    let bare = push_image(&c, "noprofile", "13.0.0", false);
+    let none = push_image(&c, "cuda13.2", "13.2.0", &[], true);
+    let h100 = push_image(&c, "cuda13.0", "13.0.0", &[], true);
+    let two = push_image(&c, "cuda12.8", "12.8.0", &[], true);
+    let bare = push_image(&c, "noprofile", "13.0.0", &[], false);
+    // CUDA 12.8 whose library carries its kernels only as PTX of ISA 9.0 (CUDA 13.0).
+    let lib = std::fs::read(isa90_library()).unwrap();
+    let ptx90 = push_image(
+        &c,
+        "ptx90",
+        "12.8.0",
+        &[("usr/lib/x86_64-linux-gnu/libisa90.so", lib)],
+        true,
+    );
 
     // The webhook, registered as the API server's mutating webhook for pods.
     let tlsdir = c.dir.path().join("tls");
@@ -614,6 +636,7 @@ fn fleet_end_to_end() {
     // No node runs it: denied, the reason per kind of node as kubectl shows it.
     let o = c.kubectl_stdin(&["create", "-f", "-"], &pod("fits-none", &none, true));
     let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("kubectl create (CUDA 13.2 image): {err}");
     assert!(!o.status.success(), "{err}");
     assert!(
         err.contains("admission webhook \"gpu-pods.cuda-preflight.dev\" denied the request: cuda-preflight: no GPU node can run this pod: "),
@@ -678,6 +701,30 @@ fn fleet_end_to_end() {
             .to_string()
             .contains("cuda-preflight.feature.node.kubernetes.io/sm.90"),
         "{terms:#}"
+    );
+
+    // The PTX case: the RTX 5090's 570 driver JITs PTX only up to ISA 8.7, the A100's 535 to
+    // 8.2; the H100's 580 runs it (JIT). A server-side dry run: admission runs, nothing is stored.
+    let o = c.kubectl_stdin(
+        &["create", "--dry-run=server", "-f", "-"],
+        &pod("ptx90", &ptx90, true),
+    );
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    eprintln!("kubectl create (PTX ISA 9.0 image): {err}");
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("1 of 3 GPU nodes can run this pod"), "{err}");
+    assert!(
+        err.contains("sm_120 geforce nodes with driver 570.172.08 (1: gpu-rtx5090): ")
+            && err.contains("kernel-image-missing: 222 CUDA_ERROR_UNSUPPORTED_PTX_VERSION"),
+        "{err}"
+    );
+    assert!(
+        err.contains("it carries ptx sm_80 (ISA 9.0); driver 580.65.06 or newer runs it"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kernel-ptx-jit-only"),
+        "the H100's JIT warning: {err}"
     );
 
     // A pod without GPUs is not looked at: no warning.
@@ -881,4 +928,95 @@ fn profiles_from_kernels() {
     }
     // PTX for compute_80 does not run on 7.5 at any driver: a JIT targets newer GPUs only.
     assert!(kind(&ptx95, "7.5", "datacenter")["min_driver"].is_null());
+
+    // The issue's case: kernels only as PTX of a newer ISA than the node's driver JITs. PTX ISA
+    // 9.0 (CUDA 13.0) for compute_80 in a library's .nv_fatbin: on sm_120 with a 570 driver
+    // (CUDA 12.8, ISA up to 8.7) it fails with 222 until the 580 driver, then JITs (warn).
+    let isa90 = isa90_library();
+    let p = profile(&isa90);
+    let k = kind(&p, "12.0", "other");
+    assert_eq!(k["min_driver"], "580.65.06", "{k:#}");
+    let steps = k["steps"].as_array().unwrap();
+    let r = steps[0]["reason"].as_str().unwrap();
+    assert!(
+        r.starts_with("kernel-image-missing: 222 CUDA_ERROR_UNSUPPORTED_PTX_VERSION"),
+        "{r}"
+    );
+    assert!(r.contains("it carries ptx sm_80 (ISA 9.0)"), "{r}");
+    let last = steps.last().unwrap();
+    assert_eq!(
+        (&last["driver"], &last["verdict"]),
+        (&json!("580.65.06"), &json!("warn")),
+        "{k:#}"
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("kernel-ptx-jit-only"),
+        "{k:#}"
+    );
+}
+
+/// A shared library whose only GPU code is PTX ISA 9.0 for compute_80: nvcc 13.5 writes ISA 9.5,
+/// so its PTX's `.version` line is edited, packed with `nvcc -fatbin`, and put as the
+/// `.nv_fatbin` section into a copy of the sm_80 fixture library (objcopy).
+fn isa90_library() -> PathBuf {
+    let d = cache().join("fixtures/13.5.37/fleet-libisa90");
+    let out = d.join("libisa90.so");
+    if out.is_file() {
+        return out;
+    }
+    let nvcc = cache().join("cuda-tools/13.5.37/nvidia/cu13/bin/nvcc");
+    assert!(
+        nvcc.is_file(),
+        "{} is missing: run scripts/cuda-tools.sh first",
+        nvcc.display()
+    );
+    let tmp = d.with_extension(format!("tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(
+        tmp.join("k.cu"),
+        "__global__ void add(float *a, const float *b, int n) {\n\
+         int i = blockIdx.x * blockDim.x + threadIdx.x; if (i < n) a[i] += b[i]; }\n",
+    )
+    .unwrap();
+    let run = |c: &mut Command| ok(&c.output().unwrap(), "nvcc/objcopy");
+    run(Command::new(&nvcc).current_dir(&tmp).args([
+        "-ptx",
+        "-arch=compute_80",
+        "-o",
+        "k.ptx",
+        "k.cu",
+    ]));
+    let text = std::fs::read_to_string(tmp.join("k.ptx")).unwrap();
+    assert!(
+        text.contains(".version 9.5"),
+        "nvcc 13.5 PTX should say .version 9.5"
+    );
+    std::fs::write(
+        tmp.join("k90.ptx"),
+        text.replace(".version 9.5", ".version 9.0"),
+    )
+    .unwrap();
+    run(Command::new(&nvcc).current_dir(&tmp).args([
+        "-fatbin",
+        "-arch=compute_80",
+        "-code=compute_80",
+        "-o",
+        "k.fatbin",
+        "k90.ptx",
+    ]));
+    std::fs::copy(sm80_only(), tmp.join("libisa90.so")).unwrap();
+    run(Command::new("objcopy").current_dir(&tmp).args([
+        "--update-section",
+        ".nv_fatbin=k.fatbin",
+        "libisa90.so",
+    ]));
+    let _ = std::fs::remove_dir_all(&d);
+    if std::fs::rename(&tmp, &d).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    out
 }

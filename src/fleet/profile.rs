@@ -143,12 +143,23 @@ pub fn image_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     out
 }
 
+/// Evidence kept per step: enough for "which library, what it carries"; not a whole list.
+const MAX_EVIDENCE: usize = 400;
+
 /// One line for a judging finding: the error the workload meets, and why.
 pub fn reason(f: &Finding) -> String {
-    let first = f.evidence.split(';').next().unwrap_or(&f.evidence).trim();
+    let mut ev = f.evidence.trim().replace('\n', " ");
+    if ev.len() > MAX_EVIDENCE {
+        let mut cut = MAX_EVIDENCE;
+        while !ev.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        ev.truncate(cut);
+        ev.push('…');
+    }
     match &f.predicted {
-        Some(p) => format!("{}: {} — {first}", f.id, p.headline()),
-        None => format!("{}: {first}", f.id),
+        Some(p) => format!("{}: {} — {ev}", f.id, p.headline()),
+        None => format!("{}: {ev}", f.id),
     }
 }
 
