@@ -565,6 +565,23 @@ fn fleet_end_to_end() {
         true,
     );
 
+    // A profile attached to another image than the one judged is refused, nothing pushed.
+    let o = Command::new(BIN)
+        .args(["check", "--image"])
+        .arg(format!(
+            "oci:{}:1",
+            c.dir.path().join("images/cuda13.0").display()
+        ))
+        .args(["--attach", &bare, "--plain-http", &c.registry])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{bare} is not the image judged")),
+        "{err}"
+    );
+
     // The webhook, registered as the API server's mutating webhook for pods.
     let tlsdir = c.dir.path().join("tls");
     std::fs::create_dir_all(&tlsdir).unwrap();

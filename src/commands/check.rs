@@ -117,7 +117,11 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
     if args.profile || args.emit_profile.is_some() || args.attach.is_some() {
-        return emit_profile(args, &config, &facts, &image_findings, &name, out);
+        let env = loaded
+            .as_ref()
+            .filter(|_| args.image.is_some())
+            .map(|i| i.env.as_slice());
+        return emit_profile(args, &config, &facts, &image_findings, &name, env, out);
     }
     let annotation = bundle
         .spec
@@ -257,6 +261,7 @@ fn emit_profile(
     facts: &crate::commands::ContainerFacts,
     image_findings: &[crate::finding::Finding],
     name: &str,
+    env: Option<&[String]>,
     out: &mut dyn Write,
 ) -> anyhow::Result<i32> {
     let profile = crate::fleet::profile::compute(facts, image_findings, config, name);
@@ -270,7 +275,7 @@ fn emit_profile(
         plain.extend(args.plain_http.iter().cloned());
         let digest = crate::fleet::runtime()?.block_on(async {
             crate::fleet::registry::Registry::new(&plain, None)
-                .attach(r, &profile)
+                .attach(r, &profile, env)
                 .await
         })?;
         writeln!(out, "attached profile {digest} to {r}")?;

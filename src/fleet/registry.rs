@@ -90,10 +90,20 @@ impl Registry {
             .with_context(|| format!("{r}: resolving the digest"))
     }
 
-    /// Attach the profile to the image `image` names; returns the artifact's digest.
-    pub async fn attach(&self, image: &str, profile: &ImageProfile) -> anyhow::Result<String> {
+    /// Attach the profile to the image `image` names; returns the artifact's digest. `env`: the
+    /// environment of the image the profile was computed from; a single-platform image in the
+    /// registry whose config says otherwise is another image, and nothing is pushed.
+    pub async fn attach(
+        &self,
+        image: &str,
+        profile: &ImageProfile,
+        env: Option<&[String]>,
+    ) -> anyhow::Result<String> {
         let r = parse_ref(image)?;
         let (subject_body, subject_digest, subject_media) = self.manifest(&r).await?;
+        if let Some(env) = env {
+            self.check_env(&r, &subject_body, env).await?;
+        }
         let nfd = serde_yaml_ng::to_string(&profile.nfd_spec())?.into_bytes();
         let ours = serde_json::to_vec(profile)?;
         let empty = b"{}".to_vec();
@@ -133,6 +143,56 @@ impl Registry {
         self.add_to_tag_index(&r, &subject_digest, &digest, body.len())
             .await?;
         Ok(digest)
+    }
+
+    /// The registry image's config `Env` must be the judged image's (an index is not checked:
+    /// its platforms' configs differ by design).
+    async fn check_env(
+        &self,
+        r: &Reference,
+        manifest: &[u8],
+        env: &[String],
+    ) -> anyhow::Result<()> {
+        const MAX_CONFIG: i64 = 4 << 20;
+        let m: Value = serde_json::from_slice(manifest).context("manifest is not JSON")?;
+        let (Some(digest), Some(size)) =
+            (m["config"]["digest"].as_str(), m["config"]["size"].as_i64())
+        else {
+            return Ok(()); // an index
+        };
+        if !(0..=MAX_CONFIG).contains(&size) {
+            bail!("{r}: image config of {size} bytes");
+        }
+        let desc = oci_client::manifest::OciDescriptor {
+            media_type: m["config"]["mediaType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            digest: digest.to_string(),
+            size,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        self.client
+            .pull_blob(r, &desc, &mut out)
+            .await
+            .context("reading the image config")?;
+        let config: Value = serde_json::from_slice(&out).context("image config")?;
+        let theirs: Vec<&str> = config["config"]["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let ours: Vec<&str> = env.iter().map(String::as_str).collect();
+        if theirs != ours {
+            bail!(
+                "{r} is not the image judged: its config's environment differs ({} entries there, {} here); attach the profile of the image the reference names",
+                theirs.len(),
+                ours.len()
+            );
+        }
+        Ok(())
     }
 
     /// The referrers tag schema: `<alg>-<hex>` names an index of the subject's referrers.
