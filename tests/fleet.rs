@@ -881,6 +881,71 @@ fn fleet_end_to_end() {
         "BENCH fleet webhook as the API server measures it (apiserver_admission_webhook_admission_duration_seconds), 1004 nodes, fits some: mean {mean:.2} ms over 20 calls"
     );
     assert!(mean < 1000.0, "{mean} ms");
+
+    // Without NFD (its CRDs deleted): facts --publish labels the Node itself, and the webhook
+    // reads the facts back from Node labels.
+    ok(
+        &c.kubectl(&[
+            "delete",
+            "crd",
+            "nodefeatures.nfd.k8s-sigs.io",
+            "--timeout=120s",
+        ]),
+        "delete the NodeFeature CRD",
+    );
+    let n = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-nonfd",
+        "annotations": {"cuda-preflight.test/fake": "no kubelet"}}});
+    ok(
+        &c.kubectl_stdin(&["create", "-f", "-"], &n.to_string()),
+        "node",
+    );
+    let o = c
+        .cmd(BIN)
+        .args([
+            "facts",
+            "--publish",
+            "--node",
+            "gpu-nonfd",
+            "--host-profile",
+        ])
+        .arg(repo().join("examples/hosts/rtx5070ti-570.json"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(&o, "facts --publish without NFD").trim(),
+        "NFD is not installed (no NodeFeature API): labelled Node gpu-nonfd directly (labels only, no features)"
+    );
+    let o = c.kubectl(&[
+        "get",
+        "node",
+        "gpu-nonfd",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    let l = ok(&o, "labels");
+    assert!(
+        l.contains(r#""cuda-preflight.feature.node.kubernetes.io/driver":"570133007""#),
+        "{l}"
+    );
+    std::fs::write(&body, review(&none)).unwrap();
+    let t = Instant::now();
+    loop {
+        let (_, out) = post_reviews(&ca, &url, &body, 1);
+        if out.contains("gpu-nonfd") {
+            assert!(
+                out.contains("sm_120 geforce nodes with driver 570.133.07 (1: gpu-nonfd)"),
+                "{out}"
+            );
+            assert!(out.contains(r#""allowed":false"#), "{out}");
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(40),
+            "{out}\n{}",
+            c.log("webhook")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The profile from the kernels of the libraries an image loads (nvcc 13.5 fixtures of

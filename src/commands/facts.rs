@@ -79,15 +79,20 @@ pub fn run(args: &FactsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             None
         };
         let obj = crate::fleet::node::node_feature(&node, &ns, p, health.as_ref());
-        crate::fleet::runtime()?.block_on(async {
+        let published = crate::fleet::runtime()?.block_on(async {
             let client = crate::fleet::kube_api::client().await?;
             crate::fleet::kube_api::apply_node_feature(client, &obj).await
         })?;
         if args.json {
             serde_json::to_writer_pretty(&mut *out, &obj)?;
             writeln!(out)?;
-        } else {
+        } else if published == crate::fleet::kube_api::Published::NodeFeature {
             writeln!(out, "published NodeFeature {ns}/cuda-preflight-{node}")?;
+        } else {
+            writeln!(
+                out,
+                "NFD is not installed (no NodeFeature API): labelled Node {node} directly (labels only, no features)"
+            )?;
         }
         return Ok(0);
     }

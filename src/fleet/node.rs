@@ -254,6 +254,52 @@ pub fn from_node_feature(obj: &Value) -> Option<NodeFacts> {
     })
 }
 
+/// Back from the labels alone (clusters without NFD, where `facts --publish` labels the Node):
+/// the driver from its integer, one GPU per `sm.*` label, the brand where the GPUs share one.
+/// Coarser than a NodeFeature: no GPU names, counts per kind or NVML brands.
+pub fn from_labels(node: &str, labels: &BTreeMap<String, String>) -> Option<NodeFacts> {
+    let get = |k: &str| {
+        labels
+            .get(&format!("{LABEL_PREFIX}{k}"))
+            .map(String::as_str)
+    };
+    let d: u64 = get("driver")?.parse().ok()?;
+    let driver = format!("{}.{}.{:02}", d / 1_000_000, d / 1_000 % 1_000, d % 1_000);
+    let cuda = get("cuda")
+        .and_then(|c| c.parse::<u64>().ok())
+        .map(|c| format!("{}.{}", c / 1000, c % 1000 / 10));
+    let brand = get("brand").filter(|b| *b != "mixed").unwrap_or("");
+    let gpus = labels
+        .iter()
+        .filter(|(_, v)| v.as_str() == "true")
+        .filter_map(|(k, _)| k.strip_prefix(LABEL_PREFIX)?.strip_prefix("sm."))
+        .filter_map(|cc| {
+            // `90` → 9.0, `120` → 12.0: the minor is one digit (cc_parts).
+            let (ma, mi) = cc.split_at(cc.len().checked_sub(1)?);
+            Some(format!("{}.{mi}", ma.parse::<u64>().ok()?))
+        })
+        .enumerate()
+        .map(|(i, cc)| Gpu {
+            index: i as u32,
+            compute_capability: cc,
+            brand: brand.to_string(),
+            mig: get("mig") == Some("true"),
+            ..Gpu::default()
+        })
+        .collect();
+    Some(NodeFacts {
+        node: node.to_string(),
+        profile: HostProfile {
+            driver_version: Some(driver),
+            cuda_driver_version: cuda,
+            device_majors: BTreeMap::new(),
+            gpus,
+        },
+        healthy: get("healthy").map(|h| h == "true"),
+        doctor_failed: String::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +393,34 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             );
         }
+    }
+
+    #[test]
+    fn labels_round_trip_where_they_can() {
+        let p = profile("570.172.08", "12.8", &[("12.0", "geforce")]);
+        let back = from_labels("n", &labels(&p, Some(&Health { failed: vec![] }))).unwrap();
+        assert_eq!(back.profile.driver_version.as_deref(), Some("570.172.08"));
+        assert_eq!(back.profile.cuda_driver_version.as_deref(), Some("12.8"));
+        assert_eq!(back.profile.gpus.len(), 1);
+        assert_eq!(back.profile.gpus[0].compute_capability, "12.0");
+        assert_eq!(back.profile.gpus[0].brand, "geforce");
+        assert_eq!(back.healthy, Some(true));
+        let p = profile(
+            "535.104.05",
+            "12.2",
+            &[("8.0", "datacenter"), ("9.0", "datacenter")],
+        );
+        let back = from_labels("n", &labels(&p, None)).unwrap();
+        let ccs: Vec<&str> = back
+            .profile
+            .gpus
+            .iter()
+            .map(|g| g.compute_capability.as_str())
+            .collect();
+        assert_eq!(ccs, ["8.0", "9.0"]);
+        assert_eq!(back.profile.driver_version.as_deref(), Some("535.104.05"));
+        assert_eq!(back.healthy, None);
+        assert!(from_labels("n", &BTreeMap::new()).is_none());
     }
 
     #[test]
