@@ -197,8 +197,10 @@ pub fn review(
     }
     for g in &fitting {
         for w in g.verdict.as_ref().map(Vec::as_slice).unwrap_or_default() {
-            if !warnings.contains(w) {
-                warnings.push(format!("cuda-preflight: {w}"));
+            // The same warning from several kinds of node is said once.
+            let w = format!("cuda-preflight: {w}");
+            if !warnings.contains(&w) {
+                warnings.push(w);
             }
         }
     }
@@ -707,6 +709,30 @@ mod tests {
         );
         assert!(message.contains("sm_120 geforce nodes with driver 570.86.10 (1: rtx5090): reg/img:1: reason at 450.51.05; no driver runs it on this GPU"), "{message}");
         assert!(message.contains("sm_80 datacenter"), "{message}");
+
+        // Two kinds of node that both run it with the same warning: said once.
+        let mut warned = p.clone();
+        for k in &mut warned.kinds {
+            if let Some(s) = k.steps.last_mut().filter(|s| s.verdict == Decision::Allow) {
+                s.verdict = Decision::Warn;
+                s.reason = Some("JIT at first start".into());
+            }
+        }
+        let both = [
+            n("h1", "580.159.04", "9.0", "datacenter"),
+            n("h2", "580.95.05", "9.0", "datacenter"),
+        ];
+        let out = review(
+            &pod(true),
+            &[("reg/img:1".into(), Some(warned))],
+            Some(&both),
+        );
+        assert_eq!(
+            out,
+            Outcome::Allow {
+                warnings: vec!["cuda-preflight: reg/img:1: JIT at first start".into()]
+            }
+        );
 
         // All fit: allow, nothing to add.
         let out = review(
