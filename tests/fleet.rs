@@ -565,6 +565,41 @@ fn fleet_end_to_end() {
         true,
     );
 
+    // NFD's own client fetches the artifact and evaluates its spec (on this machine's features:
+    // none of NFD's sources discovers a CUDA driver, so no rule matches here; docs/fleet.md).
+    let o = c
+        .cmd(c.state().join("bin/nfd"))
+        .args([
+            "compat",
+            "validate-node",
+            "--image",
+            &h100,
+            "--plain-http",
+            "--output-json",
+        ])
+        .output()
+        .unwrap();
+    let out = ok(&o, "nfd compat validate-node");
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let rules: Vec<&Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|set| set["rules"].as_array().unwrap().iter())
+        .collect();
+    let sm90 = rules
+        .iter()
+        .find(|r| r["name"] == "sm_90 datacenter driver >= 580065006")
+        .unwrap_or_else(|| panic!("{out}"));
+    let exprs = sm90["matchedExpressions"].to_string();
+    for want in [
+        r#""feature":"cuda-preflight.gpu""#,
+        r#""feature":"cuda-preflight.host""#,
+        r#""Gt""#,
+    ] {
+        assert!(exprs.contains(want), "{want} in {exprs}");
+    }
+
     // A profile attached to another image than the one judged is refused, nothing pushed.
     let o = Command::new(BIN)
         .args(["check", "--image"])
