@@ -1137,3 +1137,40 @@ fn isa90_library() -> PathBuf {
     }
     out
 }
+
+/// Bad input is exit 2 with one clear line, and nothing is written: no cluster to publish to, no
+/// registry to attach to.
+#[test]
+fn no_cluster_no_registry_is_bad_input() {
+    let o = Command::new(BIN)
+        .args(["facts", "--publish", "--node", "n", "--host-profile"])
+        .arg(repo().join("examples/hosts/h100-580.json"))
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.starts_with("cuda-preflight: no Kubernetes API configuration"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let d = tempfile::tempdir().unwrap();
+    image_layout(&d.path().join("img"), "13.0.0", "X=1", &[]);
+    let port = free_port(); // nothing listens there
+    let o = Command::new(BIN)
+        .args(["check", "--image"])
+        .arg(format!("oci:{}:1", d.path().join("img").display()))
+        .args(["--attach", &format!("127.0.0.1:{port}/x/y:1")])
+        .args(["--plain-http", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}/x/y:1: reading the manifest")),
+        "{err}"
+    );
+}

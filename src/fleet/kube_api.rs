@@ -12,9 +12,12 @@ use crate::fleet::node::{self, NodeFacts};
 
 pub async fn client() -> anyhow::Result<kube::Client> {
     crate::fleet::install_crypto();
-    kube::Client::try_default()
-        .await
-        .context("no Kubernetes API configuration (KUBECONFIG, ~/.kube/config or in-cluster)")
+    // kube's error repeats its causes in its own message: one line, not the whole chain.
+    kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!(
+            "no Kubernetes API configuration (KUBECONFIG, ~/.kube/config or in-cluster): {e}"
+        )
+    })
 }
 
 fn node_features(client: kube::Client, namespace: Option<&str>) -> Api<DynamicObject> {
