@@ -20,6 +20,14 @@ command -v python3 >/dev/null || need+=(python3)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v gcc >/dev/null || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
+# tests/fleet.rs: a real OCI registry (distribution 2.8), skopeo to push images to it, openssl
+# for the webhook's certificate, curl, and xz for the control plane's binaries. The control plane
+# itself (kube-apiserver, etcd, scheduler, controller-manager, nfd-master) comes from
+# CUDA_PREFLIGHT_K8S_CONTROL (default ../shared/k8s-control): nothing here downloads it.
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v openssl >/dev/null || need+=(openssl)
+command -v curl >/dev/null || need+=(curl)
 # The rootfs has no libc: the busybox copied into it must be the static one.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
 # tests/nvidia_cdi.rs unpacks NVIDIA's toolkit binaries (.xz) and builds its test-double driver.

@@ -116,6 +116,15 @@ pub struct Config {
     /// `cuda-preflight nri`: the config path the added hook is given, as the host sees it (the
     /// plugin may run in a container); none: the plugin's own `--config`.
     pub nri_hook_config: Option<PathBuf>,
+    /// The fleet (src/fleet/): `facts --publish`'s node name (default: the host name), the
+    /// namespace of the NodeFeature objects, registries reached over plain HTTP (`host:port`),
+    /// and the webhook's listen address and TLS files.
+    pub node: Option<String>,
+    pub nfd_namespace: String,
+    pub plain_http: Vec<String>,
+    pub listen: String,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -158,6 +167,12 @@ impl Default for Config {
             nri_socket: None,
             nri_listen: None,
             nri_hook_config: None,
+            node: None,
+            nfd_namespace: "node-feature-discovery".into(),
+            plain_http: Vec::new(),
+            listen: "0.0.0.0:8443".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

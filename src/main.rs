@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cuda_preflight::commands::{
-    check, doctor, explain, facts, hook, install, nri, report as reports, scan,
+    check, doctor, explain, facts, hook, install, nri, report as reports, scan, webhook,
 };
 
 /// Will CUDA work in this container on this host? An OCI hook and its offline tools.
@@ -20,7 +20,7 @@ enum Command {
     /// OCI hook: reads the container state on stdin; exits 1 only to block the start
     Hook(hook::HookArgs),
     /// Judge a bundle without starting it; exit 0 allow/warn, 1 block, 2 bad input
-    Check(check::CheckArgs),
+    Check(Box<check::CheckArgs>),
     /// Print the host profile (driver, CUDA version, GPUs, device majors); --json is the profile format
     Facts(facts::FactsArgs),
     /// List the GPU code in CUDA binaries (like cuobjdump --list-elf --list-ptx) and judge whether it loads on a GPU
@@ -40,6 +40,8 @@ enum Command {
     Uninstall(install::InstallArgs),
     /// NRI plugin for containerd and CRI-O: judges GPU containers at creation and adds the hook
     Nri(nri::NriArgs),
+    /// Kubernetes admission webhook (HTTPS): refuses a GPU pod no node can run, else steers it to those that can
+    Webhook(webhook::WebhookArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
             report(install::run_uninstall(&args, &mut std::io::stdout().lock()))
         }
         Command::Nri(args) => report(nri::run(&args)),
+        Command::Webhook(args) => report(webhook::run(&args)),
     };
     ExitCode::from(code as u8)
 }

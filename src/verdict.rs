@@ -10,7 +10,7 @@ pub const FINDING_IDS: &[&str] = &["hook-error", "container-override-refused"];
 /// The annotation a container may set to choose its own mode, where the config allows it.
 pub const MODE_ANNOTATION: &str = "cuda-preflight/mode";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     Allow,

@@ -340,3 +340,103 @@ fn nri_install_script_on_a_fake_node() {
         "mode = \"warn\"\n"
     );
 }
+
+/// packaging/kubernetes/fleet.yaml (docs/fleet.md): valid, and its parts fit together and with
+/// the binary — the configuration calls the Service, the Service selects the webhook's pods, the
+/// containers' flags are ones the binary takes, the RBAC covers what each one does.
+#[test]
+fn fleet_manifests_validate_and_fit_together() {
+    let file = repo().join("packaging/kubernetes/fleet.yaml");
+    let (ok, text) = validate(&[&file]);
+    assert!(ok, "{text}");
+    for r in [
+        "serviceaccount/cuda-preflight-facts",
+        "role/cuda-preflight-facts",
+        "rolebinding/cuda-preflight-facts",
+        "daemonset/cuda-preflight-facts",
+        "serviceaccount/cuda-preflight-webhook",
+        "clusterrole/cuda-preflight-webhook",
+        "clusterrolebinding/cuda-preflight-webhook",
+        "deployment/cuda-preflight-webhook",
+        "service/cuda-preflight-webhook",
+        "mutatingwebhookconfiguration/cuda-preflight",
+    ] {
+        assert!(text.contains(&format!("passed for resource {r}")), "{text}");
+    }
+    let d = docs("packaging/kubernetes/fleet.yaml");
+    let cfg = &kind(&d, "MutatingWebhookConfiguration")["webhooks"][0];
+    let svc = kind(&d, "Service");
+    let dep = kind(&d, "Deployment");
+    assert_eq!(
+        cfg["clientConfig"]["service"]["name"],
+        svc["metadata"]["name"]
+    );
+    assert_eq!(
+        cfg["clientConfig"]["service"]["namespace"],
+        svc["metadata"]["namespace"]
+    );
+    assert_eq!(
+        svc["spec"]["selector"],
+        dep["spec"]["template"]["metadata"]["labels"]
+    );
+    // Never a pod stopped because the webhook is down, and an answer inside the timeout.
+    assert_eq!(cfg["failurePolicy"], "Ignore");
+    assert_eq!(cfg["sideEffects"], "None");
+    assert!(cfg["timeoutSeconds"].as_u64().unwrap() <= 10);
+    // The webhook's flags parse: with certificate files that do not exist here the binary gets as
+    // far as reading them (a flag it did not know would stop it at argument parsing).
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let out = Command::new(common::BIN).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/tls/tls.crt: cannot read the certificate"),
+        "{err}"
+    );
+    let mounts = c["volumeMounts"].as_sequence().unwrap();
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/tls"));
+
+    // The publisher: the flags it runs with, the node name from the downward API, and a Role in
+    // the namespace the binary writes NodeFeatures to by default.
+    let ds = kind(&d, "DaemonSet");
+    let pc = &ds["spec"]["template"]["spec"]["containers"][0];
+    let script = pc["args"][0].as_str().unwrap();
+    assert!(
+        script.contains("cuda-preflight facts --publish --node \"$NODE_NAME\""),
+        "{script}"
+    );
+    let help = Command::new(common::BIN)
+        .args(["facts", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--publish") && help.contains("--node <NAME>"),
+        "{help}"
+    );
+    assert_eq!(
+        pc["env"][0]["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.nodeName"
+    );
+    let role = kind(&d, "Role");
+    assert_eq!(role["metadata"]["namespace"], "node-feature-discovery");
+    let verbs = role["rules"][0]["verbs"].as_sequence().unwrap();
+    assert!(
+        verbs.iter().any(|v| v == "patch"),
+        "server-side apply is a PATCH"
+    );
+    let cr = kind(&d, "ClusterRole");
+    assert!(
+        cr["rules"][0]["verbs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|v| v == "list")
+    );
+}

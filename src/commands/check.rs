@@ -54,6 +54,20 @@ pub struct CheckArgs {
     /// Print JSON: {"verdict", "findings"}, or {"verdict", "hosts": [...]} for several hosts
     #[arg(long)]
     pub json: bool,
+    /// Print the image's profile instead of a verdict: the GPUs and drivers it runs on, judged by
+    /// the same rules on every GPU kind and driver release (docs/fleet.md)
+    #[arg(long, conflicts_with_all = ["host_profile", "fleet"])]
+    pub profile: bool,
+    /// Write the image's profile to FILE
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["host_profile", "fleet"])]
+    pub emit_profile: Option<PathBuf>,
+    /// Attach the profile to this image in its registry as an OCI referrer (NFD's
+    /// image-compatibility artifact): REGISTRY/REPO:TAG or @DIGEST, the same image as --image
+    #[arg(long, value_name = "REF", conflicts_with_all = ["host_profile", "fleet"])]
+    pub attach: Option<String>,
+    /// A registry (host:port) reached over plain HTTP for --attach; repeat [config: plain_http]
+    #[arg(long, value_name = "HOST")]
+    pub plain_http: Vec<String>,
 }
 
 /// Bad input (exit 2) is an `Err`; otherwise the exit code: 0 allow or warn, 1 block.
@@ -150,6 +164,13 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         crate::commands::headroom_policy(&config),
         &crate::facts::binaries::WalkSettings::from_config(&config),
     );
+    if args.profile || args.emit_profile.is_some() || args.attach.is_some() {
+        let env = loaded
+            .as_ref()
+            .filter(|_| args.image.is_some())
+            .map(|i| i.env.as_slice());
+        return emit_profile(args, &config, &facts, &image_findings, &name, env, out);
+    }
     let annotation = bundle
         .spec
         .annotations()
@@ -291,6 +312,39 @@ fn load_image(
         .or_else(|| args.rootfs.as_ref().map(|d| d.display().to_string()))
         .unwrap_or_default();
     image::load(r, &engine, None).with_context(|| what)
+}
+
+/// `--profile`, `--emit-profile`, `--attach`: the image's profile (`fleet::profile`).
+fn emit_profile(
+    args: &CheckArgs,
+    config: &crate::config::Config,
+    facts: &crate::commands::ContainerFacts,
+    image_findings: &[crate::finding::Finding],
+    name: &str,
+    env: Option<&[String]>,
+    out: &mut dyn Write,
+) -> anyhow::Result<i32> {
+    let profile = crate::fleet::profile::compute(facts, image_findings, config, name);
+    let text = serde_json::to_string_pretty(&profile)?;
+    if let Some(f) = &args.emit_profile {
+        crate::atomic::write_file(f, format!("{text}\n").as_bytes())
+            .with_context(|| format!("{}: cannot write the profile", f.display()))?;
+    }
+    if let Some(r) = &args.attach {
+        let mut plain = config.plain_http.clone();
+        plain.extend(args.plain_http.iter().cloned());
+        let digest = crate::fleet::runtime()?.block_on(async {
+            crate::fleet::registry::Registry::new(&plain, None)
+                .attach(r, &profile, env)
+                .await
+        })?;
+        writeln!(out, "attached profile {digest} to {r}")?;
+    }
+    if args.profile {
+        writeln!(out, "{text}")?;
+    }
+    out.flush().context("writing output")?;
+    Ok(0)
 }
 
 /// Every `*.json` file of a fleet directory, sorted by name; none is bad input.

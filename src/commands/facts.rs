@@ -19,6 +19,19 @@ pub struct FactsArgs {
     /// Use this host profile instead of asking the host.
     #[arg(long, value_name = "FILE")]
     pub host_profile: Option<PathBuf>,
+    /// Create or update this node's NFD NodeFeature in the cluster (KUBECONFIG or in-cluster);
+    /// nfd-master makes its labels Node labels (docs/fleet.md)
+    #[arg(long)]
+    pub publish: bool,
+    /// The Node's name for --publish [config: node; default: NODE_NAME, else the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Namespace of the NodeFeature [config: nfd_namespace; default node-feature-discovery]
+    #[arg(long, value_name = "NS")]
+    pub nfd_namespace: Option<String>,
+    /// Config file for --publish [default: /etc/cuda-preflight/config.toml; absent means defaults]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// The host facts the arguments ask for: a profile file, or the host (NVML only when the host
@@ -42,6 +55,47 @@ pub fn host_facts(args: &FactsArgs) -> anyhow::Result<HostFacts> {
 pub fn run(args: &FactsArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let f = host_facts(args)?;
     let p = &f.profile;
+    if args.publish {
+        let config = crate::config::Config::load(args.config.as_deref())?;
+        let node = args
+            .node
+            .clone()
+            .or(config.node.clone())
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .or_else(crate::fleet::node::host_name)
+            .context("no node name: give --node")?;
+        let ns = args
+            .nfd_namespace
+            .clone()
+            .unwrap_or(config.nfd_namespace.clone());
+        // A profile file describes another host: this one's doctor would say nothing about it.
+        let health = if args.host_profile.is_none() {
+            Some(crate::fleet::node::doctor_health(
+                &args.host_root,
+                p,
+                &config,
+            ))
+        } else {
+            None
+        };
+        let obj = crate::fleet::node::node_feature(&node, &ns, p, health.as_ref());
+        let published = crate::fleet::runtime()?.block_on(async {
+            let client = crate::fleet::kube_api::client().await?;
+            crate::fleet::kube_api::apply_node_feature(client, &obj).await
+        })?;
+        if args.json {
+            serde_json::to_writer_pretty(&mut *out, &obj)?;
+            writeln!(out)?;
+        } else if published == crate::fleet::kube_api::Published::NodeFeature {
+            writeln!(out, "published NodeFeature {ns}/cuda-preflight-{node}")?;
+        } else {
+            writeln!(
+                out,
+                "NFD is not installed (no NodeFeature API): labelled Node {node} directly (labels only, no features)"
+            )?;
+        }
+        return Ok(0);
+    }
     if args.json {
         serde_json::to_writer_pretty(&mut *out, p)?;
         writeln!(out)?;
@@ -132,6 +186,10 @@ mod tests {
             host_profile: Some(
                 concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hosts/h100-580.json").into(),
             ),
+            publish: false,
+            node: None,
+            nfd_namespace: None,
+            config: None,
         };
         let mut out = Vec::new();
         assert_eq!(run(&args, &mut out).unwrap(), 0);
@@ -164,6 +222,10 @@ mod tests {
             json: false,
             host_root: d.path().into(),
             host_profile: None,
+            publish: false,
+            node: None,
+            nfd_namespace: None,
+            config: None,
         };
         let mut out = Vec::new();
         assert_eq!(run(&args, &mut out).unwrap(), 0);
@@ -176,6 +238,10 @@ mod tests {
             json: false,
             host_root: empty.path().into(),
             host_profile: None,
+            publish: false,
+            node: None,
+            nfd_namespace: None,
+            config: None,
         };
         let mut out = Vec::new();
         assert_eq!(run(&args, &mut out).unwrap(), 1);

@@ -10,6 +10,7 @@ pub mod install;
 pub mod nri;
 pub mod report;
 pub mod scan;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 
