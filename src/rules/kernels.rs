@@ -170,7 +170,8 @@ pub fn file_verdict(
     // quadratic (libcublasLt: 2638 modules x 5666 entries). One flat array cut by module
     // (a counting sort, the file's order kept within a module) rather than a vector per
     // module: thousands of small allocations were a large part of a cached hook's time.
-    let judged = |e: &&Entry| !matches!(e.kind, EntryKind::Other(_)) && e.container < inv.containers.len();
+    let judged =
+        |e: &&Entry| !matches!(e.kind, EntryKind::Other(_)) && e.container < inv.containers.len();
     let mut start = vec![0usize; inv.containers.len() + 1];
     for e in inv.entries.iter().filter(judged) {
         start[e.container + 1] += 1;
