@@ -15,6 +15,10 @@
 //! when it is a regular file owned by this user, no larger than [`MAX_ENTRY_BYTES`], of this
 //! layout and key: anything else is a miss, and the next store replaces it. The directory is
 //! pruned oldest first beyond its byte budget.
+//!
+//! A hit leaves the inventories packed ([`Packed`], every entry checked): the rules that read
+//! them run once per host and their findings are kept beside the entry (`<key>.<host>.judged`,
+//! [`Judged`], [`host_key`]), under the same rules of ownership, for the next hit to read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
