@@ -16,6 +16,8 @@
 #   BENCH_SITE=DIR                          an existing pip --target tree instead
 #   BENCH_COLD=0                            skip the page-cache-cold first start
 #   BIN=PATH                                a built binary (default: build the release one)
+#   BASELINE=PATH                           another build (e.g. main's) timed on the same hits,
+#                                           interleaved with BIN's: a before/after of one run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${CUDA_PREFLIGHT_CACHE:-/var/tmp/cuda-preflight-cache}"
@@ -52,9 +54,10 @@ if [[ "$(cat "$WORK/.complete" 2>/dev/null)" != "$KEY" ]]; then
 fi
 echo "image: $(find "$WORK/layers" -type f | wc -l) files, $(du -sm "$WORK/layers" | cut -f1) MB in 2 layers; $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-python3 - "$BIN" "$WORK" "$RUNS" "${BENCH_COLD:-1}" "$PWD/examples/hosts/h100-580.json" <<'PY'
-import json, os, shutil, statistics, subprocess, sys, time
+python3 - "$BIN" "$WORK" "$RUNS" "${BENCH_COLD:-1}" "$PWD/examples/hosts/h100-580.json" "${BASELINE:-}" <<'PY'
+import json, os, resource, shutil, statistics, subprocess, sys, time
 binary, work, runs, cold, profile = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5]
+baseline = sys.argv[6] or None
 layers = f"{work}/layers/torch:{work}/layers/base"
 state = f"{work}/state"
 conf = f"{work}/config.toml"
@@ -91,24 +94,30 @@ def remove(c):
     subprocess.run(["umount", f"{c}/merged"], check=True)
     shutil.rmtree(c)
 
-def hook(c):
+def hook(c, binary=binary):
     st = json.dumps({"ociVersion": "1.0.2", "id": os.path.basename(c), "status": "creating",
                      "pid": holder.pid, "bundle": c}).encode()
+    global last_cpu
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([binary, "hook", "--config", conf, "--host-profile", profile,
                     "--host-root", f"{work}/host", "--state-dir", state],
                    input=st, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ms = (time.perf_counter() - t) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time (user + system) of the hook process: steadier than wall time on a busy machine.
+    last_cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
     rep = f"{state}/reports/{os.path.basename(c)}.json"
     r = json.load(open(rep)) if os.path.exists(rep) else {}
     return ms, r
 
-def first(label, drop):
-    shutil.rmtree(state, ignore_errors=True)
+def first(label, drop, binary=binary, keep=False):
+    if not keep:
+        shutil.rmtree(state, ignore_errors=True)
     c = container(True)
     if drop:
         subprocess.run(["sync"]); open("/proc/sys/vm/drop_caches", "w").write("3\n")
-    ms, r = hook(c)
+    ms, r = hook(c, binary)
     b = r.get("binaries", {})
     print(f"first start, {label:<16} hook {ms:8.1f} ms | walk {b.get('stats', {}).get('elapsed_ms', 0):7.1f} ms, "
           f"load checks {(r.get('load') or {}).get('elapsed_ms', 0):6.1f} ms | cache: {b.get('image_cache', {}).get('result')} | "
@@ -119,13 +128,26 @@ try:
     if cold:
         first("page cache cold", True)
     first("page cache warm", False)
+    if baseline:
+        # The baseline's own entry (the key covers the binary): its later starts are hits too.
+        first("baseline, warm", False, baseline, keep=True)
     # The state directory now holds the image's entry: every later GPU container is a hit.
-    gpu, plain = [], []
-    results = set()
+    gpu, plain, base = [], [], []
+    cpu = {True: [], False: [], "baseline": []}
+    results, base_results = set(), set()
+    kinds = [True, False] + (["baseline"] if baseline else [])
     for i in range(runs):
-        for kind in ((True, False) if i % 2 == 0 else (False, True)):
-            c = container(kind)
+        for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+            c = container(bool(kind))
+            if kind == "baseline":
+                ms, r = hook(c, baseline)
+                base.append(ms)
+                cpu[kind].append(last_cpu)
+                base_results.add(r.get("binaries", {}).get("image_cache", {}).get("result"))
+                remove(c)
+                continue
             ms, r = hook(c)
+            cpu[kind].append(last_cpu)
             if kind:
                 gpu.append(ms)
                 results.add(r.get("binaries", {}).get("image_cache", {}).get("result"))
@@ -139,7 +161,14 @@ try:
     last = "-" if hit_ms is None else f"{hit_ms:.2f} ms"
     print(f"GPU container, later start ({len(gpu)}): {s(gpu)}   cache results {sorted(map(str, results))}, last lookup+read {last}")
     print(f"container asking no GPU    ({len(plain)}): {s(plain)}")
+    if baseline:
+        print(f"GPU container, BASELINE    ({len(base)}): {s(base)}   cache results {sorted(map(str, base_results))}")
+        print(f"baseline ratio of medians: {statistics.median(base) / statistics.median(plain):.2f}x")
     print(f"ratio of medians: {statistics.median(gpu) / statistics.median(plain):.2f}x (target <= 3x)")
+    print(f"CPU time (user+sys) medians: GPU hit {statistics.median(cpu[True]):.2f} ms, no GPU {statistics.median(cpu[False]):.2f} ms, "
+          f"ratio {statistics.median(cpu[True]) / statistics.median(cpu[False]):.2f}x"
+          + (f"; baseline GPU hit {statistics.median(cpu['baseline']):.2f} ms, ratio "
+             f"{statistics.median(cpu['baseline']) / statistics.median(cpu[False]):.2f}x" if baseline else ""))
 finally:
     holder.kill()
 PY

@@ -365,6 +365,9 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         }
     }
     output::log::line(&config.host_root, &config.log_socket, &line);
+    // The process exits next: freeing the image's inventories (megabytes in a framework image,
+    // each a mapping of its own) only delays the start.
+    std::mem::forget(facts);
     code
 }
 

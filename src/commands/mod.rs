@@ -443,12 +443,12 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     if let (Some(l), Some(image)) = (&c.load, &c.image) {
         out.extend(rules::loading::check(l, image));
     }
-    if let Some(b) = &c.binaries {
-        out.extend(rules::kernels::image_findings(
-            b,
-            &container_gpus(c, host),
-            host.cuda_driver_version.as_deref().unwrap_or(""),
-        ));
+    let judged = c
+        .binaries
+        .as_ref()
+        .map(|b| judge_binaries(b, &c.env, &container_gpus(c, host), host));
+    if let Some(j) = &judged {
+        out.extend(j.kernels.iter().cloned());
     }
     if let Some(d) = &c.cuda_compat {
         out.push(rules::start_path::compat_decision(d));
@@ -460,9 +460,12 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         devices,
         &c.request,
         host,
-        c.binaries.as_ref().map(|b| b.files.as_slice()),
+        None,
         &container_gpus(c, host),
     ));
+    if let Some(j) = judged {
+        out.extend(j.ptx_jit);
+    }
     if let Some(t) = &c.toolchains {
         out.extend(rules::toolchains::check(
             t,
@@ -471,6 +474,50 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// The rules over the image's fatbin inventories. On an image facts cache hit they are judged
+/// once per host ([`image_cache::host_key`]: GPUs, driver, CUDA variables) and the judgement kept
+/// beside the entry: a later hit reads it rather than unpacking and judging every entry (21,000
+/// in a torch image, most of a hit's time). The judgement is these same functions' result.
+fn judge_binaries(
+    b: &BinaryFacts,
+    env: &[String],
+    gpus: &[crate::facts::host::Gpu],
+    host: &HostProfile,
+) -> image_cache::Judged {
+    let driver = host.cuda_driver_version.as_deref().unwrap_or("");
+    let judge = |b: &BinaryFacts| image_cache::Judged {
+        kernels: rules::kernels::image_findings(b, gpus, driver),
+        ptx_jit: rules::cuda_env::ptx_jit(env, &b.files, gpus, driver),
+    };
+    let Some(packed) = &b.packed else {
+        return judge(b);
+    };
+    let key = image_cache::host_key(gpus, driver, env);
+    if let Some(j) = packed.judged(&key) {
+        return j;
+    }
+    let mut full = BinaryFacts {
+        packed: None,
+        ..b.clone()
+    };
+    match packed.unpack() {
+        Some(files) => full.files = files,
+        // Not reached: the entry was checked when read. Said, never judged as no GPU code.
+        None => {
+            return image_cache::Judged {
+                kernels: vec![Finding::skipped(
+                    "kernels",
+                    "the image facts cache entry's inventories did not unpack: kernels were not judged",
+                )],
+                ptx_jit: Vec::new(),
+            };
+        }
+    }
+    let j = judge(&full);
+    packed.store_judged(&key, &j);
+    j
 }
 
 /// The GPUs the container gets where that is known; else every GPU of the host (hosts are

@@ -207,6 +207,11 @@ pub struct BinaryFacts {
     /// ([`crate::facts::image_cache`]); set by the hook and `check`, not by the walk.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_cache: Option<crate::facts::image_cache::Outcome>,
+    /// On an image facts cache hit: `files`' inventories, still packed
+    /// ([`crate::facts::image_cache::Packed`]); `files` is then empty. Read through
+    /// [`crate::commands::run_rules`], which judges them or reads the stored judgement.
+    #[serde(skip)]
+    pub packed: Option<std::sync::Arc<crate::facts::image_cache::Packed>>,
 }
 
 impl BinaryFacts {

@@ -15,6 +15,10 @@
 //! when it is a regular file owned by this user, no larger than [`MAX_ENTRY_BYTES`], of this
 //! layout and key: anything else is a miss, and the next store replaces it. The directory is
 //! pruned oldest first beyond its byte budget.
+//!
+//! A hit leaves the inventories packed ([`Packed`], every entry checked): the rules that read
+//! them run once per host and their findings are kept beside the entry (`<key>.<host>.judged`,
+//! [`Judged`], [`host_key`]), under the same rules of ownership, for the next hit to read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -38,7 +42,9 @@ pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
 const PACKED: usize = 17;
 const STALE_TMP_SECS: u64 = 600;
 
-/// The facts a hit hands back.
+/// The facts a hit hands back. On a hit `binaries.files` is empty and the fatbin inventories
+/// are in `binaries.packed` ([`Packed`]), validated, unpacked only where no judgement of them
+/// for this host is stored ([`Judged`]).
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub binaries: BinaryFacts,
@@ -46,7 +52,7 @@ pub struct Cached {
     pub toolchains: Option<ToolchainFacts>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredFile {
     path: PathBuf,
     format: Option<String>,
@@ -158,7 +164,27 @@ impl ImageCache {
         }
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         f.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
-        decode(&bytes, key)
+        let mut hit = decode(&bytes, key, false)?;
+        if let Some(p) = &mut hit.binaries.packed {
+            let p = std::sync::Arc::make_mut(p);
+            p.dir = self.dir.clone();
+            // The judgements kept for this entry are of this file: one stored again under the
+            // same key (a new inode) has none until it is judged.
+            p.stamp = format!(
+                "{}:{}:{}.{}:{}",
+                meta.dev(),
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+                meta.len()
+            );
+        }
+        Some(hit)
+    }
+
+    fn judged_path(&self, key: &str, host: &str) -> PathBuf {
+        self.dir
+            .join(format!("{key}.{}.judged", &host[..host.len().min(32)]))
     }
 
     /// Store `facts` under `key`: temporary file, then rename. Best effort for the caller: an
@@ -227,7 +253,8 @@ impl ImageCache {
                 }
                 continue;
             }
-            if !name.ends_with(".bin") || !meta.is_file() {
+            // Entries and the judgements kept beside them.
+            if !(name.ends_with(".bin") || name.ends_with(".judged")) || !meta.is_file() {
                 continue;
             }
             total += meta.len();
@@ -305,18 +332,79 @@ fn encode(key: &str, facts: &Cached) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-fn decode(bytes: &[u8], key: &str) -> Option<Cached> {
+/// The entry in `bytes`, stored under `key`. `unpack`: the inventories as [`ScannedFile`]s
+/// (tests); else checked entry by entry as unpacking checks them, and kept packed.
+fn decode(bytes: &[u8], key: &str, unpack_now: bool) -> Option<Cached> {
     let rest = bytes.strip_prefix(MAGIC)?;
     let len = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
     let len = usize::try_from(len).ok()?;
     let json = rest.get(8..8usize.checked_add(len)?)?;
-    let mut packed = &rest[8 + len..];
+    let packed = &rest[8 + len..];
     let s: Stored = serde_json::from_slice(json).ok()?;
     if s.v != VERSION || s.key != key {
         return None;
     }
     let mut binaries = s.binaries;
-    for f in s.files {
+    if !unpack_now {
+        // Every check unpacking makes, without building the entries: a corrupt entry is a miss
+        // here, never a surprise when the rules need the inventories.
+        let mut rest = packed;
+        for f in &s.files {
+            match (&f.error, &f.format) {
+                (Some(_), _) => {}
+                (None, Some(fmt)) => {
+                    crate::facts::scan_cache::parse_format(fmt)?;
+                    let take = f.entries.checked_mul(PACKED)?;
+                    let chunk = rest.get(..take)?;
+                    rest = &rest[take..];
+                    for c in chunk.chunks_exact(PACKED) {
+                        if unpack(c)?.container >= f.containers {
+                            return None;
+                        }
+                    }
+                }
+                (None, None) => return None,
+            }
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+        binaries.packed = Some(std::sync::Arc::new(Packed {
+            dir: PathBuf::new(),
+            key: key.to_string(),
+            stamp: String::new(),
+            files: s.files,
+            bytes: packed.to_vec(),
+        }));
+        binaries.linked = s
+            .linked
+            .into_iter()
+            .map(|(path, dynamic)| LinkedFile { path, dynamic })
+            .collect();
+        binaries.library_names = s.library_names;
+        return Some(Cached {
+            binaries,
+            load: s.load,
+            toolchains: s.toolchains,
+        });
+    }
+    binaries.files = unpack_files(s.files, packed)?;
+    binaries.linked = s
+        .linked
+        .into_iter()
+        .map(|(path, dynamic)| LinkedFile { path, dynamic })
+        .collect();
+    binaries.library_names = s.library_names;
+    Some(Cached {
+        binaries,
+        load: s.load,
+        toolchains: s.toolchains,
+    })
+}
+
+fn unpack_files(stored: Vec<StoredFile>, mut packed: &[u8]) -> Option<Vec<ScannedFile>> {
+    let mut files = Vec::with_capacity(stored.len());
+    for f in stored {
         let inventory = match (f.error, f.format) {
             (Some(e), _) => Err(e),
             (None, Some(fmt)) => {
@@ -341,7 +429,7 @@ fn decode(bytes: &[u8], key: &str) -> Option<Cached> {
             }
             (None, None) => return None,
         };
-        binaries.files.push(ScannedFile {
+        files.push(ScannedFile {
             path: f.path,
             inventory,
         });
@@ -350,17 +438,140 @@ fn decode(bytes: &[u8], key: &str) -> Option<Cached> {
     if !packed.is_empty() {
         return None;
     }
-    binaries.linked = s
-        .linked
-        .into_iter()
-        .map(|(path, dynamic)| LinkedFile { path, dynamic })
-        .collect();
-    binaries.library_names = s.library_names;
-    Some(Cached {
-        binaries,
-        load: s.load,
-        toolchains: s.toolchains,
-    })
+    Some(files)
+}
+
+/// A hit's fatbin inventories as the entry stores them (checked when read), with where the
+/// judgements of them are kept.
+#[derive(Clone, Default)]
+pub struct Packed {
+    dir: PathBuf,
+    key: String,
+    stamp: String,
+    files: Vec<StoredFile>,
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Packed {{ {} files, {} bytes }}",
+            self.files.len(),
+            self.bytes.len()
+        )
+    }
+}
+
+/// What the rules that read the fatbin inventories found: the kernel rules'
+/// ([`crate::rules::kernels::image_findings`]) and the PTX JIT variables'
+/// ([`crate::rules::cuda_env::ptx_jit`]). A function of the entry and of [`host_key`]'s
+/// inputs only, so it is stored beside the entry: a later hit on the same host reads it
+/// instead of unpacking and judging every entry again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    pub kernels: Vec<crate::finding::Finding>,
+    pub ptx_jit: Vec<crate::finding::Finding>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredJudged {
+    v: u32,
+    key: String,
+    stamp: String,
+    host: String,
+    judged: Judged,
+}
+
+const JUDGED_MAX_BYTES: u64 = 4 << 20;
+
+/// The key of everything [`Judged`] depends on besides the entry: the GPUs judged against (all
+/// their fields), the driver's CUDA version and the container's `CUDA_*` variables (the
+/// entry's key covers them too; kept here so a judgement never rests on that alone).
+pub fn host_key(gpus: &[crate::facts::host::Gpu], driver_cuda: &str, env: &[String]) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("cuda-preflight judged v{VERSION}\0").as_bytes());
+    h.update(serde_json::to_vec(gpus).unwrap_or_default());
+    h.update(b"\0");
+    h.update(driver_cuda.as_bytes());
+    h.update(b"\0");
+    for e in env.iter().filter(|e| e.starts_with("CUDA_")) {
+        h.update((e.len() as u64).to_le_bytes());
+        h.update(e.as_bytes());
+    }
+    crate::facts::image_identity::hex(&h.finalize())
+}
+
+impl Packed {
+    /// The inventories as the walk gave them. `None` cannot happen for a [`Packed`] that
+    /// [`ImageCache::get`] made (it checked every entry).
+    pub fn unpack(&self) -> Option<Vec<ScannedFile>> {
+        unpack_files(self.files.clone(), &self.bytes)
+    }
+
+    /// The judgement stored for `host` ([`host_key`]); `None`: none, or not one to trust (not
+    /// ours, corrupt, another key's).
+    pub fn judged(&self, host: &str) -> Option<Judged> {
+        let c = ImageCache::open(&self.dir, 0);
+        if !c.dir_is_private() {
+            return None;
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(c.judged_path(&self.key, host))
+            .ok()?;
+        let meta = f.metadata().ok()?;
+        if !meta.is_file()
+            || meta.len() > JUDGED_MAX_BYTES
+            || meta.uid() != euid()
+            || meta.mode() & 0o077 != 0
+        {
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        f.take(JUDGED_MAX_BYTES).read_to_end(&mut bytes).ok()?;
+        let s: StoredJudged = serde_json::from_slice(&bytes).ok()?;
+        (s.v == VERSION && s.key == self.key && s.stamp == self.stamp && s.host == host)
+            .then_some(s.judged)
+    }
+
+    /// Keep `judged` for `host`: best effort (a failure costs the next hit an unpacking).
+    pub fn store_judged(&self, host: &str, judged: &Judged) {
+        let c = ImageCache::open(&self.dir, 0);
+        if !c.dir_is_private() {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&StoredJudged {
+            v: VERSION,
+            key: self.key.clone(),
+            stamp: self.stamp.clone(),
+            host: host.to_string(),
+            judged: judged.clone(),
+        }) else {
+            return;
+        };
+        if bytes.len() as u64 > JUDGED_MAX_BYTES {
+            return;
+        }
+        let tmp = self.dir.join(format!(
+            ".tmp-{}-j{}",
+            std::process::id(),
+            &host[..host.len().min(16)]
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let ok = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+            .and_then(|()| std::fs::rename(&tmp, c.judged_path(&self.key, host)));
+        if ok.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
 }
 
 /// `kind u16, sm u32, variant u8, has_isa u8, isa major u16, isa minor u16, compressed u8,
@@ -391,6 +602,9 @@ fn pack(e: &Entry, out: &mut Vec<u8>) {
 }
 
 fn unpack(c: &[u8]) -> Option<Entry> {
+    // As an array: the offsets below are then checked at compile time, not per byte (21,000
+    // entries a hit in a torch image).
+    let c: &[u8; PACKED] = c.try_into().ok()?;
     let u16at = |o: usize| u16::from_le_bytes([c[o], c[o + 1]]);
     let u32at = |o: usize| u32::from_le_bytes([c[o], c[o + 1], c[o + 2], c[o + 3]]);
     let kind = match u16at(0) {
@@ -602,6 +816,44 @@ mod tests {
         Outcome,
         crate::facts::binaries::WalkStats,
     ) {
+        let (findings, outcome, stats) = judge_all(dir, merged, state);
+        let blocked: Vec<String> = findings
+            .iter()
+            .filter(|f| f.severity == Severity::Block)
+            .map(|f| f.id.clone())
+            .collect();
+        (
+            blocked.iter().any(|id| id == "kernel-image-missing"),
+            blocked,
+            outcome,
+            stats,
+        )
+    }
+
+    /// Every finding of the rules for a container of the rootfs mounted at `merged`.
+    fn judge_all(
+        dir: &Path,
+        merged: &Path,
+        state: &Path,
+    ) -> (
+        Vec<crate::finding::Finding>,
+        Outcome,
+        crate::facts::binaries::WalkStats,
+    ) {
+        judge_on(dir, merged, state, "h100-580.json")
+    }
+
+    /// The same on the host of `examples/hosts/<profile>`.
+    fn judge_on(
+        dir: &Path,
+        merged: &Path,
+        state: &Path,
+        profile: &str,
+    ) -> (
+        Vec<crate::finding::Finding>,
+        Outcome,
+        crate::facts::binaries::WalkStats,
+    ) {
         let b = bundle(dir, merged);
         let request = container::detect(&b.spec, None);
         let mut walk = WalkSettings::from_config(&crate::config::Config::default());
@@ -620,22 +872,105 @@ mod tests {
             &walk,
         );
         let host = crate::facts::host::HostProfile::load(
-            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts/h100-580.json"),
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("examples/hosts")
+                .join(profile),
         )
         .unwrap();
         let findings = run_rules(&facts, &host);
-        let blocked: Vec<String> = findings
-            .iter()
-            .filter(|f| f.severity == Severity::Block)
-            .map(|f| f.id.clone())
-            .collect();
         let bin = facts.binaries.unwrap();
-        (
-            blocked.iter().any(|id| id == "kernel-image-missing"),
-            blocked,
-            bin.image_cache.clone().unwrap(),
-            bin.stats,
+        (findings, bin.image_cache.clone().unwrap(), bin.stats)
+    }
+
+    /// A hit judges what the walk judged: the findings of a cached start are those of the
+    /// start that walked the image and stored the entry, finding for finding (a block, a
+    /// warning with its GPU modules counted, an unreadable file, an info), in the same order.
+    #[test]
+    fn a_hit_gives_the_findings_the_walk_gave() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        let layer = t.join("layers/image");
+        std::fs::create_dir_all(layer.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(layer.join("etc")).unwrap();
+        // Blocks on the H100 (sm_86 SASS only in one module).
+        std::fs::write(layer.join("usr/lib/libkern.so"), library(86)).unwrap();
+        // Loads (sm_90 SASS), and one whose module has PTX only: a JIT warning.
+        std::fs::write(layer.join("usr/lib/libgood.so"), library(90)).unwrap();
+        // Two modules: sm_90 SASS, and PTX (ISA 8.0) only.
+        let ptx = [
+            fatbin(&[(2, 90, 0, 0, 0, b"cubin")]),
+            fatbin(&[(1, 80, 0, 0, 8, b"ptx-text")]),
+        ]
+        .concat();
+        std::fs::write(
+            layer.join("usr/lib/libjit.so"),
+            elf_with_section(62, 0, 0, ".nv_fatbin", &ptx),
         )
+        .unwrap();
+        // A fatbin section that does not parse: an unreadable file.
+        std::fs::write(
+            layer.join("usr/lib/libbroken.so"),
+            elf_with_section(62, 0, 0, ".nv_fatbin", b"not a fatbin at all, truncated"),
+        )
+        .unwrap();
+        let state = t.join("state");
+        let start_on = |n: u32, profile: &str| {
+            let c = t.join(format!("containers/c{n}"));
+            let _m = Overlay::mount(
+                &[&layer],
+                &c.join("upper"),
+                &c.join("work"),
+                &c.join("merged"),
+            );
+            judge_on(&c.join("bundle"), &c.join("merged"), &state, profile)
+        };
+        let start = |n: u32| start_on(n, "h100-580.json");
+        let judged = || -> Vec<PathBuf> {
+            std::fs::read_dir(state.join("image-cache"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "judged"))
+                .collect()
+        };
+        let (walked, o, _) = start(1);
+        assert_eq!(o.result, "stored", "{o:?}");
+        let ids: Vec<&str> = walked.iter().map(|f| f.id.as_str()).collect();
+        assert!(ids.contains(&"kernel-image-missing"), "{ids:?}");
+        assert!(ids.contains(&"kernel-ptx-jit-only"), "{ids:?}");
+        // Start 2 unpacks and judges the entry and keeps the judgement; start 3 reads it.
+        for n in 2..4 {
+            let (hit, o, s) = start(n);
+            assert_eq!(o.result, "hit", "{o:?}");
+            assert!(o.ms > 0.0, "{s:?}");
+            assert_eq!(
+                hit, walked,
+                "start {n}: a hit's findings differ from the walk's"
+            );
+            assert_eq!(judged().len(), 1);
+        }
+        // A corrupt judgement is not one: judged again, the same findings.
+        for p in judged() {
+            let mut bytes = std::fs::read(&p).unwrap();
+            bytes.truncate(bytes.len() / 2);
+            std::fs::write(&p, bytes).unwrap();
+        }
+        let (hit, o, _) = start(4);
+        assert_eq!(o.result, "hit", "{o:?}");
+        assert_eq!(hit, walked);
+        // Another host (A100: the sm_80 SASS loads there): the H100's judgement is not its.
+        let (a100_hit, o, _) = start_on(5, "a100-535.json");
+        assert_eq!(o.result, "hit", "{o:?}");
+        assert_ne!(a100_hit, walked);
+        assert_eq!(judged().len(), 2);
+        // And walks with no cache at all (the entry removed) find the same again, per host.
+        std::fs::remove_dir_all(state.join("image-cache")).unwrap();
+        let (again, o, _) = start(6);
+        assert_eq!(o.result, "stored", "{o:?}");
+        assert_eq!(again, walked);
+        std::fs::remove_dir_all(state.join("image-cache")).unwrap();
+        let (a100_walked, o, _) = start_on(7, "a100-535.json");
+        assert_eq!(o.result, "stored", "{o:?}");
+        assert_eq!(a100_hit, a100_walked);
     }
 
     /// Image "good" has sm_90 SASS in its library (runs on the H100); image "crafted" has a
@@ -786,11 +1121,10 @@ mod tests {
         };
         c.put("k1", &facts).unwrap();
         let got = c.get("k1").unwrap();
-        assert_eq!(got.binaries.files[0].inventory.as_ref().unwrap(), &inv);
-        assert_eq!(
-            got.binaries.files[1].inventory.as_ref().unwrap_err(),
-            "malformed"
-        );
+        assert!(got.binaries.files.is_empty());
+        let files = got.binaries.packed.as_ref().unwrap().unpack().unwrap();
+        assert_eq!(files[0].inventory.as_ref().unwrap(), &inv);
+        assert_eq!(files[1].inventory.as_ref().unwrap_err(), "malformed");
         assert_eq!(got.binaries.stats.files_examined, 7);
         assert_eq!(got.load.unwrap().consumers, 3);
         let p = c.path("k1");

@@ -167,16 +167,27 @@ pub fn file_verdict(
         predicted_error: None,
     };
     // Entries grouped by module in one pass: filtering all entries once per module was
-    // quadratic (libcublasLt: 2638 modules x 5666 entries), most of a cached hook's time.
-    let mut by_module: Vec<Vec<&Entry>> = vec![Vec::new(); inv.containers.len()];
-    for e in &inv.entries {
-        if !matches!(e.kind, EntryKind::Other(_))
-            && let Some(m) = by_module.get_mut(e.container)
-        {
-            m.push(e);
-        }
+    // quadratic (libcublasLt: 2638 modules x 5666 entries). One flat array cut by module
+    // (a counting sort, the file's order kept within a module) rather than a vector per
+    // module: thousands of small allocations were a large part of a cached hook's time.
+    let judged =
+        |e: &&Entry| !matches!(e.kind, EntryKind::Other(_)) && e.container < inv.containers.len();
+    let mut start = vec![0usize; inv.containers.len() + 1];
+    for e in inv.entries.iter().filter(judged) {
+        start[e.container + 1] += 1;
     }
-    for (c, entries) in by_module.iter().enumerate() {
+    for c in 0..inv.containers.len() {
+        start[c + 1] += start[c];
+    }
+    let mut next = start.clone();
+    let mut flat: Vec<Option<&Entry>> = vec![None; start[inv.containers.len()]];
+    for e in inv.entries.iter().filter(judged) {
+        flat[next[e.container]] = Some(e);
+        next[e.container] += 1;
+    }
+    let flat: Vec<&Entry> = flat.into_iter().flatten().collect();
+    for c in 0..inv.containers.len() {
+        let entries = &flat[start[c]..start[c + 1]];
         if entries.is_empty() {
             continue;
         }
@@ -263,7 +274,11 @@ fn gpu_label(cc: (u32, u32), gpus: &[&Gpu]) -> String {
 }
 
 /// Findings for every scanned file on every GPU (GPUs of one compute capability judged once).
-pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -> Vec<Finding> {
+pub fn kernel_findings<'a>(
+    files: impl IntoIterator<Item = &'a ScannedFile>,
+    gpus: &[Gpu],
+    driver_cuda: &str,
+) -> Vec<Finding> {
     let mut out = Vec::new();
     let mut groups: Vec<((u32, u32), Vec<&Gpu>)> = Vec::new();
     for g in gpus {
@@ -306,7 +321,7 @@ pub fn kernel_findings(files: &[ScannedFile], gpus: &[Gpu], driver_cuda: &str) -
     // libraries no table row knows: files are judged in that order, so the first block is the
     // error met first (the headline). Stable: the walk's order within each rank.
     let mut ordered: Vec<(&ScannedFile, Option<&'static FrameworkLibrary>)> = files
-        .iter()
+        .into_iter()
         .map(|f| (f, knowledge::framework_library(&f.path)))
         .collect();
     ordered.sort_by_key(|(_, row)| row.map_or(usize::MAX, |r| r.order));
@@ -537,8 +552,9 @@ pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<F
             .and_then(crate::knowledge::kernels_outside_fatbin)
             .is_some()
     });
-    let judged: Vec<ScannedFile> = judged.into_iter().cloned().collect();
-    let mut out = kernel_findings(&judged, gpus, driver_cuda);
+    // By reference: a copy of every inventory (21,000 entries in a torch image) cost a cached
+    // hook more than judging them.
+    let mut out = kernel_findings(judged, gpus, driver_cuda);
     if !outside.is_empty() {
         let names: Vec<String> = outside
             .iter()
@@ -1030,7 +1046,7 @@ mod tests {
                 compute_capability: cc.to_string(),
                 ..Default::default()
             };
-            let f = kernel_findings(files, &[gpu], drv);
+            let f = kernel_findings(*files, &[gpu], drv);
             let blocks: Vec<&Finding> =
                 f.iter().filter(|f| f.severity == Severity::Block).collect();
             match first {
