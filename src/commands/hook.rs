@@ -42,23 +42,30 @@ pub struct HookArgs {
 /// The pid the probe reads the container through. At createContainer the state's pid is the one
 /// runc init has in the container's pid namespace (runc: `s.Pid = unix.Getpid()` before the
 /// hooks), meaningless in the host's /proc; the hook itself is then in the container's namespaces
-/// and mount namespace, so its own /proc entry shows the container.
-fn probe_pid(args: &HookArgs, stage: Stage, state_pid: Option<i32>) -> Option<i32> {
+/// and mount namespace, so its own /proc entry shows the container — but only where the hook's
+/// parent is the container's init (runc, crun). A runtime that runs createContainer hooks
+/// elsewhere (Kata's runtime-rs in the VMM's namespaces, gVisor in its gofer) would otherwise have
+/// the probe run image code in host namespaces: there it is `None`, and the probe is skipped.
+fn probe_pid(args: &HookArgs, stage: Stage, state_pid: Option<i32>, parent: i32) -> Option<i32> {
     match stage {
-        Stage::CreateContainer => std::fs::read_link(args.proc_root.join("self"))
-            .ok()
-            .and_then(|p| p.to_str()?.parse().ok()),
+        Stage::CreateContainer if state_pid == Some(parent) => {
+            std::fs::read_link(args.proc_root.join("self"))
+                .ok()
+                .and_then(|p| p.to_str()?.parse().ok())
+        }
+        Stage::CreateContainer => None,
         Stage::Prestart | Stage::CreateRuntime => state_pid,
     }
 }
 
-/// The stage the hook really runs at. A state pid of 1 is never a container's init as the host
-/// sees it (that is the host's own init); it is what runc hands a createContainer hook, which runs
-/// inside the container's pid namespace (`s.Pid = unix.Getpid()` in runc init). An entry
-/// registered at createContainer without `--stage createContainer` would otherwise read the host
-/// init's /proc entry as the container's.
-fn effective_stage(declared: Stage, state_pid: Option<i32>) -> Stage {
-    if state_pid == Some(1) {
+/// The stage the hook really runs at. The state's pid is the hook's own parent only where runc
+/// init runs it, at createContainer (`s.Pid = unix.Getpid()` in runc init: 1 in a pid namespace of
+/// the container's own, the host pid where the container shares one); at prestart and
+/// createRuntime the hook's parent is `runc create` and the pid is the container's init. An entry
+/// registered at createContainer without `--stage createContainer` would otherwise read the pid as
+/// a host pid and the probe would join whatever process it names.
+fn effective_stage(declared: Stage, state_pid: Option<i32>, parent: i32) -> Stage {
+    if state_pid == Some(1) || state_pid == Some(parent) {
         Stage::CreateContainer
     } else {
         declared
@@ -188,7 +195,8 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     };
     // What NVIDIA's CDI hooks will still do after this hook: on a CDI path, before them,
     // libcuda.so.1 and the loader cache entry do not exist yet.
-    let stage = effective_stage(args.stage, state.pid);
+    let parent = std::os::unix::process::parent_id() as i32;
+    let stage = effective_stage(args.stage, state.pid, parent);
     let pending = start_path::nvidia_cdi_hooks(&bundle.spec)
         .pending_after(stage, start_path::our_index(&bundle.spec, stage));
     // At createContainer runc runs us inside the container's mount namespace before pivot_root:
@@ -246,7 +254,19 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             &facts.pending_hooks,
         ));
     }
-    if let Some(pid) = probe_pid(args, stage, state.pid)
+    let probe_pid = probe_pid(args, stage, state.pid, parent);
+    if stage == Stage::CreateContainer
+        && probe_pid.is_none()
+        && facts.request.wants_gpu()
+        && config.probe != ProbePolicy::Never
+        && !deferred
+    {
+        findings.push(crate::finding::Finding::skipped(
+            "probe",
+            "the hook runs at createContainer but not as a child of the container's init (the runtime runs createContainer hooks outside the container): image code is not run here",
+        ));
+    }
+    if let Some(pid) = probe_pid
         && !deferred
         && facts.request.wants_gpu()
         && config.probe != ProbePolicy::Never
@@ -500,7 +520,40 @@ mod tests {
             (Stage::CreateRuntime, None, Stage::CreateRuntime),
         ];
         for (declared, pid, want) in cases {
-            assert_eq!(effective_stage(declared, pid), want, "{declared:?} {pid:?}");
+            assert_eq!(
+                effective_stage(declared, pid, 777),
+                want,
+                "{declared:?} {pid:?}"
+            );
         }
+        // Sharing the host's pid namespace, runc init's host pid is the hook's parent.
+        assert_eq!(
+            effective_stage(Stage::CreateRuntime, Some(777), 777),
+            Stage::CreateContainer
+        );
+    }
+
+    #[test]
+    fn at_create_container_the_probe_runs_only_as_a_child_of_the_containers_init() {
+        let args = HookArgs {
+            stage: Stage::CreateContainer,
+            proc_root: "/proc".into(),
+            ..HookArgs::default()
+        };
+        let me = std::process::id() as i32;
+        // runc: the state's pid is the hook's parent.
+        assert_eq!(
+            probe_pid(&args, Stage::CreateContainer, Some(1), 1),
+            Some(me)
+        );
+        // Run from somewhere else (a VMM's namespaces, a gofer): no probe.
+        assert_eq!(
+            probe_pid(&args, Stage::CreateContainer, Some(4242), 1),
+            None
+        );
+        assert_eq!(
+            probe_pid(&args, Stage::CreateRuntime, Some(4242), 1),
+            Some(4242)
+        );
     }
 }
