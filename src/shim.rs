@@ -706,6 +706,23 @@ fn mode_of(table: &toml::Table, host_root: &Path) -> String {
 /// `createContainer` hooks and execs runc. Every other setting of the file is kept. The copy is
 /// written once per content into the state directory. None where the mode is not `cdi` or
 /// `jit-cdi` (legacy: NVIDIA's prestart hook runs before our createRuntime hook anyway; csv).
+/// Only NVIDIA's own binary reads the config copy we hand it. A wrapper in front of it (the GPU
+/// Operator installs a shell script named `nvidia-container-runtime` that sets
+/// `NVIDIA_CTK_CONFIG_FILE_PATH` itself and execs `nvidia-container-runtime.real`) would drop our
+/// copy, runc would come next, and the container would start with no hook at all. Not an ELF
+/// file, or a `.real` beside it: no chaining; the hook stays in front of the CDI hooks, where the
+/// static rules still judge the start.
+fn chainable(runtime: &Path) -> bool {
+    let mut head = [0u8; 4];
+    let elf = std::fs::File::open(runtime)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head == *b"\x7fELF";
+    let mut real = runtime.as_os_str().to_owned();
+    real.push(".real");
+    elf && !Path::new(&real).exists()
+}
+
 pub fn nvidia_chain_config(config: &Config, me: &Path) -> Result<Option<PathBuf>> {
     use sha2::Digest;
     let base = nvidia_runtime_config_path(&config.host_root);
@@ -883,6 +900,7 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
     if chained.is_none()
         && config.chain_nvidia_runtime
         && is_nvidia(&runtime)
+        && chainable(&runtime)
         && let Some(me) = me.as_deref()
     {
         match nvidia_chain_config(&config, me) {
@@ -1014,6 +1032,28 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrapper_script_in_front_of_nvidias_runtime_is_not_chained_through() {
+        let d = tempfile::tempdir().unwrap();
+        let script = d.path().join("nvidia-container-runtime");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nNVIDIA_CTK_CONFIG_FILE_PATH=/x exec \"$0.real\" \"$@\"\n",
+        )
+        .unwrap();
+        assert!(!chainable(&script), "a shell wrapper");
+        let elf = d.path().join("elf/nvidia-container-runtime");
+        std::fs::create_dir_all(elf.parent().unwrap()).unwrap();
+        std::fs::copy(std::env::current_exe().unwrap(), &elf).unwrap();
+        assert!(chainable(&elf), "NVIDIA's own binary");
+        std::fs::copy(&elf, d.path().join("elf/nvidia-container-runtime.real")).unwrap();
+        assert!(
+            !chainable(&elf),
+            "a binary wrapper with the real one beside it"
+        );
+        assert!(!chainable(&d.path().join("missing")), "missing");
+    }
 
     fn os(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()

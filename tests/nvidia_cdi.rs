@@ -170,12 +170,19 @@ fn host(chain: Chain, uvm: bool, config_toml: &str, profile: &Path) -> Host {
         &[Path::new(SHIM)],
         &["--cuda-preflight-config", ours.to_str().unwrap()],
     );
-    nvidia::wrapper(
-        &nv,
-        &[("NVIDIA_CTK_CONFIG_FILE_PATH", &nv_conf)],
-        &[&t.runtime],
-        &[],
-    );
+    match chain {
+        // Started by the test: a wrapper gives it its config file, as a host's environment would.
+        Chain::ShimBehindNvidia => nvidia::wrapper(
+            &nv,
+            &[("NVIDIA_CTK_CONFIG_FILE_PATH", &nv_conf)],
+            &[&t.runtime],
+            &[],
+        ),
+        // Started by the shim: NVIDIA's own binary under its name (the shim chains only through
+        // that, never through a wrapper script, which may set its own config path); the shim's
+        // environment (shim.sh) names the config file.
+        Chain::ShimInFront => std::os::unix::fs::symlink(&t.runtime, &nv).unwrap(),
+    }
     let runtime = match chain {
         Chain::ShimBehindNvidia => {
             nvidia::runtime_config(&nv_conf, &specs, &shim);
