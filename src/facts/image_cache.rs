@@ -40,7 +40,6 @@ const MAGIC: &[u8] = b"cuda-preflight image-cache v1\n";
 /// A real PyTorch image's entry is a few hundred KB.
 pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
 const PACKED: usize = 17;
-const STALE_TMP_SECS: u64 = 600;
 
 /// The facts a hit hands back. On a hit `binaries.files` is empty and the fatbin inventories
 /// are in `binaries.packed` ([`Packed`]), validated, unpacked only where no judgement of them
@@ -237,43 +236,10 @@ impl ImageCache {
     /// Remove the oldest entries until the directory holds at most 3/4 of its budget, once it is
     /// over; and temporary files a dead writer left.
     pub fn prune(&self) -> std::io::Result<usize> {
-        let now = std::time::SystemTime::now();
-        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
-        let mut total = 0u64;
-        let mut removed = 0;
-        for e in std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()) {
-            let Ok(meta) = e.metadata() else { continue };
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            if name.starts_with(".tmp-") {
-                let age = now.duration_since(mtime).unwrap_or_default().as_secs();
-                if age > STALE_TMP_SECS && std::fs::remove_file(e.path()).is_ok() {
-                    removed += 1;
-                }
-                continue;
-            }
-            // Entries and the judgements kept beside them.
-            if !(name.ends_with(".bin") || name.ends_with(".judged")) || !meta.is_file() {
-                continue;
-            }
-            total += meta.len();
-            entries.push((mtime, meta.len(), e.path()));
-        }
-        if total <= self.max_bytes {
-            return Ok(removed);
-        }
-        entries.sort();
-        let target = self.max_bytes / 4 * 3;
-        for (_, len, path) in entries {
-            if total <= target {
-                break;
-            }
-            let _ = std::fs::remove_file(&path);
-            total = total.saturating_sub(len);
-            removed += 1;
-        }
-        Ok(removed)
+        // Entries and the judgements kept beside them.
+        crate::facts::scan_cache::prune_dir(&self.dir, self.max_bytes, |name| {
+            name.ends_with(".bin") || name.ends_with(".judged")
+        })
     }
 }
 

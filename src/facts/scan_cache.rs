@@ -28,7 +28,7 @@ pub const VERSION: u32 = 2;
 /// An entry is a few hundred KB for the largest real library (libcublasLt: 5666 entries).
 const MAX_ENTRY_BYTES: u64 = 32 << 20;
 /// Temporary files older than this were left by a hook that died mid-write.
-const STALE_TMP_SECS: u64 = 600;
+pub(crate) const STALE_TMP_SECS: u64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -231,48 +231,61 @@ impl ScanCache {
     /// Remove the oldest entries (by mtime) until the directory holds at most 3/4 of its byte
     /// budget, once it is over; and temporary files a dead writer left. Returns entries removed.
     pub fn prune(&self) -> Result<usize> {
-        let rd = std::fs::read_dir(&self.dir).map_err(|source| CacheError::Io {
-            dir: self.dir.clone(),
-            source,
-        })?;
-        let now = std::time::SystemTime::now();
-        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
-        let mut total = 0u64;
-        let mut removed = 0;
-        for e in rd.filter_map(|e| e.ok()) {
-            let Ok(meta) = e.metadata() else { continue };
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
-            if name.starts_with(".tmp-") {
-                let age = now.duration_since(mtime).unwrap_or_default().as_secs();
-                if age > STALE_TMP_SECS && std::fs::remove_file(e.path()).is_ok() {
-                    removed += 1;
-                }
-                continue;
+        prune_dir(&self.dir, self.max_bytes, |name| name.ends_with(".json")).map_err(|source| {
+            CacheError::Io {
+                dir: self.dir.clone(),
+                source,
             }
-            if !name.ends_with(".json") || !meta.is_file() {
-                continue;
-            }
-            total += meta.len();
-            entries.push((mtime, meta.len(), e.path()));
-        }
-        if total <= self.max_bytes {
-            return Ok(removed);
-        }
-        entries.sort();
-        let target = self.max_bytes / 4 * 3;
-        for (_, len, path) in entries {
-            if total <= target {
-                break;
-            }
-            // Another hook may have removed it already: either way it is gone.
-            let _ = std::fs::remove_file(&path);
-            total = total.saturating_sub(len);
-            removed += 1;
-        }
-        Ok(removed)
+        })
     }
+}
+
+/// The one pruning of a cache directory (this scan cache, the image facts cache): remove the
+/// oldest entries (by mtime) until `dir` holds at most 3/4 of `max_bytes`, once it is over, and
+/// temporary files a dead writer left (`.tmp-*`, older than [`STALE_TMP_SECS`]). `is_entry` says
+/// which file names count. Returns the files removed.
+pub(crate) fn prune_dir(
+    dir: &Path,
+    max_bytes: u64,
+    is_entry: impl Fn(&str) -> bool,
+) -> std::io::Result<usize> {
+    let now = std::time::SystemTime::now();
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
+    let mut total = 0u64;
+    let mut removed = 0;
+    for e in std::fs::read_dir(dir)?.filter_map(|e| e.ok()) {
+        let Ok(meta) = e.metadata() else { continue };
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let mtime = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+        if name.starts_with(".tmp-") {
+            let age = now.duration_since(mtime).unwrap_or_default().as_secs();
+            if age > STALE_TMP_SECS && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+            continue;
+        }
+        if !is_entry(&name) || !meta.is_file() {
+            continue;
+        }
+        total += meta.len();
+        entries.push((mtime, meta.len(), e.path()));
+    }
+    if total <= max_bytes {
+        return Ok(removed);
+    }
+    entries.sort();
+    let target = max_bytes / 4 * 3;
+    for (_, len, path) in entries {
+        if total <= target {
+            break;
+        }
+        // Another hook may have removed it already: either way it is gone.
+        let _ = std::fs::remove_file(&path);
+        total = total.saturating_sub(len);
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 pub(crate) fn parse_format(s: &str) -> Option<Format> {
