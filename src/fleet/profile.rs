@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::commands::ContainerFacts;
+use crate::pipeline::ContainerFacts;
 use crate::config::Config;
 use crate::config::Mode;
 use crate::facts::host::{Gpu, HostProfile};
