@@ -228,7 +228,9 @@ fn a_create_without_a_gpu_reads_no_host_facts() {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        format!("{text}host_profile = \"/nonexistent/profile.json\"\nenforce_requirements = true\n"),
+        format!(
+            "{text}host_profile = \"/nonexistent/profile.json\"\nenforce_requirements = true\n"
+        ),
     )
     .unwrap();
     let bundle = d.path().join("bundle");

@@ -685,11 +685,11 @@ pub fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::{self, Input, Scope, Where};
     use crate::facts::binaries::WalkSettings;
     use crate::facts::container;
     use crate::facts::fatbin::tests::{container as fatbin, elf_with_section};
     use crate::finding::Severity;
+    use crate::pipeline::{self, Input, Scope, Where};
     use std::process::Command;
     use std::time::Duration;
 

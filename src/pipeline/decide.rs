@@ -42,7 +42,15 @@ mod tests {
         };
         let map = |m: &str| HashMap::from([(MODE_ANNOTATION.to_string(), m.to_string())]);
         let (state, spec, none) = (map("enforce"), map("warn"), HashMap::new());
-        let block = || vec![Finding::new("device-node-missing", Severity::Block, None, "e", "f")];
+        let block = || {
+            vec![Finding::new(
+                "device-node-missing",
+                Severity::Block,
+                None,
+                "e",
+                "f",
+            )]
+        };
         // (annotation maps, mode in force)
         let cases: Vec<(Vec<Option<&HashMap<String, String>>>, Mode)> = vec![
             (vec![Some(&state), Some(&spec)], Mode::Enforce),

@@ -53,7 +53,7 @@ pub enum Where<'a> {
     /// Nothing runs yet (`check`, the NRI plugin): the bundle's rootfs as it lies, every NVIDIA
     /// CDI hook of the spec still to come, the host's own mount table.
     Offline,
-    /// A hook registered at `stage`. At prestart and createRuntime `pid` is the container's init
+    /// A hook at `stage` (where it really runs). At prestart and createRuntime `pid` is the container's init
     /// as the host sees it, read through `<proc_root>/<pid>`. At createContainer runc runs us
     /// inside the container's mount namespace before pivot_root: the rootfs path shows what the
     /// container will see, and the state's pid is not a host pid (runc
@@ -91,7 +91,9 @@ impl Where<'_> {
         let all = start_path::nvidia_cdi_hooks(spec);
         match *self {
             Where::Offline => all,
-            Where::Hook { stage, .. } => all.pending_after(stage, start_path::our_index(spec, stage)),
+            Where::Hook { stage, .. } => {
+                all.pending_after(stage, start_path::our_index(spec, stage))
+            }
         }
     }
 }
@@ -136,7 +138,11 @@ pub fn headroom_policy(c: &Config) -> headroom::Policy {
 /// The facts the runtime shim has before the real runtime ran: the spec's environment (what
 /// `NVIDIA_REQUIRE_*` needs) and the start path as the shim sees it (`start_path`: with
 /// `nvidia-container-runtime` next, its mode); nothing the NVIDIA runtime or hook will inject.
-pub fn before_runtime(bundle: &Bundle, request: GpuRequest, start_path: StartPath) -> ContainerFacts {
+pub fn before_runtime(
+    bundle: &Bundle,
+    request: GpuRequest,
+    start_path: StartPath,
+) -> ContainerFacts {
     let env = bundle
         .spec
         .process()
@@ -335,7 +341,6 @@ pub fn gather(input: Input) -> ContainerFacts {
     }
     facts
 }
-
 
 /// The image's binaries, load facts and toolchains: from the image facts cache where the rootfs
 /// has an identity the host knows and an entry for it exists, else gathered (and stored where it

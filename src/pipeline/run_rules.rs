@@ -1,8 +1,8 @@
 //! Run the rules: every rule over one container's facts on one host. Rules are pure
 //! (`crate::rules`); this step only says which rules the caller's facts support ([`Scope`]).
 
-use crate::facts::host::HostProfile;
 use crate::facts::binaries::BinaryFacts;
+use crate::facts::host::HostProfile;
 use crate::facts::image_cache;
 use crate::finding::Finding;
 use crate::pipeline::ContainerFacts;
