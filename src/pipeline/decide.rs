@@ -52,7 +52,8 @@ mod tests {
             )]
         };
         // (annotation maps, mode in force)
-        let cases: Vec<(Vec<Option<&HashMap<String, String>>>, Mode)> = vec![
+        type Maps<'a> = Vec<Option<&'a HashMap<String, String>>>;
+        let cases: Vec<(Maps, Mode)> = vec![
             (vec![Some(&state), Some(&spec)], Mode::Enforce),
             (vec![Some(&none), Some(&spec)], Mode::Warn),
             (vec![None, Some(&spec)], Mode::Warn),

@@ -441,3 +441,39 @@ fn set_loaded_runtimes(img: &mut ImageFacts, l: &LoadFacts) {
         })
         .collect();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn where_says_which_pid_is_read_and_which_nvidia_hooks_are_still_to_run() {
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "hooks": {"createContainer": [
+                {"path": "/usr/bin/nvidia-cdi-hook", "args": ["nvidia-cdi-hook", "create-symlinks", "--link", "libcuda.so.580.159.04::/usr/lib64/libcuda.so.1"]},
+                {"path": "/usr/bin/nvidia-cdi-hook", "args": ["nvidia-cdi-hook", "update-ldcache", "--folder", "/usr/lib64"]},
+                {"path": "/usr/bin/cuda-preflight", "args": ["cuda-preflight", "hook", "--stage", "createContainer"]}
+            ]}
+        }))
+        .unwrap();
+        let proc_root = Path::new("/proc");
+        let hook = |stage| Where::Hook {
+            stage,
+            pid: Some(4242),
+            proc_root,
+        };
+        // (where, pid read, NVIDIA hooks still to run)
+        let cases = [
+            (Where::Offline, None, 2),
+            (hook(Stage::Prestart), Some(4242), 2),
+            (hook(Stage::CreateRuntime), Some(4242), 2),
+            // Inside the container, after NVIDIA's hooks: the state's pid is not a host pid.
+            (hook(Stage::CreateContainer), None, 0),
+        ];
+        for (at, pid, pending) in cases {
+            assert_eq!(at.pid(), pid, "{at:?}");
+            assert_eq!(at.pending(&spec).hooks.len(), pending, "{at:?}");
+        }
+    }
+}
