@@ -11,6 +11,7 @@ pub mod input;
 pub mod knowledge;
 pub mod nri;
 pub mod output;
+pub mod pipeline;
 pub mod rules;
 pub mod shim;
 pub mod verdict;

@@ -551,71 +551,56 @@ pub fn run(args: Vec<OsString>) -> u8 {
 /// checks the same requirements and fails first, with only `unsatisfied condition: …`; judged
 /// here, the user gets our message with the host's value and the fix. The hook would reach the
 /// same verdict later (same rule, same environment), so nothing is judged twice differently.
-/// Returns the block message, or None to go on.
+/// Returns the block message, or None to go on. Only a block is reported, and a block is only
+/// ever decided under the `enforce` mode: the report's mode is the pipeline's, which is that.
+///
+/// A container that asks for no GPU costs the spec's parse and nothing more: no host facts are
+/// read and nothing is judged.
 pub fn early_verdict(
     bundle_dir: &Path,
     id: &str,
     config: &Config,
     runtime: &Path,
 ) -> Result<Option<String>> {
-    use crate::facts::container::{self, GpuRequest};
+    use crate::pipeline::{self, Judge, Scope, report};
     let started = std::time::Instant::now();
     let bundle = crate::input::bundle::Bundle::load(bundle_dir)?;
-    let request = container::detect(&bundle.spec, None);
-    // nvidia-container-runtime turns the variable alone into a GPU request (legacy mode).
-    let nvidia_runtime = runtime
-        .file_name()
-        .is_some_and(|n| n == "nvidia-container-runtime");
-    let gpu =
-        request.wants_gpu() || (matches!(request, GpuRequest::EnvOnly { .. }) && nvidia_runtime);
-    if !gpu {
+    let request = crate::facts::container::detect(&bundle.spec, None);
+    if !request.wants_gpu_through(runtime) {
         return Ok(None);
     }
-    let env = bundle
-        .spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.env().clone())
-        .unwrap_or_default();
     // Where nothing refuses an unmet requirement, there is nothing to refuse early: no host
     // facts are read (NVML costs ~20 ms).
+    let nvidia_runtime = crate::facts::container::is_nvidia_runtime(runtime);
     let path = shim_start_path(&bundle.spec, &request, nvidia_runtime, &config.host_root);
     if !path.enforces_requirements() && !config.enforce_requirements {
         return Ok(None);
     }
-    let image = crate::facts::image::gather_env(&env);
-    let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
-    let mut findings = crate::rules::requirements::check(&image, &host);
-    crate::rules::requirements::on_path(&mut findings, &path, config.enforce_requirements);
-    let annotation = bundle
-        .spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(crate::verdict::MODE_ANNOTATION).cloned());
-    let (mode, note) = crate::verdict::effective_mode(config, annotation.as_deref());
-    findings.extend(note);
-    let v = crate::verdict::decide(config, mode, findings);
+    let facts = pipeline::gather::before_runtime(&bundle, request, path);
+    let host = pipeline::host::host_facts(config.host_profile.as_deref(), &config.host_root)?;
+    let v = pipeline::judge(
+        &bundle,
+        &facts,
+        Judge {
+            config,
+            host: &host,
+            scope: Scope::Requirements,
+            annotations: &[bundle.spec.annotations().as_ref()],
+            probe: None,
+            input_findings: &[],
+        },
+    )
+    .verdict;
     if v.verdict != crate::verdict::Decision::Block {
         return Ok(None);
     }
-    let report = crate::output::report::Report {
-        container_id: id,
-        time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        verdict: v.verdict.as_str(),
-        mode: "enforce",
-        request: &request,
+    let start = report::Start {
+        id,
         bundle: &bundle.dir,
-        findings: &v.findings,
-        error: None,
-        probe: None,
-        binaries: None,
-        load: None,
-        toolchains: None,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        request: &facts.request,
+        started,
     };
+    let report = report::judged(&start, &v, None, None);
     // The message matters more than the record: a report that cannot be written is noted in it.
     let mut msg = crate::output::message::render(id, &v, true);
     if let Err(e) = crate::output::report::write(&config.state_dir, &report, config.max_reports) {
@@ -875,10 +860,7 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
     };
     let me = std::env::current_exe().ok();
     let mut runtime = find_runtime(config.runtime.as_deref(), me.as_deref(), Path::exists)?;
-    let is_nvidia = |p: &Path| {
-        p.file_name()
-            .is_some_and(|n| n == "nvidia-container-runtime")
-    };
+    let is_nvidia = crate::facts::container::is_nvidia_runtime;
     // Behind the NVIDIA runtime, execing it again would loop: runc comes next.
     if chained.is_some() && is_nvidia(&runtime) {
         let runc = RUNC_PATHS

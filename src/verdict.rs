@@ -118,6 +118,26 @@ pub fn decide(config: &Config, mode: Mode, mut findings: Vec<Finding>) -> Verdic
     }
 }
 
+/// The hook's own failure (bad state, unreadable bundle, bad config) as a finding: a warning
+/// whatever `on_error` decides, so that alerts on it find broken hooks.
+pub fn hook_error(err: &str) -> Finding {
+    Finding::new(
+        "hook-error",
+        Severity::Warn,
+        None,
+        err,
+        "Fix the input named in the evidence; until then this container was not checked.",
+    )
+}
+
+/// What the hook's own failure decides: `on_error`, allow by default.
+pub fn on_own_error(config: &Config) -> Decision {
+    match config.on_error {
+        crate::config::OnFailure::Allow => Decision::Allow,
+        crate::config::OnFailure::Block => Decision::Block,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,6 +189,8 @@ fn early_block_never_runs_the_runtime_and_logs_for_containerd() {
     let report: Value =
         serde_json::from_slice(&std::fs::read(state.join("reports/c1.json")).unwrap()).unwrap();
     assert_eq!(report["verdict"], "block");
+    // A block is decided under the enforce mode only: the report's mode says so.
+    assert_eq!(report["mode"], "enforce");
     assert_eq!(
         spec,
         serde_json::from_str::<Value>(
@@ -215,4 +217,50 @@ fn early_block_never_runs_the_runtime_and_logs_for_containerd() {
     let (out, argv) = shim(d.path(), &config, &args);
     assert_eq!(out.status.code(), Some(7), "{out:?}");
     assert_eq!(argv, args);
+}
+
+/// The shim's no-GPU path stays the spec's parse: no host facts are read for a container that
+/// asks for no GPU. A host profile that does not exist would be read (and said) by any early
+/// check that went further; a GPU container shows that it is.
+#[test]
+fn a_create_without_a_gpu_reads_no_host_facts() {
+    let (d, config) = setup();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "{text}host_profile = \"/nonexistent/profile.json\"\nenforce_requirements = true\n"
+        ),
+    )
+    .unwrap();
+    let bundle = d.path().join("bundle");
+    let create = ["create", "-b", bundle.to_str().unwrap(), "id1"];
+    let (out, argv) = shim(d.path(), &config, &create);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(argv, create);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "err\n",
+        "the shim itself says nothing"
+    );
+    // The variable alone under runc: no GPU either.
+    let env_only = json!({"ociVersion": "1.0.2",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "env": ["NVIDIA_VISIBLE_DEVICES=all"]}});
+    std::fs::write(bundle.join("config.json"), env_only.to_string()).unwrap();
+    let (out, _) = shim(d.path(), &config, &create);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+    // A GPU container: the early check reads the profile, and says it could not.
+    let gpu = json!({"ociVersion": "1.0.2",
+        "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "linux": {"devices": [{"path": "/dev/nvidia0", "type": "c", "major": 195, "minor": 0}]}});
+    std::fs::write(bundle.join("config.json"), gpu.to_string()).unwrap();
+    let (out, argv) = shim(d.path(), &config, &create);
+    assert_eq!(out.status.code(), Some(7), "{out:?}");
+    assert_eq!(argv, create);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("early check skipped") && err.contains("/nonexistent/profile.json"),
+        "{err}"
+    );
 }

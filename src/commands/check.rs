@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
+use crate::commands::SettingsArgs;
 use crate::facts::container;
 use crate::input::bundle::Bundle;
 use crate::input::image::{self, ImageRef, engines::EngineOptions};
 use crate::output;
-use crate::verdict::{self, Decision, MODE_ANNOTATION, Verdict};
+use crate::pipeline::{self, Input, Judge, Scope, host::host_facts};
+use crate::verdict::{Decision, Verdict};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct CheckArgs {
@@ -151,19 +152,8 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     if request.wants_gpu() {
         bundle.require_rootfs()?;
     }
-    // Offline nothing has run yet: every NVIDIA CDI hook of the spec is still to come.
-    let pending = crate::facts::start_path::nvidia_cdi_hooks(&bundle.spec);
-    let facts = container_facts(
-        &bundle,
-        request,
-        pending,
-        None,
-        std::path::Path::new("/proc"),
-        &config.host_root,
-        None,
-        crate::commands::headroom_policy(&config),
-        &crate::facts::binaries::WalkSettings::from_config(&config),
-    );
+    // Offline: nothing has run yet, every NVIDIA CDI hook of the spec is still to come.
+    let facts = pipeline::gather(Input::new(&bundle, request, &config));
     if args.profile || args.emit_profile.is_some() || args.attach.is_some() {
         let env = loaded
             .as_ref()
@@ -171,24 +161,21 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             .map(|i| i.env.as_slice());
         return emit_profile(args, &config, &facts, &image_findings, &name, env, out);
     }
-    let annotation = bundle
-        .spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(MODE_ANNOTATION))
-        .map(String::as_str);
     let mut verdicts: Vec<(Option<PathBuf>, Verdict)> = Vec::new();
     for (p, host) in profiles.into_iter().zip(&hosts) {
-        let mut findings = run_rules(&facts, host);
-        crate::rules::requirements::on_path(
-            &mut findings,
-            &facts.start_path,
-            config.enforce_requirements,
+        let judged = pipeline::judge(
+            &bundle,
+            &facts,
+            Judge {
+                config: &config,
+                host,
+                scope: Scope::All,
+                annotations: &[bundle.spec.annotations().as_ref()],
+                probe: None,
+                input_findings: &image_findings,
+            },
         );
-        findings.extend(image_findings.iter().cloned());
-        let (mode, note) = verdict::effective_mode(&config, annotation);
-        findings.extend(note);
-        verdicts.push((p, verdict::decide(&config, mode, findings)));
+        verdicts.push((p, judged.verdict));
     }
     let worst = verdicts
         .iter()
@@ -318,7 +305,7 @@ fn load_image(
 fn emit_profile(
     args: &CheckArgs,
     config: &crate::config::Config,
-    facts: &crate::commands::ContainerFacts,
+    facts: &crate::pipeline::ContainerFacts,
     image_findings: &[crate::finding::Finding],
     name: &str,
     env: Option<&[String]>,

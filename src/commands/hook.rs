@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 use std::time::Instant;
 
-use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
-use crate::config::{Config, OnFailure, ProbePolicy};
+use crate::commands::SettingsArgs;
+use crate::config::{Config, OnFailure};
 use crate::facts::container::{self, GpuRequest};
-use crate::facts::start_path::{self, Stage};
-use crate::finding::Severity;
+use crate::facts::start_path::Stage;
 use crate::input::bundle::Bundle;
 use crate::input::state::{self, HookState};
 use crate::output;
-use crate::verdict::{self, Decision, MODE_ANNOTATION};
-use std::time::Duration;
+use crate::pipeline::{self, Input, Judge, Scope, Where, report};
+use crate::verdict::{self, Decision};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct HookArgs {
@@ -180,142 +179,40 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         .host_profile
         .as_deref()
         .or(config.host_profile.as_deref());
-    let host = match profile {
-        Some(_) => match host_facts(profile, &config.host_root) {
-            Ok(h) => h,
-            Err(e) => {
-                return own_error(args, Some(&state), Some(&request), &e.to_string(), started);
-            }
-        },
-        None => crate::commands::host_facts_cached(
-            &config.host_root,
-            &config.state_dir,
-            Duration::from_secs(config.host_facts_ttl_s),
-        ),
+    let host = match pipeline::host::at_start(profile, &config) {
+        Ok(h) => h,
+        Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
     };
-    // What NVIDIA's CDI hooks will still do after this hook: on a CDI path, before them,
-    // libcuda.so.1 and the loader cache entry do not exist yet.
     let parent = std::os::unix::process::parent_id() as i32;
     let stage = effective_stage(args.stage, state.pid, parent);
-    let pending = start_path::nvidia_cdi_hooks(&bundle.spec)
-        .pending_after(stage, start_path::our_index(&bundle.spec, stage));
-    // At createContainer runc runs us inside the container's mount namespace before pivot_root:
-    // the rootfs path shows what the container will see, and the state's pid is not a host pid
-    // (runc libcontainer/rootfs_linux.go sets it to getpid() there), so no /proc/<pid> is read.
-    let pid = match stage {
-        Stage::CreateContainer => None,
-        Stage::Prestart | Stage::CreateRuntime => state.pid,
-    };
-    let mut facts = container_facts(
-        &bundle,
-        request,
-        pending,
-        pid,
-        &args.proc_root,
-        &config.host_root,
-        Some(&state.annotations),
-        crate::commands::headroom_policy(&config),
-        &crate::facts::binaries::WalkSettings::from_config(&config),
-    );
-    if stage == Stage::CreateContainer && matches!(facts.request, GpuRequest::InjectedByHook { .. })
-    {
-        // The legacy hook's nodes are in the rootfs we see from inside the mount namespace, and
-        // our own cgroup is the container's.
-        facts.devices = container::view_from_root(&bundle.rootfs)
-            .map(|mut v| {
-                if let Some((rules, src)) =
-                    container::cgroup_v1_devices_list_of(&args.proc_root.join("self/cgroup"))
-                {
-                    v.cgroup = Some(rules);
-                    v.cgroup_source = Some(src);
-                }
-                v
-            })
-            .map_err(|e| {
-                format!(
-                    "could not read the container's /dev under {}: {e}",
-                    bundle.rootfs.display()
-                )
-            });
-    }
-    let mut findings = run_rules(&facts, &host);
-    crate::rules::requirements::on_path(
-        &mut findings,
-        &facts.start_path,
-        config.enforce_requirements,
-    );
-    let mut probe_result = None;
-    let deferred = facts.request.wants_gpu()
-        && config.probe != ProbePolicy::Never
-        && facts.pending_hooks.makes_libcuda_loadable();
-    if deferred {
-        findings.push(crate::rules::start_path::probe_deferred(
+    let facts = pipeline::gather(Input {
+        at: Where::Hook {
             stage,
-            &facts.pending_hooks,
-        ));
-    }
-    let probe_pid = probe_pid(args, stage, state.pid, parent);
-    if stage == Stage::CreateContainer
-        && probe_pid.is_none()
-        && facts.request.wants_gpu()
-        && config.probe != ProbePolicy::Never
-        && !deferred
-    {
-        findings.push(crate::finding::Finding::skipped(
-            "probe",
-            "the hook runs at createContainer but not as a child of the container's init (the runtime runs createContainer hooks outside the container): image code is not run here",
-        ));
-    }
-    if let Some(pid) = probe_pid
-        && !deferred
-        && facts.request.wants_gpu()
-        && config.probe != ProbePolicy::Never
-        && !findings
-            .iter()
-            .any(|f| verdict::effective_severity(&config, f) == Severity::Block)
-    {
-        // The static rules already explain a block; the probe is for what only the driver knows.
-        // Judged after the severity table: a static block the host downgraded still gets the
-        // probe, and a warning raised to a block does not need it.
-        // It must end well inside the hook's own deadline.
-        let left = Duration::from_millis(config.deadline_ms).saturating_sub(
-            started.elapsed() + Duration::from_millis(200) + crate::facts::probe::REAP_GRACE,
-        );
-        let deadline = Duration::from_millis(config.probe_deadline_ms).min(left);
-        let ctx = crate::commands::ProbeContext {
-            host: &host,
-            host_root: &config.host_root,
+            pid: state.pid,
             proc_root: &args.proc_root,
-            cache_dir: (config.probe == ProbePolicy::Auto)
-                .then(|| config.state_dir.join("probe-cache")),
-            cache_ttl: Duration::from_secs(config.probe_cache_ttl_s),
-            in_container: stage == Stage::CreateContainer,
-        };
-        match crate::commands::probe_container(&bundle, &facts, pid, &ctx, deadline) {
-            Ok((r, footprint)) => {
-                let devices = facts.devices.as_ref().ok();
-                // The probe applies the container's seccomp filter itself (or does not run).
-                findings.extend(crate::rules::probe::probe_findings(
-                    &r,
-                    devices,
-                    false,
-                    footprint.as_deref(),
-                ));
-                probe_result = Some(r);
-            }
-            Err(f) => findings.push(f),
-        }
-    }
-    let annotation = state.annotations.get(MODE_ANNOTATION).or_else(|| {
-        bundle
-            .spec
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(MODE_ANNOTATION))
+        },
+        state_annotations: Some(&state.annotations),
+        ..Input::new(&bundle, request, &config)
     });
-    let (mode, note) = verdict::effective_mode(&config, annotation.map(String::as_str));
-    findings.extend(note);
-    let v = verdict::decide(&config, mode, findings);
+    let judged = pipeline::judge(
+        &bundle,
+        &facts,
+        Judge {
+            config: &config,
+            host: &host,
+            scope: Scope::All,
+            annotations: &[Some(&state.annotations), bundle.spec.annotations().as_ref()],
+            probe: Some(pipeline::probe::Probe {
+                stage,
+                pid: probe_pid(args, stage, state.pid, parent),
+                proc_root: &args.proc_root,
+                started,
+            }),
+            input_findings: &[],
+        },
+    );
+    let v = judged.verdict;
+    let probe_result = judged.probe.result();
     // The verdict is decided: from here on it is the exit code whatever happens. The message
     // comes first (runc shows the hook's stderr as one line, its start must be the headline),
     // then recording runs under its own short budget, at whose end the process exits with the
@@ -333,38 +230,20 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         _ => 0,
     };
     arm_recording_budget(code, v.verdict.as_str(), &state.id, &config, started);
-    let report = output::report::Report {
-        container_id: &state.id,
-        time: now_secs(),
-        verdict: v.verdict.as_str(),
-        mode: mode_str(v.mode),
-        request: &facts.request,
+    let start = report::Start {
+        id: &state.id,
         bundle: &bundle.dir,
-        findings: &v.findings,
-        error: None,
-        probe: probe_result.as_ref(),
-        binaries: facts.binaries.as_ref(),
-        load: facts.load.as_ref(),
-        toolchains: facts.toolchains.as_ref(),
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        request: &facts.request,
+        started,
     };
+    let report = report::judged(&start, &v, Some(&facts), probe_result);
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
-    let ids: Vec<&str> = v
-        .findings
-        .iter()
-        .filter(|f| f.severity != crate::finding::Severity::Info)
-        .map(|f| f.id.as_str())
-        .collect();
     let mut line = format!(
         "cuda-preflight: container={} verdict={} mode={} findings={} ms={:.1}",
         state.id,
         v.verdict.as_str(),
-        mode_str(v.mode),
-        if ids.is_empty() {
-            "-".to_string()
-        } else {
-            ids.join(",")
-        },
+        report::mode_str(v.mode),
+        report::judging_ids(&v.findings),
         report.duration_ms
     );
     if let Err(e) = &written {
@@ -377,7 +256,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         let sample = output::metrics::Sample {
             verdict: v.verdict.as_str(),
             findings: &v.findings,
-            probe: probe_result.as_ref(),
+            probe: probe_result,
             seconds: report.duration_ms / 1000.0,
         };
         if let Err(e) = output::metrics::record(&config.state_dir, dir, &sample) {
@@ -408,21 +287,6 @@ fn arm_recording_budget(code: i32, verdict: &str, id: &str, config: &Config, sta
     set_timer(ms, code, msg);
 }
 
-fn mode_str(m: crate::config::Mode) -> &'static str {
-    match m {
-        crate::config::Mode::Enforce => "enforce",
-        crate::config::Mode::Warn => "warn",
-        crate::config::Mode::Audit => "audit",
-    }
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// The hook itself failed (bad state, unreadable bundle, bad config). Record it where we can and
 /// follow `on_error`: by default the start goes on.
 fn own_error(
@@ -435,47 +299,30 @@ fn own_error(
     // A broken config file cannot tell us its own on_error: then the documented default holds.
     let config = args.settings.load_or_defaults();
     let id = state.map(|s| s.id.as_str()).unwrap_or("?");
-    let decision = match config.on_error {
-        OnFailure::Allow => Decision::Allow,
-        OnFailure::Block => Decision::Block,
-    };
+    let decision = verdict::on_own_error(&config);
     // Decided: the message first, then recording under its own budget (as for a verdict).
-    let code = match config.on_error {
-        OnFailure::Allow => {
-            eprintln!("cuda-preflight: error, start allowed (on_error = allow): {err}");
-            0
-        }
-        OnFailure::Block => {
+    let code = match decision {
+        Decision::Block => {
             eprintln!(
                 "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}"
             );
             1
         }
+        _ => {
+            eprintln!("cuda-preflight: error, start allowed (on_error = allow): {err}");
+            0
+        }
     };
     arm_recording_budget(code, decision.as_str(), id, &config, started);
     let none = GpuRequest::None;
-    let finding = crate::finding::Finding::new(
-        "hook-error",
-        crate::finding::Severity::Warn,
-        None,
-        err,
-        "Fix the input named in the evidence; until then this container was not checked.",
-    );
-    let report = output::report::Report {
-        container_id: id,
-        time: now_secs(),
-        verdict: decision.as_str(),
-        mode: mode_str(config.mode),
-        request: request.unwrap_or(&none),
+    let finding = verdict::hook_error(err);
+    let start = report::Start {
+        id,
         bundle: state.map(|s| s.bundle.as_path()).unwrap_or(Path::new("")),
-        findings: std::slice::from_ref(&finding),
-        error: Some(err),
-        probe: None,
-        binaries: None,
-        load: None,
-        toolchains: None,
-        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        request: request.unwrap_or(&none),
+        started,
     };
+    let report = report::own_error(&start, decision, config.mode, &finding, err);
     if state.is_some() {
         let _ = output::report::write(&config.state_dir, &report, config.max_reports);
         // Counted as a start with the warning `hook-error`: alerts on it find broken hooks.

@@ -17,13 +17,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
+use crate::commands::SettingsArgs;
 use crate::config::{Config, OnFailure};
 use crate::facts::container::{self, GpuRequest};
 use crate::input::bundle::Bundle;
 use crate::nri::{self, PluginState, api};
 use crate::output;
-use crate::verdict::{self, Decision, MODE_ANNOTATION};
+use crate::pipeline::{self, Input, Scope, report};
+use crate::verdict::{self, Decision};
 
 pub const DEFAULT_SOCKET: &str = "/var/run/nri/nri.sock";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9466";
@@ -233,14 +234,7 @@ impl Judge {
     ) -> anyhow::Result<(verdict::Verdict, String)> {
         let started = Instant::now();
         let config = &self.config;
-        let host = match &self.host_profile {
-            Some(p) => host_facts(Some(p), &config.host_root)?,
-            None => crate::commands::host_facts_cached(
-                &config.host_root,
-                &config.state_dir,
-                Duration::from_secs(config.host_facts_ttl_s),
-            ),
-        };
+        let host = pipeline::host::at_start(self.host_profile.as_deref(), config)?;
         // No rootfs exists yet: the image rules get the environment only, the walk does not run
         // (the hook reads the image when the container starts).
         let name = PathBuf::from(format!("nri:{}/{}/{}", pod.namespace, pod.name, c.name));
@@ -251,51 +245,31 @@ impl Judge {
             rootfs: PathBuf::from(NO_ROOTFS),
         };
         // At creation nothing has run yet: every NVIDIA CDI hook containerd put in is to come.
-        let pending = crate::facts::start_path::nvidia_cdi_hooks(&bundle.spec);
-        let facts = container_facts(
+        let facts = pipeline::gather(Input {
+            state_annotations: Some(annotations),
+            ..Input::new(&bundle, request, config)
+        });
+        let v = pipeline::judge(
             &bundle,
-            request,
-            pending,
-            None,
-            Path::new("/proc"),
-            &config.host_root,
-            Some(annotations),
-            crate::commands::headroom_policy(config),
-            &crate::facts::binaries::WalkSettings::from_config(config),
-        );
-        let mut findings = run_rules(&facts, &host);
-        // Without the rootfs the image's CUDA is only its CUDA_VERSION: its runtime libraries
-        // and a forward-compat package may say otherwise, so nothing is judged from it here.
-        findings.retain(|f| !crate::rules::versions::FINDING_IDS.contains(&f.id.as_str()));
-        findings.push(crate::finding::Finding::skipped(
-            "cuda-version",
-            "at creation the image is not mounted: its CUDA libraries and forward-compat package are judged by the hook when the container starts",
-        ));
-        let (mode, note) = verdict::effective_mode(
-            config,
-            c.annotations.get(MODE_ANNOTATION).map(String::as_str),
-        );
-        findings.extend(note);
-        let v = verdict::decide(config, mode, findings);
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let report = output::report::Report {
-            container_id: &c.id,
-            time: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-            verdict: v.verdict.as_str(),
-            mode: mode_str(v.mode),
-            request: &facts.request,
+            &facts,
+            pipeline::Judge {
+                config,
+                host: &host,
+                scope: Scope::AtCreation,
+                annotations: &[Some(&c.annotations)],
+                probe: None,
+                input_findings: &[],
+            },
+        )
+        .verdict;
+        let start = report::Start {
+            id: &c.id,
             bundle: &bundle.dir,
-            findings: &v.findings,
-            error: None,
-            probe: None,
-            binaries: None,
-            load: None,
-            toolchains: None,
-            duration_ms: ms,
+            request: &facts.request,
+            started,
         };
+        let report = report::judged(&start, &v, Some(&facts), None);
+        let ms = report.duration_ms;
         // A container that starts gets the hook's report, which replaces this one: only a
         // block (or a container the hook will never see) needs the plugin's own, and its fsync.
         let written = if record || v.verdict == Decision::Block {
@@ -303,24 +277,14 @@ impl Judge {
         } else {
             Ok(None)
         };
-        let ids: Vec<&str> = v
-            .findings
-            .iter()
-            .filter(|f| f.severity != crate::finding::Severity::Info)
-            .map(|f| f.id.as_str())
-            .collect();
         let mut line = format!(
             "cuda-preflight: nri container={} pod={}/{} verdict={} mode={} findings={} ms={ms:.1}",
             c.id,
             pod.namespace,
             pod.name,
             v.verdict.as_str(),
-            mode_str(v.mode),
-            if ids.is_empty() {
-                "-".to_string()
-            } else {
-                ids.join(",")
-            },
+            report::mode_str(v.mode),
+            report::judging_ids(&v.findings),
         );
         if let Err(e) = &written {
             line.push_str(&format!(
@@ -661,14 +625,6 @@ fn answer_http(c: &mut TcpStream, stats: &Stats) -> std::io::Result<()> {
         body.len()
     )?;
     c.flush()
-}
-
-fn mode_str(m: crate::config::Mode) -> &'static str {
-    match m {
-        crate::config::Mode::Enforce => "enforce",
-        crate::config::Mode::Warn => "warn",
-        crate::config::Mode::Audit => "audit",
-    }
 }
 
 #[cfg(test)]

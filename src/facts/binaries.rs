@@ -209,7 +209,7 @@ pub struct BinaryFacts {
     pub image_cache: Option<crate::facts::image_cache::Outcome>,
     /// On an image facts cache hit: `files`' inventories, still packed
     /// ([`crate::facts::image_cache::Packed`]); `files` is then empty. Read through
-    /// [`crate::commands::run_rules`], which judges them or reads the stored judgement.
+    /// [`crate::pipeline::run_rules`], which judges them or reads the stored judgement.
     #[serde(skip)]
     pub packed: Option<std::sync::Arc<crate::facts::image_cache::Packed>>,
 }

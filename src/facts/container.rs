@@ -33,6 +33,23 @@ impl GpuRequest {
     pub fn wants_gpu(&self) -> bool {
         !matches!(self, GpuRequest::None | GpuRequest::EnvOnly { .. })
     }
+
+    /// Whether the container will have GPUs once `next_runtime` has run it: what the runtime
+    /// shim asks before the real runtime saw the spec. `nvidia-container-runtime` turns the
+    /// variable alone into a GPU request (legacy mode: it adds the prestart hook that injects
+    /// the devices); any other runtime does not.
+    pub fn wants_gpu_through(&self, next_runtime: &Path) -> bool {
+        self.wants_gpu()
+            || (matches!(self, GpuRequest::EnvOnly { .. }) && is_nvidia_runtime(next_runtime))
+    }
+}
+
+/// Is this runtime NVIDIA's `nvidia-container-runtime` (by its file name, as engines and the
+/// shim's config name it)?
+pub fn is_nvidia_runtime(runtime: &Path) -> bool {
+    runtime
+        .file_name()
+        .is_some_and(|n| n == "nvidia-container-runtime")
 }
 
 /// Binary names of the hooks the NVIDIA container toolkit puts in a spec (legacy
@@ -427,6 +444,30 @@ mod tests {
                 devices: vec!["nvidia.com/gpu=all".into()]
             }
         );
+    }
+
+    #[test]
+    fn the_variable_alone_is_a_gpu_request_only_through_nvidias_runtime() {
+        let nvidia = Path::new("/usr/bin/nvidia-container-runtime");
+        let runc = Path::new("/usr/bin/runc");
+        let env_only = GpuRequest::EnvOnly {
+            visible: "all".into(),
+        };
+        // (request, next runtime, gets a GPU)
+        let cases = [
+            (GpuRequest::None, nvidia, false),
+            (GpuRequest::None, runc, false),
+            (env_only.clone(), nvidia, true),
+            (env_only, runc, false),
+            (GpuRequest::SpecDevices, runc, true),
+        ];
+        for (request, next, want) in cases {
+            assert_eq!(
+                request.wants_gpu_through(next),
+                want,
+                "{request:?} {next:?}"
+            );
+        }
     }
 
     #[test]

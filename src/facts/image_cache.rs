@@ -685,11 +685,11 @@ pub fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commands::{container_facts, run_rules};
     use crate::facts::binaries::WalkSettings;
     use crate::facts::container;
     use crate::facts::fatbin::tests::{container as fatbin, elf_with_section};
     use crate::finding::Severity;
+    use crate::pipeline::{self, Input, Scope, Where};
     use std::process::Command;
     use std::time::Duration;
 
@@ -826,24 +826,24 @@ mod tests {
         walk.cache_dir = Some(state.join("scan-cache"));
         walk.image_cache_dir = Some(state.join("image-cache"));
         walk.budget = Duration::from_secs(30);
-        let facts = container_facts(
-            &b,
-            request,
-            crate::facts::start_path::CdiHooks::default(),
-            Some(std::process::id() as i32),
-            Path::new("/proc"),
-            Path::new("/"),
-            None,
-            crate::commands::headroom_policy(&crate::config::Config::default()),
-            &walk,
-        );
+        let config = crate::config::Config::default();
+        let facts = pipeline::gather(Input {
+            at: Where::Hook {
+                stage: crate::facts::start_path::Stage::CreateRuntime,
+                pid: Some(std::process::id() as i32),
+                proc_root: Path::new("/proc"),
+            },
+            host_root: Path::new("/"),
+            walk,
+            ..Input::new(&b, request, &config)
+        });
         let host = crate::facts::host::HostProfile::load(
             &Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("examples/hosts")
                 .join(profile),
         )
         .unwrap();
-        let findings = run_rules(&facts, &host);
+        let findings = pipeline::run_rules::run(&facts, &host, Scope::All, false);
         let bin = facts.binaries.unwrap();
         (findings, bin.image_cache.clone().unwrap(), bin.stats)
     }

@@ -18,6 +18,7 @@ pub mod linkage;
 pub mod loader;
 pub mod nvml;
 pub mod probe;
+pub mod probe_answer;
 pub mod probe_cache;
 pub mod probe_child;
 pub mod rootfs;

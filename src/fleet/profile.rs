@@ -11,7 +11,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::commands::ContainerFacts;
 use crate::config::Config;
 use crate::config::Mode;
 use crate::facts::host::{Gpu, HostProfile};
@@ -19,6 +18,7 @@ use crate::finding::{Finding, Severity};
 use crate::fleet::LABEL_PREFIX;
 use crate::fleet::node::{cc_parts, driver_int};
 use crate::knowledge::cuda::{self, Version};
+use crate::pipeline::ContainerFacts;
 use crate::rules;
 use crate::verdict::{self, Decision};
 

@@ -540,6 +540,15 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
+/// An image facts cache entry whose inventories did not unpack (not reached: the entry is
+/// checked when read). Said, never judged as an image without GPU code.
+pub fn not_unpacked() -> Finding {
+    Finding::skipped(
+        "kernels",
+        "the image facts cache entry's inventories did not unpack: kernels were not judged",
+    )
+}
+
 /// The image's binaries (`facts::binaries`) judged on the container's GPUs, and what the walk
 /// did not reach: never a pass by omission.
 pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<Finding> {

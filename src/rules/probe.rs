@@ -3,6 +3,7 @@
 
 use crate::facts::container::{DeviceView, Node};
 use crate::facts::probe::{ProbeOutcome, ProbeResult};
+use crate::facts::probe_answer::ProbeAnswer;
 use crate::finding::{Api, Finding, Predicted, Severity};
 use crate::knowledge;
 
@@ -237,6 +238,45 @@ fn outcome_findings(
     out
 }
 
+/// Findings from the probe step's answer ([`ProbeAnswer`]): the driver's answer where the probe
+/// ran (see [`probe_findings`]; the probe applies the container's seccomp filter itself or does not
+/// run), else why it did not run. `NotAsked` says nothing.
+pub fn answer_findings(answer: &ProbeAnswer, devices: Option<&DeviceView>) -> Vec<Finding> {
+    match answer {
+        ProbeAnswer::NotAsked => Vec::new(),
+        ProbeAnswer::Deferred { stage, pending } => {
+            vec![crate::rules::start_path::probe_deferred(*stage, pending)]
+        }
+        ProbeAnswer::OutsideContainer => vec![Finding::skipped(
+            "probe",
+            "the hook runs at createContainer but not as a child of the container's init (the runtime runs createContainer hooks outside the container): image code is not run here",
+        )],
+        ProbeAnswer::NoLibcuda => vec![Finding::new(
+            "probe-libcuda-missing",
+            Severity::Block,
+            Some(Predicted::message(
+                Api::Loader,
+                "libcuda.so.1: cannot open shared object file: No such file or directory",
+            )),
+            "the container's loader finds no libcuda.so.1 (LD_LIBRARY_PATH, ld.so.cache, default directories): \
+             the NVIDIA runtime did not inject the driver library",
+            "Start the container through the NVIDIA runtime or CDI so the host's driver libraries are mounted into it.",
+        )],
+        ProbeAnswer::CannotConfine(why) => vec![Finding::new(
+            "probe-skipped",
+            Severity::Info,
+            None,
+            format!(
+                "the probe did not run: {why}; the container was judged by the static rules only"
+            ),
+            "",
+        )],
+        ProbeAnswer::Ran { result, footprint } => {
+            probe_findings(result, devices, false, footprint.as_deref())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,5 +465,63 @@ mod tests {
         // The driver's code is kept for the report.
         let f = probe_findings(&done(&[("cuInit", 304)], None), None, false, why);
         assert_eq!(f[0].predicted.as_ref().and_then(|p| p.code), Some(304));
+    }
+
+    #[test]
+    fn every_answer_of_the_probe_step_is_said_once_or_not_at_all() {
+        let pending = crate::facts::start_path::CdiHooks::default();
+        // (answer, ids, severity of the first, words its evidence must hold)
+        let cases: Vec<(ProbeAnswer, &[&str], Option<Severity>, &str)> = vec![
+            (ProbeAnswer::NotAsked, &[], None, ""),
+            (
+                ProbeAnswer::Deferred {
+                    stage: crate::facts::start_path::Stage::CreateRuntime,
+                    pending,
+                },
+                &["probe-skipped"],
+                Some(Severity::Info),
+                "not run at createRuntime",
+            ),
+            (
+                ProbeAnswer::OutsideContainer,
+                &["probe-skipped"],
+                Some(Severity::Info),
+                "not as a child of the container's init",
+            ),
+            (
+                ProbeAnswer::NoLibcuda,
+                &["probe-libcuda-missing"],
+                Some(Severity::Block),
+                "finds no libcuda.so.1",
+            ),
+            (
+                ProbeAnswer::CannotConfine("seccomp: no".into()),
+                &["probe-skipped"],
+                Some(Severity::Info),
+                "the probe did not run: seccomp: no; the container was judged by the static rules only",
+            ),
+            (
+                ProbeAnswer::Ran {
+                    result: done(&[("cuInit", 999)], None),
+                    footprint: Some("the container's pids limit of 8".into()),
+                },
+                &["probe-inconclusive"],
+                Some(Severity::Warn),
+                "pids limit of 8",
+            ),
+        ];
+        for (answer, ids, severity, words) in cases {
+            let f = answer_findings(&answer, None);
+            assert_eq!(
+                crate::rules::registered_ids(&f, FINDING_IDS),
+                ids,
+                "{answer:?}"
+            );
+            assert_eq!(f.first().map(|f| f.severity), severity, "{answer:?}");
+            assert!(
+                f.first().is_none_or(|f| f.evidence.contains(words)),
+                "{answer:?}: {f:?}"
+            );
+        }
     }
 }

@@ -164,6 +164,17 @@ fn forward_compat(
     Ok(lifted)
 }
 
+/// At container creation (the NRI plugin) the image is not mounted: its CUDA is only its
+/// `CUDA_VERSION`, and its runtime libraries and a forward-compat package may say otherwise, so
+/// nothing is judged from it there; the hook judges it when the container starts.
+pub fn not_mounted(findings: &mut Vec<Finding>) {
+    findings.retain(|f| !FINDING_IDS.contains(&f.id.as_str()));
+    findings.push(Finding::skipped(
+        "cuda-version",
+        "at creation the image is not mounted: its CUDA libraries and forward-compat package are judged by the hook when the container starts",
+    ));
+}
+
 pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(e) = &image.toolkit_version_error {

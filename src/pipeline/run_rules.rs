@@ -1,0 +1,150 @@
+//! Run the rules: every rule over one container's facts on one host. Rules are pure
+//! (`crate::rules`); this step only says which rules the caller's facts support ([`Scope`]).
+
+use crate::facts::binaries::BinaryFacts;
+use crate::facts::host::HostProfile;
+use crate::facts::image_cache;
+use crate::finding::Finding;
+use crate::pipeline::ContainerFacts;
+use crate::rules;
+
+/// Which rules a caller's facts support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every rule; `NVIDIA_REQUIRE_*` as the start path enforces it (the hook, `check`).
+    All,
+    /// At container creation (the NRI plugin): no rootfs yet, so the image's CUDA version is left
+    /// to the hook ([`rules::versions::not_mounted`]). The requirement findings are kept as the
+    /// rules give them, not adjusted to the start path (the plugin's behaviour before this
+    /// module).
+    AtCreation,
+    /// Before the real runtime ran (the runtime shim): only `NVIDIA_REQUIRE_*` (and the legacy
+    /// `CUDA_VERSION` rule), which needs nothing the NVIDIA runtime or hook will inject, as the
+    /// start path enforces it.
+    Requirements,
+}
+
+/// The findings of every rule `scope` allows over `c` on `host`. `enforce_requirements`: the
+/// config's, an unmet `NVIDIA_REQUIRE_*` blocks on every start path.
+pub fn run(
+    c: &ContainerFacts,
+    host: &HostProfile,
+    scope: Scope,
+    enforce_requirements: bool,
+) -> Vec<Finding> {
+    let mut out = match scope {
+        Scope::All | Scope::AtCreation => all(c, host),
+        Scope::Requirements => c
+            .image
+            .as_ref()
+            .map(|image| rules::requirements::check(image, host))
+            .unwrap_or_default(),
+    };
+    match scope {
+        Scope::All | Scope::Requirements => {
+            rules::requirements::on_path(&mut out, &c.start_path, enforce_requirements)
+        }
+        Scope::AtCreation => rules::versions::not_mounted(&mut out),
+    }
+    out
+}
+
+/// All rules over the facts.
+fn all(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
+    let devices = c.devices.as_ref().map_err(String::as_str);
+    let mut out = rules::devices::device_findings(&c.request, devices, &host.device_majors);
+    if let Some(image) = &c.image {
+        out.extend(rules::requirements::check(image, host));
+        out.extend(rules::versions::check(image, host));
+    }
+    if let Some(hs) = &c.hoststate {
+        out.extend(rules::hoststate::check(&c.request, hs, host));
+    }
+    if let Some(h) = &c.headroom {
+        out.extend(rules::headroom::check(h, &c.request, host));
+    }
+    if let (Some(l), Some(image)) = (&c.load, &c.image) {
+        out.extend(rules::loading::check(l, image));
+    }
+    let judged = c
+        .binaries
+        .as_ref()
+        .map(|b| judge_binaries(b, &c.env, &container_gpus(c, host), host));
+    if let Some(j) = &judged {
+        out.extend(j.kernels.iter().cloned());
+    }
+    if let Some(d) = &c.cuda_compat {
+        out.push(rules::start_path::compat_decision(d));
+    }
+    // The container's CUDA_* variables (rules::cuda_env): a module of their own next to the
+    // kernel rules, from the same facts.
+    out.extend(rules::cuda_env::check(
+        &c.env,
+        devices,
+        &c.request,
+        host,
+        None,
+        &container_gpus(c, host),
+    ));
+    if let Some(j) = judged {
+        out.extend(j.ptx_jit);
+    }
+    if let Some(t) = &c.toolchains {
+        out.extend(rules::toolchains::check(
+            t,
+            &container_gpus(c, host),
+            host.cuda_driver_version.as_deref(),
+        ));
+    }
+    out
+}
+
+/// The rules over the image's fatbin inventories. On an image facts cache hit they are judged
+/// once per host ([`image_cache::host_key`]: GPUs, driver, CUDA variables) and the judgement kept
+/// beside the entry: a later hit reads it rather than unpacking and judging every entry (21,000
+/// in a torch image, most of a hit's time). The judgement is these same functions' result.
+fn judge_binaries(
+    b: &BinaryFacts,
+    env: &[String],
+    gpus: &[crate::facts::host::Gpu],
+    host: &HostProfile,
+) -> image_cache::Judged {
+    let driver = host.cuda_driver_version.as_deref().unwrap_or("");
+    let judge = |b: &BinaryFacts| image_cache::Judged {
+        kernels: rules::kernels::image_findings(b, gpus, driver),
+        ptx_jit: rules::cuda_env::ptx_jit(env, &b.files, gpus, driver),
+    };
+    let Some(packed) = &b.packed else {
+        return judge(b);
+    };
+    let key = image_cache::host_key(gpus, driver, env);
+    if let Some(j) = packed.judged(&key) {
+        return j;
+    }
+    let mut full = BinaryFacts {
+        packed: None,
+        ..b.clone()
+    };
+    match packed.unpack() {
+        Some(files) => full.files = files,
+        // Not reached: the entry was checked when read. Said, never judged as no GPU code.
+        None => {
+            return image_cache::Judged {
+                kernels: vec![rules::kernels::not_unpacked()],
+                ptx_jit: Vec::new(),
+            };
+        }
+    }
+    let j = judge(&full);
+    packed.store_judged(&key, &j);
+    j
+}
+
+/// The GPUs the container gets where that is known; else every GPU of the host (hosts are
+/// nearly always of one kind, and a mixed one is judged on each).
+fn container_gpus(c: &ContainerFacts, host: &HostProfile) -> Vec<crate::facts::host::Gpu> {
+    rules::hoststate::compute_mode::container_gpus(&c.request, host)
+        .filter(|g| !g.is_empty())
+        .map(|g| g.into_iter().cloned().collect())
+        .unwrap_or_else(|| host.gpus.clone())
+}
