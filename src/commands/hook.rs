@@ -15,7 +15,7 @@ use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
 use crate::config::{Config, OnFailure, ProbePolicy};
 use crate::facts::container::{self, GpuRequest};
 use crate::facts::start_path::{self, Stage};
-use crate::finding::Severity;
+use crate::finding::{FindingId, Severity};
 use crate::input::bundle::Bundle;
 use crate::input::state::{self, HookState};
 use crate::output;
@@ -262,7 +262,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         && !deferred
     {
         findings.push(crate::finding::Finding::skipped(
-            "probe",
+            FindingId::ProbeSkipped,
             "the hook runs at createContainer but not as a child of the container's init (the runtime runs createContainer hooks outside the container): image code is not run here",
         ));
     }
@@ -455,7 +455,7 @@ fn own_error(
     arm_recording_budget(code, decision.as_str(), id, &config, started);
     let none = GpuRequest::None;
     let finding = crate::finding::Finding::new(
-        "hook-error",
+        FindingId::HookError,
         crate::finding::Severity::Warn,
         None,
         err,

@@ -25,7 +25,7 @@ use crate::facts::image_cache;
 use crate::facts::linkage::{self, LoadFacts};
 use crate::facts::start_path::{self, CdiHooks, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
-use crate::finding::Finding;
+use crate::finding::{Finding, FindingId};
 use crate::input::bundle::Bundle;
 use crate::rules;
 
@@ -508,7 +508,7 @@ fn judge_binaries(
         None => {
             return image_cache::Judged {
                 kernels: vec![Finding::skipped(
-                    "kernels",
+                    FindingId::KernelsSkipped,
                     "the image facts cache entry's inventories did not unpack: kernels were not judged",
                 )],
                 ptx_jit: Vec::new(),
@@ -707,7 +707,7 @@ pub fn probe_container(
     let started = std::time::Instant::now();
     let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
         return Err(Finding::new(
-            "probe-libcuda-missing",
+            FindingId::ProbeLibcudaMissing,
             Severity::Block,
             Some(Predicted::message(
                 Api::Loader,
@@ -720,7 +720,7 @@ pub fn probe_container(
     };
     let skipped = |why: String| {
         Finding::new(
-            "probe-skipped",
+            FindingId::ProbeSkipped,
             Severity::Info,
             None,
             format!(

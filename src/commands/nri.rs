@@ -9,6 +9,7 @@
 //! Its life: reconnects when the runtime restarts or drops it, takes the runtime's container list
 //! at every registration (Synchronize), and serves `/healthz` and `/metrics` on a local port.
 
+use crate::finding::FindingId;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -266,9 +267,9 @@ impl Judge {
         let mut findings = run_rules(&facts, &host);
         // Without the rootfs the image's CUDA is only its CUDA_VERSION: its runtime libraries
         // and a forward-compat package may say otherwise, so nothing is judged from it here.
-        findings.retain(|f| !crate::rules::versions::FINDING_IDS.contains(&f.id.as_str()));
+        findings.retain(|f| f.id.area() != crate::finding::catalog::Area::CudaVersions);
         findings.push(crate::finding::Finding::skipped(
-            "cuda-version",
+            FindingId::CudaVersionSkipped,
             "at creation the image is not mounted: its CUDA libraries and forward-compat package are judged by the hook when the container starts",
         ));
         let (mode, note) = verdict::effective_mode(

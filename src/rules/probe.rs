@@ -3,24 +3,8 @@
 
 use crate::facts::container::{DeviceView, Node};
 use crate::facts::probe::{ProbeOutcome, ProbeResult};
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge;
-
-pub const FINDING_IDS: &[&str] = &[
-    "probe-ok",
-    "probe-jit-failed",
-    "probe-init-failed",
-    "probe-context-failed",
-    "probe-no-device",
-    "probe-libcuda-missing",
-    "probe-load-failed",
-    "probe-timeout",
-    "probe-crashed",
-    "probe-setup-failed",
-    "probe-without-seccomp",
-    "probe-skipped",
-    "probe-inconclusive",
-];
 
 /// The driver's own words for `code`: our table where it knows the code, else what the driver's
 /// `cuGetErrorName` said.
@@ -73,11 +57,14 @@ pub fn probe_findings(
     };
     out.into_iter()
         .map(|f| {
-            if f.severity != Severity::Block && f.id != "probe-timeout" && f.id != "probe-crashed" {
+            if f.severity != Severity::Block
+                && f.id != FindingId::ProbeTimeout
+                && f.id != FindingId::ProbeCrashed
+            {
                 return f;
             }
             Finding::new(
-                "probe-inconclusive",
+                FindingId::ProbeInconclusive,
                 Severity::Warn,
                 f.predicted.clone(),
                 format!(
@@ -94,7 +81,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
     let mut out = Vec::new();
     if seccomp {
         out.push(Finding::new(
-            "probe-without-seccomp",
+            FindingId::ProbeWithoutSeccomp,
             Severity::Info,
             None,
             "the container has a seccomp filter; the probe ran without it, so a syscall the filter denies to the workload was allowed to the probe",
@@ -103,7 +90,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
     }
     match result {
         ProbeResult::TimedOut { deadline_ms } => out.push(Finding::new(
-            "probe-timeout",
+            FindingId::ProbeTimeout,
             Severity::Warn,
             None,
             format!("the driver did not answer within {deadline_ms} ms (cuInit or cuCtxCreate hung); the probe was killed"),
@@ -111,7 +98,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
              Raise probe_deadline_ms if the host is merely slow (persistence mode off makes the first cuInit slow).",
         )),
         ProbeResult::Crashed { signal, exit_code } => out.push(Finding::new(
-            "probe-crashed",
+            FindingId::ProbeCrashed,
             Severity::Warn,
             None,
             match signal {
@@ -121,7 +108,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
             "The container's libcuda.so.1 crashes when loaded: check that it is the driver's (not a stub or a copy baked into the image).",
         )),
         ProbeResult::Failed { error } => out.push(Finding::new(
-            "probe-setup-failed",
+            FindingId::ProbeSetupFailed,
             Severity::Warn,
             None,
             format!("the probe could not run: {error}"),
@@ -140,7 +127,7 @@ fn outcome_findings(
 ) -> Vec<Finding> {
     if let Some(e) = &o.setup_error {
         return vec![Finding::new(
-            "probe-setup-failed",
+            FindingId::ProbeSetupFailed,
             Severity::Warn,
             None,
             format!("the probe could not enter the container: {e}"),
@@ -149,7 +136,7 @@ fn outcome_findings(
     }
     if let Some(e) = &o.load_error {
         return vec![Finding::new(
-            "probe-load-failed",
+            FindingId::ProbeLoadFailed,
             Severity::Block,
             Some(Predicted::message(Api::Loader, e.clone())),
             format!(
@@ -162,11 +149,11 @@ fn outcome_findings(
     }
     if let Some(c) = o.first_failure() {
         let id = if c.call == "cuInit" {
-            "probe-init-failed"
+            FindingId::ProbeInitFailed
         } else if c.call.starts_with("cuCtxCreate") {
-            "probe-context-failed"
+            FindingId::ProbeContextFailed
         } else {
-            "probe-init-failed"
+            FindingId::ProbeInitFailed
         };
         let p = predicted(c.code, c.name.as_deref());
         return vec![Finding::new(
@@ -186,7 +173,7 @@ fn outcome_findings(
     }
     if o.device_count == Some(0) {
         return vec![Finding::new(
-            "probe-no-device",
+            FindingId::ProbeNoDevice,
             Severity::Block,
             Some(Predicted::driver(100)),
             "cuInit succeeded but the driver lists no device in the container",
@@ -197,7 +184,7 @@ fn outcome_findings(
     if let Some(c) = o.canary().filter(|c| c.code != 0) {
         let p = predicted(c.code, c.name.as_deref());
         out.push(Finding::new(
-            "probe-jit-failed",
+            FindingId::ProbeJitFailed,
             Severity::Warn,
             Some(p.clone()),
             format!(
@@ -221,7 +208,7 @@ fn outcome_findings(
         format!("{ms:.0} ms in all")
     };
     out.push(Finding::new(
-        "probe-ok",
+        FindingId::ProbeOk,
         Severity::Info,
         None,
         format!(
@@ -370,7 +357,6 @@ mod tests {
             assert_eq!(f[0].severity, sev, "{name}");
             assert_eq!(f[0].predicted.as_ref().and_then(|p| p.code), code, "{name}");
             assert!(f[0].evidence.contains(text), "{name}: {}", f[0].evidence);
-            assert!(FINDING_IDS.contains(&f[0].id.as_str()));
         }
         assert_eq!(
             probe_findings(&ProbeResult::TimedOut { deadline_ms: 1 }, None, true, None)[0].id,

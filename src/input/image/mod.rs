@@ -18,6 +18,7 @@ pub mod layers;
 pub mod mounted;
 pub mod store;
 
+use crate::finding::FindingId;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
@@ -246,9 +247,6 @@ pub fn load(
     })
 }
 
-/// Finding ids of reading an image.
-pub const FINDING_IDS: &[&str] = &["image-layer-entry-refused", "image-read-notes"];
-
 /// The NVIDIA hook's name in the synthetic spec: what `docker run --gpus` and Podman's NVIDIA
 /// hook put there.
 const NVIDIA_HOOK: &str = "/usr/bin/nvidia-container-runtime-hook";
@@ -285,7 +283,7 @@ impl Image {
         if a.refused_total > 0 {
             let more = a.refused_total - a.refused.len();
             out.push(Finding::new(
-                "image-layer-entry-refused",
+                FindingId::ImageLayerEntryRefused,
                 Severity::Warn,
                 None,
                 format!(
@@ -302,7 +300,7 @@ impl Image {
         if !notes.is_empty() {
             let shown: Vec<&str> = notes.iter().take(10).map(|s| s.as_str()).collect();
             out.push(Finding::new(
-                "image-read-notes",
+                FindingId::ImageReadNotes,
                 Severity::Info,
                 None,
                 format!(
