@@ -414,10 +414,10 @@ catalog! {
     // Reading an image (src/input/image/)
     ImageLayerEntryRefused = "image-layer-entry-refused", ImageRead, [Warn],
         "layer entries that reach outside the image or put a special file where a library belongs",
-        r#"They were not extracted; engines refuse such entries (a pull fails) or confine them, so the container's files differ from what its layers say."#;
+        r#"Up to 20 named, the rest counted. They were not extracted; engines refuse such entries (a pull fails) or confine them, so the container's files differ from what its layers say."#;
     ImageReadNotes = "image-read-notes", ImageRead, [Info],
         "what reading the image left out",
-        "";
+        r#"A hard link to a file not kept, several images in one archive, a plain rootfs without environment."#;
 
     // The hook and its policy (src/verdict.rs, src/commands/hook.rs)
     HookError = "hook-error", Hook, [Warn],
