@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::facts::probe::ProbeResult;
-use crate::finding::{Finding, FindingId, Severity};
+use crate::finding::{Finding, Severity};
 use crate::knowledge;
 
 pub const PROM_FILE: &str = "cuda_preflight.prom";
@@ -467,6 +467,7 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::FindingId;
 
     #[test]
     fn buckets_and_labels() {

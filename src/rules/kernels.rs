@@ -31,11 +31,6 @@ use crate::facts::host::Gpu;
 use crate::finding::{Finding, FindingId, Predicted, Severity};
 use crate::knowledge::{self, FrameworkLibrary};
 
-/// No module loads, but the framework launches from the library only on a path the workload may
-/// not take (knowledge/framework_kernels.tsv): a warning.
-
-/// Every id this rule can produce.
-
 pub const NO_BINARY_FOR_GPU: i64 = 209;
 pub const INVALID_PTX: i64 = 218;
 pub const UNSUPPORTED_PTX_VERSION: i64 = 222;
@@ -835,7 +830,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let ids = |f: &[Finding]| f.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+        let ids = |f: &[Finding]| f.iter().map(|f| f.id).collect::<Vec<_>>();
         assert_eq!(
             ids(&image_findings(&b, std::slice::from_ref(&gpu), "13.0")),
             vec![FindingId::KernelImageMissing]

@@ -455,7 +455,7 @@ pub fn on_path(findings: &mut [Finding], path: &StartPath, host_enforces: bool) 
             f.evidence,
             path.describe()
         );
-        f.id = FindingId::RequireNotEnforced.into();
+        f.id = FindingId::RequireNotEnforced;
         f.severity = Severity::Info;
         f.predicted = None;
         f.fix = "nothing stops this start for it; to refuse such starts on every path, set enforce_requirements = true in /etc/cuda-preflight/config.toml".into();
