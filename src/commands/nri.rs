@@ -9,7 +9,6 @@
 //! Its life: reconnects when the runtime restarts or drops it, takes the runtime's container list
 //! at every registration (Synchronize), and serves `/healthz` and `/metrics` on a local port.
 
-use crate::finding::FindingId;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +20,7 @@ use std::time::{Duration, Instant};
 use crate::commands::{SettingsArgs, container_facts, host_facts, run_rules};
 use crate::config::{Config, OnFailure};
 use crate::facts::container::{self, GpuRequest};
+use crate::finding::FindingId;
 use crate::input::bundle::Bundle;
 use crate::nri::{self, PluginState, api};
 use crate::output;

@@ -585,8 +585,8 @@ pub fn reference_markdown() -> String {
          the one the rules give; where two are shown, the rule chooses by the evidence. The config's \
          `[severity]` table sets another per id (`gpu-env-without-runtime = \"info\"`); a key that is not \
          an id below is refused. `block` stops the start in `mode = \"enforce\"`, `warn` is shown, `info` \
-         is recorded. An id ending in `-skipped` means the facts its rule needs were not available: \
-         never a pass, never a block.\n\n",
+         is recorded. An id ending in `-skipped` says what was not checked and why: never a \
+         pass, never a block.\n\n",
     );
     for area in Area::ALL {
         let entries: Vec<&Entry> = CATALOG.iter().filter(|e| e.area == *area).collect();

@@ -18,7 +18,6 @@ pub mod layers;
 pub mod mounted;
 pub mod store;
 
-use crate::finding::FindingId;
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
@@ -277,7 +276,7 @@ impl Image {
     /// engine refuses or confines them, so what starts differs from what the layers say), and
     /// what was left out (info).
     pub fn findings(&self) -> Vec<crate::finding::Finding> {
-        use crate::finding::{Finding, Severity};
+        use crate::finding::{Finding, FindingId, Severity};
         let mut out = Vec::new();
         let a = &self.applied;
         if a.refused_total > 0 {
