@@ -3,9 +3,7 @@
 use serde::Serialize;
 
 use crate::config::{Config, Mode};
-use crate::finding::{Finding, Severity};
-
-pub const FINDING_IDS: &[&str] = &["hook-error", "container-override-refused"];
+use crate::finding::{Finding, FindingId, Severity};
 
 /// The annotation a container may set to choose its own mode, where the config allows it.
 pub const MODE_ANNOTATION: &str = "cuda-preflight/mode";
@@ -59,7 +57,7 @@ pub fn effective_mode(config: &Config, annotation: Option<&str>) -> (Mode, Optio
         (true, Some(_)) => (
             config.mode,
             Some(Finding::new(
-                "container-override-refused",
+                FindingId::ContainerOverrideRefused,
                 Severity::Info,
                 None,
                 format!(
@@ -71,7 +69,7 @@ pub fn effective_mode(config: &Config, annotation: Option<&str>) -> (Mode, Optio
         (true, None) => (
             config.mode,
             Some(Finding::new(
-                "container-override-refused",
+                FindingId::ContainerOverrideRefused,
                 Severity::Info,
                 None,
                 format!("annotation {MODE_ANNOTATION}={a:?} is not enforce, warn or audit"),
@@ -81,7 +79,7 @@ pub fn effective_mode(config: &Config, annotation: Option<&str>) -> (Mode, Optio
         (false, _) => (
             config.mode,
             Some(Finding::new(
-                "container-override-refused",
+                FindingId::ContainerOverrideRefused,
                 Severity::Info,
                 None,
                 format!(
@@ -122,7 +120,7 @@ pub fn decide(config: &Config, mode: Mode, mut findings: Vec<Finding>) -> Verdic
 /// whatever `on_error` decides, so that alerts on it find broken hooks.
 pub fn hook_error(err: &str) -> Finding {
     Finding::new(
-        "hook-error",
+        FindingId::HookError,
         Severity::Warn,
         None,
         err,
@@ -143,54 +141,54 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn f(id: &str, s: Severity) -> Finding {
+    fn f(id: FindingId, s: Severity) -> Finding {
         Finding::new(id, s, None, "e", "f")
     }
 
     #[test]
     fn policy_table() {
-        let cases: Vec<(Mode, Vec<Finding>, BTreeMap<String, Severity>, Decision)> = vec![
+        let cases: Vec<(Mode, Vec<Finding>, BTreeMap<FindingId, Severity>, Decision)> = vec![
             (Mode::Enforce, vec![], BTreeMap::new(), Decision::Allow),
             (
                 Mode::Enforce,
-                vec![f("device-nodes-skipped", Severity::Info)],
+                vec![f(FindingId::DeviceNodesSkipped, Severity::Info)],
                 BTreeMap::new(),
                 Decision::Allow,
             ),
             (
                 Mode::Enforce,
-                vec![f("gpu-env-without-runtime", Severity::Warn)],
+                vec![f(FindingId::GpuEnvWithoutRuntime, Severity::Warn)],
                 BTreeMap::new(),
                 Decision::Warn,
             ),
             (
                 Mode::Enforce,
-                vec![f("device-node-missing", Severity::Block)],
+                vec![f(FindingId::DeviceNodeMissing, Severity::Block)],
                 BTreeMap::new(),
                 Decision::Block,
             ),
             (
                 Mode::Warn,
-                vec![f("device-node-missing", Severity::Block)],
+                vec![f(FindingId::DeviceNodeMissing, Severity::Block)],
                 BTreeMap::new(),
                 Decision::Warn,
             ),
             (
                 Mode::Audit,
-                vec![f("device-node-missing", Severity::Block)],
+                vec![f(FindingId::DeviceNodeMissing, Severity::Block)],
                 BTreeMap::new(),
                 Decision::Allow,
             ),
             (
                 Mode::Enforce,
-                vec![f("device-node-missing", Severity::Block)],
-                [("device-node-missing".to_string(), Severity::Warn)].into(),
+                vec![f(FindingId::DeviceNodeMissing, Severity::Block)],
+                [(FindingId::DeviceNodeMissing, Severity::Warn)].into(),
                 Decision::Warn,
             ),
             (
                 Mode::Enforce,
-                vec![f("gpu-env-without-runtime", Severity::Warn)],
-                [("gpu-env-without-runtime".to_string(), Severity::Block)].into(),
+                vec![f(FindingId::GpuEnvWithoutRuntime, Severity::Warn)],
+                [(FindingId::GpuEnvWithoutRuntime, Severity::Block)].into(),
                 Decision::Block,
             ),
         ];

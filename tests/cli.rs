@@ -81,6 +81,44 @@ fn check_exit_codes_and_json() {
     assert!(out.starts_with("cuda-preflight: blocked bundle "), "{out}");
 }
 
+/// The config's `[severity]` keys are finding ids from the catalog: a known one changes the
+/// verdict, a misspelt one is bad input (exit 2) naming the key, the nearest id and the line.
+#[test]
+fn severity_keys_are_checked_against_the_finding_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = h100_profile().display().to_string();
+    let run = |toml: &str| {
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        check(&[
+            "--bundle",
+            &example("cdi-no-uvm"),
+            "--host-profile",
+            &profile,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let (code, out, err) = run("[severity]\ndevice-node-missing = \"warn\"\n");
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verdict"], "warn");
+    assert_eq!(v["findings"][0]["id"], "device-node-missing");
+    assert_eq!(v["findings"][0]["severity"], "warn");
+
+    let (code, out, err) = run("mode = \"enforce\"\n[severity]\ndevice-node-mising = \"warn\"\n");
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("c.toml")
+            && err.contains("unknown finding id \"device-node-mising\"")
+            && err.contains("did you mean \"device-node-missing\"")
+            && err.contains("line 3"),
+        "{err}"
+    );
+}
+
 #[test]
 fn check_several_hosts_gives_one_verdict_per_host() {
     let profile = h100_profile().display().to_string();

@@ -786,7 +786,7 @@ mod tests {
         let blocked: Vec<String> = findings
             .iter()
             .filter(|f| f.severity == Severity::Block)
-            .map(|f| f.id.clone())
+            .map(|f| f.id.to_string())
             .collect();
         (
             blocked.iter().any(|id| id == "kernel-image-missing"),

@@ -251,7 +251,6 @@ mod explanation_tests {
 
     #[test]
     fn every_explained_driver_error_is_named_and_every_catcher_is_a_finding_id() {
-        let ids = crate::rules::finding_ids();
         let mut n = 0;
         for e in explanations() {
             n += 1;
@@ -264,7 +263,7 @@ mod explanation_tests {
             }
             for id in e.caught_by.split(", ").filter(|s| *s != "-") {
                 assert!(
-                    ids.contains(&id) || id.starts_with("kernel-"),
+                    crate::finding::FindingId::parse(id).is_some() || id.starts_with("kernel-"),
                     "{}: {id} is not a finding id",
                     e.code
                 );

@@ -96,7 +96,7 @@ pub fn render(container: &str, v: &Verdict, report_hint: bool) -> String {
             continue;
         }
         s.push_str(&wrap(
-            &format!("  {} {}: ", mark(f.severity), super::printable(&f.id)),
+            &format!("  {} {}: ", mark(f.severity), f.id.as_str()),
             &super::printable(&f.evidence),
             "      ",
             WIDTH,

@@ -35,9 +35,9 @@ const BAD_STATE_FILE: &str = "metrics.json.bad";
 /// The label value of anything outside the closed sets (finding ids, CUDA error names).
 pub const OTHER: &str = "other";
 
-/// A finding id as a label: one of ours, else [`OTHER`].
+/// A finding id read back from the state file as a label: one of the catalog's, else [`OTHER`].
 fn finding_label(id: &str) -> String {
-    if id == "hook-error" || crate::rules::finding_ids().contains(&id) {
+    if crate::finding::FindingId::parse(id).is_some() {
         id.to_string()
     } else {
         OTHER.into()
@@ -197,7 +197,7 @@ impl State {
                 Severity::Warn => &mut self.warnings,
                 Severity::Info => continue,
             };
-            *m.entry(finding_label(&f.id)).or_default() += 1;
+            *m.entry(f.id.as_str().to_string()).or_default() += 1;
         }
         if let Some(p) = s.probe {
             let o = outcome_label(&probe_outcome(p));
@@ -467,14 +467,21 @@ pub fn record(state_dir: &Path, metrics_dir: &Path, sample: &Sample) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::finding::FindingId;
 
     #[test]
     fn buckets_and_labels() {
         let mut st = State::default();
         let f = [
-            Finding::new("device-node-missing", Severity::Block, None, "e", "f"),
-            Finding::new("gpu-memory-low", Severity::Warn, None, "e", "f"),
-            Finding::new("probe-ok", Severity::Info, None, "e", ""),
+            Finding::new(
+                FindingId::DeviceNodeMissing,
+                Severity::Block,
+                None,
+                "e",
+                "f",
+            ),
+            Finding::new(FindingId::GpuMemoryLow, Severity::Warn, None, "e", "f"),
+            Finding::new(FindingId::ProbeOk, Severity::Info, None, "e", ""),
         ];
         st.add(&Sample {
             verdict: "block",
@@ -553,7 +560,14 @@ mod tests {
         // the state passed its 4 MB cap and every counter silently began again at 1.
         let d = tempfile::tempdir().unwrap();
         let (state_dir, prom) = (d.path().join("s"), d.path().join("m"));
-        let hostile = Finding::new(&"x".repeat(100), Severity::Block, None, "e", "f");
+        // Finding ids are the catalog's by type: only the probe's error names can be the image's.
+        let hostile = Finding::new(
+            FindingId::DeviceNodeMissing,
+            Severity::Block,
+            None,
+            "e",
+            "f",
+        );
         for i in 0..12 {
             let name = format!("CUDA_ERROR_{}{}", i, "A".repeat(700_000));
             let p = probe_said(900_000 + i, &name);
@@ -588,7 +602,7 @@ mod tests {
             "{:?}",
             st.probes
         );
-        assert_eq!(st.blocks.get(OTHER), Some(&12));
+        assert_eq!(st.blocks.get("device-node-missing"), Some(&12));
         assert_eq!(st.state_resets, 0);
         let size = std::fs::metadata(state_dir.join(STATE_FILE)).unwrap().len();
         assert!(size < 4096, "state is {size} bytes");

@@ -44,7 +44,7 @@ mod tests {
         let (state, spec, none) = (map("enforce"), map("warn"), HashMap::new());
         let block = || {
             vec![Finding::new(
-                "device-node-missing",
+                crate::finding::FindingId::DeviceNodeMissing,
                 Severity::Block,
                 None,
                 "e",

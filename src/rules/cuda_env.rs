@@ -24,24 +24,8 @@
 use crate::facts::container::{DeviceView, GpuRequest, Node};
 use crate::facts::fatbin::{Entry, EntryKind, Format, Inventory, ScannedFile};
 use crate::facts::host::{Gpu, HostProfile};
-use crate::finding::{Finding, Predicted, Severity};
+use crate::finding::{Finding, FindingId, Predicted, Severity};
 use crate::rules::kernels::{self, NO_BINARY_FOR_GPU};
-
-pub const CUDA_VISIBLE_DEVICES_NONE: &str = "cuda-visible-devices-none";
-pub const CUDA_VISIBLE_DEVICES_HIDDEN: &str = "cuda-visible-devices-hidden";
-pub const CUDA_VISIBLE_DEVICES_TRUNCATED: &str = "cuda-visible-devices-truncated";
-pub const CUDA_VISIBLE_DEVICES_SKIPPED: &str = "cuda-visible-devices-skipped";
-pub const FORCE_PTX_JIT_NO_PTX: &str = "cuda-force-ptx-jit-no-ptx";
-pub const DISABLE_PTX_JIT_NEEDS_JIT: &str = "cuda-disable-ptx-jit-needs-jit";
-
-pub const FINDING_IDS: &[&str] = &[
-    CUDA_VISIBLE_DEVICES_NONE,
-    CUDA_VISIBLE_DEVICES_HIDDEN,
-    CUDA_VISIBLE_DEVICES_TRUNCATED,
-    CUDA_VISIBLE_DEVICES_SKIPPED,
-    FORCE_PTX_JIT_NO_PTX,
-    DISABLE_PTX_JIT_NEEDS_JIT,
-];
 
 pub const NO_DEVICE: i64 = 100;
 pub const JIT_COMPILATION_DISABLED: i64 = 223;
@@ -148,7 +132,7 @@ pub fn visible_devices(value: &str, cg: &ContainerGpus) -> Vec<Finding> {
     let evidence = |why: &str| format!("CUDA_VISIBLE_DEVICES={value:?}: {why}");
     if value.trim().is_empty() {
         return vec![Finding::new(
-            CUDA_VISIBLE_DEVICES_HIDDEN,
+            FindingId::CudaVisibleDevicesHidden,
             Severity::Warn,
             predicted(),
             evidence("empty: CUDA sees no device, cuInit fails"),
@@ -160,12 +144,15 @@ pub fn visible_devices(value: &str, cg: &ContainerGpus) -> Vec<Finding> {
         match judge_item(e, cg) {
             Item::Valid => visible += 1,
             Item::Unknown(why) if visible == 0 => {
-                return vec![Finding::skipped("cuda-visible-devices", evidence(&why))];
+                return vec![Finding::skipped(
+                    FindingId::CudaVisibleDevicesSkipped,
+                    evidence(&why),
+                )];
             }
             Item::Unknown(_) => return Vec::new(),
             Item::Invalid(why) | Item::Hide(why) if visible > 0 => {
                 return vec![Finding::new(
-                    CUDA_VISIBLE_DEVICES_TRUNCATED,
+                    FindingId::CudaVisibleDevicesTruncated,
                     Severity::Warn,
                     None,
                     evidence(&format!(
@@ -176,7 +163,7 @@ pub fn visible_devices(value: &str, cg: &ContainerGpus) -> Vec<Finding> {
             }
             Item::Invalid(why) => {
                 return vec![Finding::new(
-                    CUDA_VISIBLE_DEVICES_NONE,
+                    FindingId::CudaVisibleDevicesNone,
                     Severity::Block,
                     predicted(),
                     evidence(&format!("{why}: CUDA sees no device, cuInit fails")),
@@ -185,7 +172,7 @@ pub fn visible_devices(value: &str, cg: &ContainerGpus) -> Vec<Finding> {
             }
             Item::Hide(why) => {
                 return vec![Finding::new(
-                    CUDA_VISIBLE_DEVICES_HIDDEN,
+                    FindingId::CudaVisibleDevicesHidden,
                     Severity::Warn,
                     predicted(),
                     evidence(&format!("{why}: CUDA sees no device, cuInit fails")),
@@ -261,14 +248,14 @@ pub fn ptx_jit(
             // FORCE wins where both are set: binary code is ignored first.
             let (id, var, code, keep_kind) = if force {
                 (
-                    FORCE_PTX_JIT_NO_PTX,
+                    FindingId::CudaForcePtxJitNoPtx,
                     "CUDA_FORCE_PTX_JIT=1",
                     NO_BINARY_FOR_GPU,
                     EntryKind::Ptx,
                 )
             } else {
                 (
-                    DISABLE_PTX_JIT_NEEDS_JIT,
+                    FindingId::CudaDisablePtxJitNeedsJit,
                     "CUDA_DISABLE_PTX_JIT=1",
                     JIT_COMPILATION_DISABLED,
                     EntryKind::Sass,
@@ -406,53 +393,89 @@ mod tests {
         // (value, container, ids, predicted code)
         let cases: Vec<(&str, &ContainerGpus, Vec<&str>, Option<i64>)> = vec![
             ("0", &cg1, vec![], None),
-            ("1", &cg1, vec![CUDA_VISIBLE_DEVICES_NONE], Some(100)),
-            ("", &cg1, vec![CUDA_VISIBLE_DEVICES_HIDDEN], Some(100)),
-            ("-1", &cg1, vec![CUDA_VISIBLE_DEVICES_HIDDEN], Some(100)),
-            ("none", &cg1, vec![CUDA_VISIBLE_DEVICES_HIDDEN], Some(100)),
+            (
+                "1",
+                &cg1,
+                vec![FindingId::CudaVisibleDevicesNone.as_str()],
+                Some(100),
+            ),
+            (
+                "",
+                &cg1,
+                vec![FindingId::CudaVisibleDevicesHidden.as_str()],
+                Some(100),
+            ),
+            (
+                "-1",
+                &cg1,
+                vec![FindingId::CudaVisibleDevicesHidden.as_str()],
+                Some(100),
+            ),
+            (
+                "none",
+                &cg1,
+                vec![FindingId::CudaVisibleDevicesHidden.as_str()],
+                Some(100),
+            ),
             (H100, &cg1, vec![], None),
             // A unique prefix names the GPU, any case.
             ("GPU-C3C836FF", &cg1, vec![], None),
             (
                 "GPU-deadbeef-0000",
                 &cg1,
-                vec![CUDA_VISIBLE_DEVICES_NONE],
+                vec![FindingId::CudaVisibleDevicesNone.as_str()],
                 Some(100),
             ),
             (
                 "MIG-1e2f3a4b-0000",
                 &cg1,
-                vec![CUDA_VISIBLE_DEVICES_NONE],
+                vec![FindingId::CudaVisibleDevicesNone.as_str()],
                 Some(100),
             ),
             // Stops at the first invalid entry: 0 stays visible.
-            ("0,1", &cg1, vec![CUDA_VISIBLE_DEVICES_TRUNCATED], None),
-            ("0,-1,1", &cg2, vec![CUDA_VISIBLE_DEVICES_TRUNCATED], None),
+            (
+                "0,1",
+                &cg1,
+                vec![FindingId::CudaVisibleDevicesTruncated.as_str()],
+                None,
+            ),
+            (
+                "0,-1,1",
+                &cg2,
+                vec![FindingId::CudaVisibleDevicesTruncated.as_str()],
+                None,
+            ),
             ("1,0", &cg2, vec![], None),
             (" 1 , 0 ", &cg2, vec![], None),
-            ("2", &cg2, vec![CUDA_VISIBLE_DEVICES_NONE], Some(100)),
+            (
+                "2",
+                &cg2,
+                vec![FindingId::CudaVisibleDevicesNone.as_str()],
+                Some(100),
+            ),
             // Not known: never a block.
-            ("3", &unknown, vec![CUDA_VISIBLE_DEVICES_SKIPPED], None),
+            (
+                "3",
+                &unknown,
+                vec![FindingId::CudaVisibleDevicesSkipped.as_str()],
+                None,
+            ),
             (
                 "GPU-deadbeef",
                 &unknown,
-                vec![CUDA_VISIBLE_DEVICES_SKIPPED],
+                vec![FindingId::CudaVisibleDevicesSkipped.as_str()],
                 None,
             ),
             (
                 "0,GPU-deadbeef",
                 &cg1,
-                vec![CUDA_VISIBLE_DEVICES_TRUNCATED],
+                vec![FindingId::CudaVisibleDevicesTruncated.as_str()],
                 None,
             ),
         ];
         for (value, cg, want, code) in cases {
             let f = visible_devices(value, cg);
-            assert_eq!(
-                crate::rules::registered_ids(&f, FINDING_IDS),
-                want,
-                "{value:?}"
-            );
+            assert_eq!(crate::rules::ids(&f), want, "{value:?}");
             assert_eq!(
                 f.first()
                     .and_then(|f| f.predicted.as_ref())
@@ -461,7 +484,7 @@ mod tests {
                 "{value:?}"
             );
             if let Some(f) = f.first() {
-                let block = f.id == CUDA_VISIBLE_DEVICES_NONE;
+                let block = f.id == FindingId::CudaVisibleDevicesNone;
                 assert_eq!(f.severity == Severity::Block, block, "{value:?}");
             }
         }
@@ -526,7 +549,7 @@ mod tests {
             (
                 env(&["CUDA_FORCE_PTX_JIT=1"]),
                 file(&[&[sass90.clone()]]),
-                vec![FORCE_PTX_JIT_NO_PTX],
+                vec![FindingId::CudaForcePtxJitNoPtx.as_str()],
                 Some(209),
             ),
             (
@@ -544,14 +567,14 @@ mod tests {
             (
                 env(&["CUDA_DISABLE_PTX_JIT=1"]),
                 file(&[&[ptx80.clone()]]),
-                vec![DISABLE_PTX_JIT_NEEDS_JIT],
+                vec![FindingId::CudaDisablePtxJitNeedsJit.as_str()],
                 Some(223),
             ),
             // sm_80 SASS does not run on sm_90: the PTX was what loaded.
             (
                 env(&["CUDA_DISABLE_PTX_JIT=1"]),
                 file(&[&[sass80.clone(), ptx80.clone()]]),
-                vec![DISABLE_PTX_JIT_NEEDS_JIT],
+                vec![FindingId::CudaDisablePtxJitNeedsJit.as_str()],
                 Some(223),
             ),
             (
@@ -571,17 +594,13 @@ mod tests {
             (
                 env(&["CUDA_FORCE_PTX_JIT=1"]),
                 file(&[&[sass90.clone()], &[ptx80.clone()]]),
-                vec![FORCE_PTX_JIT_NO_PTX],
+                vec![FindingId::CudaForcePtxJitNoPtx.as_str()],
                 Some(209),
             ),
         ];
         for (i, (env, f, want, code)) in cases.into_iter().enumerate() {
             let out = ptx_jit(&env, std::slice::from_ref(&f), &h100, "13.0");
-            assert_eq!(
-                crate::rules::registered_ids(&out, FINDING_IDS),
-                want,
-                "case {i}"
-            );
+            assert_eq!(crate::rules::ids(&out), want, "case {i}");
             if let Some(o) = out.first() {
                 assert_eq!(o.predicted.as_ref().and_then(|p| p.code), code, "case {i}");
                 let modules = f.inventory.as_ref().unwrap().containers.len();

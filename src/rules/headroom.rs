@@ -6,20 +6,8 @@
 use crate::facts::container::GpuRequest;
 use crate::facts::headroom::HeadroomFacts;
 use crate::facts::host::HostProfile;
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::rules::hoststate::compute_mode::container_gpus;
-
-pub const GPU_MEMORY_LOW: &str = "gpu-memory-low";
-pub const GPU_MEMORY_SKIPPED: &str = "gpu-memory-skipped";
-pub const DISK_SPACE_LOW: &str = "disk-space-low";
-pub const DISK_SPACE_SKIPPED: &str = "disk-space-skipped";
-
-pub const FINDING_IDS: &[&str] = &[
-    GPU_MEMORY_LOW,
-    GPU_MEMORY_SKIPPED,
-    DISK_SPACE_LOW,
-    DISK_SPACE_SKIPPED,
-];
 
 /// What a process writing to a full filesystem is told (`strerror(ENOSPC)`).
 pub const ENOSPC: &str = "No space left on device";
@@ -31,7 +19,7 @@ pub fn check(h: &HeadroomFacts, request: &GpuRequest, host: &HostProfile) -> Vec
     let mut out = Vec::new();
     match &h.min_free_memory {
         None => {}
-        Some(Err(why)) => out.push(Finding::skipped("gpu-memory", why.clone())),
+        Some(Err(why)) => out.push(Finding::skipped(FindingId::GpuMemorySkipped, why.clone())),
         Some(Ok((want, source))) => {
             let (gpus, all_must_be_low) = match container_gpus(request, host) {
                 Some(g) => (g, false),
@@ -43,7 +31,7 @@ pub fn check(h: &HeadroomFacts, request: &GpuRequest, host: &HostProfile) -> Vec
                 .collect();
             if known.is_empty() {
                 out.push(Finding::skipped(
-                    "gpu-memory",
+                    FindingId::GpuMemorySkipped,
                     "the host facts give no free GPU memory (NVML unavailable, or a profile without memory_free_mib)",
                 ));
             }
@@ -59,7 +47,7 @@ pub fn check(h: &HeadroomFacts, request: &GpuRequest, host: &HostProfile) -> Vec
                 .collect();
             if !low.is_empty() && (!all_must_be_low || low.len() == known.len()) {
                 out.push(Finding::new(
-                    GPU_MEMORY_LOW,
+                    FindingId::GpuMemoryLow,
                     Severity::Warn,
                     Some(Predicted::driver(2)),
                     format!(
@@ -76,11 +64,11 @@ pub fn check(h: &HeadroomFacts, request: &GpuRequest, host: &HostProfile) -> Vec
     for v in &h.volumes {
         match &v.space {
             Err(e) => out.push(Finding::skipped(
-                "disk-space",
+                FindingId::DiskSpaceSkipped,
                 format!("free space of {} ({}): {e}", v.what, v.host_path),
             )),
             Ok(s) if s.avail_mib < h.min_free_disk_mib => out.push(Finding::new(
-                DISK_SPACE_LOW,
+                FindingId::DiskSpaceLow,
                 Severity::Warn,
                 Some(Predicted::message(Api::Os, ENOSPC)),
                 format!(
@@ -158,7 +146,7 @@ mod tests {
                 "17 MiB free, 20000 asked",
                 facts(ann(20_000), 50_000),
                 host(Some(17)),
-                vec![(GPU_MEMORY_LOW, Severity::Warn)],
+                vec![(FindingId::GpuMemoryLow.as_str(), Severity::Warn)],
             ),
             (
                 "enough free",
@@ -182,15 +170,12 @@ mod tests {
                 "volume nearly full",
                 facts(None, 12),
                 host(None),
-                vec![(DISK_SPACE_LOW, Severity::Warn)],
+                vec![(FindingId::DiskSpaceLow.as_str(), Severity::Warn)],
             ),
         ];
         for (name, f, h, want) in cases {
             let got = check(&f, &GpuRequest::SpecDevices, &h);
             assert_eq!(ids(&got), want, "{name}");
-            for x in &got {
-                assert!(FINDING_IDS.contains(&x.id.as_str()), "{name}: {}", x.id);
-            }
         }
         let f = check(
             &facts(ann(20_000), 50_000),
@@ -224,7 +209,7 @@ mod tests {
         };
         assert_eq!(
             ids(&check(&f20k, &gets("0"), &two)),
-            vec![(GPU_MEMORY_LOW, Severity::Warn)]
+            vec![(FindingId::GpuMemoryLow.as_str(), Severity::Warn)]
         );
         assert!(check(&f20k, &gets("1"), &two).is_empty());
         assert_eq!(f[0].predicted.as_ref().unwrap().message, ENOSPC);

@@ -28,34 +28,8 @@
 use crate::facts::binaries::BinaryFacts;
 use crate::facts::fatbin::{Arch, Entry, EntryKind, Format, Inventory, ScannedFile, Variant};
 use crate::facts::host::Gpu;
-use crate::finding::{Finding, Predicted, Severity};
+use crate::finding::{Finding, FindingId, Predicted, Severity};
 use crate::knowledge::{self, FrameworkLibrary};
-
-pub const KERNEL_IMAGE_MISSING: &str = "kernel-image-missing";
-/// No module loads, but the framework launches from the library only on a path the workload may
-/// not take (knowledge/framework_kernels.tsv): a warning.
-pub const KERNEL_IMAGE_MISSING_CONDITIONAL: &str = "kernel-image-missing-conditional";
-pub const KERNEL_IMAGE_PARTIAL: &str = "kernel-image-partial";
-pub const KERNEL_PTX_JIT_ONLY: &str = "kernel-ptx-jit-only";
-pub const KERNEL_BINARY_UNREADABLE: &str = "kernel-binary-unreadable";
-pub const KERNELS_SKIPPED: &str = "kernels-skipped";
-pub const KERNELS_PTX_ISA_SKIPPED: &str = "kernels-ptx-isa-skipped";
-pub const KERNELS_SCAN_INCOMPLETE: &str = "kernels-scan-incomplete";
-
-/// Every id this rule can produce.
-pub const KERNEL_IMAGE_OUTSIDE_FATBIN: &str = "kernel-image-outside-fatbin";
-
-pub const FINDING_IDS: &[&str] = &[
-    KERNEL_IMAGE_OUTSIDE_FATBIN,
-    KERNEL_IMAGE_MISSING,
-    KERNEL_IMAGE_MISSING_CONDITIONAL,
-    KERNEL_IMAGE_PARTIAL,
-    KERNEL_PTX_JIT_ONLY,
-    KERNEL_BINARY_UNREADABLE,
-    KERNELS_SKIPPED,
-    KERNELS_PTX_ISA_SKIPPED,
-    KERNELS_SCAN_INCOMPLETE,
-];
 
 pub const NO_BINARY_FOR_GPU: i64 = 209;
 pub const INVALID_PTX: i64 = 218;
@@ -288,7 +262,7 @@ pub fn kernel_findings<'a>(
                 None => groups.push((cc, vec![g])),
             },
             None => out.push(Finding::skipped(
-                "kernels",
+                FindingId::KernelsSkipped,
                 format!(
                     "GPU {}: compute capability {:?} unknown; its kernels were not judged",
                     g.index, g.compute_capability
@@ -299,7 +273,7 @@ pub fn kernel_findings<'a>(
     if groups.is_empty() {
         if gpus.is_empty() {
             out.push(Finding::skipped(
-                "kernels",
+                FindingId::KernelsSkipped,
                 "no GPU known: binaries were not judged against one",
             ));
         }
@@ -309,7 +283,7 @@ pub fn kernel_findings<'a>(
     let driver_isa = driver.and_then(knowledge::max_ptx_isa_for_cuda);
     if driver.is_none() {
         out.push(Finding::skipped(
-            "kernels-ptx-isa",
+            FindingId::KernelsPtxIsaSkipped,
             if driver_cuda.trim().is_empty() {
                 "driver CUDA version not known: PTX ISA versions were not checked".to_string()
             } else {
@@ -330,7 +304,7 @@ pub fn kernel_findings<'a>(
             Ok(inv) => inv,
             Err(e) => {
                 out.push(Finding::new(
-                    KERNEL_BINARY_UNREADABLE,
+                    FindingId::KernelBinaryUnreadable,
                     Severity::Warn,
                     None,
                     format!("{}: cannot read its GPU code: {e}", f.path.display()),
@@ -359,7 +333,7 @@ pub fn kernel_findings<'a>(
             if !v.failing.is_empty() {
                 let code = v.failing[0].1;
                 out.push(Finding::new(
-                    KERNEL_IMAGE_PARTIAL,
+                    FindingId::KernelImagePartial,
                     Severity::Info,
                     Some(Predicted::driver(code)),
                     format!(
@@ -373,7 +347,7 @@ pub fn kernel_findings<'a>(
             }
             if v.by_ptx > 0 {
                 out.push(Finding::new(
-                    KERNEL_PTX_JIT_ONLY,
+                    FindingId::KernelPtxJitOnly,
                     Severity::Warn,
                     None,
                     format!(
@@ -492,7 +466,7 @@ fn missing_finding(
                 _ => format!("{} launches it only for {}", r.framework, r.path),
             };
             Finding::new(
-                KERNEL_IMAGE_MISSING_CONDITIONAL,
+                FindingId::KernelImageMissingConditional,
                 Severity::Warn,
                 Some(Predicted::driver(code)),
                 format!(
@@ -512,7 +486,7 @@ fn missing_finding(
                 _ => "on this GPU",
             };
             Finding::new(
-                KERNEL_IMAGE_MISSING,
+                FindingId::KernelImageMissing,
                 Severity::Block,
                 Some(Predicted::driver(code)),
                 format!(
@@ -523,7 +497,7 @@ fn missing_finding(
             )
         }
         None => Finding::new(
-            KERNEL_IMAGE_MISSING,
+            FindingId::KernelImageMissing,
             Severity::Block,
             Some(Predicted::driver(code)),
             format!("{base}; {carries}"),
@@ -544,7 +518,7 @@ fn lowercase_first(s: &str) -> String {
 /// checked when read). Said, never judged as an image without GPU code.
 pub fn not_unpacked() -> Finding {
     Finding::skipped(
-        "kernels",
+        FindingId::KernelsSkipped,
         "the image facts cache entry's inventories did not unpack: kernels were not judged",
     )
 }
@@ -570,7 +544,7 @@ pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<F
             .map(|f| f.path.display().to_string())
             .collect();
         out.push(Finding::new(
-            KERNEL_IMAGE_OUTSIDE_FATBIN,
+            FindingId::KernelImageOutsideFatbin,
             Severity::Info,
             None,
             format!(
@@ -613,7 +587,7 @@ pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<F
             "nothing to do unless these are libraries the workload loads; then check them with `cuda-preflight scan`"
         };
         out.push(Finding::new(
-            KERNELS_SCAN_INCOMPLETE,
+            FindingId::KernelsScanIncomplete,
             Severity::Info,
             None,
             format!(
@@ -809,9 +783,9 @@ mod tests {
         assert_eq!(
             ids,
             [
-                KERNEL_IMAGE_MISSING,
-                KERNEL_PTX_JIT_ONLY,
-                KERNEL_BINARY_UNREADABLE
+                FindingId::KernelImageMissing,
+                FindingId::KernelPtxJitOnly,
+                FindingId::KernelBinaryUnreadable
             ]
         );
         assert_eq!(
@@ -831,7 +805,6 @@ mod tests {
             f[1].evidence
         );
         for x in &f {
-            assert!(FINDING_IDS.contains(&x.id.as_str()));
             assert!(!x.evidence.is_empty() && !x.fix.is_empty(), "{x:?}");
         }
         assert_eq!(
@@ -844,22 +817,11 @@ mod tests {
         assert_eq!(
             ids,
             [
-                KERNELS_PTX_ISA_SKIPPED,
-                KERNEL_PTX_JIT_ONLY,
-                KERNEL_PTX_JIT_ONLY
+                FindingId::KernelsPtxIsaSkipped,
+                FindingId::KernelPtxJitOnly,
+                FindingId::KernelPtxJitOnly
             ]
         );
-    }
-
-    #[test]
-    fn finding_ids_are_unique_kebab_case() {
-        for (i, a) in FINDING_IDS.iter().enumerate() {
-            assert!(
-                a.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
-                "{a}"
-            );
-            assert!(!FINDING_IDS[i + 1..].contains(a), "{a}");
-        }
     }
 
     #[test]
@@ -877,10 +839,10 @@ mod tests {
             }],
             ..Default::default()
         };
-        let ids = |f: &[Finding]| f.iter().map(|f| f.id.clone()).collect::<Vec<_>>();
+        let ids = |f: &[Finding]| f.iter().map(|f| f.id).collect::<Vec<_>>();
         assert_eq!(
             ids(&image_findings(&b, std::slice::from_ref(&gpu), "13.0")),
-            vec![KERNEL_IMAGE_MISSING]
+            vec![FindingId::KernelImageMissing]
         );
         b.stopped = Some("file budget of 2 (scan_max_files)".into());
         b.not_walked = Skipped {
@@ -892,7 +854,13 @@ mod tests {
             examples: vec!["/usr/lib/libx.so (FIFO)".into()],
         };
         let f = image_findings(&b, &[gpu], "13.0");
-        assert_eq!(ids(&f), vec![KERNEL_IMAGE_MISSING, KERNELS_SCAN_INCOMPLETE]);
+        assert_eq!(
+            ids(&f),
+            vec![
+                FindingId::KernelImageMissing,
+                FindingId::KernelsScanIncomplete
+            ]
+        );
         let inc = &f[1];
         assert_eq!(inc.severity, Severity::Info);
         for want in [
@@ -928,7 +896,13 @@ mod tests {
         };
         let f = image_findings(&b, &[gpu], "13.0");
         let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
-        assert_eq!(ids, [KERNEL_IMAGE_MISSING, KERNEL_IMAGE_OUTSIDE_FATBIN]);
+        assert_eq!(
+            ids,
+            [
+                FindingId::KernelImageMissing,
+                FindingId::KernelImageOutsideFatbin
+            ]
+        );
         assert!(f[0].evidence.contains("libold.so"));
         assert!(f[1].evidence.contains("libcufft.so.12.0.0.61"));
     }
@@ -1074,7 +1048,7 @@ mod tests {
             }
             let mut warned: Vec<&str> = f
                 .iter()
-                .filter(|f| f.id == KERNEL_IMAGE_MISSING_CONDITIONAL)
+                .filter(|f| f.id == FindingId::KernelImageMissingConditional)
                 .map(|f| {
                     assert_eq!(f.severity, Severity::Warn);
                     assert!(f.evidence.contains("launches it only"), "{}", f.evidence);
@@ -1113,7 +1087,7 @@ mod tests {
             std::slice::from_ref(&gpu),
             "12.8",
         );
-        assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
+        assert_eq!(f[0].id, FindingId::KernelImageMissing);
         // 8.8 is CUDA 12.9's ISA; 12.9's driver is 575.51.03 (cuda_driver_min.tsv).
         assert_eq!(
             f[0].fix,
@@ -1126,7 +1100,7 @@ mod tests {
             ..fa2.clone()
         };
         let f = kernel_findings(&[other], &[gpu], "12.8");
-        assert_eq!(f[0].id, KERNEL_IMAGE_MISSING);
+        assert_eq!(f[0].id, FindingId::KernelImageMissing);
         assert!(
             f[0].fix
                 .ends_with("or use a build of this library with sm_120 SASS or built with an older CUDA toolkit"),

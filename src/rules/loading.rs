@@ -11,16 +11,9 @@ use std::path::PathBuf;
 
 use crate::facts::image::ImageFacts;
 use crate::facts::linkage::LoadFacts;
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::Version;
 use crate::knowledge::cuda_library;
-
-pub const FINDING_IDS: &[&str] = &[
-    "image-library-missing",
-    "image-symbol-version-missing",
-    "image-cuda-runtimes",
-    "image-runtime-mismatch",
-];
 
 /// Searched places shown in a message; the rest are counted.
 const SHOWN_PLACES: usize = 8;
@@ -72,7 +65,7 @@ fn missing_libraries(load: &LoadFacts, out: &mut Vec<Finding>) {
         }
         if let Some((path, why)) = &m.unloadable {
             out.push(Finding::new(
-                "image-library-missing",
+                FindingId::ImageLibraryMissing,
                 if certain { Severity::Block } else { Severity::Warn },
                 Some(Predicted::message(Api::Loader, format!("{}: {why}", path.display()))),
                 format!(
@@ -88,7 +81,7 @@ fn missing_libraries(load: &LoadFacts, out: &mut Vec<Finding>) {
             .map(|l| l.providers(m.cuda_major))
             .unwrap_or_else(|| "the package that ships it".to_string());
         out.push(Finding::new(
-            "image-library-missing",
+            FindingId::ImageLibraryMissing,
             if certain { Severity::Block } else { Severity::Warn },
             Some(Predicted::message(
                 Api::Loader,
@@ -173,7 +166,7 @@ fn missing_versions(load: &LoadFacts, out: &mut Vec<Finding>) {
             )
         };
         out.push(Finding::new(
-            "image-symbol-version-missing",
+            FindingId::ImageSymbolVersionMissing,
             if certain {
                 Severity::Block
             } else {
@@ -266,7 +259,7 @@ fn runtimes(load: &LoadFacts, image: &ImageFacts, out: &mut Vec<Finding>) {
         .chain(others.iter().map(|(v, src)| format!("{v} ({src})")))
         .collect();
     out.push(Finding::new(
-        "image-cuda-runtimes",
+        FindingId::ImageCudaRuntimes,
         Severity::Info,
         None,
         format!(
@@ -291,7 +284,7 @@ fn mismatches(load: &LoadFacts, image: &ImageFacts, out: &mut Vec<Finding>) {
             && (rt.major() != built.major() || rt.major_minor() < built.major_minor())
         {
             out.push(Finding::new(
-                "image-runtime-mismatch",
+                FindingId::ImageRuntimeMismatch,
                 Severity::Warn,
                 None,
                 format!(
@@ -309,7 +302,7 @@ fn mismatches(load: &LoadFacts, image: &ImageFacts, out: &mut Vec<Finding>) {
         {
             let (tk, built) = (tk.major_minor(), built.major_minor());
             out.push(Finding::new(
-                "image-runtime-mismatch",
+                FindingId::ImageRuntimeMismatch,
                 Severity::Warn,
                 Some(Predicted::message(
                     Api::Toolkit,
@@ -331,7 +324,6 @@ mod tests {
     use super::*;
     use crate::facts::linkage::{Framework, MissingLibrary, MissingVersion, RuntimeInUse};
     use crate::facts::loader::Source;
-    use crate::rules::registered_ids;
 
     fn v(s: &str) -> Version {
         Version::parse(s).unwrap()
@@ -375,8 +367,9 @@ mod tests {
 
     fn ids(load: &LoadFacts, image: &ImageFacts) -> Vec<(String, Severity)> {
         let f = check(load, image);
-        registered_ids(&f, FINDING_IDS);
-        f.into_iter().map(|f| (f.id, f.severity)).collect()
+        f.into_iter()
+            .map(|f| (f.id.to_string(), f.severity))
+            .collect()
     }
 
     #[test]

@@ -4,24 +4,9 @@
 use crate::facts::container::{DeviceView, Node};
 use crate::facts::probe::{ProbeOutcome, ProbeResult};
 use crate::facts::probe_answer::ProbeAnswer;
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge;
 
-pub const FINDING_IDS: &[&str] = &[
-    "probe-ok",
-    "probe-jit-failed",
-    "probe-init-failed",
-    "probe-context-failed",
-    "probe-no-device",
-    "probe-libcuda-missing",
-    "probe-load-failed",
-    "probe-timeout",
-    "probe-crashed",
-    "probe-setup-failed",
-    "probe-without-seccomp",
-    "probe-skipped",
-    "probe-inconclusive",
-];
 
 /// The driver's own words for `code`: our table where it knows the code, else what the driver's
 /// `cuGetErrorName` said.
@@ -78,7 +63,7 @@ pub fn probe_findings(
                 return f;
             }
             Finding::new(
-                "probe-inconclusive",
+                FindingId::ProbeInconclusive,
                 Severity::Warn,
                 f.predicted.clone(),
                 format!(
@@ -95,7 +80,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
     let mut out = Vec::new();
     if seccomp {
         out.push(Finding::new(
-            "probe-without-seccomp",
+            FindingId::ProbeWithoutSeccomp,
             Severity::Info,
             None,
             "the container has a seccomp filter; the probe ran without it, so a syscall the filter denies to the workload was allowed to the probe",
@@ -104,7 +89,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
     }
     match result {
         ProbeResult::TimedOut { deadline_ms } => out.push(Finding::new(
-            "probe-timeout",
+            FindingId::ProbeTimeout,
             Severity::Warn,
             None,
             format!("the driver did not answer within {deadline_ms} ms (cuInit or cuCtxCreate hung); the probe was killed"),
@@ -112,7 +97,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
              Raise probe_deadline_ms if the host is merely slow (persistence mode off makes the first cuInit slow).",
         )),
         ProbeResult::Crashed { signal, exit_code } => out.push(Finding::new(
-            "probe-crashed",
+            FindingId::ProbeCrashed,
             Severity::Warn,
             None,
             match signal {
@@ -122,7 +107,7 @@ fn findings_of(result: &ProbeResult, devices: Option<&DeviceView>, seccomp: bool
             "The container's libcuda.so.1 crashes when loaded: check that it is the driver's (not a stub or a copy baked into the image).",
         )),
         ProbeResult::Failed { error } => out.push(Finding::new(
-            "probe-setup-failed",
+            FindingId::ProbeSetupFailed,
             Severity::Warn,
             None,
             format!("the probe could not run: {error}"),
@@ -141,7 +126,7 @@ fn outcome_findings(
 ) -> Vec<Finding> {
     if let Some(e) = &o.setup_error {
         return vec![Finding::new(
-            "probe-setup-failed",
+            FindingId::ProbeSetupFailed,
             Severity::Warn,
             None,
             format!("the probe could not enter the container: {e}"),
@@ -150,7 +135,7 @@ fn outcome_findings(
     }
     if let Some(e) = &o.load_error {
         return vec![Finding::new(
-            "probe-load-failed",
+            FindingId::ProbeLoadFailed,
             Severity::Block,
             Some(Predicted::message(Api::Loader, e.clone())),
             format!(
@@ -163,11 +148,11 @@ fn outcome_findings(
     }
     if let Some(c) = o.first_failure() {
         let id = if c.call == "cuInit" {
-            "probe-init-failed"
+            FindingId::ProbeInitFailed
         } else if c.call.starts_with("cuCtxCreate") {
-            "probe-context-failed"
+            FindingId::ProbeContextFailed
         } else {
-            "probe-init-failed"
+            FindingId::ProbeInitFailed
         };
         let p = predicted(c.code, c.name.as_deref());
         return vec![Finding::new(
@@ -187,7 +172,7 @@ fn outcome_findings(
     }
     if o.device_count == Some(0) {
         return vec![Finding::new(
-            "probe-no-device",
+            FindingId::ProbeNoDevice,
             Severity::Block,
             Some(Predicted::driver(100)),
             "cuInit succeeded but the driver lists no device in the container",
@@ -198,7 +183,7 @@ fn outcome_findings(
     if let Some(c) = o.canary().filter(|c| c.code != 0) {
         let p = predicted(c.code, c.name.as_deref());
         out.push(Finding::new(
-            "probe-jit-failed",
+            FindingId::ProbeJitFailed,
             Severity::Warn,
             Some(p.clone()),
             format!(
@@ -222,7 +207,7 @@ fn outcome_findings(
         format!("{ms:.0} ms in all")
     };
     out.push(Finding::new(
-        "probe-ok",
+        FindingId::ProbeOk,
         Severity::Info,
         None,
         format!(
@@ -248,11 +233,11 @@ pub fn answer_findings(answer: &ProbeAnswer, devices: Option<&DeviceView>) -> Ve
             vec![crate::rules::start_path::probe_deferred(*stage, pending)]
         }
         ProbeAnswer::OutsideContainer => vec![Finding::skipped(
-            "probe",
+            FindingId::ProbeSkipped,
             "the hook runs at createContainer but not as a child of the container's init (the runtime runs createContainer hooks outside the container): image code is not run here",
         )],
         ProbeAnswer::NoLibcuda => vec![Finding::new(
-            "probe-libcuda-missing",
+            FindingId::ProbeLibcudaMissing,
             Severity::Block,
             Some(Predicted::message(
                 Api::Loader,
@@ -263,7 +248,7 @@ pub fn answer_findings(answer: &ProbeAnswer, devices: Option<&DeviceView>) -> Ve
             "Start the container through the NVIDIA runtime or CDI so the host's driver libraries are mounted into it.",
         )],
         ProbeAnswer::CannotConfine(why) => vec![Finding::new(
-            "probe-skipped",
+            FindingId::ProbeSkipped,
             Severity::Info,
             None,
             format!(
@@ -410,7 +395,7 @@ mod tests {
             assert_eq!(f[0].severity, sev, "{name}");
             assert_eq!(f[0].predicted.as_ref().and_then(|p| p.code), code, "{name}");
             assert!(f[0].evidence.contains(text), "{name}: {}", f[0].evidence);
-            assert!(FINDING_IDS.contains(&f[0].id.as_str()));
+            assert_eq!(f[0].id.area(), crate::finding::catalog::Area::Probe);
         }
         assert_eq!(
             probe_findings(&ProbeResult::TimedOut { deadline_ms: 1 }, None, true, None)[0].id,
@@ -513,7 +498,7 @@ mod tests {
         for (answer, ids, severity, words) in cases {
             let f = answer_findings(&answer, None);
             assert_eq!(
-                crate::rules::registered_ids(&f, FINDING_IDS),
+                f.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
                 ids,
                 "{answer:?}"
             );

@@ -1,11 +1,7 @@
 //! Findings about where the hook runs on this start path.
 
 use crate::facts::start_path::{CdiHooks, CompatDecision, Stage};
-use crate::finding::Finding;
-
-/// Ids these rules add beyond those other rule files register (`probe-skipped` is
-/// `rules::probe`'s).
-pub const FINDING_IDS: &[&str] = &["forward-compat-cdi"];
+use crate::finding::{Finding, FindingId};
 
 /// What NVIDIA's `enable-cuda-compat` hook will do on this CDI start, and why: the
 /// forward-compatibility rules (`rules::versions`) then judge the library it leaves the loader.
@@ -16,7 +12,7 @@ pub fn compat_decision(d: &CompatDecision) -> Finding {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "the image's compat libcuda".into());
     Finding::new(
-        "forward-compat-cdi",
+        FindingId::ForwardCompatCdi,
         crate::finding::Severity::Info,
         None,
         if d.use_compat {
@@ -41,7 +37,7 @@ pub fn compat_decision(d: &CompatDecision) -> Finding {
 /// judge the library those hooks will link instead.
 pub fn probe_deferred(stage: Stage, pending: &CdiHooks) -> Finding {
     Finding::new(
-        "probe-skipped",
+        FindingId::ProbeSkipped,
         crate::finding::Severity::Info,
         None,
         format!(

@@ -5,15 +5,9 @@
 
 use crate::facts::host::Gpu;
 use crate::facts::toolchains::{Kind, Origin, Toolchain, ToolchainFacts};
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::{CcSupport, Version, cc_support};
 use crate::knowledge::{cuda_for_ptx_isa, max_ptx_isa_for_cuda};
-
-pub const FINDING_IDS: &[&str] = &[
-    "toolchain-gpu-unsupported",
-    "toolchain-ptx-newer-than-driver",
-    "toolchain-version-skipped",
-];
 
 /// What NVRTC's `nvrtcGetProgramLog` holds for an architecture it does not know (read from
 /// `libnvrtc.so.12` 12.4.127, and seen from `nvrtcCompileProgram` with `-arch=sm_120`).
@@ -58,7 +52,7 @@ pub fn check(facts: &ToolchainFacts, gpus: &[Gpu], driver_cuda: Option<&str>) ->
                 None => ccs.push((cc, vec![g])),
             },
             None => out.push(Finding::skipped(
-                "toolchain-version",
+                FindingId::ToolchainVersionSkipped,
                 format!(
                     "GPU {} ({}) has no compute capability in the host facts ({:?}): the image's JIT toolchains are not judged against it",
                     g.index, g.name, g.compute_capability
@@ -68,21 +62,21 @@ pub fn check(facts: &ToolchainFacts, gpus: &[Gpu], driver_cuda: Option<&str>) ->
     }
     if gpus.is_empty() {
         out.push(Finding::skipped(
-            "toolchain-version",
+            FindingId::ToolchainVersionSkipped,
             "the host facts list no GPU: the image's JIT toolchains (ptxas, NVRTC) are not judged",
         ));
     }
     let driver = driver_cuda.and_then(Version::parse);
     if driver.is_none() {
         out.push(Finding::skipped(
-            "toolchain-version",
+            FindingId::ToolchainVersionSkipped,
             "the host's CUDA driver version is unknown: whether the image's JIT toolchains emit PTX newer than the driver is not judged",
         ));
     }
     for t in used {
         let Some(cuda) = &t.cuda else {
             out.push(Finding::skipped(
-                "toolchain-version",
+                FindingId::ToolchainVersionSkipped,
                 format!(
                     "{} {}: CUDA version not read ({}); whether it knows the GPU is not judged",
                     kind_name(t),
@@ -212,7 +206,7 @@ fn gpu_finding(t: &Toolchain, cuda: &Version, cc: &Version, gs: &[&Gpu]) -> Opti
         _ => format!("Build the image on a CUDA toolkit of {need}."),
     };
     Some(Finding::new(
-        "toolchain-gpu-unsupported",
+        FindingId::ToolchainGpuUnsupported,
         Severity::Warn,
         Some(predicted),
         format!(
@@ -260,7 +254,7 @@ fn driver_finding(t: &Toolchain, cuda: &Version, driver: &Version) -> Option<Fin
     let first = cuda_for_ptx_isa(tool_isa.unwrap_or((0, 0)))
         .map_or(cuda.major_minor().to_string(), |(a, b)| format!("{a}.{b}"));
     Some(Finding::new(
-        "toolchain-ptx-newer-than-driver",
+        FindingId::ToolchainPtxNewerThanDriver,
         Severity::Warn,
         Some(Predicted::driver(222)),
         format!(
@@ -284,7 +278,6 @@ fn driver_finding(t: &Toolchain, cuda: &Version, driver: &Version) -> Option<Fin
 mod tests {
     use super::*;
     use crate::facts::toolchains::{UsedFor, VersionSource};
-    use crate::rules::registered_ids;
     use std::path::PathBuf;
 
     fn gpu(cc: &str) -> Gpu {
@@ -464,7 +457,7 @@ mod tests {
             };
             let gpus: Vec<Gpu> = ccs.iter().map(|c| gpu(c)).collect();
             let got = check(&facts, &gpus, driver);
-            assert_eq!(registered_ids(&got, FINDING_IDS), want, "{name}: {got:#?}");
+            assert_eq!(crate::rules::ids(&got), want, "{name}: {got:#?}");
             if let Some(f) = got.first()
                 && !msg.is_empty()
             {

@@ -5,26 +5,10 @@
 
 use crate::facts::host::HostProfile;
 use crate::facts::image::{CompatLib, ImageFacts};
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::{
     CcSupport, Version, cc_support, cuda_for_driver, minor_compat_min_driver, toolkit_min_driver,
 };
-
-pub const FINDING_IDS: &[&str] = &[
-    "cuda-driver-insufficient",
-    "cuda-minor-version-compat",
-    "cuda-version-skipped",
-    "cuda-version-json-unreadable",
-    "image-read-partial",
-    "forward-compat-unsupported-gpu",
-    "forward-compat-driver-mismatch",
-    "forward-compat-active",
-    "forward-compat-unparsable",
-    "forward-compat-skipped",
-    "compute-capability-newer-than-cuda",
-    "compute-capability-dropped-by-cuda",
-    "compute-capability-skipped",
-];
 
 /// The runtime's own error when the driver is older than the runtime needs (cuda_runtime_api.h).
 pub fn insufficient_driver() -> Predicted {
@@ -90,7 +74,7 @@ fn forward_compat(
     let path = compat.path.display();
     let Some(cv) = &compat.version else {
         out.push(Finding::new(
-            "forward-compat-unparsable",
+            FindingId::ForwardCompatUnparsable,
             Severity::Warn,
             None,
             format!("the loader picks {path} for libcuda.so.1, but its name carries no driver version"),
@@ -104,7 +88,7 @@ fn forward_compat(
     if cv < kmd {
         // Measured: compat 580.95.05 on kernel module 580.159.04 → cuInit 803.
         out.push(Finding::new(
-            "forward-compat-driver-mismatch",
+            FindingId::ForwardCompatDriverMismatch,
             Severity::Block,
             Some(Predicted::driver(803)),
             format!("the loader picks the forward-compat {path} ({cv}), older than the host's kernel module {kmd}"),
@@ -123,14 +107,14 @@ fn forward_compat(
         || (non_dc.is_empty() && host.gpus.iter().any(|g| unknown_brand(&g.brand)))
     {
         out.push(Finding::skipped(
-            "forward-compat",
+            FindingId::ForwardCompatSkipped,
             format!("the loader picks the forward-compat {path} ({cv}) over kernel module {kmd}; the host profile lists no GPUs or no brand for them, so whether they support forward compatibility is unknown"),
         ));
         return Err(());
     }
     if !non_dc.is_empty() {
         out.push(Finding::new(
-            "forward-compat-unsupported-gpu",
+            FindingId::ForwardCompatUnsupportedGpu,
             Severity::Block,
             Some(Predicted::driver(804)),
             format!("the loader picks the forward-compat {path} ({cv}) over kernel module {kmd}; forward compatibility needs NVIDIA datacenter GPUs, and this host has {}", non_dc.join(", ")),
@@ -141,7 +125,7 @@ fn forward_compat(
     if cv.major() == kmd.major() {
         // Same branch, newer build: not a forward-compat pairing; not measured, so a warning.
         out.push(Finding::new(
-            "forward-compat-driver-mismatch",
+            FindingId::ForwardCompatDriverMismatch,
             Severity::Warn,
             Some(Predicted::driver(803)),
             format!("the loader picks the forward-compat {path} ({cv}) on kernel module {kmd} of the same branch; forward compatibility pairs a newer branch with an older one"),
@@ -151,7 +135,7 @@ fn forward_compat(
     }
     let lifted = cuda_for_driver(cv);
     out.push(Finding::new(
-        "forward-compat-active",
+        FindingId::ForwardCompatActive,
         Severity::Info,
         None,
         format!(
@@ -168,9 +152,9 @@ fn forward_compat(
 /// `CUDA_VERSION`, and its runtime libraries and a forward-compat package may say otherwise, so
 /// nothing is judged from it there; the hook judges it when the container starts.
 pub fn not_mounted(findings: &mut Vec<Finding>) {
-    findings.retain(|f| !FINDING_IDS.contains(&f.id.as_str()));
+    findings.retain(|f| f.id.area() != crate::finding::catalog::Area::CudaVersions);
     findings.push(Finding::skipped(
-        "cuda-version",
+        FindingId::CudaVersionSkipped,
         "at creation the image is not mounted: its CUDA libraries and forward-compat package are judged by the hook when the container starts",
     ));
 }
@@ -179,7 +163,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     let mut out = Vec::new();
     if let Some(e) = &image.toolkit_version_error {
         out.push(Finding::new(
-            "cuda-version-json-unreadable",
+            FindingId::CudaVersionJsonUnreadable,
             Severity::Info,
             None,
             e.clone(),
@@ -195,7 +179,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
             ev.push_str(&format!("; and {} more", image.notes.len() - SHOWN));
         }
         out.push(Finding::new(
-            "image-read-partial",
+            FindingId::ImageReadPartial,
             Severity::Info,
             None,
             format!("parts of the image were not read: {ev}"),
@@ -205,14 +189,14 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     let cudas = image_cuda_versions(image);
     let Some(kmd) = host.driver_version.as_deref().and_then(Version::parse) else {
         out.push(Finding::skipped(
-            "cuda-version",
+            FindingId::CudaVersionSkipped,
             "the host's driver version is unknown",
         ));
         return out;
     };
     let Some(host_cuda) = host_cuda(host, &kmd) else {
         out.push(Finding::skipped(
-            "cuda-version",
+            FindingId::CudaVersionSkipped,
             format!("the CUDA version of driver {kmd} is unknown"),
         ));
         return out;
@@ -236,7 +220,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
 
     if cudas.is_empty() {
         out.push(Finding::skipped(
-            "cuda-version",
+            FindingId::CudaVersionSkipped,
             "no CUDA runtime library, /usr/local/cuda/version.json or CUDA_VERSION in the image",
         ));
     }
@@ -250,7 +234,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
             .flatten();
         match minor_min {
             Some(min) if umd >= min => out.push(Finding::new(
-                "cuda-minor-version-compat",
+                FindingId::CudaMinorVersionCompat,
                 Severity::Info,
                 None,
                 format!(
@@ -276,7 +260,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
                     }
                 }
                 out.push(Finding::new(
-                    "cuda-driver-insufficient",
+                    FindingId::CudaDriverInsufficient,
                     Severity::Block,
                     Some(insufficient_driver()),
                     format!("CUDA {r} runtime ({src}) needs a newer driver than {umd} (CUDA {effective}){}", if r.major() > effective.major() { "; a newer major needs forward compatibility" } else { "" }),
@@ -291,7 +275,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
         for g in &host.gpus {
             let Some(cc) = Version::parse(&g.compute_capability) else {
                 out.push(Finding::skipped(
-                    "compute-capability",
+                    FindingId::ComputeCapabilitySkipped,
                     format!("GPU {}: compute capability unknown", g.index),
                 ));
                 continue;
@@ -299,21 +283,21 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
             match cc_support(&cc, r) {
                 CcSupport::Supported => {}
                 CcSupport::TooNew { first_cuda } => out.push(Finding::new(
-                    "compute-capability-newer-than-cuda",
+                    FindingId::ComputeCapabilityNewerThanCuda,
                     Severity::Warn,
                     Some(Predicted::driver(209)),
                     format!("GPU {} {} has compute capability {cc}, which CUDA {r} ({src}) predates (first supported by CUDA {first_cuda}): its libraries carry no code for it, only PTX could be JIT-compiled", g.index, g.name),
                     format!("use an image built with CUDA {first_cuda} or newer"),
                 )),
                 CcSupport::Dropped { last_cuda } => out.push(Finding::new(
-                    "compute-capability-dropped-by-cuda",
+                    FindingId::ComputeCapabilityDroppedByCuda,
                     Severity::Warn,
                     Some(Predicted::driver(209)),
                     format!("GPU {} {} has compute capability {cc}, which CUDA {r} ({src}) no longer builds for (last: CUDA {last_cuda})", g.index, g.name),
                     format!("use an image built with CUDA {last_cuda} or older for this GPU"),
                 )),
                 CcSupport::Unknown => out.push(Finding::skipped(
-                    "compute-capability",
+                    FindingId::ComputeCapabilitySkipped,
                     format!("GPU {}: compute capability {cc} is not in the knowledge table", g.index),
                 )),
             }
@@ -408,7 +392,7 @@ mod tests {
 
     /// Ids of the findings; every id a rule emits must be listed in FINDING_IDS.
     fn ids(f: &[Finding]) -> Vec<&str> {
-        crate::rules::registered_ids(f, FINDING_IDS)
+        crate::rules::ids(f)
     }
 
     /// Named scenario: a CUDA 13.0 image on a 570 driver blocks and names the driver needed
@@ -647,19 +631,6 @@ mod tests {
             ["compute-capability-newer-than-cuda"]
         );
         assert!(check(&image("12.8.90"), &h).is_empty());
-    }
-
-    #[test]
-    fn finding_ids_are_listed_and_unique() {
-        let all: Vec<&str> = FINDING_IDS
-            .iter()
-            .chain(super::super::requirements::FINDING_IDS)
-            .copied()
-            .collect();
-        for (i, a) in all.iter().enumerate() {
-            assert!(!all[i + 1..].contains(a), "{a}");
-            assert!(a.chars().all(|c| c.is_ascii_lowercase() || c == '-'));
-        }
     }
 }
 

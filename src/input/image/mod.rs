@@ -246,9 +246,6 @@ pub fn load(
     })
 }
 
-/// Finding ids of reading an image.
-pub const FINDING_IDS: &[&str] = &["image-layer-entry-refused", "image-read-notes"];
-
 /// The NVIDIA hook's name in the synthetic spec: what `docker run --gpus` and Podman's NVIDIA
 /// hook put there.
 const NVIDIA_HOOK: &str = "/usr/bin/nvidia-container-runtime-hook";
@@ -279,13 +276,13 @@ impl Image {
     /// engine refuses or confines them, so what starts differs from what the layers say), and
     /// what was left out (info).
     pub fn findings(&self) -> Vec<crate::finding::Finding> {
-        use crate::finding::{Finding, Severity};
+        use crate::finding::{Finding, FindingId, Severity};
         let mut out = Vec::new();
         let a = &self.applied;
         if a.refused_total > 0 {
             let more = a.refused_total - a.refused.len();
             out.push(Finding::new(
-                "image-layer-entry-refused",
+                FindingId::ImageLayerEntryRefused,
                 Severity::Warn,
                 None,
                 format!(
@@ -302,7 +299,7 @@ impl Image {
         if !notes.is_empty() {
             let shown: Vec<&str> = notes.iter().take(10).map(|s| s.as_str()).collect();
             out.push(Finding::new(
-                "image-read-notes",
+                FindingId::ImageReadNotes,
                 Severity::Info,
                 None,
                 format!(

@@ -4,15 +4,9 @@
 //! generated before a driver upgrade names the old files).
 
 use crate::facts::hoststate::{CdiFacts, CdiPath, CdiSpec, LibKind, lib_version};
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::Version;
 use crate::rules::hoststate::driver_libs;
-
-pub const UNRESOLVABLE: &str = "cdi-device-unresolvable";
-pub const HOST_PATH_MISSING: &str = "cdi-host-path-missing";
-pub const DRIVER_MISMATCH: &str = "cdi-spec-driver-mismatch";
-pub const INVALID: &str = "cdi-spec-invalid";
-pub const SKIPPED: &str = "cdi-specs-skipped";
 
 const REGENERATE: &str = "Regenerate the spec for this host's driver: `nvidia-ctk cdi generate --output=/var/run/cdi/nvidia.yaml` \
      (or restart the nvidia-cdi-refresh service / the GPU operator's toolkit pod), then `nvidia-ctk cdi list`.";
@@ -33,7 +27,7 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
     let mut out = Vec::new();
     for (file, why) in &cdi.invalid {
         out.push(Finding::new(
-            INVALID,
+            FindingId::CdiSpecInvalid,
             Severity::Warn,
             None,
             format!("CDI spec {file} does not parse: {why}; the CDI registry ignores it"),
@@ -49,7 +43,7 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
     if !unresolved.is_empty() {
         if cdi.invalid.is_empty() {
             out.push(Finding::new(
-                UNRESOLVABLE,
+                FindingId::CdiDeviceUnresolvable,
                 Severity::Block,
                 Some(Predicted::message(
                     Api::Toolkit,
@@ -69,7 +63,7 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
             // A spec we could not read may define them: never block on a guess.
             let unread: Vec<&str> = cdi.invalid.iter().map(|(f, _)| f.as_str()).collect();
             out.push(Finding::skipped(
-                "cdi-specs",
+                FindingId::CdiSpecsSkipped,
                 format!(
                     "{} not found in the specs read; not judged, since {} could not be read and may define them",
                     unresolved.join(", "),
@@ -102,7 +96,7 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
                 )
             });
             out.push(Finding::new(
-                HOST_PATH_MISSING,
+                FindingId::CdiHostPathMissing,
                 Severity::Block,
                 predicted,
                 format!(
@@ -135,7 +129,7 @@ pub fn check(cdi: &CdiFacts, kernel: &Result<Version, String>) -> Vec<Finding> {
                 && v != *module
             {
                 out.push(Finding::new(
-                    DRIVER_MISMATCH,
+                    FindingId::CdiSpecDriverMismatch,
                     Severity::Block,
                     Some(driver_libs::predicted(kind)),
                     format!(
@@ -226,21 +220,25 @@ mod tests {
                 "failing: no spec at all",
                 host(&[]),
                 vec!["nvidia.com/gpu=all"],
-                vec![UNRESOLVABLE],
+                vec![FindingId::CdiDeviceUnresolvable.as_str()],
                 "unresolvable CDI devices nvidia.com/gpu=all",
             ),
             (
                 "failing: device not in spec",
                 host(&[("/etc/cdi/nvidia.json", good.clone())]),
                 vec!["nvidia.com/gpu=3"],
-                vec![UNRESOLVABLE],
+                vec![FindingId::CdiDeviceUnresolvable.as_str()],
                 "unresolvable CDI devices nvidia.com/gpu=3",
             ),
             (
                 "failing: stale spec after a driver upgrade",
                 host(&[("/etc/cdi/nvidia.json", stale.clone())]),
                 vec!["nvidia.com/gpu=all"],
-                vec![HOST_PATH_MISSING, DRIVER_MISMATCH, DRIVER_MISMATCH],
+                vec![
+                    FindingId::CdiHostPathMissing.as_str(),
+                    FindingId::CdiSpecDriverMismatch.as_str(),
+                    FindingId::CdiSpecDriverMismatch.as_str(),
+                ],
                 "",
             ),
             (
@@ -250,7 +248,11 @@ mod tests {
                     ("/var/run/cdi/nvidia.json", stale.clone()),
                 ]),
                 vec!["nvidia.com/gpu=all"],
-                vec![HOST_PATH_MISSING, DRIVER_MISMATCH, DRIVER_MISMATCH],
+                vec![
+                    FindingId::CdiHostPathMissing.as_str(),
+                    FindingId::CdiSpecDriverMismatch.as_str(),
+                    FindingId::CdiSpecDriverMismatch.as_str(),
+                ],
                 "",
             ),
             (
@@ -260,14 +262,17 @@ mod tests {
                     ("/etc/cdi/nvidia.json", good.clone()),
                 ]),
                 vec!["nvidia.com/gpu=all"],
-                vec![INVALID],
+                vec![FindingId::CdiSpecInvalid.as_str()],
                 "",
             ),
             (
                 "broken spec only: not a block",
                 host(&[("/etc/cdi/nvidia.json", "{\"kind\": 5}".into())]),
                 vec!["nvidia.com/gpu=all"],
-                vec![INVALID, SKIPPED],
+                vec![
+                    FindingId::CdiSpecInvalid.as_str(),
+                    FindingId::CdiSpecsSkipped.as_str(),
+                ],
                 "",
             ),
             (
@@ -281,7 +286,10 @@ mod tests {
                 "failing: stale YAML spec",
                 host(&[("/etc/cdi/nvidia.yaml", yaml("580.95.05"))]),
                 vec!["nvidia.com/gpu=all"],
-                vec![HOST_PATH_MISSING, DRIVER_MISMATCH],
+                vec![
+                    FindingId::CdiHostPathMissing.as_str(),
+                    FindingId::CdiSpecDriverMismatch.as_str(),
+                ],
                 "",
             ),
             (
@@ -291,7 +299,10 @@ mod tests {
                     "cdiVersion: 0.5.0\nkind: [unclosed\n".into(),
                 )]),
                 vec!["nvidia.com/gpu=all"],
-                vec![INVALID, SKIPPED],
+                vec![
+                    FindingId::CdiSpecInvalid.as_str(),
+                    FindingId::CdiSpecsSkipped.as_str(),
+                ],
                 "",
             ),
         ];
@@ -304,14 +315,17 @@ mod tests {
                 assert_eq!(got[0].predicted.as_ref().unwrap().message, msg, "{name}");
                 assert!(got[0].fix.contains("nvidia-ctk cdi generate"), "{name}");
             }
-            for f in got.iter().filter(|f| f.id == DRIVER_MISMATCH) {
+            for f in got
+                .iter()
+                .filter(|f| f.id == FindingId::CdiSpecDriverMismatch)
+            {
                 assert!(
                     f.evidence.contains("580.95.05") && f.evidence.contains("580.159.04"),
                     "{}",
                     f.evidence
                 );
             }
-            if let Some(f) = got.iter().find(|f| f.id == HOST_PATH_MISSING) {
+            if let Some(f) = got.iter().find(|f| f.id == FindingId::CdiHostPathMissing) {
                 assert!(
                     f.evidence.contains("libcuda.so.580.95.05"),
                     "{}",
@@ -329,7 +343,7 @@ mod tests {
             &cdi_facts(h.root(), &["nvidia.com/gpu=0".into()]),
             &kernel_module_version(h.root()),
         );
-        assert_eq!(ids(&got), vec![HOST_PATH_MISSING]);
+        assert_eq!(ids(&got), vec![FindingId::CdiHostPathMissing]);
         assert_eq!(
             got[0].predicted.as_ref().unwrap().message,
             "failed to stat CDI host device \"/dev/nvidia0\": no such file or directory"

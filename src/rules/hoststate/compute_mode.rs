@@ -6,11 +6,7 @@
 
 use crate::facts::container::GpuRequest;
 use crate::facts::host::{Gpu, HostProfile};
-use crate::finding::{Finding, Predicted, Severity};
-
-pub const UNAVAILABLE: &str = "gpu-compute-mode-unavailable";
-pub const PERSISTENCE_OFF: &str = "gpu-persistence-mode-off";
-pub const SKIPPED: &str = "gpu-compute-mode-skipped";
+use crate::finding::{Finding, FindingId, Predicted, Severity};
 
 /// The host GPUs the container gets, where that can be told without guessing: every GPU for
 /// `all`, the named indices or UUIDs, or the only GPU of a one-GPU host.
@@ -61,7 +57,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
     };
     if gpus.iter().all(|g| g.compute_mode.is_none()) {
         return vec![Finding::skipped(
-            "gpu-compute-mode",
+            FindingId::GpuComputeModeSkipped,
             "the GPUs' compute mode is unknown (not read through NVML, not in the host profile)",
         )];
     }
@@ -71,7 +67,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
         // With some GPUs still usable the process starts; it fails on the busy one when it uses it.
         let all = busy.len() == gpus.len();
         out.push(Finding::new(
-            UNAVAILABLE,
+            FindingId::GpuComputeModeUnavailable,
             if all { Severity::Block } else { Severity::Warn },
             Some(Predicted::driver(46)),
             format!(
@@ -91,7 +87,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
         .collect();
     if !off.is_empty() {
         out.push(Finding::new(
-            PERSISTENCE_OFF,
+            FindingId::GpuPersistenceModeOff,
             Severity::Info,
             None,
             format!(
@@ -159,19 +155,28 @@ mod tests {
                 "failing: exclusive and busy",
                 hook("0"),
                 hosts(vec![excl_busy(0)]),
-                vec![(UNAVAILABLE, Severity::Block)],
+                vec![(
+                    FindingId::GpuComputeModeUnavailable.as_str(),
+                    Severity::Block,
+                )],
             ),
             (
                 "failing: prohibited, one-GPU host, spec devices",
                 GpuRequest::SpecDevices,
                 hosts(vec![gpu(0, Some("prohibited"), None, Some(true))]),
-                vec![(UNAVAILABLE, Severity::Block)],
+                vec![(
+                    FindingId::GpuComputeModeUnavailable.as_str(),
+                    Severity::Block,
+                )],
             ),
             (
                 "one of two GPUs busy: warn",
                 hook("all"),
                 hosts(vec![ok(), excl_busy(1)]),
-                vec![(UNAVAILABLE, Severity::Warn)],
+                vec![(
+                    FindingId::GpuComputeModeUnavailable.as_str(),
+                    Severity::Warn,
+                )],
             ),
             (
                 "the busy GPU is not the container's",
@@ -189,13 +194,13 @@ mod tests {
                 "persistence off on a datacenter GPU",
                 hook("all"),
                 hosts(vec![gpu(0, Some("default"), Some(0), Some(false))]),
-                vec![(PERSISTENCE_OFF, Severity::Info)],
+                vec![(FindingId::GpuPersistenceModeOff.as_str(), Severity::Info)],
             ),
             (
                 "compute mode unknown",
                 hook("all"),
                 hosts(vec![gpu(0, None, None, None)]),
-                vec![(SKIPPED, Severity::Info)],
+                vec![(FindingId::GpuComputeModeSkipped.as_str(), Severity::Info)],
             ),
         ];
         for (name, req, host, want) in cases {
@@ -203,7 +208,10 @@ mod tests {
             let ids: Vec<(&str, Severity)> =
                 got.iter().map(|f| (f.id.as_str(), f.severity)).collect();
             assert_eq!(ids, want, "{name}");
-            for f in got.iter().filter(|f| f.id == UNAVAILABLE) {
+            for f in got
+                .iter()
+                .filter(|f| f.id == FindingId::GpuComputeModeUnavailable)
+            {
                 let p = f.predicted.as_ref().unwrap();
                 assert_eq!(
                     (p.code, p.name.as_deref()),
@@ -220,6 +228,9 @@ mod tests {
             r#"{"gpus":[{"index":0,"compute_mode":"exclusive_process","compute_processes":2,"persistence_mode":true}]}"#,
         )
         .unwrap();
-        assert_eq!(check(&hook("0"), &p)[0].id, UNAVAILABLE);
+        assert_eq!(
+            check(&hook("0"), &p)[0].id,
+            FindingId::GpuComputeModeUnavailable
+        );
     }
 }

@@ -9,10 +9,7 @@
 //! (runc issue 3567: "you either need runc < 1.1.3 or >= 1.1.7" with systemd >= v240).
 
 use crate::facts::hoststate::{DevCharLink, is_systemd_cgroups_path};
-use crate::finding::{Api, Finding, Predicted, Severity};
-
-pub const MISSING: &str = "dev-char-link-missing";
-pub const SKIPPED: &str = "dev-char-links-skipped";
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 
 /// NVML's text when the device cgroup denies the GPU (nvidia-smi prints it verbatim).
 pub const NVML_UNKNOWN: &str = "Failed to initialize NVML: Unknown Error";
@@ -25,13 +22,13 @@ pub fn check(cgroups_path: Option<&str>, links: &Result<Vec<DevCharLink>, String
         Ok(l) if !l.is_empty() => l,
         Ok(_) => {
             return vec![Finding::skipped(
-                "dev-char-links",
+                FindingId::DevCharLinksSkipped,
                 "no NVIDIA character devices of the container are known: /dev/char links not checked",
             )];
         }
         Err(why) => {
             return vec![Finding::skipped(
-                "dev-char-links",
+                FindingId::DevCharLinksSkipped,
                 format!("/dev/char links not checked: {why}"),
             )];
         }
@@ -48,7 +45,7 @@ pub fn check(cgroups_path: Option<&str>, links: &Result<Vec<DevCharLink>, String
         return Vec::new();
     }
     vec![Finding::new(
-        MISSING,
+        FindingId::DevCharLinkMissing,
         Severity::Warn,
         Some(Predicted::message(Api::Nvml, NVML_UNKNOWN)),
         format!(
@@ -110,14 +107,14 @@ mod tests {
                 "failing: no links",
                 host(&[]),
                 Some(SYSTEMD),
-                vec![MISSING],
+                vec![FindingId::DevCharLinkMissing.as_str()],
                 "/dev/char/195:0 is missing",
             ),
             (
                 "failing: uvm link missing",
                 host(&["nvidiactl", "nvidia0"]),
                 Some(SYSTEMD),
-                vec![MISSING],
+                vec![FindingId::DevCharLinkMissing.as_str()],
                 "/dev/nvidia-uvm (char 238:0)",
             ),
             (
@@ -138,7 +135,7 @@ mod tests {
                 "kubelet systemd form",
                 host(&[]),
                 Some("kubepods-besteffort-pod1.slice:cri-containerd:c1"),
-                vec![MISSING],
+                vec![FindingId::DevCharLinkMissing.as_str()],
                 "daemon-reload",
             ),
         ];
@@ -193,21 +190,24 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let got = check(Some(SYSTEMD), &dev_char_links(d.path(), &devices()));
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].id, SKIPPED);
+        assert_eq!(got[0].id, FindingId::DevCharLinksSkipped);
         assert_eq!(got[0].severity, Severity::Info);
         // /dev/char is a file, not a directory.
         let h = Host::new();
         std::fs::remove_dir(h.path("/dev/char")).unwrap();
         h.write("/dev/char", "x");
         let got = check(Some(SYSTEMD), &dev_char_links(h.root(), &devices()));
-        assert_eq!(got[0].id, SKIPPED);
+        assert_eq!(got[0].id, FindingId::DevCharLinksSkipped);
         // /dev exists but /dev/char does not: every link is missing.
         let h = Host::new();
         std::fs::remove_dir(h.path("/dev/char")).unwrap();
         let got = check(Some(SYSTEMD), &dev_char_links(h.root(), &devices()));
-        assert_eq!(got[0].id, MISSING);
+        assert_eq!(got[0].id, FindingId::DevCharLinkMissing);
         // No devices known.
-        assert_eq!(check(Some(SYSTEMD), &Ok(vec![]))[0].id, SKIPPED);
+        assert_eq!(
+            check(Some(SYSTEMD), &Ok(vec![]))[0].id,
+            FindingId::DevCharLinksSkipped
+        );
     }
 
     #[test]

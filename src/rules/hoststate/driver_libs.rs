@@ -6,11 +6,8 @@
 //! `docs/facts.md`) while NVML says "Driver/library version mismatch".
 
 use crate::facts::hoststate::{DriverLib, LibKind};
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::Version;
-
-pub const MISMATCH: &str = "driver-library-version-mismatch";
-pub const SKIPPED: &str = "driver-library-version-skipped";
 
 pub const NVML_MISMATCH: &str = "Failed to initialize NVML: Driver/library version mismatch";
 
@@ -25,7 +22,7 @@ pub fn predicted(kind: LibKind) -> Predicted {
 pub fn check(kernel: &Result<Version, String>, libs: &[DriverLib]) -> Vec<Finding> {
     if libs.is_empty() {
         return vec![Finding::skipped(
-            "driver-library-version",
+            FindingId::DriverLibraryVersionSkipped,
             "no versioned libcuda or libnvidia-ml the container will load was found (host ld.so.cache, \
              config.json mounts, the container's loader): the kernel module was not compared with them",
         )];
@@ -34,7 +31,7 @@ pub fn check(kernel: &Result<Version, String>, libs: &[DriverLib]) -> Vec<Findin
         Ok(v) => v,
         Err(why) => {
             return vec![Finding::skipped(
-                "driver-library-version",
+                FindingId::DriverLibraryVersionSkipped,
                 format!("the kernel module's version is unknown: {why}"),
             )];
         }
@@ -43,7 +40,7 @@ pub fn check(kernel: &Result<Version, String>, libs: &[DriverLib]) -> Vec<Findin
         .filter(|l| l.version != *module)
         .map(|l| {
             Finding::new(
-                MISMATCH,
+                FindingId::DriverLibraryVersionMismatch,
                 Severity::Block,
                 Some(predicted(l.kind)),
                 format!(
@@ -106,12 +103,15 @@ mod tests {
             (
                 "failing: upgraded without reboot",
                 host(Some("580.95.05"), "580.159.04"),
-                vec![(MISMATCH, Some(803)), (MISMATCH, None)],
+                vec![
+                    (FindingId::DriverLibraryVersionMismatch.as_str(), Some(803)),
+                    (FindingId::DriverLibraryVersionMismatch.as_str(), None),
+                ],
             ),
             (
                 "module not loaded",
                 host(None, "580.159.04"),
-                vec![(SKIPPED, None)],
+                vec![(FindingId::DriverLibraryVersionSkipped.as_str(), None)],
             ),
         ];
         for (name, h, want) in cases {
@@ -123,7 +123,10 @@ mod tests {
                 .map(|f| (f.id.as_str(), f.predicted.as_ref().and_then(|p| p.code)))
                 .collect();
             assert_eq!(ids, want, "{name}");
-            for f in got.iter().filter(|f| f.id == MISMATCH) {
+            for f in got
+                .iter()
+                .filter(|f| f.id == FindingId::DriverLibraryVersionMismatch)
+            {
                 assert_eq!(f.severity, Severity::Block);
                 assert!(
                     f.evidence.contains("580.95.05") && f.evidence.contains("580.159.04"),
@@ -161,7 +164,10 @@ mod tests {
             assert_eq!(got.len(), 1, "{body:?}");
             assert_eq!(
                 (got[0].id.as_str(), got[0].severity),
-                (SKIPPED, Severity::Info)
+                (
+                    FindingId::DriverLibraryVersionSkipped.as_str(),
+                    Severity::Info
+                )
             );
             assert!(
                 got[0].evidence.contains("unknown format") || got[0].evidence.contains("version")
@@ -177,6 +183,6 @@ mod tests {
             &kernel_module_version(h.root()),
             &host_driver_libs(h.root()),
         );
-        assert_eq!(got[0].id, SKIPPED);
+        assert_eq!(got[0].id, FindingId::DriverLibraryVersionSkipped);
     }
 }

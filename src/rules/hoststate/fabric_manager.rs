@@ -19,10 +19,7 @@
 //! the driver's version is not judged (no file states the running daemon's version).
 
 use crate::facts::hoststate::{FabricManager, NvSwitch};
-use crate::finding::{Finding, Predicted, Severity};
-
-pub const NOT_RUNNING: &str = "fabric-manager-not-running";
-pub const SKIPPED: &str = "fabric-manager-skipped";
+use crate::finding::{Finding, FindingId, Predicted, Severity};
 
 pub fn check(
     nvswitches: &Result<Vec<NvSwitch>, String>,
@@ -33,7 +30,7 @@ pub fn check(
         Ok(s) => s,
         Err(why) => {
             return vec![Finding::skipped(
-                "fabric-manager",
+                FindingId::FabricManagerSkipped,
                 format!("whether the host has NVSwitches is unknown: {why}"),
             )];
         }
@@ -41,7 +38,7 @@ pub fn check(
     match fabric_manager {
         Ok(Some(_)) => vec![],
         Err(why) => vec![Finding::skipped(
-            "fabric-manager",
+            FindingId::FabricManagerSkipped,
             format!(
                 "the host has {} NVSwitch(es) but whether Fabric Manager runs is unknown: {why}",
                 switches.len()
@@ -50,7 +47,7 @@ pub fn check(
         Ok(None) => {
             let first = &switches[0];
             vec![Finding::new(
-                NOT_RUNNING,
+                FindingId::FabricManagerNotRunning,
                 Severity::Block,
                 Some(Predicted::driver(802)),
                 format!(
@@ -126,7 +123,7 @@ mod tests {
             (
                 "failing: HGX, switches registered by the driver, Fabric Manager not running",
                 hgx_no_fm(),
-                vec![(NOT_RUNNING, Some(802))],
+                vec![(FindingId::FabricManagerNotRunning.as_str(), Some(802))],
             ),
             (
                 "failing: switches on the PCI bus only (driver's nvswitch dir empty), stale PID file",
@@ -142,7 +139,7 @@ mod tests {
                         .write("/proc/4242/comm", "bash\n");
                     h
                 },
-                vec![(NOT_RUNNING, Some(802))],
+                vec![(FindingId::FabricManagerNotRunning.as_str(), Some(802))],
             ),
             (
                 "healthy: HGX with Fabric Manager running (PID file)",
@@ -182,7 +179,7 @@ mod tests {
                     h.write("/sys/bus/pci/devices", "not a directory\n");
                     h
                 },
-                vec![(SKIPPED, None)],
+                vec![(FindingId::FabricManagerSkipped.as_str(), None)],
             ),
             (
                 "bare host root (no /proc, no /sys): no NVSwitch seen, no finding",
@@ -198,8 +195,8 @@ mod tests {
                 .collect();
             assert_eq!(ids, want, "{name}");
             for f in &got {
-                match f.id.as_str() {
-                    NOT_RUNNING => {
+                match f.id {
+                    FindingId::FabricManagerNotRunning => {
                         assert_eq!(f.severity, Severity::Block, "{name}");
                         assert_eq!(
                             f.predicted.as_ref().unwrap().name.as_deref(),
@@ -226,7 +223,7 @@ mod tests {
             got.iter()
                 .map(|f| (f.id.as_str(), f.severity))
                 .collect::<Vec<_>>(),
-            vec![(SKIPPED, Severity::Info)]
+            vec![(FindingId::FabricManagerSkipped.as_str(), Severity::Info)]
         );
     }
 
@@ -235,7 +232,7 @@ mod tests {
         let h = hgx_like_with_garbage();
         let got = judge(&h);
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].id, NOT_RUNNING);
+        assert_eq!(got[0].id, FindingId::FabricManagerNotRunning);
     }
 
     fn hgx_like_with_garbage() -> Host {

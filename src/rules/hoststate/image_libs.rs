@@ -6,12 +6,9 @@
 
 use crate::facts::container::GpuRequest;
 use crate::facts::hoststate::{ImageLib, LibKind};
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::Version;
 use crate::rules::hoststate::driver_libs;
-
-pub const BAKED: &str = "image-driver-library";
-pub const SKIPPED: &str = "image-driver-libraries-skipped";
 
 /// Files named in the evidence; the rest are counted.
 const MAX_LISTED: usize = 8;
@@ -37,7 +34,7 @@ pub fn check(
         Ok(l) => l,
         Err(why) => {
             return vec![Finding::skipped(
-                "image-driver-libraries",
+                FindingId::ImageDriverLibrariesSkipped,
                 format!("the image's library directories were not read: {why}"),
             )];
         }
@@ -96,7 +93,7 @@ pub fn check(
     let more = libs.len().saturating_sub(MAX_LISTED);
     let module_txt = module.map_or("unknown".to_string(), |m| m.to_string());
     vec![Finding::new(
-        BAKED,
+        FindingId::ImageDriverLibrary,
         Severity::Warn,
         predicted,
         format!(
@@ -213,7 +210,7 @@ mod tests {
                     let f = &got[0];
                     assert_eq!(
                         (f.id.as_str(), f.severity),
-                        (BAKED, Severity::Warn),
+                        (FindingId::ImageDriverLibrary.as_str(), Severity::Warn),
                         "{name}"
                     );
                     let p = f.predicted.as_ref().unwrap();
@@ -251,6 +248,6 @@ mod tests {
             &image_driver_libs(std::path::Path::new("/nonexistent/rootfs")),
             &Err("x".into()),
         );
-        assert_eq!(got[0].id, SKIPPED);
+        assert_eq!(got[0].id, FindingId::ImageDriverLibrariesSkipped);
     }
 }

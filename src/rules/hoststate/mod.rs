@@ -17,30 +17,6 @@ use crate::facts::host::HostProfile;
 use crate::facts::hoststate::HostState;
 use crate::finding::Finding;
 
-pub const FINDING_IDS: &[&str] = &[
-    dev_char::MISSING,
-    dev_char::SKIPPED,
-    driver_libs::MISMATCH,
-    driver_libs::SKIPPED,
-    image_libs::BAKED,
-    image_libs::SKIPPED,
-    cdi::UNRESOLVABLE,
-    cdi::HOST_PATH_MISSING,
-    cdi::DRIVER_MISMATCH,
-    cdi::INVALID,
-    cdi::SKIPPED,
-    visible::UNKNOWN,
-    visible::SEVERAL_MIG,
-    visible::SKIPPED,
-    compute_mode::UNAVAILABLE,
-    compute_mode::PERSISTENCE_OFF,
-    compute_mode::SKIPPED,
-    userns::DENIED,
-    userns::SKIPPED,
-    fabric_manager::NOT_RUNNING,
-    fabric_manager::SKIPPED,
-];
-
 /// All host-state rules for one GPU container.
 pub fn check(request: &GpuRequest, hs: &HostState, host: &HostProfile) -> Vec<Finding> {
     let mut out = dev_char::check(hs.cgroups_path.as_deref(), &hs.dev_char);

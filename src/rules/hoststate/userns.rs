@@ -4,11 +4,8 @@
 //! and mode decide. A node it cannot open fails `cuInit` as a denied node does.
 
 use crate::facts::hoststate::{HostNode, UserNs};
-use crate::finding::{Finding, Predicted, Severity};
+use crate::finding::{Finding, FindingId, Predicted, Severity};
 use crate::knowledge::{NodeClass, device_error};
-
-pub const DENIED: &str = "userns-device-denied";
-pub const SKIPPED: &str = "userns-devices-skipped";
 
 fn class(path: &str) -> Option<NodeClass> {
     match path {
@@ -46,7 +43,7 @@ pub fn check(userns: Option<&Result<UserNs, String>>) -> Vec<Finding> {
         None => return Vec::new(),
         Some(Err(why)) => {
             return vec![Finding::skipped(
-                "userns-devices",
+                FindingId::UsernsDevicesSkipped,
                 format!("access to the NVIDIA nodes in the user namespace not checked: {why}"),
             )];
         }
@@ -60,7 +57,7 @@ pub fn check(userns: Option<&Result<UserNs, String>>) -> Vec<Finding> {
         }
         let (call, code) = device_error(c, true);
         out.push(Finding::new(
-            DENIED,
+            FindingId::UsernsDeviceDenied,
             Severity::Block,
             Some(Predicted::driver(code)),
             format!(
@@ -161,7 +158,7 @@ mod tests {
                 "failing: 0660 root:video, user not in video",
                 0o660,
                 spec(1000, false, &[], true),
-                vec![DENIED; 3],
+                vec![FindingId::UsernsDeviceDenied.as_str(); 3],
             ),
             (
                 "healthy: 0660, video mapped in and kept",
@@ -173,7 +170,7 @@ mod tests {
                 "failing: container root cannot override host-owned nodes",
                 0o600,
                 spec(0, true, &[], true),
-                vec![DENIED; 3],
+                vec![FindingId::UsernsDeviceDenied.as_str(); 3],
             ),
             (
                 "no user namespace: not judged here",
@@ -209,7 +206,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(
             (got[0].id.as_str(), got[0].severity),
-            (SKIPPED, Severity::Info)
+            (FindingId::UsernsDevicesSkipped.as_str(), Severity::Info)
         );
     }
 }

@@ -7,19 +7,15 @@
 
 use crate::facts::container::GpuRequest;
 use crate::facts::host::HostProfile;
-use crate::finding::{Api, Finding, Predicted, Severity};
+use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge::cuda::Version;
-
-pub const UNKNOWN: &str = "visible-device-unknown";
-pub const SEVERAL_MIG: &str = "mig-devices-several";
-pub const SKIPPED: &str = "visible-devices-skipped";
 
 /// The driver branch from which MIG devices are named `MIG-<uuid>`.
 const NEW_MIG_NAMING: u64 = 470;
 
 fn unknown(entry: &str, why: String, fix: &str) -> Finding {
     Finding::new(
-        UNKNOWN,
+        FindingId::VisibleDeviceUnknown,
         Severity::Block,
         Some(Predicted::message(
             Api::Toolkit,
@@ -47,7 +43,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
     let migs: Vec<&str> = entries.iter().copied().filter(|e| is_mig(e)).collect();
     if migs.len() > 1 {
         out.push(Finding::new(
-            SEVERAL_MIG,
+            FindingId::MigDevicesSeveral,
             Severity::Warn,
             None,
             format!(
@@ -62,7 +58,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
     }
     if host.gpus.is_empty() {
         out.push(Finding::skipped(
-            "visible-devices",
+            FindingId::VisibleDevicesSkipped,
             "the host's GPUs are unknown (no NVML, no /proc/driver/nvidia/gpus, no host profile GPUs): the names \
              in NVIDIA_VISIBLE_DEVICES were not checked",
         ));
@@ -161,25 +157,40 @@ mod tests {
                 "MIG-0929581a-2be6-5dec-bf34-0954c6c529a6",
                 &[],
             ),
-            ("failing: --gpus 2 on one GPU", "0,1", &[UNKNOWN]),
+            (
+                "failing: --gpus 2 on one GPU",
+                "0,1",
+                &[FindingId::VisibleDeviceUnknown.as_str()],
+            ),
             (
                 "failing: another host's UUID",
                 "GPU-deadbeef-0000-4000-8000-000000000009",
-                &[UNKNOWN],
+                &[FindingId::VisibleDeviceUnknown.as_str()],
             ),
-            ("failing: MIG of a GPU the host lacks", "3:0", &[UNKNOWN]),
+            (
+                "failing: MIG of a GPU the host lacks",
+                "3:0",
+                &[FindingId::VisibleDeviceUnknown.as_str()],
+            ),
             (
                 "failing: pre-R470 MIG name on driver 580",
                 "MIG-GPU-2f6a8e1c-0000-4000-8000-000000000001/1/0",
-                &[UNKNOWN],
+                &[FindingId::VisibleDeviceUnknown.as_str()],
             ),
-            ("two MIG devices", "0:0,0:1", &[SEVERAL_MIG]),
+            (
+                "two MIG devices",
+                "0:0,0:1",
+                &[FindingId::MigDevicesSeveral.as_str()],
+            ),
         ];
         for (name, visible, want) in cases {
             let got = check(&hook(visible), &h100());
             let ids: Vec<&str> = got.iter().map(|f| f.id.as_str()).collect();
             assert_eq!(ids, *want, "{name}");
-            for f in got.iter().filter(|f| f.id == UNKNOWN) {
+            for f in got
+                .iter()
+                .filter(|f| f.id == FindingId::VisibleDeviceUnknown)
+            {
                 assert_eq!(f.severity, Severity::Block);
                 let p = f.predicted.as_ref().unwrap();
                 assert!(
@@ -204,7 +215,7 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(
             (got[0].id.as_str(), got[0].severity),
-            (SKIPPED, Severity::Info)
+            (FindingId::VisibleDevicesSkipped.as_str(), Severity::Info)
         );
         // A pre-R470 driver still knows the old MIG names.
         let mut old = h100();

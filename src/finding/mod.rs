@@ -1,7 +1,11 @@
 //! The finding: the one shape every rule produces and every output prints
 //! (`docs/design.md`, "Shapes every part shares"). Findings are data, not errors.
 
+pub mod catalog;
+
 use serde::{Deserialize, Serialize};
+
+pub use catalog::FindingId;
 
 use crate::knowledge;
 
@@ -91,8 +95,8 @@ impl Predicted {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    /// Stable kebab-case id; listed in `rules::FINDING_IDS`.
-    pub id: String,
+    /// Stable kebab-case id (serialized as its string): [`catalog`].
+    pub id: FindingId,
     pub severity: Severity,
     pub predicted: Option<Predicted>,
     pub evidence: String,
@@ -101,14 +105,23 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(
-        id: &str,
+        id: FindingId,
         severity: Severity,
         predicted: Option<Predicted>,
         evidence: impl Into<String>,
         fix: impl Into<String>,
     ) -> Finding {
+        // The rule tables run every rule: a severity the catalog does not list fails them, so
+        // the reference never understates what an id can do.
+        #[cfg(test)]
+        assert!(
+            id.severities().contains(&severity),
+            "{id} emitted as {} but the catalog lists {:?}",
+            severity.as_str(),
+            id.severities()
+        );
         Finding {
-            id: id.to_string(),
+            id,
             severity,
             predicted,
             evidence: evidence.into(),
@@ -116,8 +129,10 @@ impl Finding {
         }
     }
 
-    /// A rule whose facts are missing: info, id `…-skipped`, never a pass and never a block.
-    pub fn skipped(rule: &str, why: impl Into<String>) -> Finding {
-        Finding::new(&format!("{rule}-skipped"), Severity::Info, None, why, "")
+    /// A rule whose facts are missing: info, an id `…-skipped`, never a pass and never a block.
+    pub fn skipped(id: FindingId, why: impl Into<String>) -> Finding {
+        #[cfg(test)]
+        assert!(id.as_str().ends_with("-skipped"), "{id}");
+        Finding::new(id, Severity::Info, None, why, "")
     }
 }
