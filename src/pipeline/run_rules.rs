@@ -14,9 +14,8 @@ pub enum Scope {
     /// Every rule; `NVIDIA_REQUIRE_*` as the start path enforces it (the hook, `check`).
     All,
     /// At container creation (the NRI plugin): no rootfs yet, so the image's CUDA version is left
-    /// to the hook ([`rules::versions::not_mounted`]). The requirement findings are kept as the
-    /// rules give them, not adjusted to the start path (the plugin's behaviour before this
-    /// module).
+    /// to the hook ([`rules::versions::not_mounted`]); `NVIDIA_REQUIRE_*` as the start path
+    /// enforces it, as the hook judges it (an unmet requirement on a CDI path is not a block).
     AtCreation,
     /// Before the real runtime ran (the runtime shim): only `NVIDIA_REQUIRE_*` (and the legacy
     /// `CUDA_VERSION` rule), which needs nothing the NVIDIA runtime or hook will inject, as the
@@ -40,11 +39,9 @@ pub fn run(
             .map(|image| rules::requirements::check(image, host))
             .unwrap_or_default(),
     };
-    match scope {
-        Scope::All | Scope::Requirements => {
-            rules::requirements::on_path(&mut out, &c.start_path, enforce_requirements)
-        }
-        Scope::AtCreation => rules::versions::not_mounted(&mut out),
+    rules::requirements::on_path(&mut out, &c.start_path, enforce_requirements);
+    if scope == Scope::AtCreation {
+        rules::versions::not_mounted(&mut out);
     }
     out
 }
@@ -147,4 +144,50 @@ fn container_gpus(c: &ContainerFacts, host: &HostProfile) -> Vec<crate::facts::h
         .filter(|g| !g.is_empty())
         .map(|g| g.into_iter().cloned().collect())
         .unwrap_or_else(|| host.gpus.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::facts::container;
+    use crate::finding::{FindingId, Severity};
+    use crate::input::bundle::Bundle;
+    use crate::pipeline::{Input, gather};
+    use std::path::Path;
+
+    /// An unmet `NVIDIA_REQUIRE_CUDA` on a CDI start: nothing on that path enforces it, so no
+    /// caller blocks on it — the NRI plugin at creation (it did before) no more than the hook —
+    /// unless the host's policy says so.
+    #[test]
+    fn an_unmet_requirement_on_a_cdi_path_blocks_for_no_caller_unless_the_host_enforces() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bundles/cdi-gpu");
+        let spec = std::fs::read_to_string(example.join("config.json"))
+            .unwrap()
+            .replace("cuda>=12.4 brand=tesla", "cuda>=99.0 brand=tesla");
+        std::fs::write(dir.path().join("config.json"), spec).unwrap();
+        std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+        let bundle = Bundle::load(dir.path()).unwrap();
+        let request = container::detect(&bundle.spec, None);
+        let config = Config::default();
+        let facts = gather(Input::new(&bundle, request, &config));
+        let host = HostProfile::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/hosts/h100-580.json"),
+        )
+        .unwrap();
+        for (scope, enforce, want) in [
+            (Scope::All, false, (FindingId::RequireNotEnforced, Severity::Info)),
+            (Scope::AtCreation, false, (FindingId::RequireNotEnforced, Severity::Info)),
+            (Scope::Requirements, false, (FindingId::RequireNotEnforced, Severity::Info)),
+            (Scope::AtCreation, true, (FindingId::RequireUnsatisfied, Severity::Block)),
+        ] {
+            let got: Vec<_> = run(&facts, &host, scope, enforce)
+                .into_iter()
+                .filter(|f| f.id.area() == crate::finding::catalog::Area::Requirements)
+                .map(|f| (f.id, f.severity))
+                .collect();
+            assert_eq!(got, vec![want], "{scope:?}, enforce {enforce}");
+        }
+    }
 }
