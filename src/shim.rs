@@ -615,6 +615,7 @@ pub fn early_verdict(
         load: None,
         toolchains: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        phases_ms: None,
     };
     // The message matters more than the record: a report that cannot be written is noted in it.
     let mut msg = crate::output::message::render(id, &v, true);

@@ -166,10 +166,13 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     if request == GpuRequest::None {
         return 0;
     }
+    let mut phases = output::report::Phases::since(started);
+    phases.mark("input");
     let config = match args.settings.load() {
         Ok(c) => c,
         Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
     };
+    phases.mark("config");
     arm_deadline(config.deadline_ms, config.on_timeout, &state.id);
     if request.wants_gpu()
         && let Err(e) = bundle.require_rootfs()
@@ -193,6 +196,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             Duration::from_secs(config.host_facts_ttl_s),
         ),
     };
+    phases.mark("host");
     // What NVIDIA's CDI hooks will still do after this hook: on a CDI path, before them,
     // libcuda.so.1 and the loader cache entry do not exist yet.
     let parent = std::os::unix::process::parent_id() as i32;
@@ -238,6 +242,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
                 )
             });
     }
+    phases.add(&facts.phases);
     let mut findings = run_rules(&facts, &host);
     crate::rules::requirements::on_path(
         &mut findings,
@@ -254,6 +259,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             &facts.pending_hooks,
         ));
     }
+    phases.mark("rules");
     let probe_pid = probe_pid(args, stage, state.pid, parent);
     if stage == Stage::CreateContainer
         && probe_pid.is_none()
@@ -306,6 +312,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             Err(f) => findings.push(f),
         }
     }
+    phases.mark("probe");
     let annotation = state.annotations.get(MODE_ANNOTATION).or_else(|| {
         bundle
             .spec
@@ -332,6 +339,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         }
         _ => 0,
     };
+    phases.mark("verdict");
     arm_recording_budget(code, v.verdict.as_str(), &state.id, &config, started);
     let report = output::report::Report {
         container_id: &state.id,
@@ -347,6 +355,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         load: facts.load.as_ref(),
         toolchains: facts.toolchains.as_ref(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        phases_ms: Some(&phases.spans),
     };
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
     let ids: Vec<&str> = v
@@ -475,6 +484,7 @@ fn own_error(
         load: None,
         toolchains: None,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        phases_ms: None,
     };
     if state.is_some() {
         let _ = output::report::write(&config.state_dir, &report, config.max_reports);

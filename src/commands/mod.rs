@@ -174,6 +174,8 @@ pub struct ContainerFacts {
     pub pending_hooks: CdiHooks,
     /// What the pending `enable-cuda-compat` hook will decide, where there is one.
     pub cuda_compat: Option<start_path::CompatDecision>,
+    /// Time of each gathering step, ms (the report's `phases_ms`).
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -195,6 +197,7 @@ pub fn container_facts(
     policy: headroom::Policy,
     walk: &WalkSettings,
 ) -> ContainerFacts {
+    let mut phases = crate::output::report::Phases::since(std::time::Instant::now());
     let env = bundle
         .spec
         .process()
@@ -251,6 +254,7 @@ pub fn container_facts(
             unloadable: None,
         });
     }
+    phases.mark("image");
     let walkable = request.wants_gpu() && root.is_dir();
     let site = image_facts
         .as_ref()
@@ -283,6 +287,7 @@ pub fn container_facts(
         }
         _ => (None, None, None),
     };
+    phases.mark("binaries");
     let devices = match (&request, pid) {
         (GpuRequest::SpecDevices | GpuRequest::Cdi { .. }, _) => {
             Ok(container::view_from_spec(&bundle.spec))
@@ -306,10 +311,12 @@ pub fn container_facts(
             host_root,
         )
     });
+    phases.mark("hoststate");
     // One statvfs per writable volume, GPU containers only.
     let headroom = request
         .wants_gpu()
         .then(|| headroom::gather(bundle, state_annotations, pid, proc_root, host_root, policy));
+    phases.mark("headroom");
     ContainerFacts {
         env,
         start_path: StartPath::from_spec(&bundle.spec, &request),
@@ -323,6 +330,7 @@ pub fn container_facts(
         binaries,
         load,
         toolchains,
+        phases: phases.spans,
     }
 }
 
@@ -504,12 +512,13 @@ fn judge_binaries(
     };
     match packed.unpack() {
         Some(files) => full.files = files,
-        // Not reached: the entry was checked when read. Said, never judged as no GPU code.
+        // The entry's packed part was damaged after it was stored (its length was checked when
+        // read): said, never judged as no GPU code; the entry is gone, so the next start walks.
         None => {
             return image_cache::Judged {
                 kernels: vec![Finding::skipped(
                     "kernels",
-                    "the image facts cache entry's inventories did not unpack: kernels were not judged",
+                    "the image facts cache entry's inventories did not unpack: kernels were not judged (the entry was removed; the next start walks the image)",
                 )],
                 ptx_jit: Vec::new(),
             };

@@ -295,6 +295,7 @@ impl Judge {
             load: None,
             toolchains: None,
             duration_ms: ms,
+            phases_ms: None,
         };
         // A container that starts gets the hook's report, which replaces this one: only a
         // block (or a container the hook will never see) needs the plugin's own, and its fsync.
