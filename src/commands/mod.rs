@@ -210,6 +210,8 @@ pub fn container_facts(
         Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
         None => bundle.rootfs.clone(),
     };
+    // Every image path below is looked up from this directory, opened once.
+    let _held = crate::facts::rootfs::hold(&root);
     let mut image_facts = request.wants_gpu().then(|| match pid {
         Some(_) => image::gather_rootfs(&root, &env),
         None => image::gather(bundle),

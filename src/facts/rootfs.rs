@@ -49,18 +49,22 @@ fn resolve_plain(root: &Path, path: &Path) -> Option<io::Result<PathBuf>> {
     if rel.as_os_str().is_empty() {
         return None;
     }
-    let dir = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .ok()?;
-    // SAFETY: `open` returned a new fd that nothing else owns.
-    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
-    match openat2(dir.as_raw_fd(), rel.as_path(), how) {
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS)
+    };
+    let held = HELD.with(|h| {
+        h.borrow()
+            .as_ref()
+            .filter(|(p, _)| p == root)
+            .map(|(_, fd)| openat2(fd.as_raw_fd(), rel.as_path(), how()))
+    });
+    let found = match held {
+        Some(r) => r,
+        None => openat2(open_dir(root)?.as_raw_fd(), rel.as_path(), how()),
+    };
+    match found {
         Ok(fd) => {
             // SAFETY: openat2 returned a new fd that nothing else owns; closed here.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -68,6 +72,48 @@ fn resolve_plain(root: &Path, path: &Path) -> Option<io::Result<PathBuf>> {
         }
         Err(nix::errno::Errno::ENOENT) => Some(Err(io::Error::from_raw_os_error(libc::ENOENT))),
         Err(_) => None,
+    }
+}
+
+#[allow(unsafe_code)]
+fn open_dir(root: &Path) -> Option<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::FromRawFd;
+    let fd = nix::fcntl::open(
+        root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok()?;
+    // SAFETY: `open` returned a new fd that nothing else owns.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+thread_local! {
+    /// The rootfs held open by [`hold`], with the path it was opened by.
+    static HELD: std::cell::RefCell<Option<(PathBuf, std::os::fd::OwnedFd)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While the returned guard lives, [`resolve`] on this thread looks paths up from `root` opened
+/// once here, not by its path each time (through `/proc/<pid>/root`, a walk of its own). For
+/// the span of one container's facts, where the rootfs does not change: a long-lived process
+/// (the NRI plugin) must not keep a directory a later container's path would name. Nested
+/// guards restore the outer one.
+pub struct Held {
+    outer: Option<(PathBuf, std::os::fd::OwnedFd)>,
+}
+
+pub fn hold(root: &Path) -> Held {
+    let fd = open_dir(root);
+    let outer = HELD.with(|h| h.replace(fd.map(|fd| (root.to_path_buf(), fd))));
+    Held { outer }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let outer = self.outer.take();
+        HELD.with(|h| h.replace(outer));
     }
 }
 
@@ -233,7 +279,11 @@ mod tests {
             ("/", false),
             ("", false),
         ];
-        for (p, plain) in cases {
+        // Opening the rootfs per lookup, and with it held open.
+        let unheld = cases.map(|c| (c, false));
+        let held = cases.map(|c| (c, true));
+        for ((p, plain), hold_it) in unheld.into_iter().chain(held) {
+            let _h = hold_it.then(|| hold(r));
             let walked = resolve_walk(r, Path::new(p));
             let got = resolve(r, Path::new(p));
             match (&got, &walked) {
