@@ -3,7 +3,9 @@
 //! An image is untrusted: `/usr/lib/libcuda.so.1 -> /etc/shadow` or `../../../../etc` must
 //! resolve to the *image's* `/etc/shadow`, never the host's. Resolution walks one component at a
 //! time, reads each symlink itself and re-roots absolute targets at the rootfs, clamps `..` at
-//! the rootfs, and gives up after a fixed number of links (as the kernel does with ELOOP).
+//! the rootfs, and gives up after a fixed number of links (as the kernel does with ELOOP). A path
+//! with no link and no `..` on the way is answered by one kernel lookup that refuses both
+//! (`openat2` beneath the rootfs), which gives the same answer.
 //! Everything that later opens a file of the image goes through here, and opens only regular
 //! files (no FIFO, device or socket can stall or harm us).
 
