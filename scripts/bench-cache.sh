@@ -134,7 +134,7 @@ try:
     # The state directory now holds the image's entry: every later GPU container is a hit.
     gpu, plain, base = [], [], []
     cpu = {True: [], False: [], "baseline": []}
-    results, base_results = set(), set()
+    results, base_results, phases = set(), set(), []
     kinds = [True, False] + (["baseline"] if baseline else [])
     for i in range(runs):
         for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
@@ -152,6 +152,13 @@ try:
                 gpu.append(ms)
                 results.add(r.get("binaries", {}).get("image_cache", {}).get("result"))
                 hit_ms = (r.get("binaries", {}).get("image_cache") or {}).get("ms")
+                # Where a hit's time goes: the report's phases, and what the hook's clock does
+                # not see (process start, report write, exit): wall minus duration_ms.
+                p = dict(r.get("phases_ms") or {})
+                p["lookup+read"] = hit_ms or 0
+                p["in the hook"] = r.get("duration_ms") or 0
+                p["outside the hook's clock"] = ms - p["in the hook"]
+                phases.append(p)
             else:
                 plain.append(ms)
             remove(c)
@@ -165,6 +172,9 @@ try:
         print(f"GPU container, BASELINE    ({len(base)}): {s(base)}   cache results {sorted(map(str, base_results))}")
         print(f"baseline ratio of medians: {statistics.median(base) / statistics.median(plain):.2f}x")
     print(f"ratio of medians: {statistics.median(gpu) / statistics.median(plain):.2f}x (target <= 3x)")
+    names = list(dict.fromkeys(k for p in phases for k in p))
+    print("a hit, median ms per phase: " + ", ".join(
+        f"{k} {statistics.median(p.get(k, 0) for p in phases):.2f}" for k in names))
     print(f"CPU time (user+sys) medians: GPU hit {statistics.median(cpu[True]):.2f} ms, no GPU {statistics.median(cpu[False]):.2f} ms, "
           f"ratio {statistics.median(cpu[True]) / statistics.median(cpu[False]):.2f}x"
           + (f"; baseline GPU hit {statistics.median(cpu['baseline']):.2f} ms, ratio "

@@ -8,6 +8,19 @@ use std::path::Path;
 /// directory; one left by a killed process that had our pid is removed first (a later writer
 /// must not fail on it, tests/faults.rs), and ours is removed if anything fails.
 pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, true)
+}
+
+/// [`write_file`] without the fsync: a reader still sees the old file or the whole new one
+/// (the rename), and a writer killed midway leaves only its temporary file; only a power loss
+/// can leave the new file short or empty. For records whose loss in a power cut costs nothing
+/// the next write does not redo (a start's report, on `/run` by default, where nothing survives
+/// one anyway): the fsync was a quarter of a cached GPU start's own work on a disk.
+pub fn write_file_unsynced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, bytes, false)
+}
+
+fn replace(path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
@@ -18,7 +31,9 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .create_new(true)
             .open(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

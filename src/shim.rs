@@ -600,7 +600,7 @@ pub fn early_verdict(
         request: &facts.request,
         started,
     };
-    let report = report::judged(&start, &v, None, None);
+    let report = report::judged(&start, &v, None, None, None);
     // The message matters more than the record: a report that cannot be written is noted in it.
     let mut msg = crate::output::message::render(id, &v, true);
     if let Err(e) = crate::output::report::write(&config.state_dir, &report, config.max_reports) {

@@ -260,6 +260,7 @@ fn stale_temporary_file_of_a_killed_hook_does_not_block_the_report() {
         load: None,
         toolchains: None,
         duration_ms: 0.0,
+        phases_ms: None,
     };
     // Another hook's temporary file: one a minute old is a killed hook's and is pruned, a fresh
     // one may be a live writer's and stays.

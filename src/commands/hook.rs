@@ -165,10 +165,13 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     if request == GpuRequest::None {
         return 0;
     }
+    let mut phases = output::report::Phases::since(started);
+    phases.mark("input");
     let config = match args.settings.load() {
         Ok(c) => c,
         Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
     };
+    phases.mark("config");
     arm_deadline(config.deadline_ms, config.on_timeout, &state.id);
     if request.wants_gpu()
         && let Err(e) = bundle.require_rootfs()
@@ -183,6 +186,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         Ok(h) => h,
         Err(e) => return own_error(args, Some(&state), Some(&request), &e.to_string(), started),
     };
+    phases.mark("host");
     let parent = std::os::unix::process::parent_id() as i32;
     let stage = effective_stage(args.stage, state.pid, parent);
     let facts = pipeline::gather(Input {
@@ -211,6 +215,8 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             input_findings: &[],
         },
     );
+    phases.add(&facts.phases);
+    phases.add(&judged.phases);
     let v = judged.verdict;
     let probe_result = judged.probe.result();
     // The verdict is decided: from here on it is the exit code whatever happens. The message
@@ -236,7 +242,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         request: &facts.request,
         started,
     };
-    let report = report::judged(&start, &v, Some(&facts), probe_result);
+    let report = report::judged(&start, &v, Some(&facts), probe_result, Some(&phases.spans));
     let written = output::report::write(&config.state_dir, &report, config.max_reports);
     let mut line = format!(
         "cuda-preflight: container={} verdict={} mode={} findings={} ms={:.1}",

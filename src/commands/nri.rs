@@ -268,7 +268,7 @@ impl Judge {
             request: &facts.request,
             started,
         };
-        let report = report::judged(&start, &v, Some(&facts), None);
+        let report = report::judged(&start, &v, Some(&facts), None, None);
         let ms = report.duration_ms;
         // A container that starts gets the hook's report, which replaces this one: only a
         // block (or a container the hook will never see) needs the plugin's own, and its fsync.
@@ -716,11 +716,12 @@ mod tests {
                 gpu_container(ALL, &["CUDA_VERSION=13.0.0", "NVIDIA_DISABLE_REQUIRE=true"]),
                 Ok(true),
             ),
-            // What the environment alone decides blocks as the hook would.
+            // Judged as the hook judges it on this path: CDI devices, where nothing enforces
+            // NVIDIA_REQUIRE_* (require-not-enforced, info), so no block at creation either.
             (
-                "NVIDIA_REQUIRE_CUDA unmet",
+                "NVIDIA_REQUIRE_CUDA unmet on a CDI path",
                 gpu_container(ALL, &["NVIDIA_REQUIRE_CUDA=cuda>=13.9"]),
-                Err("require-unsatisfied"),
+                Ok(true),
             ),
             (
                 "env only: left to the hook",
@@ -754,6 +755,6 @@ mod tests {
         let creates = stats.creates.lock().unwrap().clone();
         assert_eq!(creates.get("not-gpu"), Some(&1));
         assert_eq!(creates.get("deferred"), Some(&1));
-        assert_eq!(creates.get("block"), Some(&2));
+        assert_eq!(creates.get("block"), Some(&1));
     }
 }

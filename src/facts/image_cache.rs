@@ -16,13 +16,16 @@
 //! layout and key: anything else is a miss, and the next store replaces it. The directory is
 //! pruned oldest first beyond its byte budget.
 //!
-//! A hit leaves the inventories packed ([`Packed`], every entry checked): the rules that read
-//! them run once per host and their findings are kept beside the entry (`<key>.<host>.judged`,
-//! [`Judged`], [`host_key`]), under the same rules of ownership, for the next hit to read.
+//! A hit reads the magic and the JSON part and checks that the file holds exactly the packed
+//! entries the JSON counts; the inventories themselves ([`Packed`]) are read and checked entry by
+//! entry only where the rules need them: they run once per host and their findings are kept
+//! beside the entry (`<key>.<host>.judged`, [`Judged`], [`host_key`]), under the same rules of
+//! ownership, for the next hit to read. An entry whose inventories turn out damaged then is
+//! removed (the next start walks) and its kernels are said not judged.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -42,8 +45,8 @@ pub const MAX_ENTRY_BYTES: u64 = 32 << 20;
 const PACKED: usize = 17;
 
 /// The facts a hit hands back. On a hit `binaries.files` is empty and the fatbin inventories
-/// are in `binaries.packed` ([`Packed`]), validated, unpacked only where no judgement of them
-/// for this host is stored ([`Judged`]).
+/// are in `binaries.packed` ([`Packed`]), read and unpacked only where no judgement of them for
+/// this host is stored ([`Judged`]).
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub binaries: BinaryFacts,
@@ -161,9 +164,18 @@ impl ImageCache {
         {
             return None;
         }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        f.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes).ok()?;
-        let mut hit = decode(&bytes, key, false)?;
+        // The magic, the JSON's length and the JSON: the packed inventories after them are read
+        // only where no judgement of them is kept for this host ([`Packed::unpack`]).
+        let mut head = [0u8; MAGIC.len() + 8];
+        f.read_exact_at(&mut head, 0).ok()?;
+        let len = u64::from_le_bytes(head.strip_prefix(MAGIC)?.try_into().ok()?);
+        if len > meta.len() {
+            return None;
+        }
+        let mut json = vec![0u8; usize::try_from(len).ok()?];
+        f.read_exact_at(&mut json, head.len() as u64).ok()?;
+        let at = head.len() as u64 + len;
+        let mut hit = decode(&json, key, meta.len().checked_sub(at)?)?;
         if let Some(p) = &mut hit.binaries.packed {
             let p = std::sync::Arc::make_mut(p);
             p.dir = self.dir.clone();
@@ -177,6 +189,9 @@ impl ImageCache {
                 meta.mtime_nsec(),
                 meta.len()
             );
+            // This open file, not the name: another start may store the key again meanwhile.
+            p.file = Some(std::sync::Arc::new(f));
+            p.at = at;
         }
         Some(hit)
     }
@@ -298,63 +313,38 @@ fn encode(key: &str, facts: &Cached) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The entry in `bytes`, stored under `key`. `unpack`: the inventories as [`ScannedFile`]s
-/// (tests); else checked entry by entry as unpacking checks them, and kept packed.
-fn decode(bytes: &[u8], key: &str, unpack_now: bool) -> Option<Cached> {
-    let rest = bytes.strip_prefix(MAGIC)?;
-    let len = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?);
-    let len = usize::try_from(len).ok()?;
-    let json = rest.get(8..8usize.checked_add(len)?)?;
-    let packed = &rest[8 + len..];
+/// The entry whose JSON part is `json`, stored under `key`, with `packed_len` bytes after it.
+/// Those must be exactly the packed entries the JSON counts (a torn or lengthened file is a
+/// miss); their content is checked entry by entry when they are unpacked ([`Packed::unpack`]).
+fn decode(json: &[u8], key: &str, packed_len: u64) -> Option<Cached> {
     let s: Stored = serde_json::from_slice(json).ok()?;
     if s.v != VERSION || s.key != key {
         return None;
     }
-    let mut binaries = s.binaries;
-    if !unpack_now {
-        // Every check unpacking makes, without building the entries: a corrupt entry is a miss
-        // here, never a surprise when the rules need the inventories.
-        let mut rest = packed;
-        for f in &s.files {
-            match (&f.error, &f.format) {
-                (Some(_), _) => {}
-                (None, Some(fmt)) => {
-                    crate::facts::scan_cache::parse_format(fmt)?;
-                    let take = f.entries.checked_mul(PACKED)?;
-                    let chunk = rest.get(..take)?;
-                    rest = &rest[take..];
-                    for c in chunk.chunks_exact(PACKED) {
-                        if unpack(c)?.container >= f.containers {
-                            return None;
-                        }
-                    }
-                }
-                (None, None) => return None,
+    let mut want: usize = 0;
+    for f in &s.files {
+        match (&f.error, &f.format) {
+            (Some(_), _) => {}
+            (None, Some(fmt)) => {
+                crate::facts::scan_cache::parse_format(fmt)?;
+                want = want.checked_add(f.entries.checked_mul(PACKED)?)?;
             }
+            (None, None) => return None,
         }
-        if !rest.is_empty() {
-            return None;
-        }
-        binaries.packed = Some(std::sync::Arc::new(Packed {
-            dir: PathBuf::new(),
-            key: key.to_string(),
-            stamp: String::new(),
-            files: s.files,
-            bytes: packed.to_vec(),
-        }));
-        binaries.linked = s
-            .linked
-            .into_iter()
-            .map(|(path, dynamic)| LinkedFile { path, dynamic })
-            .collect();
-        binaries.library_names = s.library_names;
-        return Some(Cached {
-            binaries,
-            load: s.load,
-            toolchains: s.toolchains,
-        });
     }
-    binaries.files = unpack_files(s.files, packed)?;
+    if want as u64 != packed_len {
+        return None;
+    }
+    let mut binaries = s.binaries;
+    binaries.packed = Some(std::sync::Arc::new(Packed {
+        dir: PathBuf::new(),
+        key: key.to_string(),
+        stamp: String::new(),
+        files: s.files,
+        file: None,
+        at: 0,
+        len: want,
+    }));
     binaries.linked = s
         .linked
         .into_iter()
@@ -415,7 +405,11 @@ pub struct Packed {
     key: String,
     stamp: String,
     files: Vec<StoredFile>,
-    bytes: Vec<u8>,
+    /// The entry file as opened by [`ImageCache::get`], and where in it the packed entries
+    /// (`len` bytes) start.
+    file: Option<std::sync::Arc<File>>,
+    at: u64,
+    len: usize,
 }
 
 impl std::fmt::Debug for Packed {
@@ -424,7 +418,7 @@ impl std::fmt::Debug for Packed {
             f,
             "Packed {{ {} files, {} bytes }}",
             self.files.len(),
-            self.bytes.len()
+            self.len
         )
     }
 }
@@ -471,8 +465,28 @@ pub fn host_key(gpus: &[crate::facts::host::Gpu], driver_cuda: &str, env: &[Stri
 impl Packed {
     /// The inventories as the walk gave them. `None` cannot happen for a [`Packed`] that
     /// [`ImageCache::get`] made (it checked every entry).
+    /// `None`: the packed part does not read back or holds an entry no walk writes (the file was
+    /// damaged after it was stored); the entry is then removed, so the next start walks.
     pub fn unpack(&self) -> Option<Vec<ScannedFile>> {
-        unpack_files(self.files.clone(), &self.bytes)
+        let got = self.file.as_ref().and_then(|f| {
+            let mut bytes = vec![0u8; self.len];
+            f.read_exact_at(&mut bytes, self.at).ok()?;
+            unpack_files(self.files.clone(), &bytes)
+        });
+        if got.is_none() && self.file.is_some() {
+            let c = ImageCache::open(&self.dir, 0);
+            // Only the file that was read: a newer one stored under the key stays.
+            let same = |m: &std::fs::Metadata| {
+                self.file
+                    .as_ref()
+                    .and_then(|f| f.metadata().ok())
+                    .is_some_and(|o| o.dev() == m.dev() && o.ino() == m.ino())
+            };
+            if std::fs::symlink_metadata(c.path(&self.key)).is_ok_and(|m| same(&m)) {
+                let _ = std::fs::remove_file(c.path(&self.key));
+            }
+        }
+        got
     }
 
     /// The judgement stored for `host` ([`host_key`]); `None`: none, or not one to trust (not
@@ -937,6 +951,56 @@ mod tests {
         let (a100_walked, o, _) = start_on(7, "a100-535.json");
         assert_eq!(o.result, "stored", "{o:?}");
         assert_eq!(a100_hit, a100_walked);
+    }
+
+    /// A hit reads the packed inventories only to judge them: one damaged in place after it was
+    /// stored (length intact) is found then, said (`kernels-skipped`, never "no GPU code"), and
+    /// removed, so the next start walks and stores it again.
+    #[test]
+    fn a_damaged_inventory_is_found_when_judged_and_walked_again() {
+        let d = tempfile::tempdir().unwrap();
+        let t = d.path();
+        let layer = t.join("layers/image");
+        std::fs::create_dir_all(layer.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(layer.join("etc")).unwrap();
+        std::fs::write(layer.join("usr/lib/libkern.so"), library(86)).unwrap();
+        let state = t.join("state");
+        let start_on = |n: u32, profile: &str| {
+            let c = t.join(format!("containers/c{n}"));
+            let _m = Overlay::mount(
+                &[&layer],
+                &c.join("upper"),
+                &c.join("work"),
+                &c.join("merged"),
+            );
+            judge_on(&c.join("bundle"), &c.join("merged"), &state, profile)
+        };
+        let (walked, o, _) = start_on(1, "h100-580.json");
+        assert_eq!(o.result, "stored", "{o:?}");
+        assert!(walked.iter().any(|f| f.id == "kernel-image-missing"));
+        let entry = std::fs::read_dir(state.join("image-cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "bin"))
+            .unwrap();
+        let mut bytes = std::fs::read(&entry).unwrap();
+        let len = u64::from_le_bytes(bytes[MAGIC.len()..MAGIC.len() + 8].try_into().unwrap());
+        let packed_at = MAGIC.len() + 8 + len as usize;
+        assert!(bytes.len() > packed_at + PACKED);
+        // The first entry's variant: no walk writes 7.
+        bytes[packed_at + 6] = 7;
+        std::fs::write(&entry, &bytes).unwrap();
+        let (hit, o, _) = start_on(2, "a100-535.json");
+        assert_eq!(o.result, "hit", "{o:?}");
+        assert!(
+            hit.iter().any(|f| f.id == "kernels-skipped"),
+            "{:?}",
+            hit.iter().map(|f| &f.id).collect::<Vec<_>>()
+        );
+        assert!(!entry.exists(), "the damaged entry was kept");
+        let (again, o, _) = start_on(3, "h100-580.json");
+        assert_eq!(o.result, "stored", "{o:?}");
+        assert_eq!(again, walked);
     }
 
     /// Image "good" has sm_90 SASS in its library (runs on the H100); image "crafted" has a

@@ -1,6 +1,7 @@
 //! The JSON report of one container start, in `<state_dir>/reports/<id>.json`, written
-//! atomically (temporary file, fsync, rename: a reader sees the old report or the new one, never
-//! a part), with the oldest reports pruned beyond a count.
+//! atomically (temporary file, rename: a reader sees the old report or the new one, never a part;
+//! no fsync, [`crate::atomic::write_file_unsynced`]), with the oldest reports pruned beyond a count
+//! (down to nine tenths of it, so most starts only count names).
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +35,52 @@ pub struct Report<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub toolchains: Option<&'a crate::facts::toolchains::ToolchainFacts>,
     pub duration_ms: f64,
+    /// Where the hook's time went, in order (`config`, `host`, `image`, `binaries`, `hoststate`,
+    /// `rules`, …; ms each): what a slow start is read by. Not the process start and exit,
+    /// which no clock of the hook sees.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "phases_map")]
+    pub phases_ms: Option<&'a [(&'static str, f64)]>,
+}
+
+fn phases_map<S: serde::Serializer>(
+    p: &Option<&[(&'static str, f64)]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(
+        p.unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k, (v * 1000.0).round() / 1000.0)),
+    )
+}
+
+/// Time per phase since the last mark: [`Report::phases_ms`].
+#[derive(Debug, Clone)]
+pub struct Phases {
+    last: std::time::Instant,
+    pub spans: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    pub fn since(t: std::time::Instant) -> Phases {
+        Phases {
+            last: t,
+            spans: Vec::new(),
+        }
+    }
+
+    /// Spans measured elsewhere, up to now.
+    pub fn add(&mut self, spans: &[(&'static str, f64)]) {
+        self.spans.extend_from_slice(spans);
+        self.last = std::time::Instant::now();
+    }
+
+    /// The time since the last mark (or the start) was spent on `name`.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.spans
+            .push((name, now.duration_since(self.last).as_secs_f64() * 1000.0));
+        self.last = now;
+    }
 }
 
 /// A container id as a file name: runtimes use `[A-Za-z0-9_.-]`; anything else is replaced, so
@@ -68,7 +115,9 @@ pub fn write(state_dir: &Path, report: &Report, keep: usize) -> std::io::Result<
     let final_path = dir.join(file_name(report.container_id));
     let mut bytes = serde_json::to_vec_pretty(report)?;
     bytes.push(b'\n');
-    crate::atomic::write_file(&final_path, &bytes)?;
+    // No fsync (crate::atomic::write_file_unsynced): a report records one start; a power cut
+    // that loses it loses the start too, and readers never see a part of one.
+    crate::atomic::write_file_unsynced(&final_path, &bytes)?;
     prune(&dir, keep);
     Ok(final_path)
 }
@@ -96,20 +145,29 @@ fn prune(dir: &Path, keep: usize) {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = entries
+    let names: Vec<std::fs::DirEntry> = entries
         .into_iter()
         .filter(|e| {
             e.file_name()
                 .to_str()
                 .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
         })
+        .collect();
+    // Counted by name first: every start writes a report, and a `stat` of each of `keep` (1000)
+    // reports on every start cost more than the rest of a cached GPU start.
+    if names.len() <= keep {
+        return;
+    }
+    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = names
+        .into_iter()
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
     if reports.len() <= keep {
         return;
     }
     reports.sort();
-    let excess = reports.len() - keep;
+    // A tenth below the limit: the next `keep / 10` starts count names only.
+    let excess = reports.len() - (keep - keep / 10);
     for (_, p) in reports.into_iter().take(excess) {
         let _ = std::fs::remove_file(p);
     }
@@ -147,6 +205,7 @@ mod tests {
                 load: None,
                 toolchains: None,
                 duration_ms: 0.0,
+                phases_ms: None,
             };
             write(d.path(), &r, 3).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(15));

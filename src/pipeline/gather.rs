@@ -43,6 +43,8 @@ pub struct ContainerFacts {
     pub pending_hooks: CdiHooks,
     /// What the pending `enable-cuda-compat` hook will decide, where there is one.
     pub cuda_compat: Option<start_path::CompatDecision>,
+    /// Time of each gathering step, ms (the report's `phases_ms`).
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 const OFFLINE_INJECTED: &str = "the devices are injected by an NVIDIA hook at start; offline there is no container to look into";
@@ -162,6 +164,7 @@ pub fn before_runtime(
         binaries: None,
         load: None,
         toolchains: None,
+        phases: Vec::new(),
     }
 }
 
@@ -181,6 +184,7 @@ pub fn gather(input: Input) -> ContainerFacts {
         walk,
     } = input;
     let walk = &walk;
+    let mut phases = crate::output::report::Phases::since(std::time::Instant::now());
     let (pid, proc_root) = (at.pid(), at.proc_root());
     let pending = at.pending(&bundle.spec);
     let env = bundle
@@ -195,6 +199,8 @@ pub fn gather(input: Input) -> ContainerFacts {
         Some(pid) => container::rootfs_in_namespace(pid, &bundle.rootfs, proc_root),
         None => bundle.rootfs.clone(),
     };
+    // Every image path below is looked up from this directory, opened once.
+    let _held = crate::facts::rootfs::hold(&root);
     let mut image_facts = request.wants_gpu().then(|| match pid {
         Some(_) => image::gather_rootfs(&root, &env),
         None => image::gather(bundle),
@@ -239,6 +245,7 @@ pub fn gather(input: Input) -> ContainerFacts {
             unloadable: None,
         });
     }
+    phases.mark("image");
     let walkable = request.wants_gpu() && root.is_dir();
     let site = image_facts
         .as_ref()
@@ -271,6 +278,7 @@ pub fn gather(input: Input) -> ContainerFacts {
         }
         _ => (None, None, None),
     };
+    phases.mark("binaries");
     let devices = match (&request, pid) {
         (GpuRequest::SpecDevices | GpuRequest::Cdi { .. }, _) => {
             Ok(container::view_from_spec(&bundle.spec))
@@ -294,10 +302,12 @@ pub fn gather(input: Input) -> ContainerFacts {
             host_root,
         )
     });
+    phases.mark("hoststate");
     // One statvfs per writable volume, GPU containers only.
     let headroom = request
         .wants_gpu()
         .then(|| headroom::gather(bundle, state_annotations, pid, proc_root, host_root, policy));
+    phases.mark("headroom");
     let mut facts = ContainerFacts {
         env,
         start_path: StartPath::from_spec(&bundle.spec, &request),
@@ -311,6 +321,7 @@ pub fn gather(input: Input) -> ContainerFacts {
         binaries,
         load,
         toolchains,
+        phases: phases.spans,
     };
     if let Where::Hook {
         stage: Stage::CreateContainer,

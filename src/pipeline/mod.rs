@@ -44,22 +44,30 @@ pub struct Judge<'a> {
 pub struct Judged {
     pub verdict: Verdict,
     pub probe: ProbeAnswer,
+    /// Time of the rules, the probe and the decision, ms (the report's `phases_ms`).
+    pub phases: Vec<(&'static str, f64)>,
 }
 
 /// Run the rules over `facts` on the host, the probe where asked, and decide.
 pub fn judge(bundle: &Bundle, facts: &ContainerFacts, j: Judge) -> Judged {
+    let mut phases = crate::output::report::Phases::since(std::time::Instant::now());
     let mut findings = run_rules::run(facts, j.host, j.scope, j.config.enforce_requirements);
+    phases.mark("rules");
     let probe = match &j.probe {
         Some(p) => probe::answer(bundle, facts, &findings, p, j.host, j.config),
         None => ProbeAnswer::NotAsked,
     };
+    phases.mark("probe");
     findings.extend(crate::rules::probe::answer_findings(
         &probe,
         facts.devices.as_ref().ok(),
     ));
     findings.extend(j.input_findings.iter().cloned());
+    let verdict = decide::decide(j.config, j.annotations, findings);
+    phases.mark("verdict");
     Judged {
-        verdict: decide::decide(j.config, j.annotations, findings),
+        verdict,
         probe,
+        phases: phases.spans,
     }
 }

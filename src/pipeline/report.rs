@@ -29,6 +29,7 @@ pub fn judged<'a>(
     v: &'a Verdict,
     facts: Option<&'a ContainerFacts>,
     probe: Option<&'a ProbeResult>,
+    phases: Option<&'a [(&'static str, f64)]>,
 ) -> Report<'a> {
     Report {
         container_id: start.id,
@@ -44,6 +45,7 @@ pub fn judged<'a>(
         load: facts.and_then(|f| f.load.as_ref()),
         toolchains: facts.and_then(|f| f.toolchains.as_ref()),
         duration_ms: start.started.elapsed().as_secs_f64() * 1000.0,
+        phases_ms: phases,
     }
 }
 
@@ -69,6 +71,7 @@ pub fn own_error<'a>(
         load: None,
         toolchains: None,
         duration_ms: start.started.elapsed().as_secs_f64() * 1000.0,
+        phases_ms: None,
     }
 }
 

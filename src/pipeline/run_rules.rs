@@ -124,7 +124,7 @@ fn judge_binaries(
     };
     match packed.unpack() {
         Some(files) => full.files = files,
-        // Not reached: the entry was checked when read. Said, never judged as no GPU code.
+        // Damaged after it was stored: said, never judged as no GPU code (rules::kernels).
         None => {
             return image_cache::Judged {
                 kernels: vec![rules::kernels::not_unpacked()],

@@ -514,12 +514,13 @@ fn lowercase_first(s: &str) -> String {
     }
 }
 
-/// An image facts cache entry whose inventories did not unpack (not reached: the entry is
-/// checked when read). Said, never judged as an image without GPU code.
+/// An image facts cache entry whose packed inventories were damaged after it was stored (its
+/// length is checked when read, its inventories when judged). Said, never judged as an image
+/// without GPU code; the entry is removed, so the next start walks.
 pub fn not_unpacked() -> Finding {
     Finding::skipped(
         FindingId::KernelsSkipped,
-        "the image facts cache entry's inventories did not unpack: kernels were not judged",
+        "the image facts cache entry's inventories did not unpack: kernels were not judged (the entry was removed; the next start walks the image)",
     )
 }
 
