@@ -798,6 +798,9 @@ fn finish(outcome: &ProbeOutcome) -> i32 {
     let _ = std::io::Write::write_all(&mut out, &json);
     let _ = std::io::Write::flush(&mut out);
     drop(out);
+    // The hook's read ends here, not when the exit has closed every fd (the driver's fds first
+    // tear the GPU context down).
+    let _ = nix::unistd::close(1);
     // SAFETY: ending the process without exit handlers (image code may have registered some).
     unsafe { libc::_exit(0) }
 }
