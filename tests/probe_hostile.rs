@@ -70,6 +70,8 @@ struct Setup<'a> {
     /// Install our hook at createContainer (`--stage createContainer`) instead of
     /// createRuntime, after a hook that saves the state runc hands to that stage.
     create_container: bool,
+    /// A host file bind-mounted at /proc/uptime (as lxcfs does).
+    proc_uptime: Option<&'a Path>,
 }
 
 impl Default for Setup<'_> {
@@ -87,6 +89,7 @@ impl Default for Setup<'_> {
             seccomp: None,
             userns: false,
             create_container: false,
+            proc_uptime: None,
         }
     }
 }
@@ -253,6 +256,11 @@ fn start(s: &Setup) -> Run {
     mounts.push(json!({
         "destination": "/ro-target", "type": "bind", "source": ro_target.path(), "options": ["rbind", "rw"]
     }));
+    if let Some(f) = s.proc_uptime {
+        mounts.push(json!({
+            "destination": "/proc/uptime", "type": "bind", "source": f, "options": ["bind", "ro"]
+        }));
+    }
     let state = s
         .state
         .map(Path::to_path_buf)
@@ -857,4 +865,32 @@ fn in_a_user_namespaced_container_the_probe_is_confined_too() {
     assert_eq!(id["pid_ns"], lines.next().unwrap(), "{}", r.report);
     assert_eq!(id["cap_eff"], "0000000000000000");
     assert_nothing_left(&r, &linger);
+}
+
+#[test]
+fn what_the_container_mounts_below_its_proc_is_what_the_probe_reads_there() {
+    // The probe mounts a procfs of its own pid namespace over the container's /proc; a file
+    // the container has mounted below it (lxcfs does this for /proc/uptime, the legacy NVIDIA
+    // hook a tmpfs over /proc/driver/nvidia) must still be there for the driver. Before, the
+    // double read the kernel's own uptime here.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("uptime");
+    std::fs::write(&f, "4242.42 cuda-preflight-marker\n").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for uid in [0, 1000] {
+        let r = start(&Setup {
+            conf: "procfile=/proc/uptime\nversion=31\n",
+            uid,
+            proc_uptime: Some(&f),
+            ..Setup::default()
+        });
+        assert!(r.ok, "{}", r.stderr);
+        assert_eq!(r.report["probe"]["outcome"]["driver_version"], 31, "{}", r.report);
+        assert_eq!(
+            r.info("procfile"),
+            Some("4242.42 cuda-preflight-marker"),
+            "uid {uid}: {}",
+            r.escapes
+        );
+    }
 }

@@ -69,6 +69,51 @@ pub struct ProbeSpec {
     /// in order.
     #[serde(default)]
     pub seccomp: Vec<Vec<[u32; 4]>>,
+    /// The spec's `process.apparmorProfile`, where AppArmor is enabled on the host
+    /// ([`lsm_labels`]).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
+    /// The spec's `process.selinuxLabel`, where SELinux is enabled on the host.
+    #[serde(default)]
+    pub selinux_label: Option<String>,
+}
+
+/// Which Linux security modules the host has enabled, as runc judges it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HostLsm {
+    pub apparmor: bool,
+    pub selinux: bool,
+}
+
+impl HostLsm {
+    /// runc's tests: AppArmor when `/sys/kernel/security/apparmor` exists and
+    /// `/sys/module/apparmor/parameters/enabled` starts with `Y` (`libcontainer/apparmor`);
+    /// SELinux when selinuxfs is mounted at `/sys/fs/selinux`.
+    pub fn of_host(root: &Path) -> HostLsm {
+        let apparmor = root.join("sys/kernel/security/apparmor").exists()
+            && std::fs::read(root.join("sys/module/apparmor/parameters/enabled"))
+                .is_ok_and(|b| b.first() == Some(&b'Y'));
+        let selinux = root.join("sys/fs/selinux/enforce").exists();
+        HostLsm { apparmor, selinux }
+    }
+}
+
+/// The labels the probe applies to the process that loads image code: the spec's, for the
+/// modules the host has enabled. Where a module is off there is nothing to apply (runc then
+/// refuses such a container itself: an SELinux label without SELinux fails its validation, an
+/// AppArmor profile without AppArmor fails its attribute write). `unconfined` is no label.
+pub fn lsm_labels(
+    apparmor_profile: Option<&str>,
+    selinux_label: Option<&str>,
+    host: HostLsm,
+) -> (Option<String>, Option<String>) {
+    let aa = apparmor_profile
+        .filter(|p| host.apparmor && !p.is_empty() && *p != "unconfined")
+        .map(String::from);
+    let se = selinux_label
+        .filter(|l| host.selinux && !l.is_empty())
+        .map(String::from);
+    (aa, se)
 }
 
 /// One `process.rlimits` entry.
@@ -567,5 +612,56 @@ mod tests {
         ] {
             assert!(!o.is_clean(), "{what}");
         }
+    }
+
+    #[test]
+    fn lsm_labels_only_for_modules_the_host_has_enabled() {
+        let both = HostLsm {
+            apparmor: true,
+            selinux: true,
+        };
+        let none = HostLsm::default();
+        let se = "system_u:system_r:container_t:s0:c1,c2";
+        for (aa, sel, host, want) in [
+            (Some("docker-default"), Some(se), both, (Some("docker-default"), Some(se))),
+            (Some("docker-default"), Some(se), none, (None, None)),
+            (
+                Some("docker-default"),
+                None,
+                HostLsm {
+                    apparmor: true,
+                    selinux: false,
+                },
+                (Some("docker-default"), None),
+            ),
+            (Some("unconfined"), None, both, (None, None)),
+            (Some(""), Some(""), both, (None, None)),
+            (None, Some(se), both, (None, Some(se))),
+        ] {
+            let got = lsm_labels(aa, sel, host);
+            assert_eq!(
+                (got.0.as_deref(), got.1.as_deref()),
+                want,
+                "{aa:?} {sel:?} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_hosts_lsms_are_read_as_runc_reads_them() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(HostLsm::of_host(d.path()), HostLsm::default());
+        std::fs::create_dir_all(d.path().join("sys/module/apparmor/parameters")).unwrap();
+        std::fs::write(d.path().join("sys/module/apparmor/parameters/enabled"), "Y\n").unwrap();
+        // The parameter alone is not enough: securityfs must show the module too.
+        assert!(!HostLsm::of_host(d.path()).apparmor);
+        std::fs::create_dir_all(d.path().join("sys/kernel/security/apparmor")).unwrap();
+        assert!(HostLsm::of_host(d.path()).apparmor);
+        std::fs::write(d.path().join("sys/module/apparmor/parameters/enabled"), "N\n").unwrap();
+        assert!(!HostLsm::of_host(d.path()).apparmor);
+        std::fs::create_dir_all(d.path().join("sys/fs/selinux")).unwrap();
+        assert!(!HostLsm::of_host(d.path()).selinux);
+        std::fs::write(d.path().join("sys/fs/selinux/enforce"), "1").unwrap();
+        assert!(HostLsm::of_host(d.path()).selinux);
     }
 }
