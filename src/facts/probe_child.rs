@@ -587,6 +587,8 @@ impl Sys for Real {
 
 /// The mounts directly below the procfs mounted at `proc_dir` in a `/proc/self/mountinfo` text,
 /// as paths relative to it, in mount order (each is cloned with what is mounted below it).
+/// systemd's automount point for binfmt_misc (`autofs`, on a host's /proc) is left out: it
+/// cannot be cloned without its daemon and no driver reads it.
 pub fn proc_submounts(mountinfo: &str, proc_dir: &str) -> Vec<String> {
     // Fields: id, parent, major:minor, root, mount point, …; octal escapes for space and the like.
     let unescape = |s: &str| -> String {
@@ -607,30 +609,33 @@ pub fn proc_submounts(mountinfo: &str, proc_dir: &str) -> Vec<String> {
         }
         String::from_utf8_lossy(&out).into_owned()
     };
-    let entries: Vec<(&str, &str, String)> = mountinfo
+    let entries: Vec<(&str, &str, String, &str)> = mountinfo
         .lines()
         .filter_map(|l| {
             let mut f = l.split(' ');
             let id = f.next()?;
             let parent = f.next()?;
             let point = unescape(f.nth(2)?);
-            Some((id, parent, point))
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            Some((id, parent, point, fstype))
         })
         .collect();
     // The topmost mount at proc_dir is the container's /proc.
     let Some(proc_id) = entries
         .iter()
         .rev()
-        .find(|(_, _, point)| point == proc_dir)
-        .map(|(id, _, _)| *id)
+        .find(|(_, _, point, _)| point == proc_dir)
+        .map(|(id, _, _, _)| *id)
     else {
         return Vec::new();
     };
     let prefix = format!("{}/", proc_dir.trim_end_matches('/'));
     entries
         .iter()
-        .filter(|(_, parent, point)| *parent == proc_id && point.starts_with(&prefix))
-        .map(|(_, _, point)| point[prefix.len()..].to_string())
+        .filter(|(_, parent, point, fstype)| {
+            *parent == proc_id && point.starts_with(&prefix) && *fstype != "autofs"
+        })
+        .map(|(_, _, point, _)| point[prefix.len()..].to_string())
         .collect()
 }
 
@@ -1370,10 +1375,10 @@ mod tests {
             proc_submounts(mountinfo, "/b/root fs/proc"),
             vec!["driver/nvidia", "uptime"]
         );
-        assert_eq!(
-            proc_submounts(mountinfo, "/proc"),
-            vec!["sys/fs/binfmt_misc"]
-        );
+        // systemd's binfmt_misc automount point on a host's /proc is left out.
+        assert_eq!(proc_submounts(mountinfo, "/proc"), Vec::<String>::new());
+        let bind = format!("{mountinfo}308 22 0:55 / /proc/sys/kernel/x rw - tmpfs tmpfs rw\n");
+        assert_eq!(proc_submounts(&bind, "/proc"), vec!["sys/kernel/x"]);
         assert_eq!(proc_submounts(mountinfo, "/nowhere/proc"), Vec::<String>::new());
         // A second procfs stacked on the first: its children are the ones seen.
         let stacked = format!("{mountinfo}307 301 0:54 / /b/root\\040fs/proc rw - proc proc rw\n");

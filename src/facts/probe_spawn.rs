@@ -190,6 +190,9 @@ fn clone3_exec(
     let argv: [*const libc::c_char; 3] = [path.as_ptr(), arg1.as_ptr(), std::ptr::null()];
     let envp: [*const libc::c_char; 1] = [std::ptr::null()];
     let root = c"/";
+    // The child starts with no signal blocked, as std's spawn gives it (a mask is inherited
+    // across execve).
+    let empty = nix::sys::signal::SigSet::empty();
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
         flags: CLONE_VFORK | CLONE_PIDFD | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
@@ -218,7 +221,8 @@ fn clone3_exec(
             let ok = [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)]
                 .iter()
                 .all(|&(from, to)| libc::dup2(from, to) == to)
-                && libc::chdir(root.as_ptr()) == 0;
+                && libc::chdir(root.as_ptr()) == 0
+                && libc::sigprocmask(libc::SIG_SETMASK, empty.as_ref(), std::ptr::null_mut()) == 0;
             if ok {
                 libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
             }
