@@ -907,7 +907,11 @@ fn what_the_container_mounts_below_its_proc_is_what_the_probe_reads_there() {
             ..Setup::default()
         });
         assert!(r.ok, "{}", r.stderr);
-        assert_eq!(r.report["probe"]["outcome"]["driver_version"], 31, "{}", r.report);
+        assert_eq!(
+            r.report["probe"]["outcome"]["driver_version"], 31,
+            "{}",
+            r.report
+        );
         assert_eq!(
             r.info("procfile"),
             Some("4242.42 cuda-preflight-marker"),
@@ -929,6 +933,15 @@ fn a_tmpfs_a_hook_mounted_below_the_containers_proc_is_what_the_probe_reads_ther
         ..Setup::default()
     });
     assert!(r.ok, "{}", r.stderr);
-    assert_eq!(r.report["probe"]["outcome"]["driver_version"], 32, "{}", r.report);
-    assert_eq!(r.info("procfile"), Some("ModifyDeviceFiles: 0"), "{}", r.escapes);
+    assert_eq!(
+        r.report["probe"]["outcome"]["driver_version"], 32,
+        "{}",
+        r.report
+    );
+    assert_eq!(
+        r.info("procfile"),
+        Some("ModifyDeviceFiles: 0"),
+        "{}",
+        r.escapes
+    );
 }

@@ -392,7 +392,9 @@ pub fn run(spec: &ProbeSpec, child_exe: &Path, deadline: Duration) -> ProbeResul
         let mut outcome = outcome.bounded();
         outcome.setup_ms.truncate(15);
         // The hook's own measurement, first (the rest is the child's word).
-        outcome.setup_ms.insert(0, (spawn_step.to_string(), spawn_ms));
+        outcome
+            .setup_ms
+            .insert(0, (spawn_step.to_string(), spawn_ms));
         return ProbeResult::Finished {
             outcome,
             ms: started.elapsed().as_secs_f64() * 1000.0,
@@ -623,7 +625,12 @@ mod tests {
         let none = HostLsm::default();
         let se = "system_u:system_r:container_t:s0:c1,c2";
         for (aa, sel, host, want) in [
-            (Some("docker-default"), Some(se), both, (Some("docker-default"), Some(se))),
+            (
+                Some("docker-default"),
+                Some(se),
+                both,
+                (Some("docker-default"), Some(se)),
+            ),
             (Some("docker-default"), Some(se), none, (None, None)),
             (
                 Some("docker-default"),
@@ -652,12 +659,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(HostLsm::of_host(d.path()), HostLsm::default());
         std::fs::create_dir_all(d.path().join("sys/module/apparmor/parameters")).unwrap();
-        std::fs::write(d.path().join("sys/module/apparmor/parameters/enabled"), "Y\n").unwrap();
+        std::fs::write(
+            d.path().join("sys/module/apparmor/parameters/enabled"),
+            "Y\n",
+        )
+        .unwrap();
         // The parameter alone is not enough: securityfs must show the module too.
         assert!(!HostLsm::of_host(d.path()).apparmor);
         std::fs::create_dir_all(d.path().join("sys/kernel/security/apparmor")).unwrap();
         assert!(HostLsm::of_host(d.path()).apparmor);
-        std::fs::write(d.path().join("sys/module/apparmor/parameters/enabled"), "N\n").unwrap();
+        std::fs::write(
+            d.path().join("sys/module/apparmor/parameters/enabled"),
+            "N\n",
+        )
+        .unwrap();
         assert!(!HostLsm::of_host(d.path()).apparmor);
         std::fs::create_dir_all(d.path().join("sys/fs/selinux")).unwrap();
         assert!(!HostLsm::of_host(d.path()).selinux);

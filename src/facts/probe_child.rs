@@ -1379,7 +1379,10 @@ mod tests {
         assert_eq!(proc_submounts(mountinfo, "/proc"), Vec::<String>::new());
         let bind = format!("{mountinfo}308 22 0:55 / /proc/sys/kernel/x rw - tmpfs tmpfs rw\n");
         assert_eq!(proc_submounts(&bind, "/proc"), vec!["sys/kernel/x"]);
-        assert_eq!(proc_submounts(mountinfo, "/nowhere/proc"), Vec::<String>::new());
+        assert_eq!(
+            proc_submounts(mountinfo, "/nowhere/proc"),
+            Vec::<String>::new()
+        );
         // A second procfs stacked on the first: its children are the ones seen.
         let stacked = format!("{mountinfo}307 301 0:54 / /b/root\\040fs/proc rw - proc proc rw\n");
         assert_eq!(

@@ -308,3 +308,106 @@ impl Child {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A script the child runs as `exe probe-child`: prints its cgroups and environment.
+    fn script(dir: &Path) -> std::path::PathBuf {
+        let p = dir.join("child.sh");
+        std::fs::write(
+            &p,
+            "#!/bin/sh\ncat /proc/self/cgroup\necho env=$(env | wc -l) cwd=$(pwd) arg=$1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn output(mut s: Spawned) -> (String, Status) {
+        drop(s.stdin);
+        let mut out = String::new();
+        s.stdout.read_to_string(&mut out).unwrap();
+        let st = s
+            .child
+            .wait_until(Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        (out, st)
+    }
+
+    /// The cgroup v2 hierarchy of this host (pure v2, or hybrid's `unified`).
+    fn v2_root() -> std::path::PathBuf {
+        ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("cgroup.procs").exists() && super::super::is_cgroup2(p))
+            .expect("a cgroup v2 hierarchy (the test needs one, as the probe's clone does)")
+    }
+
+    #[test]
+    fn the_child_is_born_in_the_cgroup_asked_for_with_nothing_of_ours() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = script(d.path());
+        let name = format!("cpf-spawn-test-{}", std::process::id());
+        let cg = v2_root().join(&name);
+        std::fs::create_dir(&cg).unwrap();
+        let s = spawn(&exe, Some(&cg)).unwrap();
+        assert!(s.clone3 && s.into_cgroup);
+        let (out, st) = output(s);
+        let _ = std::fs::remove_dir(&cg);
+        assert_eq!(st.code, Some(0), "{out}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("0::") && l.ends_with(&name)),
+            "{out}"
+        );
+        // No environment (the shell adds PWD, SHLVL and _ of its own), in /, one argument.
+        assert!(out.contains("cwd=/ arg=probe-child"), "{out}");
+        let n: usize = out
+            .split("env=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n <= 3, "{out}");
+    }
+
+    #[test]
+    fn a_directory_that_is_no_cgroup_falls_back_to_a_plain_start() {
+        let d = tempfile::tempdir().unwrap();
+        let exe = script(d.path());
+        let s = spawn(&exe, Some(d.path())).unwrap();
+        assert!(s.clone3 && !s.into_cgroup);
+        let (out, st) = output(s);
+        assert_eq!(st.code, Some(0), "{out}");
+    }
+
+    #[test]
+    fn a_failed_exec_is_an_error_and_a_signal_is_a_status() {
+        let e = spawn(Path::new("/nonexistent/cuda-preflight"), None)
+            .err()
+            .unwrap();
+        assert!(e.contains("ENOENT"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("hang.sh");
+        std::fs::write(&p, "#!/bin/sh\nexec sleep 30\n").unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut s = spawn(&p, None).unwrap();
+        assert!(
+            s.child
+                .wait_until(Instant::now() + Duration::from_millis(50))
+                .is_none()
+        );
+        s.child.signal(nix::sys::signal::Signal::SIGKILL);
+        let st = s
+            .child
+            .wait_until(Instant::now() + Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(st.signal, Some(libc::SIGKILL));
+    }
+}

@@ -75,7 +75,8 @@ pub fn probe_findings(
         .map(|f| {
             // A setup step can hit the limit too (a fork refused with EAGAIN by pids.limit).
             if f.severity != Severity::Block
-                && !["probe-timeout", "probe-crashed", "probe-setup-failed"].contains(&f.id.as_str())
+                && !["probe-timeout", "probe-crashed", "probe-setup-failed"]
+                    .contains(&f.id.as_str())
             {
                 return f;
             }
