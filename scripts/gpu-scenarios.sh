@@ -24,6 +24,7 @@ kit)
   mkdir -p "$kit/lib"
   cp target/release/cuda-preflight "$kit/"
   gcc -O2 -Wall -o "$kit/cuprobe" tests/gpu/cuprobe.c -ldl
+  gcc -O2 -Wall -o "$kit/cgjoin" tests/gpu/cgjoin.c
   cp "$(command -v runc)" "$kit/runc"
   cp "$(ldconfig -p | awk '/libseccomp.so.2 /{print $NF; exit}')" "$kit/lib/"
   cp "$(command -v busybox)" "$kit/busybox"

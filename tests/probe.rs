@@ -163,6 +163,21 @@ fn probe_runs_inside_the_container_as_its_user_without_capabilities() {
     );
     assert_eq!(finding_ids(&p.report), Vec::<String>::new());
     assert!(all_finding_ids(&p.report).contains(&"probe-ok".to_string()));
+    // The hook says first how it started the child (its own measurement), and the child was
+    // started inside the container's cgroup v2 directory where the host has one.
+    let setup = outcome["setup_ms"].as_array().expect("setup_ms");
+    eprintln!("probe {} ms, setup {:?}", p.report["probe"]["ms"], setup);
+    let first = setup[0][0].as_str().unwrap();
+    assert!(first.starts_with("spawn: "), "{setup:?}");
+    if std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("0::"))
+        && std::path::Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+        || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        assert_eq!(first, "spawn: clone3 CLONE_INTO_CGROUP", "{setup:?}");
+    }
 }
 
 #[test]

@@ -70,6 +70,12 @@ struct Setup<'a> {
     /// Install our hook at createContainer (`--stage createContainer`) instead of
     /// createRuntime, after a hook that saves the state runc hands to that stage.
     create_container: bool,
+    /// A host file bind-mounted at /proc/uptime (as lxcfs does).
+    proc_uptime: Option<&'a Path>,
+    /// A prestart hook that mounts a tmpfs over the container's /proc/driver and writes a
+    /// `params` file there, as NVIDIA's legacy hook (nvidia-container-cli) does over
+    /// /proc/driver/nvidia.
+    proc_tmpfs_hook: bool,
 }
 
 impl Default for Setup<'_> {
@@ -87,6 +93,8 @@ impl Default for Setup<'_> {
             seccomp: None,
             userns: false,
             create_container: false,
+            proc_uptime: None,
+            proc_tmpfs_hook: false,
         }
     }
 }
@@ -253,6 +261,11 @@ fn start(s: &Setup) -> Run {
     mounts.push(json!({
         "destination": "/ro-target", "type": "bind", "source": ro_target.path(), "options": ["rbind", "rw"]
     }));
+    if let Some(f) = s.proc_uptime {
+        mounts.push(json!({
+            "destination": "/proc/uptime", "type": "bind", "source": f, "options": ["bind", "ro"]
+        }));
+    }
     let state = s
         .state
         .map(Path::to_path_buf)
@@ -285,6 +298,23 @@ fn start(s: &Setup) -> Run {
             {"path": "/bin/sh", "args": ["sh", "-c", save]},
             ours
         ]);
+    }
+    if s.proc_tmpfs_hook {
+        let script = dir.path().join("proc-tmpfs-hook");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/bash\nset -eu\n\
+                 read -r pid bundle < <(python3 -c 'import json,sys; s=json.load(sys.stdin); print(s[\"pid\"], s[\"bundle\"])')\n\
+                 {nsenter} -t \"$pid\" -m sh -c \"mount -t tmpfs -o size=64k,mode=755 tmpfs $bundle/rootfs/proc/driver && \
+                 echo 'ModifyDeviceFiles: 0' > $bundle/rootfs/proc/driver/params\"\n",
+                nsenter = require_tool("nsenter").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        spec["hooks"]["prestart"] = json!([{"path": script, "args": ["proc-tmpfs-hook"]}]);
     }
     write_spec(dir.path(), &spec);
     let id = unique_id("hostile");
@@ -857,4 +887,61 @@ fn in_a_user_namespaced_container_the_probe_is_confined_too() {
     assert_eq!(id["pid_ns"], lines.next().unwrap(), "{}", r.report);
     assert_eq!(id["cap_eff"], "0000000000000000");
     assert_nothing_left(&r, &linger);
+}
+
+#[test]
+fn what_the_container_mounts_below_its_proc_is_what_the_probe_reads_there() {
+    // The probe mounts a procfs of its own pid namespace over the container's /proc; a file
+    // the container has mounted below it (lxcfs does this for /proc/uptime, the legacy NVIDIA
+    // hook a tmpfs over /proc/driver/nvidia) must still be there for the driver. Before, the
+    // double read the kernel's own uptime here.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("uptime");
+    std::fs::write(&f, "4242.42 cuda-preflight-marker\n").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for uid in [0, 1000] {
+        let r = start(&Setup {
+            conf: "procfile=/proc/uptime\nversion=31\n",
+            uid,
+            proc_uptime: Some(&f),
+            ..Setup::default()
+        });
+        assert!(r.ok, "{}", r.stderr);
+        assert_eq!(
+            r.report["probe"]["outcome"]["driver_version"], 31,
+            "{}",
+            r.report
+        );
+        assert_eq!(
+            r.info("procfile"),
+            Some("4242.42 cuda-preflight-marker"),
+            "uid {uid}: {}",
+            r.escapes
+        );
+    }
+}
+
+#[test]
+fn a_tmpfs_a_hook_mounted_below_the_containers_proc_is_what_the_probe_reads_there() {
+    // NVIDIA's legacy hook mounts a tmpfs over /proc/driver/nvidia in the container's mount
+    // namespace and writes the driver's params there (ModifyDeviceFiles: 0); here a prestart
+    // hook does the same over /proc/driver, before our createRuntime hook.
+    let r = start(&Setup {
+        conf: "procfile=/proc/driver/params\nversion=32\n",
+        uid: 1000,
+        proc_tmpfs_hook: true,
+        ..Setup::default()
+    });
+    assert!(r.ok, "{}", r.stderr);
+    assert_eq!(
+        r.report["probe"]["outcome"]["driver_version"], 32,
+        "{}",
+        r.report
+    );
+    assert_eq!(
+        r.info("procfile"),
+        Some("ModifyDeviceFiles: 0"),
+        "{}",
+        r.escapes
+    );
 }

@@ -62,6 +62,36 @@ pub trait Sys {
     fn no_new_privs(&mut self) -> Result<(), String>;
     fn set_env(&mut self, key: &str, value: &str);
     fn seccomp(&mut self, program: &[[u32; 4]]) -> Result<(), String>;
+    /// Put this process under the container's AppArmor profile or SELinux label now
+    /// ([`lsm_attr`] says how).
+    fn apply_lsm(&mut self, lsm: Lsm, label: &str) -> Result<(), String>;
+}
+
+/// A Linux security module whose label the container's process runs under.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Lsm {
+    AppArmor,
+    SeLinux,
+}
+
+/// The procfs attribute file and the value that put the calling thread under `label` at once,
+/// and `apparmor_dir`: whether the kernel has the per-module `attr/apparmor/` directory (else
+/// the shared `attr/` files, as runc falls back). runc writes the *exec* attributes ("exec
+/// <profile>", the SELinux exec label) because an `execve` of the workload follows; the probe
+/// loads image code with `dlopen` in the same process, so it changes its *current* label, which
+/// is what libapparmor's `aa_change_profile` and SELinux's `setcon` write.
+pub fn lsm_attr(lsm: Lsm, label: &str, apparmor_dir: bool) -> (&'static str, String) {
+    match (lsm, apparmor_dir) {
+        (Lsm::AppArmor, true) => (
+            "/proc/thread-self/attr/apparmor/current",
+            format!("changeprofile {label}"),
+        ),
+        (Lsm::AppArmor, false) => (
+            "/proc/thread-self/attr/current",
+            format!("changeprofile {label}"),
+        ),
+        (Lsm::SeLinux, _) => ("/proc/thread-self/attr/current", label.to_string()),
+    }
 }
 
 /// What C learnt while the host's /proc was still there.
@@ -165,11 +195,20 @@ pub fn become_the_container(
     sys.no_new_privs()?;
     sys.die_with_parent()?;
     sys.close_fds_above_stderr()?;
-    // 7. The container's CUDA environment, as data.
+    // 7. The container's AppArmor profile and SELinux label, once nothing is left to do that
+    //    they could refuse (the hook passes only those of modules the host has enabled); one
+    //    that cannot be applied stops the probe here, before image code.
+    if let Some(p) = &spec.apparmor_profile {
+        sys.apply_lsm(Lsm::AppArmor, p)?;
+    }
+    if let Some(l) = &spec.selinux_label {
+        sys.apply_lsm(Lsm::SeLinux, l)?;
+    }
+    // 8. The container's CUDA environment, as data.
     for (k, v) in &spec.env {
         sys.set_env(k, v);
     }
-    // 8. Its seccomp filter, last: from here on only what the container's process may do.
+    // 9. Its seccomp filter, last: from here on only what the container's process may do.
     for program in &spec.seccomp {
         sys.seccomp(program)?;
     }
@@ -434,6 +473,19 @@ impl Sys for Real {
         let Some(fd) = resolve_in_root(rootfs, "/proc")? else {
             return Err("the rootfs has no /proc to mount the probe's procfs on".into());
         };
+        // What the container has mounted below its /proc (an lxcfs file, the legacy NVIDIA
+        // hook's tmpfs over /proc/driver/nvidia) is cloned now and put back on the fresh procfs,
+        // so the driver reads what the workload will read.
+        let dir = std::fs::read_link(fd_path(&fd))
+            .map_err(|e| errno("reading where the container's /proc is", e))?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| errno("reading the mount table", e))?;
+        let mut trees = Vec::new();
+        for rel in proc_submounts(&mountinfo, &dir.display().to_string()) {
+            let tree = clone_mount(&dir.join(&rel))
+                .map_err(|e| format!("cloning the container's /proc/{rel}: {e}"))?;
+            trees.push((rel, tree));
+        }
         mount(
             Some("proc"),
             fd_path(&fd).as_str(),
@@ -441,7 +493,16 @@ impl Sys for Real {
             M::MS_NOSUID | M::MS_NODEV | M::MS_NOEXEC,
             None::<&str>,
         )
-        .map_err(|e| errno("mounting the probe's own /proc", e))
+        .map_err(|e| errno("mounting the probe's own /proc", e))?;
+        for (rel, tree) in trees {
+            // A path of another pid namespace's procfs (/proc/<pid>/…) is not in ours.
+            let Some(target) = resolve_in_root(rootfs, &format!("/proc/{rel}"))? else {
+                continue;
+            };
+            move_mount(&tree, &target)
+                .map_err(|e| format!("putting the container's /proc/{rel} back: {e}"))?;
+        }
+        Ok(())
     }
 
     fn chroot(&mut self, rootfs: &Path) -> Result<(), String> {
@@ -508,6 +569,116 @@ impl Sys for Real {
             .collect();
         seccompiler::apply_filter(&prog).map_err(|e| errno("applying the seccomp filter", e))
     }
+
+    fn apply_lsm(&mut self, lsm: Lsm, label: &str) -> Result<(), String> {
+        let dir = Path::new("/proc/thread-self/attr/apparmor").is_dir();
+        let (path, value) = lsm_attr(lsm, label, dir);
+        let what = match lsm {
+            Lsm::AppArmor => "AppArmor profile",
+            Lsm::SeLinux => "SELinux label",
+        };
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, value.as_bytes()))
+            .map_err(|e| format!("applying the container's {what} {label:?} ({path}): {e}"))
+    }
+}
+
+/// The mounts directly below the procfs mounted at `proc_dir` in a `/proc/self/mountinfo` text,
+/// as paths relative to it, in mount order (each is cloned with what is mounted below it).
+/// systemd's automount point for binfmt_misc (`autofs`, on a host's /proc) is left out: it
+/// cannot be cloned without its daemon and no driver reads it.
+pub fn proc_submounts(mountinfo: &str, proc_dir: &str) -> Vec<String> {
+    // Fields: id, parent, major:minor, root, mount point, …; octal escapes for space and the like.
+    let unescape = |s: &str| -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'\\'
+                && i + 3 < b.len()
+                && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            {
+                out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+                i += 4;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let entries: Vec<(&str, &str, String, &str)> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            let id = f.next()?;
+            let parent = f.next()?;
+            let point = unescape(f.nth(2)?);
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?;
+            Some((id, parent, point, fstype))
+        })
+        .collect();
+    // The topmost mount at proc_dir is the container's /proc.
+    let Some(proc_id) = entries
+        .iter()
+        .rev()
+        .find(|(_, _, point, _)| point == proc_dir)
+        .map(|(id, _, _, _)| *id)
+    else {
+        return Vec::new();
+    };
+    let prefix = format!("{}/", proc_dir.trim_end_matches('/'));
+    entries
+        .iter()
+        .filter(|(_, parent, point, fstype)| {
+            *parent == proc_id && point.starts_with(&prefix) && *fstype != "autofs"
+        })
+        .map(|(_, _, point, _)| point[prefix.len()..].to_string())
+        .collect()
+}
+
+/// A detached copy of the mount at `path` and everything below it (`open_tree`).
+#[allow(unsafe_code)]
+fn clone_mount(path: &Path) -> Result<OwnedFd, String> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | libc::AT_RECURSIVE as libc::c_uint
+        | libc::AT_NO_AUTOMOUNT as libc::c_uint
+        | libc::AT_SYMLINK_NOFOLLOW as libc::c_uint;
+    let p = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: open_tree(2) with a NUL-terminated path; it returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, p.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: open_tree returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Attach the detached mount `tree` at `target` (an O_PATH fd), `move_mount`.
+#[allow(unsafe_code)]
+fn move_mount(tree: &OwnedFd, target: &OwnedFd) -> Result<(), String> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    let empty = c"";
+    // SAFETY: move_mount(2) on two fds we own, with empty NUL-terminated paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(())
 }
 
 /// Wait for `child` and end the same way: its exit code, or its signal (so a crash in the driver
@@ -798,6 +969,9 @@ fn finish(outcome: &ProbeOutcome) -> i32 {
     let _ = std::io::Write::write_all(&mut out, &json);
     let _ = std::io::Write::flush(&mut out);
     drop(out);
+    // The hook's read ends here, not when the exit has closed every fd (the driver's fds first
+    // tear the GPU context down).
+    let _ = nix::unistd::close(1);
     // SAFETY: ending the process without exit handlers (image code may have registered some).
     unsafe { libc::_exit(0) }
 }
@@ -896,6 +1070,10 @@ mod tests {
             self.0.push("seccomp".into());
             Ok(())
         }
+        fn apply_lsm(&mut self, lsm: Lsm, label: &str) -> Result<(), String> {
+            self.0.push(format!("lsm {lsm:?} {label}"));
+            Ok(())
+        }
     }
 
     #[test]
@@ -922,6 +1100,8 @@ mod tests {
                 hard: 1024,
             }],
             seccomp: vec![vec![[6, 0, 0, 0x7fff_0000]]],
+            apparmor_profile: Some("docker-default".into()),
+            selinux_label: Some("system_u:system_r:container_t:s0:c1,c2".into()),
         };
         let mut r = Record::default();
         let mut steps = Vec::new();
@@ -956,6 +1136,8 @@ mod tests {
             "nnp",
             "pdeathsig",
             "close_fds",
+            "lsm AppArmor docker-default",
+            "lsm SeLinux system_u:system_r:container_t:s0:c1,c2",
             "env CUDA_VISIBLE_DEVICES",
             "seccomp",
         ];
@@ -1030,6 +1212,9 @@ mod tests {
             fn seccomp(&mut self, p: &[[u32; 4]]) -> Result<(), String> {
                 self.0.seccomp(p)
             }
+            fn apply_lsm(&mut self, l: Lsm, v: &str) -> Result<(), String> {
+                self.0.apply_lsm(l, v)
+            }
         }
         let spec: ProbeSpec = serde_json::from_value(serde_json::json!({
             "pid": 1, "proc_root": "/proc", "cgroup_procs": [], "namespaces": [],
@@ -1041,5 +1226,168 @@ mod tests {
         let e = become_the_container(&mut f, &spec, &mut Vec::new()).unwrap_err();
         assert_eq!(e, "chroot refused");
         assert!(!f.0.0.iter().any(|s| s.starts_with("env") || s == "ids 0"));
+    }
+
+    #[test]
+    fn the_lsm_attribute_and_value_are_those_that_change_the_current_label() {
+        for (lsm, dir, path, value) in [
+            (
+                Lsm::AppArmor,
+                true,
+                "/proc/thread-self/attr/apparmor/current",
+                "changeprofile docker-default",
+            ),
+            (
+                Lsm::AppArmor,
+                false,
+                "/proc/thread-self/attr/current",
+                "changeprofile docker-default",
+            ),
+            (
+                Lsm::SeLinux,
+                true,
+                "/proc/thread-self/attr/current",
+                "docker-default",
+            ),
+        ] {
+            assert_eq!(
+                lsm_attr(lsm, "docker-default", dir),
+                (path, value.to_string()),
+                "{lsm:?} {dir}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_label_that_cannot_be_applied_stops_the_probe_before_image_code() {
+        struct Refuse(Record);
+        impl Sys for Refuse {
+            fn close_fds_above_stderr(&mut self) -> Result<(), String> {
+                self.0.close_fds_above_stderr()
+            }
+            fn die_with_parent(&mut self) -> Result<(), String> {
+                self.0.die_with_parent()
+            }
+            fn join_cgroup(&mut self, p: &Path) -> Result<(), String> {
+                self.0.join_cgroup(p)
+            }
+            fn open_ns(&mut self, p: &Path) -> Result<OwnedFd, String> {
+                self.0.open_ns(p)
+            }
+            fn setns(&mut self, f: &OwnedFd, k: &str) -> Result<(), String> {
+                self.0.setns(f, k)
+            }
+            fn ns_link(&mut self, k: &str) -> Option<String> {
+                self.0.ns_link(k)
+            }
+            fn fork_and_wait(&mut self, w: &str) -> Result<(), String> {
+                self.0.fork_and_wait(w)
+            }
+            fn unshare(&mut self, k: &str) -> Result<(), String> {
+                self.0.unshare(k)
+            }
+            fn make_mounts_private(&mut self) -> Result<(), String> {
+                self.0.make_mounts_private()
+            }
+            fn root_readonly(&mut self, p: &Path) -> Result<(), String> {
+                self.0.root_readonly(p)
+            }
+            fn mount_proc(&mut self, r: &Path) -> Result<(), String> {
+                self.0.mount_proc(r)
+            }
+            fn mask(&mut self, r: &Path, p: &str) -> Result<(), String> {
+                self.0.mask(r, p)
+            }
+            fn readonly(&mut self, r: &Path, p: &str) -> Result<(), String> {
+                self.0.readonly(r, p)
+            }
+            fn chroot(&mut self, r: &Path) -> Result<(), String> {
+                self.0.chroot(r)
+            }
+            fn set_rlimit(&mut self, r: &Rlimit) -> Result<(), String> {
+                self.0.set_rlimit(r)
+            }
+            fn drop_bounding_set(&mut self) -> Result<(), String> {
+                self.0.drop_bounding_set()
+            }
+            fn set_ids(&mut self, u: u32, g: u32, gs: &[u32]) -> Result<(), String> {
+                self.0.set_ids(u, g, gs)
+            }
+            fn clear_capabilities(&mut self) -> Result<(), String> {
+                self.0.clear_capabilities()
+            }
+            fn no_new_privs(&mut self) -> Result<(), String> {
+                self.0.no_new_privs()
+            }
+            fn set_env(&mut self, k: &str, v: &str) {
+                self.0.set_env(k, v)
+            }
+            fn seccomp(&mut self, p: &[[u32; 4]]) -> Result<(), String> {
+                self.0.seccomp(p)
+            }
+            fn apply_lsm(&mut self, _: Lsm, label: &str) -> Result<(), String> {
+                Err(format!("no profile {label}"))
+            }
+        }
+        let spec: ProbeSpec = serde_json::from_value(serde_json::json!({
+            "pid": 1, "proc_root": "/proc", "cgroup_procs": [], "namespaces": [],
+            "rootfs": "/r", "libcuda": "/l", "uid": 0, "gid": 0, "additional_gids": [],
+            "env": [["CUDA_VISIBLE_DEVICES", "0"]],
+            "seccomp": [[[6, 0, 0, 2147418112]]],
+            "apparmor_profile": "missing-profile"
+        }))
+        .unwrap();
+        let mut f = Refuse(Record::default());
+        let e = become_the_container(&mut f, &spec, &mut Vec::new()).unwrap_err();
+        assert_eq!(e, "no profile missing-profile");
+        assert!(f.0.0.contains(&"nnp".to_string()));
+        assert!(
+            !f.0.0.iter().any(|s| s.starts_with("env") || s == "seccomp"),
+            "{:?}",
+            f.0.0
+        );
+    }
+
+    #[test]
+    fn a_profile_the_kernel_does_not_know_is_an_error_that_names_it() {
+        // A profile no host has: refused whether or not AppArmor is on (ENOENT, or EINVAL
+        // where no module takes the attribute), so this process stays as it was.
+        let e = Real { level: 0 }
+            .apply_lsm(Lsm::AppArmor, "cuda-preflight-no-such-profile")
+            .unwrap_err();
+        assert!(e.contains("cuda-preflight-no-such-profile"), "{e}");
+        assert!(e.contains("/proc/thread-self/attr/"), "{e}");
+    }
+
+    #[test]
+    fn submounts_of_the_containers_proc_are_those_mounted_directly_on_it() {
+        let mountinfo = "\
+22 1 0:21 / /proc rw,nosuid - proc proc rw
+300 200 8:1 / /b/root\\040fs rw - ext4 /dev/sda1 rw
+301 300 0:50 / /b/root\\040fs/proc rw,nosuid - proc proc rw
+302 301 0:51 / /b/root\\040fs/proc/driver/nvidia rw - tmpfs tmpfs rw
+303 302 0:51 /gpus /b/root\\040fs/proc/driver/nvidia/gpus ro - tmpfs tmpfs rw
+304 301 8:1 /lxcfs/uptime /b/root\\040fs/proc/uptime ro - fuse lxcfs rw
+305 300 0:52 / /b/root\\040fs/procfoo rw - tmpfs tmpfs rw
+306 22 0:53 / /proc/sys/fs/binfmt_misc rw - autofs systemd-1 rw
+";
+        assert_eq!(
+            proc_submounts(mountinfo, "/b/root fs/proc"),
+            vec!["driver/nvidia", "uptime"]
+        );
+        // systemd's binfmt_misc automount point on a host's /proc is left out.
+        assert_eq!(proc_submounts(mountinfo, "/proc"), Vec::<String>::new());
+        let bind = format!("{mountinfo}308 22 0:55 / /proc/sys/kernel/x rw - tmpfs tmpfs rw\n");
+        assert_eq!(proc_submounts(&bind, "/proc"), vec!["sys/kernel/x"]);
+        assert_eq!(
+            proc_submounts(mountinfo, "/nowhere/proc"),
+            Vec::<String>::new()
+        );
+        // A second procfs stacked on the first: its children are the ones seen.
+        let stacked = format!("{mountinfo}307 301 0:54 / /b/root\\040fs/proc rw - proc proc rw\n");
+        assert_eq!(
+            proc_submounts(&stacked, "/b/root fs/proc"),
+            Vec::<String>::new()
+        );
     }
 }

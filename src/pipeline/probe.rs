@@ -362,7 +362,16 @@ fn probe_container(
             .unwrap_or(false),
         rlimits,
         seccomp: Vec::new(),
+        apparmor_profile: None,
+        selinux_label: None,
     };
+    // The container's AppArmor profile and SELinux label, for the modules this host has on.
+    let process = bundle.spec.process().as_ref();
+    (spec.apparmor_profile, spec.selinux_label) = probe::lsm_labels(
+        process.and_then(|p| p.apparmor_profile().as_deref()),
+        process.and_then(|p| p.selinux_label().as_deref()),
+        probe::HostLsm::of_host(ctx.host_root),
+    );
     let footprint = footprint_limit(&spec.cgroup_procs, &bundle.spec);
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let Some(cache_dir) = &ctx.cache_dir else {
@@ -401,6 +410,7 @@ fn probe_container(
         "root_readonly": spec.root_readonly,
         "rlimits": spec.rlimits,
         "seccomp": seccomp_spec,
+        "lsm": [&spec.apparmor_profile, &spec.selinux_label],
         "footprint": footprint,
     });
     let key = probe_cache::key(&inputs);

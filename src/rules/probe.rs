@@ -59,7 +59,11 @@ pub fn probe_findings(
     };
     out.into_iter()
         .map(|f| {
-            if f.severity != Severity::Block && f.id != "probe-timeout" && f.id != "probe-crashed" {
+            // A setup step can hit the limit too (a fork refused with EAGAIN by pids.limit).
+            if f.severity != Severity::Block
+                && !["probe-timeout", "probe-crashed", "probe-setup-failed"]
+                    .contains(&f.id.as_str())
+            {
                 return f;
             }
             Finding::new(
@@ -424,6 +428,21 @@ mod tests {
                 ProbeResult::Crashed {
                     signal: Some(9),
                     exit_code: None,
+                },
+                "probe-inconclusive",
+                Severity::Warn,
+            ),
+            (
+                "a fork refused in the setup",
+                ProbeResult::Finished {
+                    outcome: ProbeOutcome {
+                        setup_error: Some(
+                            "fork into the nested pid namespace: EAGAIN: Try again".into(),
+                        ),
+                        ..ProbeOutcome::default()
+                    },
+                    ms: 1.0,
+                    cached: false,
                 },
                 "probe-inconclusive",
                 Severity::Warn,

@@ -20,6 +20,8 @@
  *   devcheck=1          cuInit opens /dev/nvidiactl; 100 (no device) when it is refused (EACCES)
  *   seccheck=1          call sysinfo(2) and record `info sysinfo=ok` or `errno N` (a test's seccomp
  *                       filter refuses it)
+ *   procfile=<path>     record the first line of <path> as `info procfile=<line>` (what the driver
+ *                       would read there: a test mounts its own file below the container's /proc)
  *
  * Built a second time with -DGCC_BAIT as a `libgcc_s.so.1` for an image's LD_LIBRARY_PATH: the
  * host loader must never map it. Its constructor, run anywhere outside a container rootfs,
@@ -218,6 +220,18 @@ int hostile_cuInit(void) {
         long r = syscall(SYS_sysinfo, info_buf);
         snprintf(buf, sizeof buf, r == 0 ? "ok" : "errno %d", errno);
         info("sysinfo", buf);
+    }
+    if (conf_str("procfile", buf, sizeof buf)) {
+        char line[256] = "";
+        FILE *f = fopen(buf, "r");
+        if (f) {
+            if (!fgets(line, sizeof line, f)) line[0] = 0;
+            fclose(f);
+            line[strcspn(line, "\n")] = 0;
+        } else {
+            snprintf(line, sizeof line, "unreadable: %s", strerror(errno));
+        }
+        info("procfile", line);
     }
     if (conf_str("linger", buf, sizeof buf)) linger(buf);
     if (conf_str("threads", buf, sizeof buf)) {

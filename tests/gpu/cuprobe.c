@@ -3,12 +3,20 @@
  * search path), then cuInit -> cuDriverGetVersion -> cuDeviceGetCount -> cuDeviceGet(0) ->
  * cuCtxCreate -> cuCtxDestroy, or with --load FILE... cuModuleLoadData on each file in a context.
  * Prints one JSON object per line. No CUDA headers needed: the few prototypes are declared here.
+ *
+ * With --whole first, it is the whole-process floor: it starts itself again (the rest of the
+ * arguments) as a child and prints, after the child's lines, {"whole_ms": spawn -> reaped} as
+ * its parent saw it: exec, loading, the driver work, and the process's end, where the driver's
+ * fds are closed and the kernel tears the context down — what the probe's time, measured by the
+ * hook from spawn to reaped, also contains, and floor_ms (inside the process) does not.
  */
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 typedef int CUresult;
 typedef int CUdevice;
@@ -41,7 +49,24 @@ static char *slurp(const char *path, size_t *len) {
     return buf;
 }
 
+static int whole(char **argv) {
+    fflush(stdout);
+    double t0 = now_ms();
+    pid_t pid = fork();
+    if (pid == 0) {
+        argv[0] = "/proc/self/exe";
+        execv("/proc/self/exe", argv);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    double t1 = now_ms();
+    printf("{\"whole_ms\":%.2f,\"exit\":%d}\n", t1 - t0, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "--whole") == 0) return whole(argv + 1);
     const char *lib = getenv("CUPROBE_LIB") ? getenv("CUPROBE_LIB") : "libcuda.so.1";
     double t0 = now_ms();
     void *h = dlopen(lib, RTLD_NOW | RTLD_GLOBAL);
