@@ -374,3 +374,53 @@ fn readme_main_job_runs_as_written() {
         "{text}"
     );
 }
+
+/// A missing file's error names its cause once (an error type that formatted its cause and also
+/// returned it as `source()` printed "…(os error 2): …(os error 2)" under `{:#}`).
+#[test]
+fn a_missing_file_error_names_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing");
+    let m = missing.to_str().unwrap();
+    let cause = "No such file or directory";
+    let once = |what: &str, text: &str| {
+        assert_eq!(text.matches(cause).count(), 1, "{what}: {text}");
+    };
+
+    let (code, _, err) = check(&["--bundle", m]);
+    assert_eq!(code, 2, "{err}");
+    once("check --bundle", &err);
+    let (code, _, err) = check(&["--bundle", &example("cdi-gpu"), "--config", m]);
+    assert_eq!(code, 2, "{err}");
+    once("check --config", &err);
+    let (code, _, err) = check(&["--bundle", &example("cdi-gpu"), "--host-profile", m]);
+    assert_eq!(code, 2, "{err}");
+    once("check --host-profile", &err);
+
+    let out = Command::new(BIN).args(["scan", m]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    once("scan", &String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .args(["scan", "--json", m])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    once("scan --json", &String::from_utf8_lossy(&out.stdout));
+
+    let state_dir = dir.path().join("state");
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"c-once","status":"creating","pid":1,"bundle":"{m}"}}"#
+    );
+    for extra in [&["--config", m][..], &[]] {
+        let mut args = vec!["--state-dir", state_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (code, err) = hook(state.as_bytes(), &args);
+        assert_eq!(code, 0, "{err}");
+        // Each line (the message, the log line) names the cause once.
+        for line in err.lines() {
+            once("hook", line);
+        }
+    }
+    let rep = read_report(&state_dir, "c-once").expect("report for c-once");
+    once("hook report", rep["error"].as_str().unwrap());
+}

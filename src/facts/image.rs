@@ -427,11 +427,18 @@ pub fn parse_version_py(text: &str) -> VersionPy {
 #[derive(Debug, thiserror::Error)]
 pub enum VersionJsonError {
     #[error("not JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("no cuda.version string")]
     NoVersion,
     #[error("cuda.version {0:?} is not a version")]
     BadVersion(String),
+}
+
+// By hand, not `#[from]`: the text carries the cause (crate docs, "Errors").
+impl From<serde_json::Error> for VersionJsonError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
 }
 
 /// `{"cuda": {"name": "CUDA SDK", "version": "12.4.1"}, …}`

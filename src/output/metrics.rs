@@ -108,15 +108,15 @@ pub struct Sample<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("locking {path}: {source}")]
+    #[error("locking {path}: {error}")]
     Lock {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path}: lock held by another writer for {waited_ms} ms; this start counted as skipped"
@@ -129,7 +129,7 @@ type Result<T> = std::result::Result<T, MetricsError>;
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
     move |source| MetricsError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -377,7 +377,7 @@ fn lock_within(lock: &std::fs::File, path: &Path, wait: std::time::Duration) -> 
             _ => {
                 return Err(MetricsError::Lock {
                     path: path.to_path_buf(),
-                    source: e,
+                    error: e,
                 });
             }
         }
