@@ -468,3 +468,36 @@ fn a_pipe_closed_early_is_a_quiet_exit_0() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A hook whose stderr is a pipe nobody reads still exits with its verdict and records it: a
+/// panicking `eprint!` there turned a block into `on_error` (allow by default).
+#[test]
+fn a_closed_stderr_does_not_change_the_hooks_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let state = format!(
+        r#"{{"ociVersion":"1.0.2","id":"c-nostderr","status":"creating","pid":1,"bundle":"{}"}}"#,
+        repo().join("examples/bundles/cdi-no-uvm").display()
+    );
+    let mut child = Command::new(BIN)
+        .args(["hook", "--state-dir", state_dir.to_str().unwrap()])
+        .arg("--host-profile")
+        .arg(h100_profile())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(state.as_bytes())
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let rep = read_report(&state_dir, "c-nostderr").expect("report");
+    assert_eq!(rep["verdict"], "block", "{rep}");
+    assert!(rep["error"].is_null(), "{rep}");
+}
