@@ -285,6 +285,7 @@ fn real_nvidia_libraries_load_and_a_second_check_is_served_from_the_cache() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn hostile_rootfs_is_walked_in_bounded_time_without_escaping() {
     use std::os::unix::fs::symlink;
     let outside = tempfile::tempdir().unwrap();
@@ -306,6 +307,7 @@ fn hostile_rootfs_is_walked_in_bounded_time_without_escaping() {
     symlink("..", r.join(SITE).join("torch/lib/up")).unwrap();
     for fifo in [lib.join("libcuda.so.1"), lib.join("libfifo.so")] {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mkfifo only reads.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     }
     // A 4 GiB sparse file with a real library's ELF header: its section table lies in the hole.

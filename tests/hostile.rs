@@ -42,6 +42,7 @@ struct Run {
 }
 
 /// Run the binary with `args`, killed at DEADLINE; exit code, stdout JSON, time and peak RSS.
+#[allow(unsafe_code)]
 fn run_bin(args: &[&str]) -> Run {
     use std::os::unix::process::ExitStatusExt;
     let t = Instant::now();
@@ -67,14 +68,17 @@ fn run_bin(args: &[&str]) -> Run {
         v
     });
     let mut status = 0;
+    // SAFETY: an all-zero value is a valid instance of this plain C struct.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     loop {
         // wait4 gives the child's own peak RSS.
+        // SAFETY: the status and rusage out-parameters live on this stack frame.
         let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
         if r == pid {
             break;
         }
         if t.elapsed() > DEADLINE {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             panic!("{args:?}: no decision within {DEADLINE:?}");
         }
@@ -150,17 +154,21 @@ fn elf_header(shoff: u64, shentsize: u16, shnum: u16, shstrndx: u16) -> Vec<u8> 
     h
 }
 
+#[allow(unsafe_code)]
 fn mkfifo(p: &Path) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that mkfifo only reads.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "{p:?}");
 }
 
+#[allow(unsafe_code)]
 fn mknod_char(p: &Path, major: u32, minor: u32) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
     let dev = libc::makedev(major, minor);
     assert_eq!(
+        // SAFETY: a NUL-terminated path that mknod only reads.
         unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o644, dev) },
         0,
         "{p:?}: mknod needs root"

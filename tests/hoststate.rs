@@ -11,6 +11,7 @@ use common::*;
 use std::path::Path;
 
 /// A fixture host: the NVIDIA nodes of `ALL_NODES`, with `/dev/char` links if `links`.
+#[allow(unsafe_code)]
 fn fixture_host(dir: &Path, links: bool) -> std::path::PathBuf {
     let root = dir.join("host");
     std::fs::create_dir_all(root.join("dev/char")).unwrap();
@@ -18,6 +19,7 @@ fn fixture_host(dir: &Path, links: bool) -> std::path::PathBuf {
         let node = root.join(p.trim_start_matches('/'));
         let c = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
         assert_eq!(
+            // SAFETY: a NUL-terminated path that mknod only reads.
             unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(*ma, *mi)) },
             0,
             "mknod {}",

@@ -122,6 +122,7 @@ impl Node {
     }
 
     /// Restart containerd in the same directory (its containers and images stay).
+    #[allow(unsafe_code)]
     fn restart_containerd(&self) {
         let dir = self.var("NODE_DIR");
         let pid: i32 = std::fs::read_to_string(Path::new(dir).join("containerd.pid"))
@@ -129,6 +130,7 @@ impl Node {
             .trim()
             .parse()
             .unwrap();
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(pid, libc::SIGTERM) };
         let t = Instant::now();
         while Path::new(&format!("/proc/{pid}")).exists() && t.elapsed() < Duration::from_secs(15) {
@@ -263,6 +265,7 @@ struct Gpu {
     state: PathBuf,
 }
 
+#[allow(unsafe_code)]
 fn gpu_setup(node: &Node, name: &str) -> Gpu {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -273,6 +276,7 @@ fn gpu_setup(node: &Node, name: &str) -> Gpu {
         ("nvidia-uvm", 238, 0),
     ] {
         let p = std::ffi::CString::new(d.join("dev").join(n).to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mknod only reads.
         let r = unsafe {
             libc::mknod(
                 p.as_ptr(),

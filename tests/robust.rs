@@ -38,6 +38,7 @@ fn blocked_bundle(dir: &Path, config_toml: &str) -> (std::path::PathBuf, std::pa
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn held_metrics_lock_does_not_turn_a_block_into_a_start() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = dir.path().join("textfile");
@@ -53,6 +54,7 @@ fn held_metrics_lock_does_not_turn_a_block_into_a_start() {
     // A stuck writer: another process holds the metrics lock for the whole start.
     let lock = std::fs::File::create(state.join("metrics.lock")).unwrap();
     assert_eq!(
+        // SAFETY: flock on a descriptor the File owns for this whole call.
         unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) },
         0,
         "test takes the lock"
@@ -137,6 +139,7 @@ const MAX_RSS_KB: i64 = 200 * 1024;
 
 // The child is reaped by wait4 (for its rusage), which clippy does not see.
 #[allow(clippy::zombie_processes)]
+#[allow(unsafe_code)]
 fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
     use std::io::Write;
     use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -164,6 +167,7 @@ fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec the closure only calls setrlimit, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             let l = libc::rlimit {
@@ -188,12 +192,15 @@ fn hook_direct(bundle: &Path, work: &Path) -> HookRun {
         v
     });
     let pid = child.id() as i32;
+    // SAFETY: an all-zero value is a valid instance of this plain C struct.
     let (mut status, mut ru) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     loop {
+        // SAFETY: the status and rusage out-parameters live on this stack frame.
         if unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) } == pid {
             break;
         }
         if t.elapsed() > Duration::from_secs(60) {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             panic!("the hook did not exit within 60 s");
         }
@@ -543,6 +550,7 @@ fn runc_delete(root: &Path, id: &str) {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn shim_early_check_has_a_deadline_and_follows_on_timeout() {
     for (on_timeout, should_create) in [("block", false), ("allow", true)] {
         let dir = tempfile::tempdir().unwrap();
@@ -551,6 +559,7 @@ fn shim_early_check_has_a_deadline_and_follows_on_timeout() {
         // a profile on a dead mount.
         let fifo = dir.path().join("profile.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mkfifo only reads.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let root = dir.path().join("runc-root");
         let id = unique_id("robust-shim-deadline");
@@ -912,6 +921,7 @@ fn image_file_names_are_escaped_in_check_the_block_message_and_report() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn shim_never_waits_on_a_spec_that_does_not_open() {
     // config.json a FIFO nobody writes (a bundle on a dead mount): the early check and then the
     // edit both wait on it. With on_timeout = allow the shim must still hand `create` to the
@@ -921,6 +931,7 @@ fn shim_never_waits_on_a_spec_that_does_not_open() {
     let bundle = dir.path().join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     let c = std::ffi::CString::new(bundle.join("config.json").to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that mkfifo only reads.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let rt = dir.path().join("fake-runc");
     std::fs::write(
@@ -1095,12 +1106,14 @@ fn podman_image_built_with_an_audit_annotation_is_still_blocked() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn shim_config_that_never_opens_stops_the_command_at_the_default_deadline() {
     // The shim's own config on a dead mount (a FIFO nobody writes): every command of the engine
     // would hang in the shim. It gives up at the default deadline (10 s), runs nothing, says why.
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("config.toml");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that mkfifo only reads.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let t = Instant::now();
     let out = std::process::Command::new("timeout")

@@ -231,6 +231,7 @@ fn container_without_gpu_is_untouched() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn a_hung_fact_source_is_cut_at_the_deadline_as_on_timeout_says() {
     for (on_timeout, should_start) in [("block", false), ("allow", true)] {
         let dir = tempfile::tempdir().unwrap();
@@ -241,6 +242,7 @@ fn a_hung_fact_source_is_cut_at_the_deadline_as_on_timeout_says() {
         // A FIFO nobody writes: opening it never returns, like a host profile on a dead NFS mount.
         let fifo = dir.path().join("profile.fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mkfifo only reads.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let config = dir.path().join("config.toml");
         std::fs::write(

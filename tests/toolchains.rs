@@ -231,6 +231,7 @@ fn old_nvrtc_on_blackwell() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn hostile_toolchain_paths_neither_escape_nor_hang() {
     let d = tempfile::tempdir().unwrap();
     let root = d.path().join("rootfs");
@@ -248,6 +249,7 @@ fn hostile_toolchain_paths_neither_escape_nor_hang() {
     let fifo = root.join(SP).join("triton/third_party/cuda/bin/ptxas");
     std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a NUL-terminated path that mkfifo only reads.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let cuda_bin = root.join("usr/local/cuda-12.4/bin");
     std::fs::create_dir_all(&cuda_bin).unwrap();

@@ -77,14 +77,17 @@ fn effective_stage(declared: Stage, state_pid: Option<i32>, parent: i32) -> Stag
 static TIMEOUT_EXIT: AtomicI32 = AtomicI32::new(0);
 static TIMEOUT_MSG: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
 
+#[allow(unsafe_code)]
 extern "C" fn on_alarm(_: libc::c_int) {
     // Only async-signal-safe calls: write(2) and _exit(2).
     let msg = TIMEOUT_MSG.load(Ordering::SeqCst);
     if !msg.is_null() {
         // SAFETY: the pointer comes from Box::leak and is never freed.
         let m = unsafe { &*msg };
+        // SAFETY: a buffer that lives as long as the program, and its length.
         unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
     }
+    // SAFETY: _exit(2) ends the process at once; nothing after it runs.
     unsafe { libc::_exit(TIMEOUT_EXIT.load(Ordering::SeqCst)) };
 }
 
@@ -110,6 +113,7 @@ fn arm_deadline(ms: u64, on_timeout: OnFailure, container: &str) {
 
 /// Arm the one real-time timer: at `ms` the handler prints `msg` and exits with `code`; `ms` 0
 /// disarms it.
+#[allow(unsafe_code)]
 pub(crate) fn set_timer(ms: u64, code: i32, msg: String) {
     TIMEOUT_EXIT.store(code, Ordering::SeqCst);
     let old = TIMEOUT_MSG.swap(Box::leak(Box::new(msg.into_bytes())), Ordering::SeqCst);

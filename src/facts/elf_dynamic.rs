@@ -449,6 +449,7 @@ pub fn read_bytes(data: &[u8]) -> Result<Option<Dynamic>, DynamicError> {
 }
 
 /// An anonymous memory-backed file holding `data` (memfd: no disk, no name to race on).
+#[allow(unsafe_code)]
 fn file_in_memory(data: &[u8]) -> std::io::Result<File> {
     use std::io::Write;
     use std::os::fd::FromRawFd;

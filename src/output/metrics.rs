@@ -364,6 +364,7 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Take the exclusive lock, polling a non-blocking `flock`, for at most `wait`.
+#[allow(unsafe_code)]
 fn lock_within(lock: &std::fs::File, path: &Path, wait: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
@@ -508,6 +509,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn a_held_lock_is_waited_for_a_bounded_time_and_the_skip_is_counted_once() {
         let d = tempfile::tempdir().unwrap();
         let (state_dir, prom) = (d.path().join("s"), d.path().join("m"));
@@ -519,6 +521,7 @@ mod tests {
         };
         record(&state_dir, &prom, &sample).unwrap();
         let held = std::fs::File::open(state_dir.join(LOCK_FILE)).unwrap();
+        // SAFETY: flock on a descriptor the File owns for this whole call.
         assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
         let t = std::time::Instant::now();
         let e = record(&state_dir, &prom, &sample).unwrap_err();

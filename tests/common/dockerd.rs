@@ -26,8 +26,10 @@ pub struct Dockerd {
 
 impl Drop for Dockerd {
     /// dockerd first, then its containerd: SIGTERM, a grace period, then SIGKILL and a wait.
+    #[allow(unsafe_code)]
     fn drop(&mut self) {
         for child in self.dockerd.iter_mut().chain(self.containerd.iter_mut()) {
+            // SAFETY: kill(2) takes plain integers and touches no memory of ours.
             unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
@@ -169,8 +171,10 @@ impl Dockerd {
 
     /// Have dockerd read `daemon.json` again (SIGHUP), and wait (bounded) until `ready` says the
     /// change is in effect.
+    #[allow(unsafe_code)]
     pub fn reload(&mut self, ready: impl FnMut(&Self) -> bool, what: &str) {
         let pid = self.dockerd.as_ref().expect("dockerd is started").id() as i32;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
         unsafe { libc::kill(pid, libc::SIGHUP) };
         self.wait_for(ready, what);
     }

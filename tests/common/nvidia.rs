@@ -160,6 +160,7 @@ pub fn glibc_rootfs(dir: &Path) -> PathBuf {
 
 /// The host side of a CDI GPU without a GPU: `dir/dev/*` made with mknod (majors 195 and 238, as
 /// on the H100) and `dir/driver/lib64/libcuda.so.<DRIVER>` (the double).
+#[allow(unsafe_code)]
 pub fn fake_gpu_host(dir: &Path) {
     let dev = dir.join("dev");
     std::fs::create_dir_all(&dev).unwrap();
@@ -170,6 +171,7 @@ pub fn fake_gpu_host(dir: &Path) {
         ("nvidia-uvm-tools", 238, 1),
     ] {
         let path = std::ffi::CString::new(dev.join(name).to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mknod only reads.
         let rc = unsafe {
             libc::mknod(
                 path.as_ptr(),
