@@ -8,7 +8,7 @@
 //!
 //! The fatbin layout is NVIDIA's and undocumented. What this reader relies on was cross-checked
 //! against these public descriptions and against `cuobjdump` 13.5 on files built by nvcc 13.5
-//! (tests/fatbin_vs_cuobjdump.rs):
+//! (tests/it/fatbin_vs_cuobjdump.rs):
 //! * GrigoryEvko/nvopen-tools `fatbin/FORMAT_SPECIFICATION.md` (container header, variable-size
 //!   entry headers, entries tiling the container, zstd flag 0x8000);
 //! * RWTH-ACS/cricket `cpu/cpu-elf2.c` (`fat_elf_header` / `fat_text_header` field order:

@@ -324,7 +324,7 @@ fn find_runtimes(
 ) -> Vec<CudaRuntime> {
     let mut out: Vec<CudaRuntime> = Vec::new();
     // Sets, not linear scans: a hostile image with thousands of libcudart names per directory
-    // made this quadratic (seconds per start; tests/hostile.rs, 200,000 files).
+    // made this quadratic (seconds per start; tests/it/hostile.rs, 200,000 files).
     let mut seen_hosts: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut seen_runtimes: std::collections::HashSet<(PathBuf, [u64; 8])> =
         std::collections::HashSet::new();

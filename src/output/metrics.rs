@@ -31,7 +31,7 @@ const LOCK_FILE: &str = "metrics.lock";
 const SKIPPED_FILE: &str = "metrics.skipped";
 const BAD_STATE_FILE: &str = "metrics.json.bad";
 /// How long a start waits for the metrics lock before it gives up and counts itself as skipped.
-/// 20 hooks at once on a loaded 2-core machine take well under this (tests/metrics.rs).
+/// 20 hooks at once on a loaded 2-core machine take well under this (tests/it/metrics.rs).
 /// The label value of anything outside the closed sets (finding ids, CUDA error names).
 pub const OTHER: &str = "other";
 

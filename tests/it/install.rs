@@ -1,9 +1,8 @@
 //! `cuda-preflight install|uninstall` on real files: keys survive, a backup is kept, a second
 //! install changes nothing, uninstall gives the file back.
 
-mod common;
 
-use common::BIN;
+use crate::common::BIN;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;

@@ -22,7 +22,6 @@
 //! `scripts/load-fixtures.sh` itself when the cache lacks them, and skips (saying so) only when
 //! the package mirrors cannot be reached at all.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,7 +29,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-use common::{BIN, cache, repo};
+use crate::common::{BIN, cache, repo};
 
 const SITE: &str = "usr/local/lib/python3.13/dist-packages";
 const MULTIARCH: &str = "usr/lib/x86_64-linux-gnu";
@@ -86,7 +85,7 @@ fn fixtures() -> Option<&'static Path> {
                 String::from_utf8_lossy(&o.stderr)
             );
             eprintln!(
-                "SKIPPED: tests/image_load.rs needs the packages of scripts/load-fixtures.sh and \
+                "SKIPPED: tests/it/image_load.rs needs the packages of scripts/load-fixtures.sh and \
                  deb.debian.org cannot be reached from here:\n{}",
                 String::from_utf8_lossy(&o.stderr)
             );
@@ -112,7 +111,7 @@ fn require_root() {
     let uid = std::fs::metadata("/proc/self").unwrap().uid();
     assert_eq!(
         uid, 0,
-        "tests/image_load.rs runs the image's loader in a chroot and `ldconfig -r`: run as root \
+        "tests/it/image_load.rs runs the image's loader in a chroot and `ldconfig -r`: run as root \
          (as scripts/test.sh does for the runc tests)"
     );
 }
@@ -1269,11 +1268,11 @@ fn real_container_sees_what_the_chroot_sees() {
                return 0; }\n",
         );
         img.place("/usr/local/bin/import-probe", &probe);
-        let mut spec = common::base_spec(img.dir.path(), &["/usr/local/bin/import-probe", STDGPU]);
+        let mut spec = crate::common::base_spec(img.dir.path(), &["/usr/local/bin/import-probe", STDGPU]);
         spec["process"]["env"] = json!(img.env);
         spec["root"]["readonly"] = json!(false);
-        common::write_spec(img.dir.path(), &spec);
-        let out = common::runc_run(img.dir.path(), &common::unique_id("imgload"));
+        crate::common::write_spec(img.dir.path(), &spec);
+        let out = crate::common::runc_run(img.dir.path(), &crate::common::unique_id("imgload"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success() && stdout.trim() == want,

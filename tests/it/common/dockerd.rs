@@ -1,5 +1,5 @@
 //! A private Docker daemon (Debian's `docker.io`, 20.10) for the tests that need one
-//! (tests/docker.rs, tests/image.rs): its own containerd, and everything either writes — data
+//! (tests/it/docker.rs, tests/it/image.rs): its own containerd, and everything either writes — data
 //! root, exec root, pidfile, sockets, containerd's root and state, `daemon.json`, the logs — in a
 //! temporary directory of its own, so two test processes can each run one at the same time.
 //! Dropping it stops both daemons (SIGTERM, a grace period, SIGKILL, reaped), also when the test

@@ -11,14 +11,13 @@
 //! scheduler to one of those; an image without a profile is admitted with a warning. Last, 1,000
 //! more NodeFeatures and the webhook's latency per review (printed as `BENCH` lines).
 
-mod common;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const NS: &str = "node-feature-discovery";

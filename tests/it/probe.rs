@@ -4,9 +4,8 @@
 //! from inside the container's mount namespace and cgroup, as the container's user with no
 //! capabilities; that a hang is cut at the deadline and a crash is a finding.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 

@@ -5,9 +5,8 @@
 //! runc here runs with its cgroupfs driver, which takes a systemd-form `cgroupsPath` as a plain
 //! relative cgroup name; the hook judges the form the engine wrote, so the start is real.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 /// A fixture host: the NVIDIA nodes of `ALL_NODES`, with `/dev/char` links if `links`.
@@ -54,7 +53,7 @@ fn run(name: &str, edit: impl FnOnce(&mut serde_json::Value, &Path) -> std::path
     let host = edit(&mut spec, dir.path());
     let state = dir.path().join("state");
     let config = dir.path().join("config.toml");
-    // Host-state rules only; the probe (which needs a libcuda in the image) has tests/probe.rs.
+    // Host-state rules only; the probe (which needs a libcuda in the image) has tests/it/probe.rs.
     std::fs::write(&config, "probe = \"never\"\n").unwrap();
     add_our_hook(
         &mut spec,

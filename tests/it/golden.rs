@@ -1,11 +1,10 @@
 //! Golden tests: what people read — `doctor` (human and `--json`) on fixture hosts, `explain`,
 //! `report` and the block message — compared byte for byte with the files in tests/golden/.
 //! After a deliberate change of wording, regenerate them with
-//! `UPDATE_GOLDEN=1 cargo test --test golden` and review the diff.
+//! `UPDATE_GOLDEN=1 cargo test --test it golden::` and review the diff.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,7 +17,7 @@ fn golden(name: &str, actual: &str) {
     }
     let want = std::fs::read_to_string(&p).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; run UPDATE_GOLDEN=1 cargo test --test golden",
+            "{}: {e}; run UPDATE_GOLDEN=1 cargo test --test it golden::",
             p.display()
         )
     });

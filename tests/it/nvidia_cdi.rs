@@ -1,4 +1,4 @@
-//! The CDI start paths with NVIDIA's own runtime and hooks (tests/common/nvidia.rs): real
+//! The CDI start paths with NVIDIA's own runtime and hooks (tests/it/common/nvidia.rs): real
 //! `nvidia-container-runtime` 1.20 in `cdi` mode and real `nvidia-cdi-hook` (`create-symlinks`,
 //! `enable-cuda-compat`, `update-ldcache`, …) in front of the real runc, Podman and dockerd, a
 //! `mknod`-made GPU and a test-double driver. The workload is tests/double/cuinit.c: it loads
@@ -9,10 +9,9 @@
 //! succeeds; a spec without `/dev/nvidia-uvm` is blocked naming it; a container without a GPU
 //! starts; an unmet `NVIDIA_REQUIRE_*` does not block where nothing in NVIDIA's chain checks it.
 
-mod common;
 
-use common::nvidia::{self, toolkit};
-use common::*;
+use crate::common::nvidia::{self, toolkit};
+use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -559,13 +558,13 @@ fn podman_cdi_healthy_starts_missing_uvm_is_blocked_no_gpu_starts() {
     assert!(rep.is_none());
 }
 
-/// Real dockerd (tests/common/dockerd.rs) with `--runtime nvidia`: NVIDIA's runtime in `cdi`
+/// Real dockerd (tests/it/common/dockerd.rs) with `--runtime nvidia`: NVIDIA's runtime in `cdi`
 /// mode turns NVIDIA_VISIBLE_DEVICES=all into the CDI device `nvidia.com/gpu=all`, then execs our
 /// shim (its `runtimes` list), which places the hook after NVIDIA's CDI hooks, then runc.
 #[test]
 fn docker_nvidia_runtime_cdi_mode_healthy_starts_missing_uvm_is_blocked_no_gpu_starts() {
     let t = toolkit();
-    let mut daemon = common::dockerd::Dockerd::new();
+    let mut daemon = crate::common::dockerd::Dockerd::new();
     let d = daemon.dir().to_path_buf();
     nvidia::fake_gpu_host(&d);
     let state = d.join("state");

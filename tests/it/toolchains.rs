@@ -5,13 +5,12 @@
 //! Python's ctypes) is run here against the GPU name the rule predicts for, and must fail
 //! exactly where a finding says it will, with the message the finding quotes.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use common::{BIN, cache, h100_profile, repo};
+use crate::common::{BIN, cache, h100_profile, repo};
 use cuda_preflight::knowledge::cuda::Version;
 use cuda_preflight::rules::toolchains::{NVRTC_BAD_ARCH, ptxas_bad_arch, triton_gpu_name};
 use serde_json::Value;

@@ -4,9 +4,8 @@
 //! container mounts at /probe-log, and the container's own process lists every process left in
 //! its pid namespace once the hook has returned.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -711,7 +710,7 @@ fn under_podman_the_probe_takes_the_containers_seccomp_profile_and_confinement()
         .arg("--hooks-dir")
         .arg(&hooks)
         .args(["run", "--rm", "--network", "none", "--user", "1000:1000"])
-        // This sandbox's own hard limits are below Podman's defaults (as in tests/podman.rs).
+        // This sandbox's own hard limits are below Podman's defaults (as in tests/it/podman.rs).
         .args([
             "--ulimit",
             "nofile=1024:1024",

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-mod common;
-use common::{BIN, lib, nvcc_so, sm80_only};
+use crate::common::{BIN, lib, nvcc_so, sm80_only};
 
 const SITE: &str = "usr/local/lib/python3.12/site-packages";
 

@@ -1,12 +1,11 @@
 //! Load through Podman: 50 GPU containers started at once by `podman run` with the hooks
-//! directory (our shipped entry plus a stand-in NVIDIA hook, as tests/podman.rs sets up), half of
+//! directory (our shipped entry plus a stand-in NVIDIA hook, as tests/it/podman.rs sets up), half of
 //! them given a stand-in that leaves out /dev/nvidia-uvm. Every verdict must be right and every
 //! report whole; the hook's own time to verdict (duration_ms of the reports) is printed as
 //! p50/p99 for BENCHMARKS.md.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -57,7 +56,7 @@ fn fifty_concurrent_podman_gpu_starts_all_judged_right() {
     let d = top.path();
     let state = d.join("state");
     let config = d.join("config.toml");
-    // The probe has its own tests (tests/probe.rs); here the static path under load.
+    // The probe has its own tests (tests/it/probe.rs); here the static path under load.
     std::fs::write(&config, "probe = \"never\"\n").unwrap();
     let missing_uvm: Vec<_> = ALL_NODES
         .iter()

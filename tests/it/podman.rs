@@ -1,9 +1,8 @@
 //! Real Podman with a hooks directory holding the project's `hooks/oci-hooks.d` entry (its path
 //! pointed at the built binary), next to a stand-in for NVIDIA's prestart hook.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::process::Command;
 
 struct Podman {
@@ -27,7 +26,7 @@ impl Podman {
         std::fs::create_dir_all(&hooks).unwrap();
         let state = dir.path().join("state");
         let config = dir.path().join("config.toml");
-        // The probe needs a libcuda in the image; it has its own tests (tests/probe.rs).
+        // The probe needs a libcuda in the image; it has its own tests (tests/it/probe.rs).
         std::fs::write(&config, format!("probe = \"never\"\n{config_toml}")).unwrap();
         // Our entry, as shipped, with the binary and its settings pointed at this test.
         let mut ours: serde_json::Value = serde_json::from_slice(
@@ -143,7 +142,7 @@ fn podman_gpu_container_missing_uvm_is_blocked_and_the_user_reads_why() {
         .collect();
     let p = Podman::new(&nodes, "");
     let (ok, err, rep) = p.run(&["NVIDIA_VISIBLE_DEVICES=all"]);
-    // As the user sees it (README.md quotes it): `cargo test --test podman -- --nocapture`.
+    // As the user sees it (README.md quotes it): `cargo test --test it podman:: -- --nocapture`.
     eprintln!("{err}");
     assert!(!ok);
     // What `podman run` prints: its own prefix, runc's, then our first line.

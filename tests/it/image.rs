@@ -3,10 +3,9 @@
 //! output, and a real dockerd's store (`docker import`, then `docker-daemon:` and a bare name)
 //! gives the same verdicts; hostile layers write and open nothing outside the private directory.
 
-mod common;
 
-use common::dockerd::Dockerd;
-use common::*;
+use crate::common::dockerd::Dockerd;
+use crate::common::*;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -543,7 +542,7 @@ fn rootfs_and_fleet_and_text_table() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no *.json host profile"));
 }
 
-// --- Docker: a daemon of the test's own (tests/common/dockerd.rs, as in tests/docker.rs),
+// --- Docker: a daemon of the test's own (tests/it/common/dockerd.rs, as in tests/it/docker.rs),
 // without any runtime change.
 
 fn start_docker() -> Dockerd {

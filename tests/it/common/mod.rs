@@ -223,10 +223,14 @@ pub fn runc_run(dir: &Path, id: &str) -> Output {
     out
 }
 
+/// A name no other test of this process or another one is using: the pid tells processes apart,
+/// a counter the tests of this one (all modules run in one process, on several threads).
 pub fn unique_id(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     format!(
-        "{prefix}-{}-{}",
+        "{prefix}-{}-{}-{}",
         std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

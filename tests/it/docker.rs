@@ -5,13 +5,12 @@
 //! stand-in `nvidia-container-runtime-hook` on dockerd's `PATH` is what Docker looks for, and
 //! Docker adds it as a prestart hook.
 
-mod common;
 
 // The message names a 64-hex id by its first 12 characters, as `docker ps` does.
 use cuda_preflight::output::message::short_id;
 
-use common::dockerd::Dockerd;
-use common::*;
+use crate::common::dockerd::Dockerd;
+use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -20,7 +19,7 @@ use serde_json::{Value, json};
 const SHIM: &str = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
 const IMAGE: &str = "cuda-preflight-test/busybox:1";
 
-/// The private daemon (tests/common/dockerd.rs), with what these cases ask of it.
+/// The private daemon (tests/it/common/dockerd.rs), with what these cases ask of it.
 struct Daemon(Dockerd);
 
 impl std::ops::Deref for Daemon {

@@ -2,9 +2,8 @@
 //! hook's argv the same way (`/usr/bin/cuda-preflight hook --stage createContainer`, after
 //! NVIDIA's CDI hooks: docs/design.md, "Which stage on which path").
 
-mod common;
 
-use common::repo;
+use crate::common::repo;
 use serde_json::{Value, json};
 
 fn json_file(p: &str) -> Value {
@@ -39,7 +38,7 @@ fn every_engine_names_the_same_hook() {
 /// containerd itself reads the snippet (`config dump` merges it over its defaults).
 #[test]
 fn containerd_accepts_its_snippet() {
-    let containerd = common::require_tool("containerd");
+    let containerd = crate::common::require_tool("containerd");
     let out = std::process::Command::new(containerd)
         .arg("--config")
         .arg(repo().join("hooks/containerd/config.toml"))

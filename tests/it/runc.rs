@@ -1,9 +1,8 @@
 //! The hook under the real runc: containers that get their GPUs from the spec and from an
 //! NVIDIA-style prestart hook, blocked or started as the devices they will really have say.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::Path;
 
 struct Run {
@@ -30,7 +29,7 @@ fn run(name: &str, config_toml: &str, edit: impl FnOnce(&mut serde_json::Value, 
     edit(&mut spec, dir.path());
     let state = dir.path().join("state");
     let config = dir.path().join("config.toml");
-    // These tests judge devices and policy; the probe (which needs a libcuda) has tests/probe.rs.
+    // These tests judge devices and policy; the probe (which needs a libcuda) has tests/it/probe.rs.
     let config_toml = if config_toml.contains("probe") {
         config_toml.to_string()
     } else {
@@ -299,7 +298,7 @@ fn image_with_an_sm80_only_library_is_blocked_on_an_h100_with_209() {
     assert_eq!(finding_ids(&rep), vec!["kernel-image-missing"], "{rep}");
     assert_eq!(rep["binaries"]["stats"]["cuda_files"], 1, "{rep}");
     // Scanned, not served from a cache (the state dir is new): the entry is written for the
-    // next container of this image (hits are asserted in tests/binaries.rs).
+    // next container of this image (hits are asserted in tests/it/binaries.rs).
     assert_eq!(rep["binaries"]["stats"]["cache_misses"], 1, "{rep}");
     assert_eq!(
         std::fs::read_dir(r.state.join("scan-cache"))

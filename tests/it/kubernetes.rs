@@ -3,9 +3,8 @@
 //! other and with the containerd snippet: the RuntimeClass names the snippet's runtime, and the
 //! DaemonSet writes where the engines read.
 
-mod common;
 
-use common::repo;
+use crate::common::repo;
 use serde_yaml_ng::Value;
 use std::path::Path;
 use std::process::Command;
@@ -185,7 +184,7 @@ fn daemonset_install_script_on_a_fake_node() {
 /// A chroot laid out like the image (the .deb's files and the libraries they load, busybox for
 /// the shell), for the init containers' scripts.
 fn image_root(dir: &Path) -> std::path::PathBuf {
-    let root = common::busybox_rootfs(dir);
+    let root = crate::common::busybox_rootfs(dir);
     for applet in ["mkdir", "cp", "chmod", "mv", "["] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
@@ -194,7 +193,7 @@ fn image_root(dir: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::fs::create_dir_all(root.join("etc/cuda-preflight")).unwrap();
     let runtime = env!("CARGO_BIN_EXE_cuda-preflight-runtime");
-    for b in [common::BIN, runtime] {
+    for b in [crate::common::BIN, runtime] {
         let name = Path::new(b).file_name().unwrap();
         std::fs::copy(b, root.join("usr/bin").join(name)).unwrap();
         let ldd = Command::new("ldd").arg(b).output().unwrap();
@@ -217,7 +216,7 @@ fn image_root(dir: &Path) -> std::path::PathBuf {
 
 /// Run a script with the image's sh in the chroot; it must succeed.
 fn run_in(root: &Path, script: &str) {
-    let out = Command::new(common::require_tool("chroot"))
+    let out = Command::new(crate::common::require_tool("chroot"))
         .arg(root)
         .args(["/bin/sh", "-c", script])
         .env("PATH", "/usr/bin:/bin")
@@ -392,7 +391,7 @@ fn fleet_manifests_validate_and_fit_together() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    let out = Command::new(common::BIN).args(&args).output().unwrap();
+    let out = Command::new(crate::common::BIN).args(&args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -411,7 +410,7 @@ fn fleet_manifests_validate_and_fit_together() {
         script.contains("cuda-preflight facts --publish --node \"$NODE_NAME\""),
         "{script}"
     );
-    let help = Command::new(common::BIN)
+    let help = Command::new(crate::common::BIN)
         .args(["facts", "--help"])
         .output()
         .unwrap();

@@ -5,9 +5,8 @@
 //! layers does not, and that `check --rootfs` of `podman image mount` sees the identity the
 //! image's containers have.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -110,7 +109,7 @@ impl Podman {
         let o = self
             .podman()
             .args(["run", "--rm", "--network", "none", "--name", &name])
-            // This machine's hard limits are below Podman's defaults (as tests/podman.rs).
+            // This machine's hard limits are below Podman's defaults (as tests/it/podman.rs).
             .args([
                 "--ulimit",
                 "nofile=1024:1024",

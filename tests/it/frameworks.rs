@@ -12,8 +12,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-mod common;
-use common::{BIN, cache};
+use crate::common::{BIN, cache};
 
 const SITE: &str = "usr/local/lib/python3.12/site-packages";
 
