@@ -1,7 +1,6 @@
 //! The binary's contract outside a runtime: `check`'s output and exit codes, and the hook's
 //! behaviour on bad input (its own errors follow `on_error`).
 
-
 use crate::common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -7,7 +7,6 @@
 //! namespace: dpkg, Podman and the hook see a normal system, no other process sees a change, and
 //! the upper layers show exactly what the package left.
 
-
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;

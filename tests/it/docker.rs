@@ -5,7 +5,6 @@
 //! stand-in `nvidia-container-runtime-hook` on dockerd's `PATH` is what Docker looks for, and
 //! Docker adds it as a prestart hook.
 
-
 // The message names a 64-hex id by its first 12 characters, as `docker ps` does.
 use cuda_preflight::output::message::short_id;
 

@@ -3,7 +3,6 @@
 //! container id. The hook is fed the OCI state on stdin as a runtime would (no pid: the spec-only
 //! path), with the example CDI bundles: `cdi-gpu` must be allowed and `cdi-no-uvm` blocked.
 
-
 use crate::common::*;
 use serde_json::Value;
 use std::io::Write;

@@ -11,7 +11,6 @@
 //! scheduler to one of those; an image without a profile is admitted with a warning. Last, 1,000
 //! more NodeFeatures and the webhook's latency per review (printed as `BENCH` lines).
 
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -3,7 +3,6 @@
 //! After a deliberate change of wording, regenerate them with
 //! `UPDATE_GOLDEN=1 cargo test --test it golden::` and review the diff.
 
-
 use crate::common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,6 @@
 //! hook's argv the same way (`/usr/bin/cuda-preflight hook --stage createContainer`, after
 //! NVIDIA's CDI hooks: docs/design.md, "Which stage on which path").
 
-
 use crate::common::repo;
 use serde_json::{Value, json};
 

@@ -5,7 +5,6 @@
 //! control case proves it does), a decision within a generous deadline and bounded memory, no
 //! crash (exit 0/1 with whole JSON, never a signal or exit 2).
 
-
 use crate::common::*;
 use serde_json::Value;
 use std::os::unix::fs::symlink;

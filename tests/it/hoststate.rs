@@ -5,7 +5,6 @@
 //! runc here runs with its cgroupfs driver, which takes a systemd-form `cgroupsPath` as a plain
 //! relative cgroup name; the hook judges the form the engine wrote, so the start is real.
 
-
 use crate::common::*;
 use std::path::Path;
 

@@ -3,7 +3,6 @@
 //! output, and a real dockerd's store (`docker import`, then `docker-daemon:` and a bare name)
 //! gives the same verdicts; hostile layers write and open nothing outside the private directory.
 
-
 use crate::common::dockerd::Dockerd;
 use crate::common::*;
 use std::io::Write;

@@ -5,7 +5,6 @@
 //! layers does not, and that `check --rootfs` of `podman image mount` sees the identity the
 //! image's containers have.
 
-
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -19,9 +19,9 @@
 //! * hostile: links out of the rootfs, a directory symlink loop on the RPATH, a DT_NEEDED cycle.
 //!
 //! Needs root (chroot, `ldconfig -r`), a C compiler, and the downloads; it runs
-//! `scripts/load-fixtures.sh` itself when the cache lacks them, and skips (saying so) only when
-//! the package mirrors cannot be reached at all.
-
+//! `scripts/load-fixtures.sh` itself when the cache lacks them. Without them every test here
+//! fails, naming what is missing and how to get it: a test that cannot get its input does not
+//! pass.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,65 +45,54 @@ fn base() -> PathBuf {
     cache().join("load-fixtures/v1")
 }
 
-/// The cache, filled by scripts/load-fixtures.sh when needed. `None` (and a printed reason)
-/// only when the script failed and the mirrors are unreachable.
-fn fixtures() -> Option<&'static Path> {
-    static READY: OnceLock<Option<PathBuf>> = OnceLock::new();
-    READY
-        .get_or_init(|| {
-            let complete = |rel: &str| base().join(rel).join(".complete").is_file();
-            let all = [
-                "deb/trixie/libc6",
-                "deb/trixie/libstdc++6",
-                "deb/trixie/libgcc-s1",
-                "deb/trixie/libcudart12",
-                "deb/trixie/libstdgpu-cuda0d",
-                "deb/trixie/libhwloc-contrib-plugins",
-                "deb/bookworm/libc6",
-                "deb/bookworm/libstdc++6",
-                "deb/bookworm/libgcc-s1",
-                "wheel/cuda-runtime-cu12-12.9.79",
-                "wheel/cuda-runtime-cu11-11.8.89",
-            ];
-            if all.iter().all(|r| complete(r)) {
-                return Some(base());
-            }
-            let o = Command::new(repo().join("scripts/load-fixtures.sh"))
-                .output()
-                .unwrap();
-            if o.status.success() && all.iter().all(|r| complete(r)) {
-                return Some(base());
-            }
-            let reachable = Command::new("curl")
-                .args(["-fsS", "-m", "20", "-o", "/dev/null"])
-                .arg("http://deb.debian.org/debian/dists/trixie/Release")
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                !reachable,
-                "scripts/load-fixtures.sh failed although deb.debian.org is reachable:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            eprintln!(
-                "SKIPPED: tests/it/image_load.rs needs the packages of scripts/load-fixtures.sh and \
-                 deb.debian.org cannot be reached from here:\n{}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            None
-        })
-        .as_deref()
-}
-
-macro_rules! fixtures_or_skip {
-    () => {
-        match fixtures() {
-            Some(f) => f,
-            None => {
-                eprintln!("SKIPPED {}: no downloads (see above)", module_path!());
-                return;
-            }
+/// The cache, filled by scripts/load-fixtures.sh when needed. Without it the test fails, saying
+/// what is missing and how to get it (the script runs once per process; each test reports).
+fn fixtures() -> &'static Path {
+    static READY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let ready = READY.get_or_init(|| {
+        let complete = |rel: &str| base().join(rel).join(".complete").is_file();
+        let all = [
+            "deb/trixie/libc6",
+            "deb/trixie/libstdc++6",
+            "deb/trixie/libgcc-s1",
+            "deb/trixie/libcudart12",
+            "deb/trixie/libstdgpu-cuda0d",
+            "deb/trixie/libhwloc-contrib-plugins",
+            "deb/bookworm/libc6",
+            "deb/bookworm/libstdc++6",
+            "deb/bookworm/libgcc-s1",
+            "wheel/cuda-runtime-cu12-12.9.79",
+            "wheel/cuda-runtime-cu11-11.8.89",
+        ];
+        if all.iter().all(|r| complete(r)) {
+            return Ok(base());
         }
-    };
+        let o = Command::new(repo().join("scripts/load-fixtures.sh")).output();
+        if all.iter().all(|r| complete(r)) {
+            return Ok(base());
+        }
+        let missing: Vec<&str> = all.iter().copied().filter(|r| !complete(r)).collect();
+        let how = match &o {
+            Ok(o) => format!(
+                "scripts/load-fixtures.sh exited {:?}:\n{}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => format!("scripts/load-fixtures.sh could not run: {e}"),
+        };
+        Err(format!(
+            "tests/it/image_load.rs needs the Debian packages and CUDA runtime wheels that \
+             scripts/load-fixtures.sh downloads (11 MB, from deb.debian.org and pypi.org) into {}; \
+             missing: {}. Run scripts/load-fixtures.sh where those hosts are reachable, or copy \
+             that directory from a machine that has it. {how}",
+            base().display(),
+            missing.join(", ")
+        ))
+    });
+    match ready {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn require_root() {
@@ -505,7 +494,7 @@ fn runtimes_in_use(doc: &Value) -> &Vec<Value> {
 /// image's ld.so.cache, and their symbol versions are all defined.
 #[test]
 fn clean_debian_image_loads_and_check_agrees() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let img = Image::new(
         fx,
         Suite::Trixie,
@@ -551,7 +540,7 @@ fn clean_debian_image_loads_and_check_agrees() {
 /// says so with the loader's own words.
 #[test]
 fn runtime_removed_is_image_library_missing_like_the_loader() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let img = Image::new(
         fx,
         Suite::Trixie,
@@ -604,7 +593,7 @@ fn runtime_removed_is_image_library_missing_like_the_loader() {
 /// GLIBCXX_3.4.32 (libstdgpu_cuda) and GLIBC_2.38 (hwloc_cuda.so); so must check.
 #[test]
 fn old_libstdcxx_and_libc_are_symbol_version_missing_like_the_loader() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let img = Image::new(
         fx,
         Suite::Bookworm,
@@ -659,7 +648,7 @@ fn old_libstdcxx_and_libc_are_symbol_version_missing_like_the_loader() {
 /// it. Kept apart from the test above so a path-spelling difference shows on its own.
 #[test]
 fn symbol_version_message_is_the_loaders_verbatim() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let img = Image::new(fx, Suite::Bookworm, &["libcudart12", "libstdgpu-cuda0d"]);
     img.ldconfig();
     let real = "/usr/lib/x86_64-linux-gnu/libstdgpu_cuda.so.1.3.0.20220507";
@@ -683,7 +672,7 @@ fn symbol_version_message_is_the_loaders_verbatim() {
 /// 11.8 alone would run through minor-version compatibility.
 #[test]
 fn framework_rpath_runtime_wins_and_versions_judge_it() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let mut img = Image::new(fx, Suite::Trixie, &[]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
     let cu11 = fx.join("wheel/cuda-runtime-cu11-11.8.89/nvidia/cuda_runtime/lib");
@@ -774,7 +763,7 @@ fn framework_rpath_runtime_wins_and_versions_judge_it() {
 /// say missing, and never name the outside copy.
 #[test]
 fn hostile_links_and_loops_end_inside_the_rootfs() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let mut img = Image::new(fx, Suite::Trixie, &["libstdgpu-cuda0d"]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
     let outside = img.dir.path().join("outside");
@@ -891,7 +880,7 @@ fn hostile_links_and_loops_end_inside_the_rootfs() {
 /// the second framework's libcudart.so.12 is matched by soname to the one already there.
 #[test]
 fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let mut img = Image::new(fx, Suite::Trixie, &[]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
     img.pip(SITE, &fx.join("wheel/cuda-runtime-cu12-12.9.79"));
@@ -1000,7 +989,7 @@ fn rpath_runpath_and_ld_library_path_decide_which_runtime_loads() {
 /// (trixie), and with GLIBC_2.38 missing on Debian 12's libc.
 #[test]
 fn cuda_consumers_outside_the_walked_dirs_are_judged() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let mine = format!("{SITE}/acme_models/_cuda/libacme_cuda.so");
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
 
@@ -1061,7 +1050,7 @@ fn cuda_consumers_outside_the_walked_dirs_are_judged() {
 /// so judging "11.0" would warn about an H100 that 11.8 supports.
 #[test]
 fn cuda11_wheel_runtime_is_11_8_not_11_0() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let img = Image::new(fx, Suite::Trixie, &[]);
     let wheel = fx.join("wheel/cuda-runtime-cu11-11.8.89");
     img.pip(SITE, &wheel);
@@ -1126,7 +1115,7 @@ fn cuda11_wheel_runtime_is_11_8_not_11_0() {
 /// the module alone says "not found"; run by that python it loads.
 #[test]
 fn executable_rpath_serves_the_libraries_it_loads() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let mut img = Image::new(fx, Suite::Trixie, &[]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
     img.place_with_link(
@@ -1177,7 +1166,7 @@ fn executable_rpath_serves_the_libraries_it_loads() {
 /// past GLIBCXX_3.4.32 and fails on the copy's own GLIBC_2.38 — check must not call that a cure.
 #[test]
 fn newer_libstdcxx_elsewhere_is_named_and_its_own_needs_are_judged() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let mut img = Image::new(fx, Suite::Bookworm, &["libcudart12", "libstdgpu-cuda0d"]);
     img.place_with_link(
         "opt/conda/lib",
@@ -1235,7 +1224,7 @@ fn newer_libstdcxx_elsewhere_is_named_and_its_own_needs_are_judged() {
 /// missing runtime, and on the old libstdc++, with the loader's words.
 #[test]
 fn real_container_sees_what_the_chroot_sees() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     for (suite, pkgs, want) in [
         (
             Suite::Trixie,
@@ -1268,7 +1257,8 @@ fn real_container_sees_what_the_chroot_sees() {
                return 0; }\n",
         );
         img.place("/usr/local/bin/import-probe", &probe);
-        let mut spec = crate::common::base_spec(img.dir.path(), &["/usr/local/bin/import-probe", STDGPU]);
+        let mut spec =
+            crate::common::base_spec(img.dir.path(), &["/usr/local/bin/import-probe", STDGPU]);
         spec["process"]["env"] = json!(img.env);
         spec["root"]["readonly"] = json!(false);
         crate::common::write_spec(img.dir.path(), &spec);
@@ -1288,7 +1278,7 @@ fn real_container_sees_what_the_chroot_sees() {
 /// copy sits in the cache. check must say what the loader says, not that all is well.
 #[test]
 fn a_file_that_is_not_a_library_stops_the_loader() {
-    let fx = fixtures_or_skip!();
+    let fx = fixtures();
     let img = Image::new(fx, Suite::Trixie, &["libcudart12"]);
     let cu12 = fx.join("wheel/cuda-runtime-cu12-12.9.79/nvidia/cuda_runtime/lib");
     let mine = format!("{SITE}/acme_models/_cuda/libacme_cuda.so");

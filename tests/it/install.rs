@@ -1,7 +1,6 @@
 //! `cuda-preflight install|uninstall` on real files: keys survive, a backup is kept, a second
 //! install changes nothing, uninstall gives the file back.
 
-
 use crate::common::BIN;
 use serde_json::{Value, json};
 use std::path::Path;

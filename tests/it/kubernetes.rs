@@ -3,7 +3,6 @@
 //! other and with the containerd snippet: the RuntimeClass names the snippet's runtime, and the
 //! DaemonSet writes where the engines read.
 
-
 use crate::common::repo;
 use serde_yaml_ng::Value;
 use std::path::Path;
@@ -391,7 +390,10 @@ fn fleet_manifests_validate_and_fit_together() {
         .iter()
         .map(|a| a.as_str().unwrap())
         .collect();
-    let out = Command::new(crate::common::BIN).args(&args).output().unwrap();
+    let out = Command::new(crate::common::BIN)
+        .args(&args)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(

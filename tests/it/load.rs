@@ -2,7 +2,6 @@
 //! them defective. Every verdict must be right and every report whole; the hook's own latency
 //! (from the reports) is printed as p50/p99 (speed is recorded in BENCHMARKS.md, not asserted).
 
-
 use crate::common::*;
 use std::path::PathBuf;
 

@@ -1,7 +1,6 @@
 //! The metrics file as a Prometheus server reads it: 20 hooks at once must lose no increment, and
 //! the file must parse with a real text-format parser. Also the headroom findings end to end.
 
-
 use crate::common::*;
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -10,7 +10,6 @@
 //! the probe and says so until the probe is made correct there (issue 19); the double's answer
 //! file (/etc/cuda-double.conf, a version marker) is mounted for that day.
 
-
 use crate::common::*;
 use std::collections::HashMap;
 use std::io::{Read, Write};

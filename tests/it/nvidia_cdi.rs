@@ -9,7 +9,6 @@
 //! succeeds; a spec without `/dev/nvidia-uvm` is blocked naming it; a container without a GPU
 //! starts; an unmet `NVIDIA_REQUIRE_*` does not block where nothing in NVIDIA's chain checks it.
 
-
 use crate::common::nvidia::{self, toolkit};
 use crate::common::*;
 use serde_json::{Value, json};

@@ -1,7 +1,6 @@
 //! Real Podman with a hooks directory holding the project's `hooks/oci-hooks.d` entry (its path
 //! pointed at the built binary), next to a stand-in for NVIDIA's prestart hook.
 
-
 use crate::common::*;
 use std::process::Command;
 

@@ -4,7 +4,6 @@
 //! report whole; the hook's own time to verdict (duration_ms of the reports) is printed as
 //! p50/p99 for BENCHMARKS.md.
 
-
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -4,7 +4,6 @@
 //! from inside the container's mount namespace and cgroup, as the container's user with no
 //! capabilities; that a hang is cut at the deadline and a crash is a finding.
 
-
 use crate::common::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -4,7 +4,6 @@
 //! container mounts at /probe-log, and the container's own process lists every process left in
 //! its pid namespace once the hook has returned.
 
-
 use crate::common::*;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

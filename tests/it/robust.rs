@@ -1,7 +1,6 @@
 //! Issue 22: a hostile image or a sick host stalls nothing and flips no verdict. The real hook
 //! under the real runc where the defect is about a start.
 
-
 use crate::common::*;
 use std::os::fd::AsRawFd;
 use std::path::Path;

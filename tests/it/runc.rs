@@ -1,7 +1,6 @@
 //! The hook under the real runc: containers that get their GPUs from the spec and from an
 //! NVIDIA-style prestart hook, blocked or started as the devices they will really have say.
 
-
 use crate::common::*;
 use std::path::Path;
 

@@ -5,7 +5,6 @@
 //! Python's ctypes) is run here against the GPU name the rule predicts for, and must fail
 //! exactly where a finding says it will, with the message the finding quotes.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
