@@ -122,12 +122,11 @@ fn build_deb(out: &Path) -> PathBuf {
         "cargo deb (scripts/test.sh installs cargo-deb): {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    let deb = std::fs::read_dir(out)
+    std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("a .deb");
-    deb
+        .expect("a .deb")
 }
 
 #[test]
