@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Seed corpus for `cargo fuzz run fatbin`: small real inputs from the fixture cache that
-# tests/fatbin_vs_cuobjdump.rs builds (run the tests first).
+# tests/it/fatbin_vs_cuobjdump.rs builds (run the tests first).
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p corpus/fatbin

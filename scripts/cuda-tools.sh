@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install NVIDIA's CUDA toolchain and a few small real CUDA libraries from NVIDIA's Python
-# wheels into the shared download cache, for tests/fatbin_vs_cuobjdump.rs. Idempotent: each
+# wheels into the shared download cache, for tests/it/fatbin_vs_cuobjdump.rs. Idempotent: each
 # package set is installed once, into a versioned directory, and marked complete with a stamp.
 #
 #   cuda-tools/13.5.37/nvidia/cu13/bin/{nvcc,ptxas,fatbinary,nvlink,cuobjdump}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real framework libraries for tests/frameworks.rs (issue 21), cut out of their public wheels on
+# Real framework libraries for tests/it/frameworks.rs (issue 21), cut out of their public wheels on
 # PyPI with HTTP Range requests (scripts/wheel-member.py: each member checked against the wheel's
 # RECORD), then checked here against the sha256 pinned below. Idempotent: each set goes into a
 # versioned directory under the shared download cache, marked complete with a stamp; a second run

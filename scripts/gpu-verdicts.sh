@@ -5,7 +5,7 @@
 # nvcc (raw PTX at several ISA versions by editing `.version`), loads each with
 # cuModuleLoadData on GPU 0, and writes the fixtures plus driver.tsv into OUTDIR.
 #   scripts/gpu-verdicts.sh OUTDIR [EXTRA_FILES...]
-# Then copy OUTDIR into tests/data/<gpu>-driver-<version>/; tests/driver_verdicts.rs compares
+# Then copy OUTDIR into tests/data/<gpu>-driver-<version>/; tests/it/driver_verdicts.rs compares
 # `scan`'s predictions with it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

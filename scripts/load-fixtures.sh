@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real packages for tests/image_load.rs (issue 14, "image load checks"), into the shared
+# Real packages for tests/it/image_load.rs (issue 14, "image load checks"), into the shared
 # download cache. Idempotent: each package is fetched once into a versioned directory, unpacked
 # there, and marked complete with a stamp; a second run touches no network.
 #
@@ -121,7 +121,7 @@ wheel "$BASE/wheel/cuda-runtime-cu12-12.9.79" nvidia-cuda-runtime-cu12==12.9.79
 wheel "$BASE/wheel/cuda-runtime-cu11-11.8.89" nvidia-cuda-runtime-cu11==11.8.89
 
 # The tests build small consumers and a dlopen probe with the host's C compiler.
-command -v cc >/dev/null || echo "load-fixtures.sh: warning: no cc on PATH; tests/image_load.rs needs one" >&2
+command -v cc >/dev/null || echo "load-fixtures.sh: warning: no cc on PATH; tests/it/image_load.rs needs one" >&2
 
 for d in "$BASE"/deb/*/*/; do
     printf '%-10s %-26s %-30s %s\n' "$(basename "$(dirname "$d")")" "$(basename "$d")" \

@@ -49,6 +49,8 @@ want="/etc/cuda-preflight/config.toml
 /usr/share/cuda-preflight/hooks/cdi/nvidia-containerEdits-hook.json
 /usr/share/cuda-preflight/hooks/containerd/config.toml
 /usr/share/cuda-preflight/hooks/docker/daemon.json
+/usr/share/doc/cuda-preflight/LICENSE-APACHE
+/usr/share/doc/cuda-preflight/LICENSE-MIT
 /usr/share/doc/cuda-preflight/README.md
 /usr/share/doc/cuda-preflight/hooks.md"
 got=$(rpm -qlp "$rpmfile" 2>/dev/null | sort)
@@ -59,7 +61,7 @@ fi
 # FILEFLAGS: c = %config, n = noreplace, d = %doc.
 flags=$(rpm -qp --qf '[%{FILENAMES} %{FILEFLAGS:fflags}\n]' "$rpmfile" 2>/dev/null | sort)
 echo "$flags" | grep -qx '/etc/cuda-preflight/config.toml cn' || fail "config flags: $flags"
-[ "$(echo "$flags" | grep -c ' d$')" = 2 ] || fail "doc flags: $flags"
+[ "$(echo "$flags" | grep -c ' d$')" = 4 ] || fail "doc flags: $flags"
 [ "$(echo "$flags" | grep -c ' $')" = 6 ] || fail "plain files: $flags"
 
 root=$(mktemp -d)

@@ -9,18 +9,18 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v runc >/dev/null || need+=(runc)
 command -v podman >/dev/null || need+=(podman)
-# tests/docker.rs and tests/image.rs start their own dockerd and containerd (the harness in
-# tests/common/dockerd.rs: nothing here starts or configures one); /usr/local/bin may hold a newer
+# tests/it/docker.rs and tests/it/image.rs start their own dockerd and containerd (the harness in
+# tests/it/common/dockerd.rs: nothing here starts or configures one); /usr/local/bin may hold a newer
 # client alone, so look for the daemon.
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
-# tests/nri.rs: xz unpacks the node stack's binaries and NVIDIA's hook; gcc + libc6-dev build the
+# tests/it/nri.rs: xz unpacks the node stack's binaries and NVIDIA's hook; gcc + libc6-dev build the
 # node's pause image and the test-double libcuda.
 command -v xz >/dev/null || need+=(xz-utils)
 command -v gcc >/dev/null || need+=(gcc)
 dpkg -s libc6-dev >/dev/null 2>&1 || need+=(libc6-dev)
-# tests/fleet.rs: a real OCI registry (distribution 2.8), skopeo to push images to it, openssl
+# tests/it/fleet.rs: a real OCI registry (distribution 2.8), skopeo to push images to it, openssl
 # for the webhook's certificate, curl, and xz for the control plane's binaries. The control plane
 # itself (kube-apiserver, etcd, scheduler, controller-manager, nfd-master) comes from
 # CUDA_PREFLIGHT_K8S_CONTROL (default ../shared/k8s-control): nothing here downloads it.
@@ -30,7 +30,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 # The rootfs has no libc: the busybox copied into it must be the static one.
 dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
-# tests/nvidia_cdi.rs unpacks NVIDIA's toolkit binaries (.xz) and builds its test-double driver.
+# tests/it/nvidia_cdi.rs unpacks NVIDIA's toolkit binaries (.xz) and builds its test-double driver.
 command -v xz >/dev/null || need+=(xz-utils)
 command -v gcc >/dev/null || need+=(gcc libc6-dev)
 if [ ${#need[@]} -gt 0 ]; then
@@ -43,14 +43,14 @@ fi
 if [ -x scripts/cuda-tools.sh ]; then
   scripts/cuda-tools.sh
 fi
-scripts/toolchain-fixtures.sh  # Triton's ptxas and NVRTC cut out of their wheels (tests/toolchains.rs, ~11 s)
-scripts/load-fixtures.sh >/dev/null  # Debian packages and runtime wheels for tests/image_load.rs (11 MB, ~5 s)
-scripts/framework-fixtures.sh  # vLLM, torch and cuSPARSELt libraries cut out of their wheels for tests/frameworks.rs (1.3 GB, ~1 min)
+scripts/toolchain-fixtures.sh  # Triton's ptxas and NVRTC cut out of their wheels (tests/it/toolchains.rs, ~11 s)
+scripts/load-fixtures.sh >/dev/null  # Debian packages and runtime wheels for tests/it/image_load.rs (11 MB, ~5 s)
+scripts/framework-fixtures.sh  # vLLM, torch and cuSPARSELt libraries cut out of their wheels for tests/it/frameworks.rs (1.3 GB, ~1 min)
 
-# The Kubernetes schema validator (tests/kubernetes.rs), into the shared download cache (~1 min).
+# The Kubernetes schema validator (tests/it/kubernetes.rs), into the shared download cache (~1 min).
 scripts/kubernetes-validate.sh
 
-# cargo-deb for tests/deb_install.rs, once into the shared cache when missing (69 crates, 3 min).
+# cargo-deb for tests/it/deb_install.rs, once into the shared cache when missing (69 crates, 3 min).
 CACHE="${CUDA_PREFLIGHT_CACHE:-/var/tmp/cuda-preflight-cache}"
 export PATH="$CACHE/cargo-tools/bin:$PATH"
 if ! command -v cargo-deb >/dev/null; then
@@ -59,11 +59,11 @@ if ! command -v cargo-deb >/dev/null; then
 fi
 
 # NVIDIA's container toolkit built from its source (nvidia-container-runtime, nvidia-cdi-hook as
-# .xz with SHA256SUMS) for tests/nvidia_cdi.rs: one variable names it; this workplace keeps it
+# .xz with SHA256SUMS) for tests/it/nvidia_cdi.rs: one variable names it; this workplace keeps it
 # next to the repository. A test that cannot find it fails.
 export CUDA_PREFLIGHT_NVIDIA_TOOLKIT="${CUDA_PREFLIGHT_NVIDIA_TOOLKIT:-$(cd .. && pwd)/shared/nvidia-toolkit}"
 echo "scripts/test.sh: NVIDIA container toolkit from $CUDA_PREFLIGHT_NVIDIA_TOOLKIT (CUDA_PREFLIGHT_NVIDIA_TOOLKIT)" >&2
-# tests/nri.rs runs a real containerd + NRI + crictl (CUDA_PREFLIGHT_K8S_NODE; unset: ../shared/k8s-node
+# tests/it/nri.rs runs a real containerd + NRI + crictl (CUDA_PREFLIGHT_K8S_NODE; unset: ../shared/k8s-node
 # from the repository root) with NVIDIA's nvidia-cdi-hook (the toolkit above).
 echo "scripts/test.sh: Kubernetes node stack: ${CUDA_PREFLIGHT_K8S_NODE:-$PWD/../shared/k8s-node}" >&2
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real JIT toolchains for tests/toolchains.rs, cut out of NVIDIA's and Triton's wheels on PyPI.
+# Real JIT toolchains for tests/it/toolchains.rs, cut out of NVIDIA's and Triton's wheels on PyPI.
 # A Triton wheel is 155-285 MB; only its ptxas (~30 MB) and triton/__init__.py are fetched, with
 # HTTP Range requests on the zip (scripts/wheel-member.py, stdlib only, every member checked
 # against the wheel's RECORD sha256). Idempotent: each set goes into a versioned directory under

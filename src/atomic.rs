@@ -6,7 +6,7 @@ use std::path::Path;
 
 /// Write `bytes` to `path` atomically. The temporary file is `.<name>.<pid>.tmp` in the same
 /// directory; one left by a killed process that had our pid is removed first (a later writer
-/// must not fail on it, tests/faults.rs), and ours is removed if anything fails.
+/// must not fail on it, tests/it/faults.rs), and ours is removed if anything fails.
 pub fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     replace(path, bytes, true)
 }

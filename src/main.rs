@@ -66,12 +66,27 @@ fn main() -> ExitCode {
 }
 
 /// Map a command's result to its exit code: bad input is 2, with one line naming what was wrong.
+/// A reader that closed our stdout early (`… | head`) is a normal end: exit 0, nothing said (Rust
+/// ignores SIGPIPE, so the write fails with EPIPE instead of killing us).
 fn report(r: anyhow::Result<i32>) -> i32 {
     match r {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("cuda-preflight: {e:#}");
             2
         }
     }
+}
+
+/// A write to a closed pipe, directly or inside serde_json's writer error.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::BrokenPipe;
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                == Some(BrokenPipe)
+    })
 }

@@ -63,15 +63,15 @@ pub enum ShimError {
     NoRuntime,
     #[error("hook binary {0} does not exist; set `hook_binary` in the config")]
     HookMissing(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not a JSON spec: {source}")]
+    #[error("{path}: not a JSON spec: {error}")]
     BadJson {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("config.json: {0}")]
     BadSpec(&'static str),
@@ -83,10 +83,10 @@ pub enum ShimError {
     ConfigTimeout(PathBuf, u128),
     #[error("blocked before the runtime ran")]
     Blocked,
-    #[error("cannot exec {path}: {source}")]
+    #[error("cannot exec {path}: {error}")]
     Exec {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -428,11 +428,11 @@ pub fn edit_bundle(bundle: &Path, hook_binary: &Path, config: Option<&Path>) -> 
     let bytes =
         crate::input::read_capped(&path, MAX_SPEC_BYTES).map_err(|source| ShimError::Io {
             path: path.clone(),
-            source,
+            error: source,
         })?;
     let mut spec: Value = serde_json::from_slice(&bytes).map_err(|source| ShimError::BadJson {
         path: path.clone(),
-        source,
+        error: source,
     })?;
     if !add_hook(&mut spec, hook_binary, config)? {
         return Ok(false);
@@ -449,7 +449,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let io = |source| ShimError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     };
     let meta = match std::fs::metadata(path) {
         Ok(m) => Some(m),
@@ -532,7 +532,7 @@ pub fn run(args: Vec<OsString>) -> u8 {
                 "cuda-preflight-runtime: {}",
                 ShimError::Exec {
                     path: runtime,
-                    source: err
+                    error: err
                 }
             );
             // A shell's "cannot execute"; nothing was started.
@@ -737,7 +737,7 @@ pub fn nvidia_chain_config(config: &Config, me: &Path) -> Result<Option<PathBuf>
     if !path.exists() {
         std::fs::create_dir_all(&config.state_dir).map_err(|source| ShimError::Io {
             path: config.state_dir.clone(),
-            source,
+            error: source,
         })?;
         write_atomic(&path, text.as_bytes())?;
     }
@@ -787,7 +787,7 @@ fn early_verdict_within(
         Some(Ok(r)) => r.map_err(EarlyError::Failed),
         Some(Err(e)) => Err(EarlyError::Failed(ShimError::Io {
             path: bundle.to_path_buf(),
-            source: e,
+            error: e,
         })),
         None => Err(EarlyError::Deadline(config.deadline_ms)),
     }
@@ -846,7 +846,7 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
                     .config
                     .clone()
                     .unwrap_or_else(|| crate::config::DEFAULT_PATH.into()),
-                source,
+                error: source,
             });
         }
         None => {
@@ -970,7 +970,7 @@ fn prepare(args: &[OsString]) -> Result<(PathBuf, Invocation, Vec<(&'static str,
                 Some(Ok(r)) => r,
                 Some(Err(source)) => Err(ShimError::Io {
                     path: bundle.clone(),
-                    source,
+                    error: source,
                 }),
                 None => match config.on_timeout {
                     OnFailure::Allow => {

@@ -76,14 +76,17 @@ fn effective_stage(declared: Stage, state_pid: Option<i32>, parent: i32) -> Stag
 static TIMEOUT_EXIT: AtomicI32 = AtomicI32::new(0);
 static TIMEOUT_MSG: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
 
+#[allow(unsafe_code)]
 extern "C" fn on_alarm(_: libc::c_int) {
     // Only async-signal-safe calls: write(2) and _exit(2).
     let msg = TIMEOUT_MSG.load(Ordering::SeqCst);
     if !msg.is_null() {
         // SAFETY: the pointer comes from Box::leak and is never freed.
         let m = unsafe { &*msg };
+        // SAFETY: a buffer that lives as long as the program, and its length.
         unsafe { libc::write(2, m.as_ptr().cast(), m.len()) };
     }
+    // SAFETY: _exit(2) ends the process at once; nothing after it runs.
     unsafe { libc::_exit(TIMEOUT_EXIT.load(Ordering::SeqCst)) };
 }
 
@@ -109,6 +112,7 @@ fn arm_deadline(ms: u64, on_timeout: OnFailure, container: &str) {
 
 /// Arm the one real-time timer: at `ms` the handler prints `msg` and exits with `code`; `ms` 0
 /// disarms it.
+#[allow(unsafe_code)]
 pub(crate) fn set_timer(ms: u64, code: i32, msg: String) {
     TIMEOUT_EXIT.store(code, Ordering::SeqCst);
     let old = TIMEOUT_MSG.swap(Box::leak(Box::new(msg.into_bytes())), Ordering::SeqCst);
@@ -131,20 +135,72 @@ pub(crate) fn set_timer(ms: u64, code: i32, msg: String) {
     }
 }
 
-/// Run the hook with a panic treated as the hook's own error: it follows `on_error` instead of
-/// taking down the start with it.
+/// Run the hook with a panic treated as the hook's own error: like a missing bundle, it follows
+/// `on_error`, is said on stderr in one line and is recorded (report, metrics, log line) as
+/// `hook-error`, instead of taking down the start with a backtrace nobody reads.
 pub fn run_guarded(args: &HookArgs, stdin: impl Read + std::panic::UnwindSafe) -> i32 {
-    match std::panic::catch_unwind(|| run(args, stdin)) {
+    guarded(args, move || run(args, stdin))
+}
+
+thread_local! {
+    /// The container the hook is judging, once known: a panic is recorded in its report.
+    static IN_FLIGHT: std::cell::RefCell<(Option<HookState>, Option<GpuRequest>)> =
+        const { std::cell::RefCell::new((None, None)) };
+}
+
+fn remember(state: Option<&HookState>, request: Option<&GpuRequest>) {
+    IN_FLIGHT.with(|f| *f.borrow_mut() = (state.cloned(), request.cloned()));
+}
+
+/// The panic boundary of the hook: `body` runs the hook; a panic in it (on this thread) goes to
+/// [`own_error`] with what panicked and where.
+fn guarded(args: &HookArgs, body: impl FnOnce() -> i32 + std::panic::UnwindSafe) -> i32 {
+    use std::sync::{Arc, Mutex};
+    let started = Instant::now();
+    remember(None, None);
+    let this = std::thread::current().id();
+    let caught: Arc<Mutex<Option<String>>> = Arc::default();
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    {
+        let (caught, previous) = (caught.clone(), previous.clone());
+        // The default hook's multi-line "thread 'main' panicked" would come before our one line,
+        // and runc shows a failing hook's stderr as one line: say it once, ourselves. Other
+        // threads' panics are theirs to handle and keep the default.
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().id() != this {
+                return previous(info);
+            }
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            if let Ok(mut c) = caught.lock() {
+                *c = Some(format!("the hook panicked{at}: {what}"));
+            }
+        }));
+    }
+    let result = std::panic::catch_unwind(body);
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    match result {
         Ok(code) => code,
-        Err(_) => match args
-            .settings
-            .load()
-            .map(|c| c.on_error)
-            .unwrap_or(OnFailure::Allow)
-        {
-            OnFailure::Allow => 0,
-            OnFailure::Block => 1,
-        },
+        Err(_) => {
+            let err = caught
+                .lock()
+                .ok()
+                .and_then(|mut c| c.take())
+                .unwrap_or_else(|| "the hook panicked".into());
+            let err = crate::output::printable(&err);
+            let (state, request) = IN_FLIGHT.with(|f| f.take());
+            own_error(args, state.as_ref(), request.as_ref(), &err, started)
+        }
     }
 }
 
@@ -157,6 +213,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         Ok(s) => s,
         Err(e) => return own_error(args, None, None, &e.to_string(), started),
     };
+    remember(Some(&state), None);
     let bundle = match Bundle::load(&state.bundle) {
         Ok(b) => b,
         Err(e) => return own_error(args, Some(&state), None, &e.to_string(), started),
@@ -165,6 +222,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     if request == GpuRequest::None {
         return 0;
     }
+    remember(Some(&state), Some(&request));
     let mut phases = output::report::Phases::since(started);
     phases.mark("input");
     let config = match args.settings.load() {
@@ -224,13 +282,18 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
     // then recording runs under its own short budget, at whose end the process exits with the
     // verdict's code — a held metrics lock, a stalled log daemon or a slow disk can delay the start
     // by at most that budget and never turn a block into `on_timeout` (issue 22).
+    // Written, not `eprint!`, which panics where stderr is a pipe nobody reads: the verdict stands.
+    let say = |v: &verdict::Verdict| {
+        let text = output::message::render(&state.id, v, true);
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    };
     let code = match v.verdict {
         Decision::Block => {
-            eprint!("{}", output::message::render(&state.id, &v, true));
+            say(&v);
             1
         }
         Decision::Warn if v.mode != crate::config::Mode::Audit => {
-            eprint!("{}", output::message::render(&state.id, &v, true));
+            say(&v);
             0
         }
         _ => 0,
@@ -307,18 +370,21 @@ fn own_error(
     let id = state.map(|s| s.id.as_str()).unwrap_or("?");
     let decision = verdict::on_own_error(&config);
     // Decided: the message first, then recording under its own budget (as for a verdict).
-    let code = match decision {
-        Decision::Block => {
-            eprintln!(
-                "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}"
-            );
-            1
-        }
-        _ => {
-            eprintln!("cuda-preflight: error, start allowed (on_error = allow): {err}");
-            0
-        }
+    // Written, not `eprintln!`: that panics where stderr is a pipe nobody reads, and this may run
+    // after a panic, outside the boundary.
+    let (code, line) = match decision {
+        Decision::Block => (
+            1,
+            format!(
+                "cuda-preflight: blocked container {id}: the hook failed (on_error = block): {err}\n"
+            ),
+        ),
+        _ => (
+            0,
+            format!("cuda-preflight: error, start allowed (on_error = allow): {err}\n"),
+        ),
     };
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     arm_recording_budget(code, decision.as_str(), id, &config, started);
     let none = GpuRequest::None;
     let finding = verdict::hook_error(err);
@@ -359,6 +425,61 @@ fn own_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The panic boundary: a panic in the hook is its own error — exit per `on_error`, and the
+    /// report of the container it was judging says what panicked and where.
+    #[test]
+    fn a_panic_is_recorded_as_the_hooks_own_error() {
+        for (on_error, want, verdict) in [("allow", 0, "allow"), ("block", 1, "block")] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = dir.path().join("c.toml");
+            std::fs::write(&cfg, format!("on_error = \"{on_error}\"\n")).unwrap();
+            let state_dir = dir.path().join("state");
+            let args = HookArgs {
+                settings: SettingsArgs {
+                    config: Some(cfg),
+                    state_dir: Some(state_dir.clone()),
+                    host_root: None,
+                },
+                ..Default::default()
+            };
+            let state = state::parse(
+                br#"{"ociVersion":"1.0.2","id":"c-panic","status":"creating","pid":1,"bundle":"/b"}"#,
+            )
+            .unwrap();
+            let code = guarded(&args, || {
+                remember(Some(&state), None);
+                panic!("deliberate, {}", "for the test")
+            });
+            // own_error armed the recording budget's timer, whose end exits the process.
+            set_timer(0, 0, String::new());
+            assert_eq!(code, want, "{on_error}");
+            let report: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(state_dir.join("reports/c-panic.json")).expect("a report"),
+            )
+            .unwrap();
+            let err = report["error"].as_str().unwrap();
+            assert!(
+                err.starts_with("the hook panicked at src/commands/hook.rs:")
+                    && err.ends_with(": deliberate, for the test"),
+                "{err}"
+            );
+            assert_eq!(report["verdict"], verdict);
+            assert_eq!(report["findings"][0]["id"], "hook-error");
+        }
+        // No panic: the body's code, nothing recorded.
+        let dir = tempfile::tempdir().unwrap();
+        let args = HookArgs {
+            settings: SettingsArgs {
+                config: None,
+                state_dir: Some(dir.path().to_path_buf()),
+                host_root: None,
+            },
+            ..Default::default()
+        };
+        assert_eq!(guarded(&args, || 1), 1);
+        assert!(!dir.path().join("reports").exists());
+    }
 
     #[test]
     fn a_state_pid_of_1_is_read_as_the_create_container_stage() {

@@ -56,15 +56,15 @@ pub struct InstallArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not JSON: {source}")]
+    #[error("{path}: not JSON: {error}")]
     BadJson {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("daemon.json: {0}")]
     BadDaemonJson(&'static str),
@@ -132,12 +132,12 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
             .map(Some)
             .map_err(|source| InstallError::BadJson {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(InstallError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }),
     }
 }
@@ -207,7 +207,7 @@ fn apply(
         let bak = backup_path(path);
         std::fs::copy(path, &bak).map_err(|source| InstallError::Io {
             path: bak.clone(),
-            source,
+            error: source,
         })?;
         writeln!(out, "{}: previous version saved", bak.display())?;
     }
@@ -238,7 +238,7 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
                     let m = created_marker(&args.daemon_json);
                     std::fs::write(&m, b"").map_err(|source| InstallError::Io {
                         path: m.clone(),
-                        source,
+                        error: source,
                     })?;
                 }
                 apply(&args.daemon_json, old.as_ref(), &new, keep, out)?;
@@ -257,7 +257,7 @@ pub fn run(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
             } else {
                 std::fs::create_dir_all(&args.hooks_dir).map_err(|source| InstallError::Io {
                     path: args.hooks_dir.clone(),
-                    source,
+                    error: source,
                 })?;
                 let old = read_json(&path)?;
                 apply(&path, old.as_ref(), &new, true, out)?;
@@ -301,13 +301,13 @@ pub fn run_uninstall(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<
                 // (formatting and key order included), written where the links lead.
                 let bytes = std::fs::read(&bak).map_err(|source| InstallError::Io {
                     path: bak.clone(),
-                    source,
+                    error: source,
                 })?;
                 shim::write_atomic(&write_target(&args.daemon_json), &bytes)
                     .map_err(InstallError::from)?;
                 std::fs::remove_file(&bak).map_err(|source| InstallError::Io {
                     path: bak.clone(),
-                    source,
+                    error: source,
                 })?;
                 writeln!(
                     out,
@@ -318,7 +318,7 @@ pub fn run_uninstall(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<
             } else if marker.exists() && new == json!({}) {
                 std::fs::remove_file(&args.daemon_json).map_err(|source| InstallError::Io {
                     path: args.daemon_json.clone(),
-                    source,
+                    error: source,
                 })?;
                 let _ = std::fs::remove_file(&marker);
                 writeln!(
@@ -343,7 +343,7 @@ pub fn run_uninstall(args: &InstallArgs, out: &mut dyn Write) -> anyhow::Result<
             } else {
                 std::fs::remove_file(&path).map_err(|source| InstallError::Io {
                     path: path.clone(),
-                    source,
+                    error: source,
                 })?;
                 writeln!(out, "{}: removed", path.display())?;
             }

@@ -37,7 +37,7 @@ impl SettingsArgs {
 
     /// The config, or where the file has errors the defaults; flags apply either way. The hook
     /// records its own errors with this: with plain defaults a broken config file sent the report
-    /// to the default state directory instead of the `--state-dir` given (tests/faults.rs).
+    /// to the default state directory instead of the `--state-dir` given (tests/it/faults.rs).
     pub fn load_or_defaults(&self) -> Config {
         self.load()
             .unwrap_or_else(|_| self.apply(Config::default()))

@@ -635,6 +635,7 @@ impl Walk<'_> {
     }
 
     /// A library name that is not a link, in the directory open as `dir`.
+    #[allow(unsafe_code)]
     fn library_at(&mut self, image: &Path, dir: &File, name: &str) {
         let Ok(cname) = std::ffi::CString::new(name) else {
             return;
@@ -985,8 +986,10 @@ mod tests {
         std::fs::write(path, elf_with_section(62, 0, 0, ".text", b"\x90\x90")).unwrap();
     }
 
+    #[allow(unsafe_code)]
     fn mkfifo(p: &Path) {
         let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mkfifo only reads.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     }
 

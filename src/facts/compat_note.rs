@@ -32,11 +32,18 @@ pub struct CompatNote {
 #[derive(Debug, thiserror::Error)]
 pub enum NoteError {
     #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("not an ELF file we read: {0}")]
     Elf(&'static str),
     #[error("the note's description is not JSON: {0}")]
     Json(String),
+}
+
+// By hand, not `#[from]`: the text carries the cause (crate docs, "Errors").
+impl From<std::io::Error> for NoteError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 struct Reader<R> {

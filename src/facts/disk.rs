@@ -14,11 +14,13 @@ pub struct Space {
 }
 
 /// `statvfs(path)`. Errors are the OS's (missing path: `NotFound`).
+#[allow(unsafe_code)]
 pub fn space(path: &Path) -> std::io::Result<Space> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has a NUL"))?;
-    // SAFETY: a NUL-terminated path and a zeroed out-parameter the call fills.
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a NUL-terminated path and an out-parameter the call fills.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return Err(std::io::Error::last_os_error());
     }

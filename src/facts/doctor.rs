@@ -411,6 +411,7 @@ fn probe(host_root: &Path, deadline: std::time::Duration) -> HostProbe {
 /// Create a context with `libcuda` (a host path) through the probe child `exe`
 /// (`cuda-preflight probe-child`): no namespace to enter and rootfs `/`, as this process's user,
 /// every capability dropped before the library is loaded, as in a container.
+#[allow(unsafe_code)]
 pub fn host_probe(libcuda: &Path, exe: &Path, deadline: std::time::Duration) -> HostProbe {
     use crate::facts::probe::{self, ProbeSpec};
     // SAFETY: plain getters.

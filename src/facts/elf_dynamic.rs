@@ -54,11 +54,18 @@ const STRING_OVERHEAD: u64 = 32;
 #[derive(Debug, thiserror::Error)]
 pub enum DynamicError {
     #[error("read failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("malformed ELF: {0}")]
     Corrupt(&'static str),
     #[error("more than {MAX_KEPT_PER_FILE} bytes of names")]
     Budget,
+}
+
+// By hand, not `#[from]`: the text carries the cause (crate docs, "Errors").
+impl From<std::io::Error> for DynamicError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 /// Versions an object requires of one library (`Elf64_Verneed` and its `Elf64_Vernaux`).
@@ -442,6 +449,7 @@ pub fn read_bytes(data: &[u8]) -> Result<Option<Dynamic>, DynamicError> {
 }
 
 /// An anonymous memory-backed file holding `data` (memfd: no disk, no name to race on).
+#[allow(unsafe_code)]
 fn file_in_memory(data: &[u8]) -> std::io::Result<File> {
     use std::io::Write;
     use std::os::fd::FromRawFd;

@@ -8,7 +8,7 @@
 //!
 //! The fatbin layout is NVIDIA's and undocumented. What this reader relies on was cross-checked
 //! against these public descriptions and against `cuobjdump` 13.5 on files built by nvcc 13.5
-//! (tests/fatbin_vs_cuobjdump.rs):
+//! (tests/it/fatbin_vs_cuobjdump.rs):
 //! * GrigoryEvko/nvopen-tools `fatbin/FORMAT_SPECIFICATION.md` (container header, variable-size
 //!   entry headers, entries tiling the container, zstd flag 0x8000);
 //! * RWTH-ACS/cricket `cpu/cpu-elf2.c` (`fat_elf_header` / `fat_text_header` field order:
@@ -60,7 +60,7 @@ const FLAG_FAMILY: u64 = 0x20_0000;
 #[derive(Debug, thiserror::Error)]
 pub enum FatbinError {
     #[error("cannot read: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("not a CUDA binary (no fatbin, cubin or PTX)")]
     NotCuda,
     #[error("malformed ELF: {0}")]
@@ -71,6 +71,13 @@ pub enum FatbinError {
     Malformed { what: String, offset: u64 },
     #[error("more than {MAX_ENTRIES} fatbin entries")]
     TooManyEntries,
+}
+
+// By hand, not `#[from]`: the text carries the cause (crate docs, "Errors").
+impl From<std::io::Error> for FatbinError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
 }
 
 type Result<T> = std::result::Result<T, FatbinError>;

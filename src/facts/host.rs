@@ -62,15 +62,15 @@ pub struct HostProfile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
-    #[error("{path}: cannot read host profile: {source}")]
+    #[error("{path}: cannot read host profile: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not a host profile: {source}")]
+    #[error("{path}: not a host profile: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
 }
 
@@ -82,12 +82,12 @@ impl HostProfile {
         let text = crate::input::read_capped(path, MAX_PROFILE_BYTES).map_err(|source| {
             HostError::Read {
                 path: path.to_path_buf(),
-                source,
+                error: source,
             }
         })?;
         serde_json::from_slice(&text).map_err(|source| HostError::Parse {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })
     }
 

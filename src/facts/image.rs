@@ -324,7 +324,7 @@ fn find_runtimes(
 ) -> Vec<CudaRuntime> {
     let mut out: Vec<CudaRuntime> = Vec::new();
     // Sets, not linear scans: a hostile image with thousands of libcudart names per directory
-    // made this quadratic (seconds per start; tests/hostile.rs, 200,000 files).
+    // made this quadratic (seconds per start; tests/it/hostile.rs, 200,000 files).
     let mut seen_hosts: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     let mut seen_runtimes: std::collections::HashSet<(PathBuf, [u64; 8])> =
         std::collections::HashSet::new();
@@ -427,11 +427,18 @@ pub fn parse_version_py(text: &str) -> VersionPy {
 #[derive(Debug, thiserror::Error)]
 pub enum VersionJsonError {
     #[error("not JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(serde_json::Error),
     #[error("no cuda.version string")]
     NoVersion,
     #[error("cuda.version {0:?} is not a version")]
     BadVersion(String),
+}
+
+// By hand, not `#[from]`: the text carries the cause (crate docs, "Errors").
+impl From<serde_json::Error> for VersionJsonError {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Json(e)
+    }
 }
 
 /// `{"cuda": {"name": "CUDA SDK", "version": "12.4.1"}, …}`

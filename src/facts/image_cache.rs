@@ -258,6 +258,7 @@ impl ImageCache {
     }
 }
 
+#[allow(unsafe_code)]
 fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }

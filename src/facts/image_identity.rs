@@ -511,6 +511,7 @@ fn conf_d_name(n: &std::ffi::OsStr) -> std::ffi::OsString {
 
 /// Overlay's opaque-directory mark (`trusted.` as root, `user.` with `userxattr`): an opaque
 /// directory hides the layers' content below it.
+#[allow(unsafe_code)]
 fn opaque(p: &Path) -> String {
     let Ok(cp) = CString::new(p.as_os_str().as_bytes()) else {
         return String::new();

@@ -30,11 +30,11 @@ pub struct HostFacts {
 #[derive(Debug, thiserror::Error)]
 pub enum NvmlFactsError {
     #[error("NVML unavailable: {0}")]
-    Init(#[source] nvml_wrapper::error::NvmlError),
-    #[error("NVML: {what}: {source}")]
+    Init(nvml_wrapper::error::NvmlError),
+    #[error("NVML: {what}: {error}")]
     Query {
         what: &'static str,
-        source: nvml_wrapper::error::NvmlError,
+        error: nvml_wrapper::error::NvmlError,
     },
 }
 
@@ -86,7 +86,7 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
         .lib_path(OsStr::new("libnvidia-ml.so.1"))
         .init()
         .map_err(NvmlFactsError::Init)?;
-    let q = |what: &'static str| move |source| NvmlFactsError::Query { what, source };
+    let q = |what: &'static str| move |error| NvmlFactsError::Query { what, error };
     let driver = nvml.sys_driver_version().map_err(q("driver version"))?;
     let cuda = nvml
         .sys_cuda_driver_version()

@@ -804,6 +804,7 @@ fn drive(
             })
     };
     // SAFETY (all transmutes below): the CUDA driver API's published signatures.
+    // SAFETY: each symbol is the driver API function of that name, with its published signature.
     let (cu_init, cu_version, cu_count, cu_dev, cu_ctx, cu_destroy): (
         CuInit,
         CuIntOut,
@@ -842,6 +843,7 @@ fn drive(
         let mut s: *const libc::c_char = std::ptr::null();
         // SAFETY: the driver returns a static NUL-terminated string; bounded below.
         (unsafe { f(code, &mut s) } == 0 && !s.is_null()).then(|| {
+            // SAFETY: as above, a NUL-terminated string the driver keeps.
             let name = unsafe { CStr::from_ptr(s) }.to_string_lossy();
             name.chars().take(64).collect()
         })
@@ -857,11 +859,13 @@ fn drive(
         });
         code
     };
-    // SAFETY (every driver call below): the published signatures, with valid out-pointers.
+    // Every driver call below: the published signature, with out-pointers to live locals.
+    // SAFETY: as said above.
     if timed("cuInit".into(), &mut || unsafe { cu_init(0) }) != 0 {
         return Ok(());
     }
     let mut v = 0;
+    // SAFETY: as said above.
     if timed("cuDriverGetVersion".into(), &mut || unsafe {
         cu_version(&mut v)
     }) == 0
@@ -869,6 +873,7 @@ fn drive(
         outcome.driver_version = Some(v as i64);
     }
     let mut n = 0;
+    // SAFETY: as said above.
     if timed("cuDeviceGetCount".into(), &mut || unsafe {
         cu_count(&mut n)
     }) != 0
@@ -878,6 +883,7 @@ fn drive(
     outcome.device_count = Some(n as i64);
     for i in 0..(n as i64).min(MAX_DEVICES) {
         let mut dev = 0;
+        // SAFETY: as said above.
         if timed(format!("cuDeviceGet({i})"), &mut || unsafe {
             cu_dev(&mut dev, i as libc::c_int)
         }) != 0
@@ -885,6 +891,7 @@ fn drive(
             return Ok(());
         }
         let mut ctx: *mut libc::c_void = std::ptr::null_mut();
+        // SAFETY: as said above.
         if timed(format!("cuCtxCreate({i})"), &mut || unsafe {
             cu_ctx(&mut ctx, 0, dev)
         }) != 0
@@ -895,6 +902,7 @@ fn drive(
             && let (Some((load, unload)), Some(ptx)) = (module_load, canary.as_ref())
         {
             let mut module: *mut libc::c_void = std::ptr::null_mut();
+            // SAFETY: as said above.
             let code = timed(crate::facts::probe::CANARY_CALL.into(), &mut || unsafe {
                 load(&mut module, ptx.as_ptr().cast())
             });
@@ -903,6 +911,7 @@ fn drive(
                 unsafe { unload(module) };
             }
         }
+        // SAFETY: as said above.
         timed(format!("cuCtxDestroy({i})"), &mut || unsafe {
             cu_destroy(ctx)
         });

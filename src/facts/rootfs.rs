@@ -298,10 +298,12 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn fifo_is_refused_without_blocking() {
         let d = tree();
         let p = d.path().join("usr/lib/fifo");
         let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mkfifo only reads.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let e = open_regular(d.path(), Path::new("/usr/lib/fifo")).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);

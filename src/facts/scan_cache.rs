@@ -32,11 +32,8 @@ pub(crate) const STALE_TMP_SECS: u64 = 600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
-    #[error("scan cache {dir}: {source}")]
-    Io {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("scan cache {dir}: {error}")]
+    Io { dir: PathBuf, error: std::io::Error },
 }
 
 type Result<T> = std::result::Result<T, CacheError>;
@@ -194,7 +191,7 @@ impl ScanCache {
         let bytes = serde_json::to_vec(&stored).expect("a Stored always serializes");
         let io = |source| CacheError::Io {
             dir: self.dir.clone(),
-            source,
+            error: source,
         };
         let tmp = self.dir.join(tmp_name());
         let result = (|| {
@@ -234,7 +231,7 @@ impl ScanCache {
         prune_dir(&self.dir, self.max_bytes, |name| name.ends_with(".json")).map_err(|source| {
             CacheError::Io {
                 dir: self.dir.clone(),
-                source,
+                error: source,
             }
         })
     }

@@ -742,6 +742,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn hostile_names_stay_inside_and_do_not_block() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
@@ -755,6 +756,7 @@ mod tests {
         let fifo = sp.join("triton/third_party/cuda/bin/ptxas");
         std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a NUL-terminated path that mkfifo only reads.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         std::fs::create_dir_all(r.join("usr/local/cuda/bin")).unwrap();
         symlink("ptxas", r.join("usr/local/cuda/bin/ptxas")).unwrap();

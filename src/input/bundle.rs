@@ -21,15 +21,15 @@ pub fn spec_env<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: not an OCI runtime spec: {source}")]
+    #[error("{path}: not an OCI runtime spec: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_json::Error,
+        error: serde_json::Error,
     },
     #[error("{path}: rootfs does not exist (root.path {root:?})")]
     NoRootfs { path: PathBuf, root: PathBuf },
@@ -51,12 +51,12 @@ impl Bundle {
             crate::input::read_capped(&config_path, MAX_CONFIG_BYTES).map_err(|source| {
                 BundleError::Read {
                     path: config_path.clone(),
-                    source,
+                    error: source,
                 }
             })?;
         let spec: Spec = serde_json::from_slice(&bytes).map_err(|source| BundleError::Parse {
             path: config_path.clone(),
-            source,
+            error: source,
         })?;
         let root = spec
             .root()

@@ -12,9 +12,9 @@ pub const MAX_STATE_BYTES: u64 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("OCI state on stdin: {0}")]
-    Read(#[source] std::io::Error),
+    Read(std::io::Error),
     #[error("OCI state on stdin is not JSON: {0}")]
-    Json(#[source] serde_json::Error),
+    Json(serde_json::Error),
     #[error("OCI state on stdin: {0}")]
     Invalid(String),
 }

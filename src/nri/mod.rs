@@ -138,11 +138,8 @@ pub struct Registration {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("{path}: cannot connect to the NRI socket: {source}")]
-    Connect {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("{path}: cannot connect to the NRI socket: {error}")]
+    Connect { path: String, error: std::io::Error },
     #[error("NRI session setup failed: {0}")]
     Setup(String),
     #[error("the runtime refused the registration: {0}")]
@@ -161,7 +158,7 @@ pub fn serve(
     let setup = |e: &dyn std::fmt::Display| SessionError::Setup(e.to_string());
     let trunk = UnixStream::connect(socket).map_err(|source| SessionError::Connect {
         path: socket.display().to_string(),
-        source,
+        error: source,
     })?;
     // The sync ttrpc server serves what a listener accepts: a private socket in a 0700
     // directory, connected to once and removed, stands in for NRI's one-connection listener.

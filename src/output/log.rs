@@ -17,7 +17,8 @@ pub fn line(host_root: &Path, socket: &Path, msg: &str) {
     if host_root == Path::new("/") && socket.exists() && send(socket, msg).is_ok() {
         return;
     }
-    eprintln!("{}", super::printable(msg));
+    // Written, not `eprintln!`: that panics where stderr is a pipe nobody reads.
+    let _ = writeln!(std::io::stderr(), "{}", super::printable(msg));
 }
 
 /// Send one RFC 3164 line without a timestamp (journald and rsyslog stamp it on receipt), never

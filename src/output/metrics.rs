@@ -31,7 +31,7 @@ const LOCK_FILE: &str = "metrics.lock";
 const SKIPPED_FILE: &str = "metrics.skipped";
 const BAD_STATE_FILE: &str = "metrics.json.bad";
 /// How long a start waits for the metrics lock before it gives up and counts itself as skipped.
-/// 20 hooks at once on a loaded 2-core machine take well under this (tests/metrics.rs).
+/// 20 hooks at once on a loaded 2-core machine take well under this (tests/it/metrics.rs).
 /// The label value of anything outside the closed sets (finding ids, CUDA error names).
 pub const OTHER: &str = "other";
 
@@ -108,15 +108,15 @@ pub struct Sample<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("locking {path}: {source}")]
+    #[error("locking {path}: {error}")]
     Lock {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "{path}: lock held by another writer for {waited_ms} ms; this start counted as skipped"
@@ -129,7 +129,7 @@ type Result<T> = std::result::Result<T, MetricsError>;
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> MetricsError + '_ {
     move |source| MetricsError::Io {
         path: path.to_path_buf(),
-        source,
+        error: source,
     }
 }
 
@@ -364,6 +364,7 @@ fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Take the exclusive lock, polling a non-blocking `flock`, for at most `wait`.
+#[allow(unsafe_code)]
 fn lock_within(lock: &std::fs::File, path: &Path, wait: std::time::Duration) -> Result<()> {
     let start = std::time::Instant::now();
     loop {
@@ -377,7 +378,7 @@ fn lock_within(lock: &std::fs::File, path: &Path, wait: std::time::Duration) -> 
             _ => {
                 return Err(MetricsError::Lock {
                     path: path.to_path_buf(),
-                    source: e,
+                    error: e,
                 });
             }
         }
@@ -515,6 +516,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(unsafe_code)]
     fn a_held_lock_is_waited_for_a_bounded_time_and_the_skip_is_counted_once() {
         let d = tempfile::tempdir().unwrap();
         let (state_dir, prom) = (d.path().join("s"), d.path().join("m"));
@@ -526,6 +528,7 @@ mod tests {
         };
         record(&state_dir, &prom, &sample).unwrap();
         let held = std::fs::File::open(state_dir.join(LOCK_FILE)).unwrap();
+        // SAFETY: flock on a descriptor the File owns for this whole call.
         assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
         let t = std::time::Instant::now();
         let e = record(&state_dir, &prom, &sample).unwrap_err();

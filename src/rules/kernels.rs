@@ -909,7 +909,7 @@ mod tests {
     }
 
     /// The classification and the headline ordering on inventories as the real libraries carry
-    /// them (scripts/framework-fixtures.sh lists each; tests/frameworks.rs runs the real files).
+    /// them (scripts/framework-fixtures.sh lists each; tests/it/frameworks.rs runs the real files).
     /// Each row: GPU, driver CUDA, the first block expected (file, code) or none, and the
     /// conditional warnings. Where each library's use is decided: knowledge/framework_kernels.tsv
     /// S1-S8 (vLLM's fa_utils.py / flash_attn_interface.py / flashmla.py, torch's

@@ -25,7 +25,7 @@ pub fn insufficient_driver() -> Predicted {
 /// `version.json` and `CUDA_VERSION` stand in only without any.
 pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
     // A map, not a linear search: an image with thousands of runtime names made this quadratic
-    // (tests/hostile.rs, 200,000 files).
+    // (tests/it/hostile.rs, 200,000 files).
     let mut by_version: std::collections::BTreeMap<Version, String> = Default::default();
     let runtimes = if image.loaded_runtimes.is_empty() {
         &image.runtimes
@@ -313,7 +313,7 @@ mod tests {
     use crate::facts::image::CudaRuntime;
     use std::path::PathBuf;
 
-    /// Regression (tests/hostile.rs, 200,000 files): grouping runtimes by version was quadratic;
+    /// Regression (tests/it/hostile.rs, 200,000 files): grouping runtimes by version was quadratic;
     /// 20,000 distinct versions took seconds. Now a map: well under a second even in debug.
     #[test]
     fn thousands_of_runtimes_group_in_linear_time() {

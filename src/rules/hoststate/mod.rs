@@ -71,12 +71,14 @@ pub(crate) mod fixture {
             std::os::unix::fs::symlink(target, p).unwrap();
             self
         }
+        #[allow(unsafe_code)]
         pub fn mknod(&self, p: &str, major: u32, minor: u32) -> &Host {
             let p = self.path(p);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
             let dev = libc::makedev(major, minor);
             assert_eq!(
+                // SAFETY: a NUL-terminated path that mknod only reads.
                 unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, dev) },
                 0,
                 "mknod {}: the tests need CAP_MKNOD",
