@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod facts;
 pub mod finding;
+pub mod formats;
 pub mod fleet;
 pub mod input;
 pub mod knowledge;

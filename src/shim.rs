@@ -583,10 +583,10 @@ pub fn early_verdict(
     if !path.enforces_requirements() && !config.enforce_requirements {
         return Ok(None);
     }
-    let image = crate::facts::image::gather_env(&env);
+    let image = crate::facts::versions::image_cuda::gather_env(&env);
     let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
-    let mut findings = crate::rules::requirements::check(&image, &host);
-    crate::rules::requirements::on_path(&mut findings, &path, config.enforce_requirements);
+    let mut findings = crate::rules::versions::requirements::check(&image, &host);
+    crate::rules::versions::requirements::on_path(&mut findings, &path, config.enforce_requirements);
     let annotation = bundle
         .spec
         .annotations()

@@ -162,7 +162,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
         &config.host_root,
         None,
         crate::commands::headroom_policy(&config),
-        &crate::facts::binaries::WalkSettings::from_config(&config),
+        &crate::facts::gpu_code::binaries::WalkSettings::from_config(&config),
     );
     if args.profile || args.emit_profile.is_some() || args.attach.is_some() {
         let env = loaded
@@ -180,7 +180,7 @@ pub fn run(args: &CheckArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mut verdicts: Vec<(Option<PathBuf>, Verdict)> = Vec::new();
     for (p, host) in profiles.into_iter().zip(&hosts) {
         let mut findings = run_rules(&facts, host);
-        crate::rules::requirements::on_path(
+        crate::rules::versions::requirements::on_path(
             &mut findings,
             &facts.start_path,
             config.enforce_requirements,

@@ -215,7 +215,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
         &config.host_root,
         Some(&state.annotations),
         crate::commands::headroom_policy(&config),
-        &crate::facts::binaries::WalkSettings::from_config(&config),
+        &crate::facts::gpu_code::binaries::WalkSettings::from_config(&config),
     );
     if stage == Stage::CreateContainer && matches!(facts.request, GpuRequest::InjectedByHook { .. })
     {
@@ -239,7 +239,7 @@ pub fn run(args: &HookArgs, stdin: impl Read) -> i32 {
             });
     }
     let mut findings = run_rules(&facts, &host);
-    crate::rules::requirements::on_path(
+    crate::rules::versions::requirements::on_path(
         &mut findings,
         &facts.start_path,
         config.enforce_requirements,

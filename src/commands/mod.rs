@@ -15,14 +15,14 @@ pub mod webhook;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::facts::binaries::{self, BinaryFacts, WalkSettings};
+use crate::facts::gpu_code::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::container::{self, DeviceView, GpuRequest};
-use crate::facts::headroom::{self, HeadroomFacts};
+use crate::facts::host::headroom::{self, HeadroomFacts};
 use crate::facts::host::{self, HostProfile};
-use crate::facts::hoststate::{self, HostState};
-use crate::facts::image::{self, ImageFacts};
-use crate::facts::image_cache;
-use crate::facts::linkage::{self, LoadFacts};
+use crate::facts::host::state::{self as hoststate, HostState};
+use crate::facts::versions::image_cuda::{self as image, ImageFacts};
+use crate::facts::image::cache as image_cache;
+use crate::facts::library_loading::cuda_libraries::{self as linkage, LoadFacts};
 use crate::facts::start_path::{self, CdiHooks, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
 use crate::finding::Finding;
@@ -90,7 +90,7 @@ pub fn host_facts(
             }
             Ok(p)
         }
-        None => Ok(crate::facts::nvml::gather(host_root, host_root == Path::new("/")).profile),
+        None => Ok(crate::facts::host::nvml::gather(host_root, host_root == Path::new("/")).profile),
     }
 }
 
@@ -131,8 +131,8 @@ pub fn host_facts_cached(
         p.device_majors = host::device_majors_from_proc(host_root);
         return p;
     }
-    let facts = crate::facts::nvml::gather(host_root, host_root == Path::new("/"));
-    if facts.source == crate::facts::nvml::FactSource::Nvml && !ttl.is_zero() {
+    let facts = crate::facts::host::nvml::gather(host_root, host_root == Path::new("/"));
+    if facts.source == crate::facts::host::nvml::FactSource::Nvml && !ttl.is_zero() {
         let c = Cached {
             key,
             time: now,
@@ -233,8 +233,8 @@ pub fn container_facts(
         && !img
             .libcuda
             .as_ref()
-            .is_some_and(|r| r.via == crate::facts::loader::Source::LdLibraryPath)
-        && let Ok(host_path) = crate::facts::rootfs::resolve(&root, lib)
+            .is_some_and(|r| r.via == crate::facts::library_loading::loader::Source::LdLibraryPath)
+        && let Ok(host_path) = crate::facts::image::rootfs::resolve(&root, lib)
     {
         img.compat_in_use = Some(image::CompatLib {
             path: lib.clone(),
@@ -243,11 +243,11 @@ pub fn container_facts(
                 .as_deref()
                 .and_then(crate::knowledge::cuda::Version::parse),
         });
-        img.libcuda = Some(crate::facts::loader::Resolved {
+        img.libcuda = Some(crate::facts::library_loading::loader::Resolved {
             path_in_image: lib.with_file_name("libcuda.so.1"),
             real_path_in_image: lib.clone(),
             host_path,
-            via: crate::facts::loader::Source::LdSoCache,
+            via: crate::facts::library_loading::loader::Source::LdSoCache,
             unloadable: None,
         });
     }
@@ -271,7 +271,7 @@ pub fn container_facts(
                 args0.as_deref(),
                 &site,
                 img,
-                crate::facts::image_identity::mountinfo_path(pid, proc_root),
+                crate::facts::image::identity::mountinfo_path(pid, proc_root),
                 walk,
             );
             (Some(b), l, Some(t))
@@ -328,7 +328,7 @@ pub fn container_facts(
 
 /// The image's binaries, load facts and toolchains: from the image facts cache where the rootfs
 /// has an identity the host knows and an entry for it exists, else gathered (and stored where it
-/// has a key). `mountinfo`: the container's mount table ([`crate::facts::image_identity`]).
+/// has a key). `mountinfo`: the container's mount table ([`crate::facts::image::identity`]).
 #[allow(clippy::too_many_arguments)]
 fn image_facts_cached(
     bundle: &Bundle,
@@ -429,19 +429,19 @@ fn set_loaded_runtimes(img: &mut ImageFacts, l: &LoadFacts) {
 /// All rules over the facts.
 pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     let devices = c.devices.as_ref().map_err(String::as_str);
-    let mut out = rules::devices::device_findings(&c.request, devices, &host.device_majors);
+    let mut out = rules::container::devices::device_findings(&c.request, devices, &host.device_majors);
     if let Some(image) = &c.image {
-        out.extend(rules::requirements::check(image, host));
-        out.extend(rules::versions::check(image, host));
+        out.extend(rules::versions::requirements::check(image, host));
+        out.extend(rules::versions::driver_compat::check(image, host));
     }
     if let Some(hs) = &c.hoststate {
-        out.extend(rules::hoststate::check(&c.request, hs, host));
+        out.extend(rules::host::check(&c.request, hs, host));
     }
     if let Some(h) = &c.headroom {
-        out.extend(rules::headroom::check(h, &c.request, host));
+        out.extend(rules::host::headroom::check(h, &c.request, host));
     }
     if let (Some(l), Some(image)) = (&c.load, &c.image) {
-        out.extend(rules::loading::check(l, image));
+        out.extend(rules::library_loading::cuda_libraries::check(l, image));
     }
     let judged = c
         .binaries
@@ -453,9 +453,9 @@ pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     if let Some(d) = &c.cuda_compat {
         out.push(rules::start_path::compat_decision(d));
     }
-    // The container's CUDA_* variables (rules::cuda_env): a module of their own next to the
+    // The container's CUDA_* variables (rules::container::cuda_env): a module of their own next to the
     // kernel rules, from the same facts.
-    out.extend(rules::cuda_env::check(
+    out.extend(rules::container::cuda_env::check(
         &c.env,
         devices,
         &c.request,
@@ -488,8 +488,8 @@ fn judge_binaries(
 ) -> image_cache::Judged {
     let driver = host.cuda_driver_version.as_deref().unwrap_or("");
     let judge = |b: &BinaryFacts| image_cache::Judged {
-        kernels: rules::kernels::image_findings(b, gpus, driver),
-        ptx_jit: rules::cuda_env::ptx_jit(env, &b.files, gpus, driver),
+        kernels: rules::gpu_code::image_findings(b, gpus, driver),
+        ptx_jit: rules::container::cuda_env::ptx_jit(env, &b.files, gpus, driver),
     };
     let Some(packed) = &b.packed else {
         return judge(b);
@@ -523,7 +523,7 @@ fn judge_binaries(
 /// The GPUs the container gets where that is known; else every GPU of the host (hosts are
 /// nearly always of one kind, and a mixed one is judged on each).
 fn container_gpus(c: &ContainerFacts, host: &HostProfile) -> Vec<crate::facts::host::Gpu> {
-    rules::hoststate::compute_mode::container_gpus(&c.request, host)
+    rules::host::compute_mode::container_gpus(&c.request, host)
         .filter(|g| !g.is_empty())
         .map(|g| g.into_iter().cloned().collect())
         .unwrap_or_else(|| host.gpus.clone())
@@ -649,8 +649,8 @@ fn device_nodes(root: &Path) -> Vec<(String, u32, u32, u32, u64)> {
 /// `LD_LIBRARY_PATH` resolves to another file than the cache and default directories would
 /// (the child's own loader never saw that variable). Dependencies come before what needs them.
 fn preload_list(
-    with_ld: &crate::facts::loader::Loader,
-    without: &crate::facts::loader::Loader,
+    with_ld: &crate::facts::library_loading::loader::Loader,
+    without: &crate::facts::library_loading::loader::Loader,
     libcuda_host: &Path,
     companions: &[&str],
 ) -> Vec<PathBuf> {
@@ -660,7 +660,7 @@ fn preload_list(
         };
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         let bytes = std::cell::Cell::new(0);
-        crate::facts::elf_dynamic::read_needed(&f, size, &bytes)
+        crate::formats::elf_dynamic::read_needed(&f, size, &bytes)
             .ok()
             .flatten()
             .map(|d| d.needed)
@@ -702,7 +702,7 @@ pub fn probe_container(
     deadline: std::time::Duration,
 ) -> Result<(crate::facts::probe::ProbeResult, Option<String>), Finding> {
     use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
-    use crate::facts::probe_cache;
+    use crate::facts::probe::cache as probe_cache;
     use crate::finding::{Api, Predicted, Severity};
     let started = std::time::Instant::now();
     let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
@@ -734,7 +734,7 @@ pub fn probe_container(
     let seccomp_spec = linux.and_then(|l| l.seccomp().as_ref());
     let compile_seccomp = |spec: &mut ProbeSpec| -> Result<(), Finding> {
         if let Some(s) = seccomp_spec {
-            spec.seccomp = crate::facts::seccomp::compile(s).map_err(skipped)?;
+            spec.seccomp = crate::facts::probe::seccomp::compile(s).map_err(skipped)?;
         }
         Ok(())
     };
@@ -770,8 +770,8 @@ pub fn probe_container(
     };
     // Companions whose resolution the container's LD_LIBRARY_PATH changes: glibc reads it only
     // at process start, so the child loads these by path (see `probe_child`).
-    let loader = crate::facts::loader::Loader::from_image(&root, env_ld.as_deref());
-    let plain = crate::facts::loader::Loader::from_image(&root, None);
+    let loader = crate::facts::library_loading::loader::Loader::from_image(&root, env_ld.as_deref());
+    let plain = crate::facts::library_loading::loader::Loader::from_image(&root, None);
     let companion_names = [
         "libnvidia-ptxjitcompiler.so.1",
         "libnvidia-nvvm.so.4",

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::facts::fatbin::{self, EntryKind, FatbinError, Format, Inventory, ScannedFile};
+use crate::formats::fatbin::{self, EntryKind, FatbinError, Format, Inventory, ScannedFile};
 use crate::facts::host::Gpu;
 use crate::knowledge;
-use crate::rules::kernels::{self, FileVerdict};
+use crate::rules::gpu_code::{self as kernels, FileVerdict};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ScanArgs {

@@ -1,14 +1,10 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
-pub mod cuda_env;
-pub mod devices;
-pub mod doctor;
-pub mod headroom;
-pub mod hoststate;
-pub mod kernels;
-pub mod loading;
+pub mod container;
+pub mod gpu_code;
+pub mod host;
+pub mod library_loading;
 pub mod probe;
-pub mod requirements;
 pub mod start_path;
 pub mod toolchains;
 pub mod versions;
@@ -17,16 +13,16 @@ pub mod versions;
 /// logs and write alerts on them.
 pub fn finding_ids() -> Vec<&'static str> {
     let mut ids: Vec<&'static str> = Vec::new();
-    ids.extend_from_slice(devices::FINDING_IDS);
-    ids.extend_from_slice(cuda_env::FINDING_IDS);
+    ids.extend_from_slice(container::devices::FINDING_IDS);
+    ids.extend_from_slice(container::cuda_env::FINDING_IDS);
     ids.extend_from_slice(probe::FINDING_IDS);
-    ids.extend_from_slice(kernels::FINDING_IDS);
-    ids.extend_from_slice(loading::FINDING_IDS);
-    ids.extend_from_slice(requirements::FINDING_IDS);
+    ids.extend_from_slice(gpu_code::FINDING_IDS);
+    ids.extend_from_slice(library_loading::cuda_libraries::FINDING_IDS);
+    ids.extend_from_slice(versions::requirements::FINDING_IDS);
     ids.extend_from_slice(start_path::FINDING_IDS);
-    ids.extend_from_slice(versions::FINDING_IDS);
-    ids.extend_from_slice(hoststate::FINDING_IDS);
-    ids.extend_from_slice(headroom::FINDING_IDS);
+    ids.extend_from_slice(versions::driver_compat::FINDING_IDS);
+    ids.extend_from_slice(host::FINDING_IDS);
+    ids.extend_from_slice(host::headroom::FINDING_IDS);
     ids.extend_from_slice(toolchains::FINDING_IDS);
     ids.extend_from_slice(crate::verdict::FINDING_IDS);
     ids.extend_from_slice(crate::input::image::FINDING_IDS);

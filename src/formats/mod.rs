@@ -1,0 +1,7 @@
+//! File formats: pure readers of bytes the facts stage finds (ELF dynamic sections, fatbin and
+//! cubin headers, the forward-compatibility ELF note, …). Nothing here knows of containers or
+//! hosts; every reader bounds what it keeps, and the fuzz targets (`fuzz/`) call them.
+
+pub mod compat_note;
+pub mod elf_dynamic;
+pub mod fatbin;
