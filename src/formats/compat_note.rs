@@ -11,6 +11,9 @@ use std::io::{Read, Seek, SeekFrom};
 
 use serde::Serialize;
 
+use crate::formats::bytes::Bytes;
+use crate::formats::elf;
+
 /// Real notes are a few hundred bytes.
 const MAX_NOTE_BYTES: u64 = 64 << 10;
 /// Section headers read at most (real libraries have ~30).
@@ -41,8 +44,6 @@ pub enum NoteError {
 
 struct Reader<R> {
     r: R,
-    little: bool,
-    is64: bool,
 }
 
 impl<R: Read + Seek> Reader<R> {
@@ -52,113 +53,39 @@ impl<R: Read + Seek> Reader<R> {
         self.r.read_exact(&mut b)?;
         Ok(b)
     }
-    fn u16(&self, b: &[u8], at: usize) -> u16 {
-        let a = [b[at], b[at + 1]];
-        if self.little {
-            u16::from_le_bytes(a)
-        } else {
-            u16::from_be_bytes(a)
-        }
-    }
-    fn u32(&self, b: &[u8], at: usize) -> u32 {
-        let a = [b[at], b[at + 1], b[at + 2], b[at + 3]];
-        if self.little {
-            u32::from_le_bytes(a)
-        } else {
-            u32::from_be_bytes(a)
-        }
-    }
-    fn u64(&self, b: &[u8], at: usize) -> u64 {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b[at..at + 8]);
-        if self.little {
-            u64::from_le_bytes(a)
-        } else {
-            u64::from_be_bytes(a)
-        }
-    }
-    /// A word: 8 bytes in ELF64, 4 in ELF32.
-    fn word(&self, b: &[u8], at: usize) -> u64 {
-        if self.is64 {
-            self.u64(b, at)
-        } else {
-            u64::from(self.u32(b, at))
-        }
-    }
 }
 
 /// The note of `file`, `Ok(None)` where the library has none (or one not named "NVIDIA
 /// Corporation", or an empty one: what the toolkit treats as no note).
 pub fn read<R: Read + Seek>(file: R) -> Result<Option<CompatNote>, NoteError> {
-    let mut r = Reader {
-        r: file,
-        little: true,
-        is64: true,
-    };
-    let ident = r.bytes(0, 16)?;
-    if &ident[..4] != b"\x7fELF" {
-        return Err(NoteError::Elf("no ELF magic"));
-    }
-    r.is64 = match ident[4] {
-        1 => false,
-        2 => true,
-        _ => return Err(NoteError::Elf("bad class")),
-    };
-    r.little = match ident[5] {
-        1 => true,
-        2 => false,
-        _ => return Err(NoteError::Elf("bad data encoding")),
-    };
-    let eh = r.bytes(0, if r.is64 { 64 } else { 52 })?;
-    let (shoff, shentsize, shnum, shstrndx) = if r.is64 {
-        (
-            r.u64(&eh, 40),
-            r.u16(&eh, 58),
-            r.u16(&eh, 60),
-            r.u16(&eh, 62),
-        )
-    } else {
-        (
-            u64::from(r.u32(&eh, 32)),
-            r.u16(&eh, 46),
-            r.u16(&eh, 48),
-            r.u16(&eh, 50),
-        )
-    };
-    let min_entsize = if r.is64 { 64 } else { 40 };
-    if shoff == 0 || shnum == 0 {
+    let mut r = Reader { r: file };
+    let (is64, _) = elf::ident(&r.bytes(0, 16)?).map_err(NoteError::Elf)?;
+    let eh = r.bytes(0, if is64 { elf::EHDR64 } else { elf::EHDR32 })?;
+    let h = elf::FileHeader::parse(&eh).map_err(NoteError::Elf)?;
+    let entsize = usize::from(h.shentsize);
+    if h.shoff == 0 || h.shnum == 0 {
         return Ok(None);
     }
-    if u64::from(shnum) > MAX_SECTIONS || usize::from(shentsize) < min_entsize {
+    if u64::from(h.shnum) > MAX_SECTIONS || entsize < h.section_header_size() {
         return Err(NoteError::Elf("section header table out of bounds"));
     }
-    // (name offset, type, offset, size, addralign) of each section.
-    let mut sections = Vec::with_capacity(usize::from(shnum));
-    let table = r.bytes(shoff, usize::from(shentsize) * usize::from(shnum))?;
-    for i in 0..usize::from(shnum) {
-        let s = &table[i * usize::from(shentsize)..];
-        let (name, ty) = (r.u32(s, 0), r.u32(s, 4));
-        let (off, size, align) = if r.is64 {
-            (r.word(s, 24), r.word(s, 32), r.word(s, 48))
-        } else {
-            (r.word(s, 16), r.word(s, 20), r.word(s, 32))
-        };
-        sections.push((name, ty, off, size, align));
-    }
-    let Some(&(_, _, str_off, str_size, _)) = sections.get(usize::from(shstrndx)) else {
+    let table = r.bytes(h.shoff, entsize * usize::from(h.shnum))?;
+    let sections = elf::section_headers(&table, entsize, &h);
+    let Some(strtab) = sections.get(usize::from(h.shstrndx)) else {
         return Err(NoteError::Elf("no section name table"));
     };
-    if str_size > MAX_NOTE_BYTES * 16 {
+    if strtab.size > MAX_NOTE_BYTES * 16 {
         return Err(NoteError::Elf("section name table too large"));
     }
-    let names = r.bytes(str_off, str_size as usize)?;
-    let name_of = |at: u32| -> &[u8] {
-        let rest = names.get(at as usize..).unwrap_or(&[]);
-        &rest[..rest.iter().position(|b| *b == 0).unwrap_or(rest.len())]
-    };
-    let Some(&(_, _, off, size, align)) = sections
+    let names = r.bytes(strtab.offset, strtab.size as usize)?;
+    let Some(&elf::SectionHeader {
+        offset: off,
+        size,
+        align,
+        ..
+    }) = sections
         .iter()
-        .find(|(n, ty, ..)| *ty == SHT_NOTE && name_of(*n) == SECTION.as_bytes())
+        .find(|s| s.kind == SHT_NOTE && elf::name_at(&names, s.name) == SECTION.as_bytes())
     else {
         return Ok(None);
     };
@@ -169,7 +96,11 @@ pub fn read<R: Read + Seek>(file: R) -> Result<Option<CompatNote>, NoteError> {
     if data.len() < 12 {
         return Err(NoteError::Elf("note shorter than its header"));
     }
-    let (namesz, descsz) = (r.u32(&data, 0) as u64, r.u32(&data, 4) as u64);
+    let note = Bytes::new(&data, h.endian);
+    let (namesz, descsz) = (
+        u64::from(note.u32(0).unwrap_or(0)),
+        u64::from(note.u32(4).unwrap_or(0)),
+    );
     if namesz == 0 || descsz == 0 {
         return Ok(None);
     }

@@ -15,6 +15,8 @@ use std::os::unix::fs::FileExt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::formats::bytes::{le_u16, le_u32, le_u64};
+
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const DT_NULL: u64 = 0;
@@ -142,13 +144,13 @@ fn read_parts(
     if &eh[..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {
         return Ok(None);
     }
-    let e_type = u16le(&eh, 16);
+    let e_type = le_u16(&eh, 16);
     if e_type != 2 && e_type != 3 {
         return Ok(None);
     }
-    let phoff = u64le(&eh, 0x20);
-    let phentsize = u16le(&eh, 0x36) as u64;
-    let phnum = u16le(&eh, 0x38) as u64;
+    let phoff = le_u64(&eh, 0x20);
+    let phentsize = le_u16(&eh, 0x36) as u64;
+    let phnum = le_u16(&eh, 0x38) as u64;
     if phnum == 0 {
         return Ok(None);
     }
@@ -159,8 +161,8 @@ fn read_parts(
     let mut loads: Vec<(u64, u64, u64)> = Vec::new(); // (vaddr, offset, filesz)
     let mut dynamic: Option<(u64, u64)> = None;
     for p in ph.chunks_exact(56) {
-        let kind = u32le(p, 0);
-        let (offset, vaddr, filesz) = (u64le(p, 8), u64le(p, 16), u64le(p, 32));
+        let kind = le_u32(p, 0);
+        let (offset, vaddr, filesz) = (le_u64(p, 8), le_u64(p, 16), le_u64(p, 32));
         match kind {
             PT_LOAD => loads.push((vaddr, offset, filesz)),
             PT_DYNAMIC => dynamic = Some((offset, filesz)),
@@ -189,7 +191,7 @@ fn read_parts(
     let mut needed_seen: std::collections::HashSet<u64> = std::collections::HashSet::new();
     let (mut verneed, mut verneednum, mut verdef, mut verdefnum) = (None, 0u64, None, 0u64);
     for e in dynbuf.chunks_exact(16) {
-        let (tag, val) = (u64le(e, 0), u64le(e, 8));
+        let (tag, val) = (le_u64(e, 0), le_u64(e, 8));
         match tag {
             DT_NULL => break,
             DT_NEEDED if needed.len() < MAX_NEEDED && needed_seen.insert(val) => needed.push(val),
@@ -310,7 +312,7 @@ fn read_verneed(
     let (mut at, mut entries) = (0usize, 0usize);
     for _ in 0..count.min(MAX_VERSION_ENTRIES as u64) {
         let vn = buf.get(at..at + 16).ok_or_else(bad)?;
-        let (cnt, file, aux, next) = (u16le(vn, 2), u32le(vn, 4), u32le(vn, 8), u32le(vn, 12));
+        let (cnt, file, aux, next) = (le_u16(vn, 2), le_u32(vn, 4), le_u32(vn, 8), le_u32(vn, 12));
         let mut need = VersionNeed {
             file: strings.get(file as u64)?,
             versions: Vec::new(),
@@ -322,7 +324,7 @@ fn read_verneed(
                 return Err(DynamicError::Corrupt("too many version requirements"));
             }
             let vna = buf.get(a..a + 16).ok_or_else(bad)?;
-            let (flags, name, next) = (u16le(vna, 4), u32le(vna, 8), u32le(vna, 12));
+            let (flags, name, next) = (le_u16(vna, 4), le_u32(vna, 8), le_u32(vna, 12));
             need.versions
                 .push((strings.get(name as u64)?, flags & VER_FLG_WEAK != 0));
             if next == 0 {
@@ -345,12 +347,12 @@ fn read_verdef(buf: &[u8], strings: &Strings, count: u64) -> Result<Vec<String>,
     let mut at = 0usize;
     for _ in 0..count.min(MAX_VERSION_ENTRIES as u64) {
         let vd = buf.get(at..at + 20).ok_or_else(bad)?;
-        let (flags, cnt, aux, next) = (u16le(vd, 2), u16le(vd, 6), u32le(vd, 12), u32le(vd, 16));
+        let (flags, cnt, aux, next) = (le_u16(vd, 2), le_u16(vd, 6), le_u32(vd, 12), le_u32(vd, 16));
         // The first Verdaux names the version; later ones name its parents.
         if cnt > 0 && flags & VER_FLG_BASE == 0 {
             let a = at.checked_add(aux as usize).ok_or_else(bad)?;
             let vda = buf.get(a..a + 8).ok_or_else(bad)?;
-            out.push(strings.get(u32le(vda, 0) as u64)?);
+            out.push(strings.get(le_u32(vda, 0) as u64)?);
         }
         if next == 0 {
             break;
@@ -423,16 +425,6 @@ impl Strings<'_> {
         *self.window.borrow_mut() = w;
         Ok(s)
     }
-}
-
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-fn u64le(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
 }
 
 /// Parse an in-memory file (fuzzing, tests).

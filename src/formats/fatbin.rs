@@ -37,6 +37,8 @@ use object::elf::{FileHeader32, FileHeader64};
 use object::read::elf::{FileHeader, SectionHeader};
 use object::{Endianness, ReadCache, ReadRef};
 
+use crate::formats::bytes::{le_u16, le_u32, le_u64};
+
 pub const FATBIN_MAGIC: u32 = 0xBA55_ED50;
 /// `__fatBinC_Wrapper_t.magic`, the records in `.nvFatBinSegment`.
 const WRAPPER_MAGIC: u32 = 0x4662_43B1;
@@ -307,7 +309,7 @@ fn read_inventory<'a, R: ReadRef<'a>>(data: R) -> Result<Inventory> {
     if head.starts_with(b"\x7fELF") {
         return read_elf(data, head);
     }
-    if head.len() >= 4 && u32_at(head, 0) == FATBIN_MAGIC {
+    if head.len() >= 4 && le_u32(head, 0) == FATBIN_MAGIC {
         let mut inv = Inventory {
             format: Format::Fatbin,
             containers: Vec::new(),
@@ -388,7 +390,7 @@ fn read_elf_as<'a, Elf: FileHeader<Endian = Endianness>, R: ReadRef<'a>>(
         for target in wrappers {
             let before = inv.entries.len();
             let hdr = read_at(data, target, CONTAINER_HEADER, "fatbin header")?;
-            let fat = CONTAINER_HEADER.saturating_add(u64_at(hdr, 8));
+            let fat = CONTAINER_HEADER.saturating_add(le_u64(hdr, 8));
             read_one_container(data, target, fat, &mut inv)?;
             if inv.entries.len() > before {
                 inv.format = Format::Elf;
@@ -413,13 +415,13 @@ fn wrapper_targets<'a, Elf: FileHeader<Endian = Endianness>, R: ReadRef<'a>>(
     let bytes = read_at(data, off, size.min(rec * 4096), ".nvFatBinSegment")?;
     let mut out = Vec::new();
     for chunk in bytes.chunks_exact(rec as usize) {
-        if u32_at(chunk, 0) != WRAPPER_MAGIC {
+        if le_u32(chunk, 0) != WRAPPER_MAGIC {
             continue;
         }
         let va = if is64 {
-            u64_at(chunk, 8)
+            le_u64(chunk, 8)
         } else {
-            u32_at(chunk, 8) as u64
+            le_u32(chunk, 8) as u64
         };
         if va == 0 {
             continue;
@@ -468,14 +470,14 @@ fn read_containers<'a, R: ReadRef<'a>>(
             break;
         }
         let hdr = read_at(data, pos, CONTAINER_HEADER, "fatbin header")?;
-        if u32_at(hdr, 0) != FATBIN_MAGIC {
-            if u64_at(hdr, 0) == 0 {
+        if le_u32(hdr, 0) != FATBIN_MAGIC {
+            if le_u64(hdr, 0) == 0 {
                 // Containers are 8-aligned in the section; skip the padding between them.
                 pos += 8;
                 continue;
             }
             return Err(FatbinError::Malformed {
-                what: format!("bad magic {:#010x}", u32_at(hdr, 0)),
+                what: format!("bad magic {:#010x}", le_u32(hdr, 0)),
                 offset: pos,
             });
         }
@@ -493,8 +495,8 @@ fn read_containers<'a, R: ReadRef<'a>>(
 }
 
 fn container_size(hdr: &[u8], pos: u64) -> Result<u64> {
-    let version = u16_at(hdr, 4);
-    let hsize = u16_at(hdr, 6) as u64;
+    let version = le_u16(hdr, 4);
+    let hsize = le_u16(hdr, 6) as u64;
     if version != 1 || hsize != CONTAINER_HEADER {
         return Err(FatbinError::Malformed {
             what: format!("unknown container version {version} / header size {hsize}"),
@@ -502,7 +504,7 @@ fn container_size(hdr: &[u8], pos: u64) -> Result<u64> {
         });
     }
     hsize
-        .checked_add(u64_at(hdr, 8))
+        .checked_add(le_u64(hdr, 8))
         .ok_or(FatbinError::Truncated {
             what: "fatbin container",
             offset: pos,
@@ -517,7 +519,7 @@ fn read_one_container<'a, R: ReadRef<'a>>(
     inv: &mut Inventory,
 ) -> Result<()> {
     let hdr = read_at(data, pos, CONTAINER_HEADER, "fatbin header")?;
-    if u32_at(hdr, 0) != FATBIN_MAGIC {
+    if le_u32(hdr, 0) != FATBIN_MAGIC {
         return Err(FatbinError::Malformed {
             what: "bad magic".into(),
             offset: pos,
@@ -544,8 +546,8 @@ fn read_one_container<'a, R: ReadRef<'a>>(
             });
         }
         let h = read_at(data, e, ENTRY_HEADER_MIN, "entry header")?;
-        let header_size = u32_at(h, 4) as u64;
-        let payload_size = u64_at(h, 8);
+        let header_size = le_u32(h, 4) as u64;
+        let payload_size = le_u64(h, 8);
         if !(ENTRY_HEADER_MIN..=ENTRY_HEADER_MAX).contains(&header_size) {
             return Err(FatbinError::Malformed {
                 what: format!("entry header size {header_size}"),
@@ -563,12 +565,12 @@ fn read_one_container<'a, R: ReadRef<'a>>(
         if inv.entries.len() >= MAX_ENTRIES {
             return Err(FatbinError::TooManyEntries);
         }
-        let kind = match u16_at(h, 0) {
+        let kind = match le_u16(h, 0) {
             1 => EntryKind::Ptx,
             2 => EntryKind::Sass,
             k => EntryKind::Other(k),
         };
-        let flags = u64_at(h, 0x28);
+        let flags = le_u64(h, 0x28);
         let variant = if flags & FLAG_ARCH_SPECIFIC != 0 {
             Variant::Specific
         } else if flags & FLAG_FAMILY != 0 {
@@ -577,11 +579,11 @@ fn read_one_container<'a, R: ReadRef<'a>>(
             Variant::Plain
         };
         let compressed = flags & (FLAG_COMPRESSED_LZ | FLAG_COMPRESSED_ZSTD) != 0;
-        let arch = Arch::from_sm(u32_at(h, 0x1c), variant);
-        let uncompressed = u64_at(h, 0x38);
+        let arch = Arch::from_sm(le_u32(h, 0x1c), variant);
+        let uncompressed = le_u64(h, 0x38);
         let mut ptx_isa = None;
         if kind == EntryKind::Ptx {
-            let (minor, major) = (u16_at(h, 0x18), u16_at(h, 0x1a));
+            let (minor, major) = (le_u16(h, 0x18), le_u16(h, 0x1a));
             if major != 0 {
                 ptx_isa = Some((major, minor));
             } else if !compressed {
@@ -677,7 +679,7 @@ fn compat_arch_specific(bytes: &[u8]) -> bool {
             }
             0x03 => i += 4,
             0x04 => {
-                let n = u16::from_le_bytes([bytes[i + 2], bytes[i + 3]]) as usize;
+                let n = le_u16(bytes, i + 2) as usize;
                 i += 4 + n;
             }
             _ => return false,
@@ -733,17 +735,6 @@ fn read_at<'a, R: ReadRef<'a>>(
 ) -> Result<&'a [u8]> {
     data.read_bytes_at(offset, size)
         .map_err(|_| FatbinError::Truncated { what, offset })
-}
-
-// Callers pass slices of at least the needed length (the fixed-size header reads above).
-fn u16_at(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]

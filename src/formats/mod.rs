@@ -2,6 +2,9 @@
 //! cubin headers, the forward-compatibility ELF note, …). Nothing here knows of containers or
 //! hosts; every reader bounds what it keeps, and the fuzz targets (`fuzz/`) call them.
 
+pub mod bytes;
 pub mod compat_note;
+pub mod elf;
 pub mod elf_dynamic;
 pub mod fatbin;
+pub mod ld_so_cache;

@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::formats::bytes::Endian;
+use crate::formats::elf;
 use crate::formats::elf_dynamic::{self, Dynamic};
 use crate::formats::fatbin::{self, ScannedFile};
 use crate::facts::library_loading::loader::Loader;
@@ -792,34 +794,24 @@ impl Walk<'_> {
             return Ok(None);
         }
         let eh = self.read(f, 0, size.min(64), size)?;
-        if !eh.starts_with(b"\x7fELF") || eh[5] != 1 {
+        // Host ELF of this machine's byte order only (a big-endian file is not one we load).
+        let Ok(h) = elf::FileHeader::parse(&eh) else {
+            return Ok(None);
+        };
+        if h.endian != Endian::Little {
             return Ok(None);
         }
-        let is64 = match eh[4] {
-            1 => false,
-            2 if eh.len() >= 64 => true,
-            _ => return Ok(None),
-        };
-        let (e_type, machine) = (u16le(&eh, 16), u16le(&eh, 18));
-        if !(1..=3).contains(&e_type) || machine == EM_CUDA {
+        let is64 = h.is64;
+        if !(1..=3).contains(&h.e_type) || h.machine == EM_CUDA {
             return Ok(None);
         }
-        let (shoff, shentsize, mut shnum, mut shstrndx) = if is64 {
-            (
-                u64le(&eh, 0x28),
-                u16le(&eh, 0x3a) as u64,
-                u16le(&eh, 0x3c) as u64,
-                u16le(&eh, 0x3e) as u64,
-            )
-        } else {
-            (
-                u32le(&eh, 0x20) as u64,
-                u16le(&eh, 0x2e) as u64,
-                u16le(&eh, 0x30) as u64,
-                u16le(&eh, 0x32) as u64,
-            )
-        };
-        let want = if is64 { 64 } else { 40 };
+        let (shoff, shentsize, mut shnum, mut shstrndx) = (
+            h.shoff,
+            u64::from(h.shentsize),
+            u64::from(h.shnum),
+            u64::from(h.shstrndx),
+        );
+        let want = h.section_header_size() as u64;
         if shoff == 0 || shentsize != want {
             return Ok(Some(Headers { key: None }));
         }
@@ -828,7 +820,7 @@ impl Walk<'_> {
         // Extended numbering: the real counts live in section 0.
         if shnum == 0 || shstrndx == 0xffff {
             let s0 = self.read(f, shoff, want, size)?;
-            let s0 = Shdr::parse(&s0, is64);
+            let s0 = elf::SectionHeader::parse(&s0, is64, h.endian);
             if shnum == 0 {
                 shnum = s0.size;
             }
@@ -840,17 +832,14 @@ impl Walk<'_> {
             return Err(bad("section table out of range"));
         }
         let table = self.read(f, shoff, shnum * want, size)?;
-        let shdrs: Vec<Shdr> = table
-            .chunks_exact(want as usize)
-            .map(|c| Shdr::parse(c, is64))
-            .collect();
+        let shdrs = elf::section_headers(&table, want as usize, &h);
         let strtab = &shdrs[shstrndx as usize];
         if strtab.size > MAX_SHSTRTAB {
             return Err(bad("section name table too large"));
         }
         let names = self.read(f, strtab.offset, strtab.size, size)?;
         let has_fatbin = shdrs.iter().any(|s| {
-            s.kind != object::elf::SHT_NOBITS && FATBIN_SECTIONS.contains(&name_at(&names, s.name))
+            s.kind != object::elf::SHT_NOBITS && FATBIN_SECTIONS.contains(&elf::name_at(&names, s.name))
         });
         if !has_fatbin {
             return Ok(Some(Headers { key: None }));
@@ -886,52 +875,6 @@ impl Walk<'_> {
         let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Ok(Some(Headers { key: Some(key) }))
     }
-}
-
-struct Shdr {
-    name: u32,
-    kind: u32,
-    offset: u64,
-    size: u64,
-    link: u64,
-}
-
-impl Shdr {
-    fn parse(b: &[u8], is64: bool) -> Shdr {
-        if is64 {
-            Shdr {
-                name: u32le(b, 0),
-                kind: u32le(b, 4),
-                offset: u64le(b, 0x18),
-                size: u64le(b, 0x20),
-                link: u32le(b, 0x28) as u64,
-            }
-        } else {
-            Shdr {
-                name: u32le(b, 0),
-                kind: u32le(b, 4),
-                offset: u32le(b, 0x10) as u64,
-                size: u32le(b, 0x14) as u64,
-                link: u32le(b, 0x18) as u64,
-            }
-        }
-    }
-}
-
-fn name_at(names: &[u8], off: u32) -> &[u8] {
-    let rest = names.get(off as usize..).unwrap_or(&[]);
-    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-    &rest[..end]
-}
-
-fn u16le(b: &[u8], o: usize) -> u16 {
-    u16::from_le_bytes([b[o], b[o + 1]])
-}
-fn u32le(b: &[u8], o: usize) -> u32 {
-    u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"))
-}
-fn u64le(b: &[u8], o: usize) -> u64 {
-    u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"))
 }
 
 fn file_name(p: &Path) -> &str {
