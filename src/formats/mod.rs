@@ -8,3 +8,4 @@ pub mod elf;
 pub mod elf_dynamic;
 pub mod fatbin;
 pub mod ld_so_cache;
+pub mod version;

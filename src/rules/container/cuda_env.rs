@@ -23,6 +23,7 @@
 
 use crate::facts::container::{DeviceView, GpuRequest, Node};
 use crate::formats::fatbin::{Entry, EntryKind, Format, Inventory, ScannedFile};
+use crate::formats::version::{ComputeCapability, CudaVersion};
 use crate::facts::host::{Gpu, HostProfile};
 use crate::finding::{Finding, Predicted, Severity};
 use crate::rules::gpu_code::{self as kernels, NO_BINARY_FOR_GPU};
@@ -205,7 +206,7 @@ fn set_to_one(env: &[String], key: &str) -> bool {
 /// many loaded with all: the modules that loaded and no longer do, with the error each gives.
 fn lost_modules(
     inv: &Inventory,
-    cc: (u32, u32),
+    cc: ComputeCapability,
     driver_isa: Option<(u32, u32)>,
     keep: impl Fn(&Entry) -> bool,
 ) -> (usize, usize) {
@@ -246,9 +247,11 @@ pub fn ptx_jit(
     if !force && !disable {
         return Vec::new();
     }
-    let driver_isa = crate::knowledge::parse_version(driver_cuda)
-        .and_then(crate::knowledge::max_ptx_isa_for_cuda);
-    let mut ccs: Vec<(u32, u32)> = gpus
+    let driver_isa = driver_cuda
+        .parse::<CudaVersion>()
+        .ok()
+        .and_then(|d| crate::knowledge::max_ptx_isa_for_cuda(d.into()));
+    let mut ccs: Vec<ComputeCapability> = gpus
         .iter()
         .filter_map(|g| kernels::parse_cc(&g.compute_capability))
         .collect();

@@ -26,7 +26,8 @@
 //! workload meets first (the headline), and its fix addresses that error (docs/fatbin-scan.md).
 
 use crate::facts::gpu_code::binaries::BinaryFacts;
-use crate::formats::fatbin::{Arch, EntryKind, Inventory, ScannedFile};
+use crate::formats::fatbin::{EntryKind, Inventory, ScannedFile};
+use crate::formats::version::{ComputeCapability, CudaVersion};
 use crate::facts::host::Gpu;
 use crate::finding::{Finding, Predicted, Severity};
 use crate::knowledge::{self, FrameworkLibrary};
@@ -95,16 +96,12 @@ pub fn carried(inv: &Inventory) -> String {
 }
 
 /// Parse a compute capability: `9.0`, `90`, `sm_90`.
-pub fn parse_cc(s: &str) -> Option<(u32, u32)> {
-    if let Some(v) = knowledge::parse_version(s) {
-        return Some(v);
-    }
-    let a = Arch::parse(s)?;
-    Some((a.major, a.minor))
+pub fn parse_cc(s: &str) -> Option<ComputeCapability> {
+    s.parse().ok()
 }
 
-fn gpu_label(cc: (u32, u32), gpus: &[&Gpu]) -> String {
-    let arch = match knowledge::gpu_arch(cc) {
+fn gpu_label(cc: ComputeCapability, gpus: &[&Gpu]) -> String {
+    let arch = match knowledge::gpu_arch(cc.into()) {
         Some(g) => format!("{} {}", g.arch, g.generation),
         None => format!("sm_{}{}", cc.0, cc.1),
     };
@@ -133,7 +130,7 @@ pub fn kernel_findings<'a>(
     driver_cuda: &str,
 ) -> Vec<Finding> {
     let mut out = Vec::new();
-    let mut groups: Vec<((u32, u32), Vec<&Gpu>)> = Vec::new();
+    let mut groups: Vec<(ComputeCapability, Vec<&Gpu>)> = Vec::new();
     for g in gpus {
         match parse_cc(&g.compute_capability) {
             Some(cc) => match groups.iter_mut().find(|(c, _)| *c == cc) {
@@ -158,8 +155,8 @@ pub fn kernel_findings<'a>(
         }
         return out;
     }
-    let driver = knowledge::parse_version(driver_cuda);
-    let driver_isa = driver.and_then(knowledge::max_ptx_isa_for_cuda);
+    let driver = driver_cuda.parse::<CudaVersion>().ok();
+    let driver_isa = driver.and_then(|d| knowledge::max_ptx_isa_for_cuda(d.into()));
     if driver.is_none() {
         out.push(Finding::skipped(
             "kernels-ptx-isa",
@@ -255,7 +252,7 @@ fn missing_finding(
     inv: &Inventory,
     v: &FileVerdict,
     row: Option<&FrameworkLibrary>,
-    cc: (u32, u32),
+    cc: ComputeCapability,
     label: &str,
     driver_cuda: &str,
     driver_isa: Option<(u32, u32)>,
@@ -317,7 +314,7 @@ fn missing_finding(
     );
     let carries = format!("it carries {}", carried(inv));
     match row {
-        Some(r) if !r.launched_on(cc) => {
+        Some(r) if !r.launched_on(cc.into()) => {
             let when = match r.launch {
                 knowledge::Launch::OnGpus => format!(
                     "{} launches it only on compute capability {} ({}), not on this GPU",
@@ -455,7 +452,7 @@ pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::fatbin::{Entry, Format};
+    use crate::formats::fatbin::{Arch, Entry, Format};
     use crate::formats::fatbin::Container;
 
     fn entry(spec: &str, container: usize) -> Entry {
@@ -579,18 +576,18 @@ mod tests {
                 &["ptx sm_75 8.0"],
             ],
         );
-        let v = file_verdict(&lib, (8, 0), Some((9, 0)));
+        let v = file_verdict(&lib, ComputeCapability(8, 0), Some((9, 0)));
         assert!(v.loadable);
         assert_eq!(
             (v.modules, v.by_sass, v.by_ptx, v.failing.len()),
             (3, 1, 1, 1)
         );
         assert_eq!(v.via, Some(Via::PtxJit));
-        let v = file_verdict(&lib, (7, 0), Some((9, 0)));
+        let v = file_verdict(&lib, ComputeCapability(7, 0), Some((9, 0)));
         assert!(!v.loadable);
         assert_eq!(v.predicted_error, Some(209));
         let empty = inv(Format::ElfNoCuda, &[]);
-        let v = file_verdict(&empty, (9, 0), None);
+        let v = file_verdict(&empty, ComputeCapability(9, 0), None);
         assert!(v.loadable && v.via.is_none() && v.modules == 0);
     }
 
@@ -980,7 +977,7 @@ mod tests {
             f[0].fix
         );
         let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
-        let v = file_verdict(&lib, (7, 5), Some((8, 4)));
-        assert_eq!(needed_ptx_isa(&lib, (7, 5), &v), Some((8, 5)));
+        let v = file_verdict(&lib, ComputeCapability(7, 5), Some((8, 4)));
+        assert_eq!(needed_ptx_isa(&lib, ComputeCapability(7, 5), &v), Some((8, 5)));
     }
 }

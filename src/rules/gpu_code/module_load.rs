@@ -2,6 +2,7 @@
 //! and the error a module with neither gives; per file, how many of its modules load and how.
 
 use crate::formats::fatbin::{Arch, Entry, EntryKind, Format, Inventory, Variant};
+use crate::formats::version::ComputeCapability;
 use crate::rules::gpu_code::ptx_jit::{driver_jits, ptx_targets};
 
 pub const NO_BINARY_FOR_GPU: i64 = 209;
@@ -24,9 +25,9 @@ impl Via {
 }
 
 /// Does a cubin for `arch` run on a GPU of compute capability `cc`?
-pub fn sass_runs_on(arch: Arch, cc: (u32, u32)) -> bool {
+pub fn sass_runs_on(arch: Arch, cc: ComputeCapability) -> bool {
     match arch.variant {
-        Variant::Specific => (arch.major, arch.minor) == cc,
+        Variant::Specific => ComputeCapability(arch.major, arch.minor) == cc,
         Variant::Plain | Variant::Family => arch.major == cc.0 && arch.minor <= cc.1,
     }
 }
@@ -35,7 +36,7 @@ pub fn sass_runs_on(arch: Arch, cc: (u32, u32)) -> bool {
 /// `driver_isa`: the newest PTX ISA the driver knows; `None` = unknown driver, ISA not checked.
 pub fn module_verdict(
     entries: &[&Entry],
-    cc: (u32, u32),
+    cc: ComputeCapability,
     driver_isa: Option<(u32, u32)>,
     raw_ptx: bool,
 ) -> Result<Via, i64> {
@@ -87,7 +88,7 @@ pub struct FileVerdict {
 
 pub fn file_verdict(
     inv: &Inventory,
-    cc: (u32, u32),
+    cc: ComputeCapability,
     driver_isa: Option<(u32, u32)>,
 ) -> FileVerdict {
     let raw = inv.format == Format::Ptx;

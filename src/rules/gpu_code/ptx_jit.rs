@@ -6,14 +6,15 @@
 //! the driver's is 222 `CUDA_ERROR_UNSUPPORTED_PTX_VERSION`.
 
 use crate::formats::fatbin::{Arch, EntryKind, Inventory, Variant};
+use crate::formats::version::ComputeCapability;
 use crate::rules::gpu_code::{FileVerdict, UNSUPPORTED_PTX_VERSION};
 
 /// Can PTX for `arch` be compiled for `cc` (architecture only; the ISA version is separate)?
-pub fn ptx_targets(arch: Arch, cc: (u32, u32)) -> bool {
+pub fn ptx_targets(arch: Arch, cc: ComputeCapability) -> bool {
     match arch.variant {
-        Variant::Specific => (arch.major, arch.minor) == cc,
+        Variant::Specific => ComputeCapability(arch.major, arch.minor) == cc,
         Variant::Family => arch.major == cc.0 && arch.minor <= cc.1,
-        Variant::Plain => (arch.major, arch.minor) <= cc,
+        Variant::Plain => ComputeCapability(arch.major, arch.minor) <= cc,
     }
 }
 
@@ -28,7 +29,7 @@ pub fn driver_jits(ptx_isa: Option<(u16, u16)>, driver_isa: Option<(u32, u32)>) 
 
 /// The PTX ISA the driver must know for every module that fails with 222 to load: in each such
 /// module the oldest PTX that targets the GPU, the newest of those over the modules.
-pub fn needed_ptx_isa(inv: &Inventory, cc: (u32, u32), v: &FileVerdict) -> Option<(u32, u32)> {
+pub fn needed_ptx_isa(inv: &Inventory, cc: ComputeCapability, v: &FileVerdict) -> Option<(u32, u32)> {
     v.failing
         .iter()
         .filter(|(_, code)| *code == UNSUPPORTED_PTX_VERSION)
