@@ -586,7 +586,11 @@ pub fn early_verdict(
     let image = crate::facts::versions::image_cuda::gather_env(&env);
     let host = crate::commands::host_facts(config.host_profile.as_deref(), &config.host_root)?;
     let mut findings = crate::rules::versions::requirements::check(&image, &host);
-    crate::rules::versions::requirements::on_path(&mut findings, &path, config.enforce_requirements);
+    crate::rules::versions::requirements::on_path(
+        &mut findings,
+        &path,
+        config.enforce_requirements,
+    );
     let annotation = bundle
         .spec
         .annotations()

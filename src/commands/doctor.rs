@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::commands::SettingsArgs;
-use crate::facts::host::doctor;
 use crate::facts::host::HostProfile;
+use crate::facts::host::doctor;
 use crate::facts::host::nvml::{self, FactSource};
 use crate::rules::host::doctor::{Check, Policy, Status, checks};
 

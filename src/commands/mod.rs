@@ -15,16 +15,16 @@ pub mod webhook;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::facts::gpu_code::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::container::{self, DeviceView, GpuRequest};
+use crate::facts::gpu_code::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::host::headroom::{self, HeadroomFacts};
-use crate::facts::host::{self, HostProfile};
 use crate::facts::host::state::{self as hoststate, HostState};
-use crate::facts::versions::image_cuda::{self as image, ImageFacts};
+use crate::facts::host::{self, HostProfile};
 use crate::facts::image::cache as image_cache;
 use crate::facts::library_loading::cuda_libraries::{self as linkage, LoadFacts};
 use crate::facts::start_path::{self, CdiHooks, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
+use crate::facts::versions::image_cuda::{self as image, ImageFacts};
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
 use crate::rules;
@@ -90,7 +90,9 @@ pub fn host_facts(
             }
             Ok(p)
         }
-        None => Ok(crate::facts::host::nvml::gather(host_root, host_root == Path::new("/")).profile),
+        None => {
+            Ok(crate::facts::host::nvml::gather(host_root, host_root == Path::new("/")).profile)
+        }
     }
 }
 
@@ -429,7 +431,8 @@ fn set_loaded_runtimes(img: &mut ImageFacts, l: &LoadFacts) {
 /// All rules over the facts.
 pub fn run_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     let devices = c.devices.as_ref().map_err(String::as_str);
-    let mut out = rules::container::devices::device_findings(&c.request, devices, &host.device_majors);
+    let mut out =
+        rules::container::devices::device_findings(&c.request, devices, &host.device_majors);
     if let Some(image) = &c.image {
         out.extend(rules::versions::requirements::check(image, host));
         out.extend(rules::versions::driver_compat::check(image, host));
@@ -701,8 +704,8 @@ pub fn probe_container(
     ctx: &ProbeContext,
     deadline: std::time::Duration,
 ) -> Result<(crate::facts::probe::ProbeResult, Option<String>), Finding> {
-    use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
     use crate::facts::probe::cache as probe_cache;
+    use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
     use crate::finding::{Api, Predicted, Severity};
     let started = std::time::Instant::now();
     let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
@@ -770,7 +773,8 @@ pub fn probe_container(
     };
     // Companions whose resolution the container's LD_LIBRARY_PATH changes: glibc reads it only
     // at process start, so the child loads these by path (see `probe_child`).
-    let loader = crate::facts::library_loading::loader::Loader::from_image(&root, env_ld.as_deref());
+    let loader =
+        crate::facts::library_loading::loader::Loader::from_image(&root, env_ld.as_deref());
     let plain = crate::facts::library_loading::loader::Loader::from_image(&root, None);
     let companion_names = [
         "libnvidia-ptxjitcompiler.so.1",

@@ -266,7 +266,9 @@ impl Judge {
         let mut findings = run_rules(&facts, &host);
         // Without the rootfs the image's CUDA is only its CUDA_VERSION: its runtime libraries
         // and a forward-compat package may say otherwise, so nothing is judged from it here.
-        findings.retain(|f| !crate::rules::versions::driver_compat::FINDING_IDS.contains(&f.id.as_str()));
+        findings.retain(|f| {
+            !crate::rules::versions::driver_compat::FINDING_IDS.contains(&f.id.as_str())
+        });
         findings.push(crate::finding::Finding::skipped(
             "cuda-version",
             "at creation the image is not mounted: its CUDA libraries and forward-compat package are judged by the hook when the container starts",

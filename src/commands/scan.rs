@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::facts::host::Gpu;
 use crate::formats::fatbin::{self, EntryKind, FatbinError, Format, Inventory, ScannedFile};
 use crate::formats::version::ComputeCapability;
-use crate::facts::host::Gpu;
 use crate::knowledge;
 use crate::rules::gpu_code::{self as kernels, FileVerdict};
 

@@ -151,14 +151,23 @@ mod tests {
     fn reads_the_section_table() {
         let elf = crate::formats::fatbin::tests::elf_with_section(62, 0, 0, ".nv_fatbin", b"abcd");
         let h = FileHeader::parse(&elf).unwrap();
-        assert_eq!((h.is64, h.endian, h.e_type, h.machine), (true, Endian::Little, 3, 62));
+        assert_eq!(
+            (h.is64, h.endian, h.e_type, h.machine),
+            (true, Endian::Little, 3, 62)
+        );
         let n = h.shentsize as usize * h.shnum as usize;
         let table = &elf[h.shoff as usize..h.shoff as usize + n];
         let s = section_headers(table, h.shentsize as usize, &h);
         let strtab = s[h.shstrndx as usize];
         let names = &elf[strtab.offset as usize..(strtab.offset + strtab.size) as usize];
-        let fat = s.iter().find(|x| name_at(names, x.name) == b".nv_fatbin").unwrap();
-        assert_eq!(&elf[fat.offset as usize..(fat.offset + fat.size) as usize], b"abcd");
+        let fat = s
+            .iter()
+            .find(|x| name_at(names, x.name) == b".nv_fatbin")
+            .unwrap();
+        assert_eq!(
+            &elf[fat.offset as usize..(fat.offset + fat.size) as usize],
+            b"abcd"
+        );
         assert_eq!(name_at(names, u32::MAX), b"");
     }
 }

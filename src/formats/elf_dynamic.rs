@@ -347,7 +347,8 @@ fn read_verdef(buf: &[u8], strings: &Strings, count: u64) -> Result<Vec<String>,
     let mut at = 0usize;
     for _ in 0..count.min(MAX_VERSION_ENTRIES as u64) {
         let vd = buf.get(at..at + 20).ok_or_else(bad)?;
-        let (flags, cnt, aux, next) = (le_u16(vd, 2), le_u16(vd, 6), le_u32(vd, 12), le_u32(vd, 16));
+        let (flags, cnt, aux, next) =
+            (le_u16(vd, 2), le_u16(vd, 6), le_u32(vd, 12), le_u32(vd, 16));
         // The first Verdaux names the version; later ones name its parents.
         if cnt > 0 && flags & VER_FLG_BASE == 0 {
             let a = at.checked_add(aux as usize).ok_or_else(bad)?;

@@ -67,7 +67,9 @@ pub fn parse_ld_so_cache_bounded(data: &[u8]) -> Result<ParsedCache, LoaderError
     } else if data.starts_with(OLD_MAGIC) {
         // Old part: magic[11] padded to 12, u32 nlibs, 12-byte entries; the new part follows,
         // aligned to 8 (glibc's ALIGN_CACHE).
-        let n = Bytes::le(data).u32(12).ok_or(LoaderError::Corrupt("truncated old header"))? as usize;
+        let n = Bytes::le(data)
+            .u32(12)
+            .ok_or(LoaderError::Corrupt("truncated old header"))? as usize;
         let end = n
             .checked_mul(OLD_ENTRY_LEN)
             .and_then(|x| x.checked_add(16))
@@ -89,7 +91,9 @@ pub fn parse_ld_so_cache_bounded(data: &[u8]) -> Result<ParsedCache, LoaderError
     if d.len() < NEW_HEADER_LEN {
         return Err(LoaderError::Corrupt("truncated header"));
     }
-    let nlibs = Bytes::le(d).u32(20).ok_or(LoaderError::Corrupt("truncated header"))? as usize;
+    let nlibs = Bytes::le(d)
+        .u32(20)
+        .ok_or(LoaderError::Corrupt("truncated header"))? as usize;
     match d[28] {
         3 => return Err(LoaderError::ForeignEndian),
         0 | 2 => {}
@@ -106,10 +110,18 @@ pub fn parse_ld_so_cache_bounded(data: &[u8]) -> Result<ParsedCache, LoaderError
     };
     let (mut kept, mut scanned) = (0usize, 0usize);
     for off in (NEW_HEADER_LEN..entries_end).step_by(NEW_ENTRY_LEN) {
-        let flags = Bytes::le(d).u32(off).ok_or(LoaderError::Corrupt("truncated entry"))? as i32;
-        let key = Bytes::le(d).u32(off + 4).ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
-        let value = Bytes::le(d).u32(off + 8).ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
-        let hwcap = Bytes::le(d).u64(off + 16).ok_or(LoaderError::Corrupt("truncated entry"))?;
+        let flags = Bytes::le(d)
+            .u32(off)
+            .ok_or(LoaderError::Corrupt("truncated entry"))? as i32;
+        let key = Bytes::le(d)
+            .u32(off + 4)
+            .ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
+        let value = Bytes::le(d)
+            .u32(off + 8)
+            .ok_or(LoaderError::Corrupt("truncated entry"))? as usize;
+        let hwcap = Bytes::le(d)
+            .u64(off + 16)
+            .ok_or(LoaderError::Corrupt("truncated entry"))?;
         if out.entries.len() >= MAX_CACHE_ENTRIES
             || kept >= MAX_CACHE_KEPT_BYTES
             || scanned >= MAX_CACHE_SCAN_BYTES

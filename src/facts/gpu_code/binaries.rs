@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::facts::gpu_code::scan_cache::{self, ScanCache};
+use crate::facts::image::rootfs;
+use crate::facts::library_loading::loader::Loader;
 use crate::formats::bytes::Endian;
 use crate::formats::elf;
 use crate::formats::elf_dynamic::{self, Dynamic};
 use crate::formats::fatbin::{self, ScannedFile};
-use crate::facts::library_loading::loader::Loader;
-use crate::facts::image::rootfs;
-use crate::facts::gpu_code::scan_cache::{self, ScanCache};
 
 /// Package directories of `site-packages` that ship GPU code, by name prefix.
 const GPU_PACKAGES: &[&str] = &[
@@ -839,7 +839,8 @@ impl Walk<'_> {
         }
         let names = self.read(f, strtab.offset, strtab.size, size)?;
         let has_fatbin = shdrs.iter().any(|s| {
-            s.kind != object::elf::SHT_NOBITS && FATBIN_SECTIONS.contains(&elf::name_at(&names, s.name))
+            s.kind != object::elf::SHT_NOBITS
+                && FATBIN_SECTIONS.contains(&elf::name_at(&names, s.name))
         });
         if !has_fatbin {
             return Ok(Some(Headers { key: None }));

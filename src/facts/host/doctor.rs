@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::facts::host::disk::{self, Space};
 use crate::facts::host::HostProfile;
+use crate::facts::host::disk::{self, Space};
+use crate::facts::host::nvml::FactSource;
 use crate::facts::host::state::{self as hoststate, CdiFacts, DevCharLink, DriverLib};
 use crate::facts::library_loading::loader::Loader;
-use crate::facts::host::nvml::FactSource;
 use crate::facts::probe::ProbeResult;
 use crate::knowledge::cuda::Version;
 

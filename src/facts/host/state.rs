@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::facts::container::{DeviceView, GpuRequest, Node, is_nvidia_node};
-use crate::facts::versions::image_cuda::ImageFacts;
-use crate::facts::library_loading::loader::Loader;
 use crate::facts::host::nvml::parse_nvrm_version;
 use crate::facts::image::rootfs;
+use crate::facts::library_loading::loader::Loader;
+use crate::facts::versions::image_cuda::ImageFacts;
 use crate::input::bundle::Bundle;
 use crate::knowledge::cuda::Version;
 

@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::facts::gpu_code::binaries::{BinaryFacts, LinkedFile};
-use crate::formats::elf_dynamic::Dynamic;
-use crate::formats::fatbin::{Arch, Container, Entry, EntryKind, Inventory, ScannedFile, Variant};
 use crate::facts::library_loading::cuda_libraries::LoadFacts;
 use crate::facts::toolchains::ToolchainFacts;
+use crate::formats::elf_dynamic::Dynamic;
+use crate::formats::fatbin::{Arch, Container, Entry, EntryKind, Inventory, ScannedFile, Variant};
 
 /// Bumped whenever the layout or what the key covers changes: old entries become misses.
 pub const VERSION: u32 = 1;
@@ -686,10 +686,10 @@ pub fn lookup(
 mod tests {
     use super::*;
     use crate::commands::{container_facts, run_rules};
-    use crate::facts::gpu_code::binaries::WalkSettings;
     use crate::facts::container;
-    use crate::formats::fatbin::tests::{container as fatbin, elf_with_section};
+    use crate::facts::gpu_code::binaries::WalkSettings;
     use crate::finding::Severity;
+    use crate::formats::fatbin::tests::{container as fatbin, elf_with_section};
     use std::process::Command;
     use std::time::Duration;
 

@@ -20,10 +20,10 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::gpu_code::binaries::{BinaryFacts, LinkedFile};
-use crate::formats::elf_dynamic::{self, Dynamic};
-use crate::facts::versions::image_cuda::{ImageFacts, read_version_py};
-use crate::facts::library_loading::loader::{Loader, Resolved, Source, expand_origin};
 use crate::facts::image::rootfs;
+use crate::facts::library_loading::loader::{Loader, Resolved, Source, expand_origin};
+use crate::facts::versions::image_cuda::{ImageFacts, read_version_py};
+use crate::formats::elf_dynamic::{self, Dynamic};
 use crate::knowledge::cuda::Version;
 use crate::knowledge::{LibraryKind, cuda_library};
 

@@ -771,7 +771,10 @@ mod tests {
             r.real_path_in_image,
             Path::new("/usr/local/nvidia/lib64/libcuda.so.580.159.04")
         );
-        assert_eq!(r.via, crate::facts::library_loading::loader::Source::LdSoCache);
+        assert_eq!(
+            r.via,
+            crate::facts::library_loading::loader::Source::LdSoCache
+        );
         // Nothing pending (ours ran after NVIDIA's): no prediction.
         assert!(predict_libcuda(root, &[], &spec, &CdiHooks::default()).is_none());
         // Without update-ldcache the directory must be searched some other way.

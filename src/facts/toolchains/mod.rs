@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::versions::image_cuda::list;
-use crate::facts::library_loading::loader::{Loader, read_image_file};
 use crate::facts::image::rootfs;
+use crate::facts::library_loading::loader::{Loader, read_image_file};
+use crate::facts::versions::image_cuda::list;
 use crate::knowledge::cuda::Version;
 
 /// The banner's fixed part; what follows is `<major>.<minor>, V<full version>`.

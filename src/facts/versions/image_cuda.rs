@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::facts::library_loading::loader::{Loader, Resolved, read_image_file};
 use crate::facts::image::rootfs;
+use crate::facts::library_loading::loader::{Loader, Resolved, read_image_file};
 use crate::input::bundle::Bundle;
 use crate::knowledge::cuda::Version;
 

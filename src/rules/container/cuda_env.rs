@@ -22,10 +22,10 @@
 //! entries the variable leaves the driver.
 
 use crate::facts::container::{DeviceView, GpuRequest, Node};
-use crate::formats::fatbin::{Entry, EntryKind, Format, Inventory, ScannedFile};
-use crate::formats::version::{ComputeCapability, CudaVersion};
 use crate::facts::host::{Gpu, HostProfile};
 use crate::finding::{Finding, Predicted, Severity};
+use crate::formats::fatbin::{Entry, EntryKind, Format, Inventory, ScannedFile};
+use crate::formats::version::{ComputeCapability, CudaVersion};
 use crate::rules::gpu_code::{self as kernels, NO_BINARY_FOR_GPU};
 
 pub const CUDA_VISIBLE_DEVICES_NONE: &str = "cuda-visible-devices-none";

@@ -26,10 +26,10 @@
 //! workload meets first (the headline), and its fix addresses that error (docs/fatbin-scan.md).
 
 use crate::facts::gpu_code::binaries::BinaryFacts;
-use crate::formats::fatbin::{EntryKind, Inventory, ScannedFile};
-use crate::formats::version::{ComputeCapability, CudaVersion};
 use crate::facts::host::Gpu;
 use crate::finding::{Finding, Predicted, Severity};
+use crate::formats::fatbin::{EntryKind, Inventory, ScannedFile};
+use crate::formats::version::{ComputeCapability, CudaVersion};
 use crate::knowledge::{self, FrameworkLibrary};
 
 pub mod module_load;
@@ -452,8 +452,8 @@ pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<F
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::fatbin::{Arch, Entry, Format};
     use crate::formats::fatbin::Container;
+    use crate::formats::fatbin::{Arch, Entry, Format};
 
     fn entry(spec: &str, container: usize) -> Entry {
         // "sass sm_90a" / "ptx sm_80 8.5"
@@ -978,6 +978,9 @@ mod tests {
         );
         let lib = inv(Format::Elf, &[&["ptx sm_52 8.5", "ptx sm_90 9.0"]]);
         let v = file_verdict(&lib, ComputeCapability(7, 5), Some((8, 4)));
-        assert_eq!(needed_ptx_isa(&lib, ComputeCapability(7, 5), &v), Some((8, 5)));
+        assert_eq!(
+            needed_ptx_isa(&lib, ComputeCapability(7, 5), &v),
+            Some((8, 5))
+        );
     }
 }

@@ -29,7 +29,11 @@ pub fn driver_jits(ptx_isa: Option<(u16, u16)>, driver_isa: Option<(u32, u32)>) 
 
 /// The PTX ISA the driver must know for every module that fails with 222 to load: in each such
 /// module the oldest PTX that targets the GPU, the newest of those over the modules.
-pub fn needed_ptx_isa(inv: &Inventory, cc: ComputeCapability, v: &FileVerdict) -> Option<(u32, u32)> {
+pub fn needed_ptx_isa(
+    inv: &Inventory,
+    cc: ComputeCapability,
+    v: &FileVerdict,
+) -> Option<(u32, u32)> {
     v.failing
         .iter()
         .filter(|(_, code)| *code == UNSUPPORTED_PTX_VERSION)

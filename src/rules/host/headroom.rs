@@ -4,8 +4,8 @@
 //! into 28 KB). Both warn by default: the start may still work, and the numbers move.
 
 use crate::facts::container::GpuRequest;
-use crate::facts::host::headroom::HeadroomFacts;
 use crate::facts::host::HostProfile;
+use crate::facts::host::headroom::HeadroomFacts;
 use crate::finding::{Api, Finding, Predicted, Severity};
 use crate::rules::host::compute_mode::container_gpus;
 
@@ -102,9 +102,9 @@ pub fn check(h: &HeadroomFacts, request: &GpuRequest, host: &HostProfile) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::facts::host::Gpu;
     use crate::facts::host::disk::Space;
     use crate::facts::host::headroom::Volume;
-    use crate::facts::host::Gpu;
 
     fn host(free: Option<u64>) -> HostProfile {
         HostProfile {

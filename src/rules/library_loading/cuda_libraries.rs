@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::facts::versions::image_cuda::ImageFacts;
 use crate::facts::library_loading::cuda_libraries::LoadFacts;
+use crate::facts::versions::image_cuda::ImageFacts;
 use crate::finding::{Api, Finding, Predicted, Severity};
 use crate::knowledge::cuda::Version;
 use crate::knowledge::cuda_library;
@@ -103,8 +103,10 @@ fn missing_libraries(load: &LoadFacts, out: &mut Vec<Finding>) {
 fn missing_versions(load: &LoadFacts, out: &mut Vec<Finding>) {
     // One finding per library file the loader picks: every version it lacks and every object
     // that needs one named in it. The loader stops at the first it checks, which it names.
-    let mut groups: BTreeMap<PathBuf, Vec<&crate::facts::library_loading::cuda_libraries::MissingVersion>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<
+        PathBuf,
+        Vec<&crate::facts::library_loading::cuda_libraries::MissingVersion>,
+    > = BTreeMap::new();
     for mv in &load.missing_versions {
         groups.entry(mv.provider.clone()).or_default().push(mv);
     }
@@ -329,7 +331,9 @@ fn mismatches(load: &LoadFacts, image: &ImageFacts, out: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::library_loading::cuda_libraries::{Framework, MissingLibrary, MissingVersion, RuntimeInUse};
+    use crate::facts::library_loading::cuda_libraries::{
+        Framework, MissingLibrary, MissingVersion, RuntimeInUse,
+    };
     use crate::facts::library_loading::loader::Source;
     use crate::rules::registered_ids;
 

@@ -744,8 +744,8 @@ mod example_hosts {
 #[cfg(test)]
 mod measured_on_h100 {
     use super::*;
-    use crate::facts::versions::image_cuda::gather_rootfs;
     use crate::facts::library_loading::loader::tests::elf64;
+    use crate::facts::versions::image_cuda::gather_rootfs;
     use std::os::unix::fs::symlink;
     use std::path::Path;
 
@@ -811,7 +811,10 @@ mod measured_on_h100 {
         let d = h100_like_rootfs();
         let f = gather_rootfs(d.path(), &[]);
         let lib = f.libcuda.as_ref().unwrap();
-        assert_eq!(lib.via, crate::facts::library_loading::loader::Source::LdSoCache);
+        assert_eq!(
+            lib.via,
+            crate::facts::library_loading::loader::Source::LdSoCache
+        );
         assert_eq!(
             lib.path_in_image,
             Path::new("/usr/local/nvidia/lib64/libcuda.so.1")

@@ -29,8 +29,8 @@
 //!   "invalid expression"), warn when an earlier alternative already holds.
 
 use crate::facts::host::HostProfile;
-use crate::facts::versions::image_cuda::ImageFacts;
 use crate::facts::start_path::StartPath;
+use crate::facts::versions::image_cuda::ImageFacts;
 use crate::finding::{Api, Finding, Predicted, Severity};
 use crate::knowledge::cuda::{Version, toolkit_min_driver};
 
