@@ -4,6 +4,7 @@
 
 pub mod bytes;
 pub mod compat_note;
+pub mod cuda_banner;
 pub mod elf;
 pub mod elf_dynamic;
 pub mod fatbin;
