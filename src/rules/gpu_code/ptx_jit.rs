@@ -49,3 +49,45 @@ pub fn needed_ptx_isa(
         })
         .max()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::version::{ComputeCapability, CudaVersion};
+    use crate::knowledge::max_ptx_isa_for_cuda;
+
+    /// PTX ISA against the driver's CUDA, through the knowledge table (knowledge/ptx_isa.tsv).
+    #[test]
+    fn ptx_isa_against_the_driver() {
+        let cases: [(&str, (u16, u16), &str, bool); 5] = [
+            ("9.1 needs CUDA 13.1", (9, 1), "13.0", false),
+            ("9.0 on 13.0", (9, 0), "13.0", true),
+            ("9.1 on 13.1", (9, 1), "13.1", true),
+            ("8.8 on 12.9", (8, 8), "12.9", true),
+            ("9.0 on 12.9", (9, 0), "12.9", false),
+        ];
+        for (name, isa, cuda, want) in cases {
+            let cuda: CudaVersion = cuda.parse().unwrap();
+            let driver = max_ptx_isa_for_cuda(cuda.into());
+            assert_eq!(driver_jits(Some(isa), driver), want, "{name}");
+        }
+        // Unknown on either side is not a failure.
+        assert!(driver_jits(None, Some((7, 0))));
+        assert!(driver_jits(Some((9, 9)), None));
+    }
+
+    #[test]
+    fn ptx_targets_by_variant() {
+        let cc = ComputeCapability(9, 0);
+        let cases = [
+            ("compute_80", true),
+            ("compute_90", true),
+            ("compute_100", false),
+            ("compute_90a", true),
+            ("compute_86a", false),
+        ];
+        for (arch, want) in cases {
+            assert_eq!(ptx_targets(Arch::parse(arch).unwrap(), cc), want, "{arch}");
+        }
+    }
+}
