@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use cuda_preflight::facts::{host::HostProfile, image};
-use cuda_preflight::rules::{requirements, versions};
+use cuda_preflight::facts::host::HostProfile;
+use cuda_preflight::facts::versions::image_cuda as image;
+use cuda_preflight::rules::versions::{driver_compat as versions, requirements};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -89,7 +89,7 @@ pub struct Config {
     pub min_free_disk_mib: u64,
     /// Directories whose free space `doctor` reports: where images and models live.
     pub disk_paths: Vec<PathBuf>,
-    /// The walk for the image's CUDA binaries (`facts::binaries`) stops after this long, this
+    /// The walk for the image's CUDA binaries (`facts::gpu_code::binaries`) stops after this long, this
     /// many library files opened, or this many bytes read; what it did not reach is reported.
     pub scan_budget_ms: u64,
     pub scan_max_files: usize,
@@ -151,7 +151,7 @@ impl Default for Config {
             max_reports: 1000,
             min_free_memory_mib: None,
             min_free_disk_mib: 1024,
-            disk_paths: crate::facts::doctor::DEFAULT_DISK_PATHS
+            disk_paths: crate::facts::host::doctor::DEFAULT_DISK_PATHS
                 .iter()
                 .map(PathBuf::from)
                 .collect(),

@@ -12,6 +12,7 @@ pub mod config;
 pub mod facts;
 pub mod finding;
 pub mod fleet;
+pub mod formats;
 pub mod input;
 pub mod knowledge;
 pub mod nri;

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         Command::Facts(args) => report(facts::run(&args, &mut std::io::stdout().lock())),
         Command::Scan(args) => report(scan::run(&args, &mut std::io::stdout().lock())),
         Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
-        Command::ProbeChild => cuda_preflight::facts::probe_child::main(std::io::stdin()),
+        Command::ProbeChild => cuda_preflight::facts::probe::child::main(std::io::stdin()),
         Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),
         Command::Doctor(args) => report(doctor::run(&args, &mut std::io::stdout().lock())),
         Command::Install(args) => report(install::run(&args, &mut std::io::stdout().lock())),

@@ -10,5 +10,5 @@ static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else { return };
     let root = ROOT.get_or_init(|| tempfile::tempdir().unwrap()).path();
-    let _ = cuda_preflight::facts::hoststate::parse_cdi_spec(rest, sel & 1 == 1, "f".into(), root);
+    let _ = cuda_preflight::facts::host::state::parse_cdi_spec(rest, sel & 1 == 1, "f".into(), root);
 });

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(Some(d)) = cuda_preflight::facts::elf_dynamic::read_bytes(data) {
+    if let Ok(Some(d)) = cuda_preflight::formats::elf_dynamic::read_bytes(data) {
         // Every name came out of the input: bounded by it.
         assert!(d.needed.len() <= data.len() / 16);
         assert!(d.needed.iter().all(|n| n.len() <= data.len()));

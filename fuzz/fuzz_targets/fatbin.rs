@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(inv) = cuda_preflight::facts::fatbin::read_bytes(data) {
+    if let Ok(inv) = cuda_preflight::formats::fatbin::read_bytes(data) {
         // Every entry lies inside the input and inside its container.
         for e in &inv.entries {
             let c = &inv.containers[e.container];

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(entries) = cuda_preflight::facts::loader::parse_ld_so_cache(data) {
+    if let Ok(entries) = cuda_preflight::formats::ld_so_cache::parse_ld_so_cache(data) {
         // Every entry came out of the input: no more entries than bytes could hold.
         assert!(entries.len() <= data.len());
     }

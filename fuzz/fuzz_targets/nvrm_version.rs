@@ -4,7 +4,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Some(v) = cuda_preflight::facts::nvml::parse_nvrm_version(&text) {
+    if let Some(v) = cuda_preflight::facts::host::nvml::parse_nvrm_version(&text) {
         assert!(v.to_string().contains('.'));
     }
 });

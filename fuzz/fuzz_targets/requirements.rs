@@ -3,8 +3,9 @@
 //! host with no facts, and a multi-GPU host.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use cuda_preflight::facts::{host::{Gpu, HostProfile}, image};
-use cuda_preflight::rules::requirements;
+use cuda_preflight::facts::host::{Gpu, HostProfile};
+use cuda_preflight::facts::versions::image_cuda as image;
+use cuda_preflight::rules::versions::requirements;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };

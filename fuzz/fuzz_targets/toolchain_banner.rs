@@ -3,9 +3,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(v) = cuda_preflight::facts::toolchains::find_release(data) {
+    if let Some(v) = cuda_preflight::formats::cuda_banner::find_release(data) {
         assert!(v.major() > 0);
         let _ = v.to_string();
     }
-    let _ = cuda_preflight::facts::toolchains::parse_banner_tail(data);
+    let _ = cuda_preflight::formats::cuda_banner::parse_banner_tail(data);
 });

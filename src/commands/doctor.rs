@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::commands::SettingsArgs;
-use crate::facts::doctor;
 use crate::facts::host::HostProfile;
-use crate::facts::nvml::{self, FactSource};
-use crate::rules::doctor::{Check, Policy, Status, checks};
+use crate::facts::host::doctor;
+use crate::facts::host::nvml::{self, FactSource};
+use crate::rules::host::doctor::{Check, Policy, Status, checks};
 
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct DoctorArgs {

@@ -21,13 +21,13 @@ pub struct ExplainArgs {
 fn lookup(q: &str) -> Option<(Predicted, Option<Explanation>)> {
     let q = q.trim();
     // NVML's words for the same cause as 803: a driver library that is not the kernel module's.
-    let nvml = crate::rules::hoststate::driver_libs::NVML_MISMATCH;
+    let nvml = crate::rules::host::driver_libs::NVML_MISMATCH;
     if q.len() >= 8 && nvml.to_ascii_lowercase().contains(&q.to_ascii_lowercase()) {
         let e = knowledge::explanations().find(|e| e.code == 803 && e.api == "driver");
         return Some((Predicted::message(crate::finding::Api::Nvml, nvml), e));
     }
     let code: Option<i64> = q.parse().ok();
-    let runtime = crate::rules::versions::insufficient_driver();
+    let runtime = crate::rules::versions::driver_compat::insufficient_driver();
     // 35 and cudaErrorInsufficientDriver are the runtime's: the driver's enum has no 35.
     if code == Some(35)
         || runtime

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::facts::host::HostProfile;
-use crate::facts::nvml::{self, FactSource, HostFacts};
+use crate::facts::host::nvml::{self, FactSource, HostFacts};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct FactsArgs {

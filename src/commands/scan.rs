@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use crate::facts::fatbin::{self, EntryKind, FatbinError, Format, Inventory, ScannedFile};
 use crate::facts::host::Gpu;
+use crate::formats::fatbin::{self, EntryKind, FatbinError, Format, Inventory, ScannedFile};
+use crate::formats::version::ComputeCapability;
 use crate::knowledge;
-use crate::rules::kernels::{self, FileVerdict};
+use crate::rules::gpu_code::{self as kernels, FileVerdict};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ScanArgs {
@@ -62,7 +63,7 @@ pub fn run(args: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let mut not_loadable = false;
     let mut reports = Vec::new();
     for f in &files {
-        let verdicts: Vec<((u32, u32), FileVerdict)> = match &f.inventory {
+        let verdicts: Vec<(ComputeCapability, FileVerdict)> = match &f.inventory {
             Ok(inv) => ccs
                 .iter()
                 .map(|cc| (*cc, kernels::file_verdict(inv, *cc, driver_isa)))
@@ -239,7 +240,7 @@ struct FileJson {
     verdict: Value,
 }
 
-fn file_json(f: &ScannedFile, verdicts: &[((u32, u32), FileVerdict)]) -> FileJson {
+fn file_json(f: &ScannedFile, verdicts: &[(ComputeCapability, FileVerdict)]) -> FileJson {
     let path = f.path.display().to_string();
     match &f.inventory {
         Ok(inv) => FileJson {
@@ -262,7 +263,7 @@ fn file_json(f: &ScannedFile, verdicts: &[((u32, u32), FileVerdict)]) -> FileJso
             per_gpu: (verdicts.len() > 1).then(|| {
                 verdicts
                     .iter()
-                    .map(|((a, b), v)| {
+                    .map(|(ComputeCapability(a, b), v)| {
                         let mut j = verdict_json(v);
                         j["gpu"] = json!(format!("{a}.{b}"));
                         j
@@ -330,12 +331,12 @@ fn summary(inv: &Inventory) -> (usize, usize, usize) {
 }
 
 /// A file and its verdict per GPU compute capability.
-type Report<'a> = (&'a ScannedFile, Vec<((u32, u32), FileVerdict)>);
+type Report<'a> = (&'a ScannedFile, Vec<(ComputeCapability, FileVerdict)>);
 
 fn write_table(
     out: &mut dyn Write,
     reports: &[Report<'_>],
-    ccs: &[(u32, u32)],
+    ccs: &[ComputeCapability],
 ) -> anyhow::Result<()> {
     let mut rows: Vec<[String; 5]> = Vec::new();
     let gpu_head = if ccs.is_empty() {
@@ -344,7 +345,7 @@ fn write_table(
         format!(
             "VERDICT ({})",
             ccs.iter()
-                .map(|(a, b)| format!("{a}.{b}"))
+                .map(|ComputeCapability(a, b)| format!("{a}.{b}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         )

@@ -174,14 +174,14 @@ pub fn doctor_health(
     p: &HostProfile,
     config: &crate::config::Config,
 ) -> Health {
-    let facts = crate::facts::doctor::gather(
+    let facts = crate::facts::host::doctor::gather(
         host_root,
         p.clone(),
-        crate::facts::nvml::FactSource::None,
+        crate::facts::host::nvml::FactSource::None,
         Vec::new(),
         &config.disk_paths,
         std::time::Duration::from_millis(config.probe_deadline_ms),
-        crate::facts::doctor::nri(
+        crate::facts::host::doctor::nri(
             host_root,
             config
                 .nri_socket
@@ -190,16 +190,16 @@ pub fn doctor_health(
             &config.state_dir,
         ),
     );
-    let list = crate::rules::doctor::checks(
+    let list = crate::rules::host::doctor::checks(
         &facts,
-        crate::rules::doctor::Policy {
+        crate::rules::host::doctor::Policy {
             min_free_disk_mib: config.min_free_disk_mib,
         },
     );
     Health {
         failed: list
             .iter()
-            .filter(|c| c.status == crate::rules::doctor::Status::Fail)
+            .filter(|c| c.status == crate::rules::host::doctor::Status::Fail)
             .map(|c| c.id.to_string())
             .collect(),
     }

@@ -128,14 +128,14 @@ pub fn image_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     let mut out = Vec::new();
     let driver_cuda = host.cuda_driver_version.as_deref().unwrap_or("");
     if let Some(image) = &c.image {
-        out.extend(rules::requirements::check(image, host));
-        out.extend(rules::versions::check(image, host));
+        out.extend(rules::versions::requirements::check(image, host));
+        out.extend(rules::versions::driver_compat::check(image, host));
     }
     if let (Some(l), Some(image)) = (&c.load, &c.image) {
-        out.extend(rules::loading::check(l, image));
+        out.extend(rules::library_loading::cuda_libraries::check(l, image));
     }
     if let Some(b) = &c.binaries {
-        out.extend(rules::kernels::image_findings(b, &host.gpus, driver_cuda));
+        out.extend(rules::gpu_code::image_findings(b, &host.gpus, driver_cuda));
     }
     if let Some(t) = &c.toolchains {
         out.extend(rules::toolchains::check(t, &host.gpus, Some(driver_cuda)));

@@ -115,7 +115,7 @@ impl Serialize for Version {
     }
 }
 
-/// The image facts cache reads versions back (`facts::image_cache`): what does not parse as a
+/// The image facts cache reads versions back (`facts::image::cache`): what does not parse as a
 /// version is an error, and the whole entry a miss.
 impl<'de> Deserialize<'de> for Version {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -27,10 +27,10 @@ pub struct Report<'a> {
     pub probe: Option<&'a crate::facts::probe::ProbeResult>,
     /// The walk for the image's CUDA binaries: counts, cache hits, what it did not reach.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub binaries: Option<&'a crate::facts::binaries::BinaryFacts>,
+    pub binaries: Option<&'a crate::facts::gpu_code::binaries::BinaryFacts>,
     /// How the image's CUDA-using libraries load: misses, runtimes in use.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load: Option<&'a crate::facts::linkage::LoadFacts>,
+    pub load: Option<&'a crate::facts::library_loading::cuda_libraries::LoadFacts>,
     /// The image's JIT toolchains (ptxas, NVRTC) and their CUDA versions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub toolchains: Option<&'a crate::facts::toolchains::ToolchainFacts>,

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::facts::binaries::{self, BinaryFacts, WalkSettings};
+use crate::facts::gpu_code::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::container::{self, DeviceView, GpuRequest};
-use crate::facts::headroom::{self, HeadroomFacts};
-use crate::facts::hoststate::{self, HostState};
-use crate::facts::image::{self, ImageFacts};
-use crate::facts::image_cache;
-use crate::facts::linkage::{self, LoadFacts};
+use crate::facts::host::headroom::{self, HeadroomFacts};
+use crate::facts::host::state::{self as hoststate, HostState};
+use crate::facts::versions::image_cuda::{self as image, ImageFacts};
+use crate::facts::image::cache as image_cache;
+use crate::facts::library_loading::cuda_libraries::{self as linkage, LoadFacts};
 use crate::facts::start_path::{self, CdiHooks, Stage, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
 use crate::input::bundle::Bundle;
@@ -200,7 +200,7 @@ pub fn gather(input: Input) -> ContainerFacts {
         None => bundle.rootfs.clone(),
     };
     // Every image path below is looked up from this directory, opened once.
-    let _held = crate::facts::rootfs::hold(&root);
+    let _held = crate::facts::image::rootfs::hold(&root);
     let mut image_facts = request.wants_gpu().then(|| match pid {
         Some(_) => image::gather_rootfs(&root, &env),
         None => image::gather(bundle),
@@ -227,8 +227,8 @@ pub fn gather(input: Input) -> ContainerFacts {
         && !img
             .libcuda
             .as_ref()
-            .is_some_and(|r| r.via == crate::facts::loader::Source::LdLibraryPath)
-        && let Ok(host_path) = crate::facts::rootfs::resolve(&root, lib)
+            .is_some_and(|r| r.via == crate::facts::library_loading::loader::Source::LdLibraryPath)
+        && let Ok(host_path) = crate::facts::image::rootfs::resolve(&root, lib)
     {
         img.compat_in_use = Some(image::CompatLib {
             path: lib.clone(),
@@ -237,11 +237,11 @@ pub fn gather(input: Input) -> ContainerFacts {
                 .as_deref()
                 .and_then(crate::knowledge::cuda::Version::parse),
         });
-        img.libcuda = Some(crate::facts::loader::Resolved {
+        img.libcuda = Some(crate::facts::library_loading::loader::Resolved {
             path_in_image: lib.with_file_name("libcuda.so.1"),
             real_path_in_image: lib.clone(),
             host_path,
-            via: crate::facts::loader::Source::LdSoCache,
+            via: crate::facts::library_loading::loader::Source::LdSoCache,
             unloadable: None,
         });
     }
@@ -266,7 +266,7 @@ pub fn gather(input: Input) -> ContainerFacts {
                 args0.as_deref(),
                 &site,
                 img,
-                crate::facts::image_identity::mountinfo_path(pid, proc_root),
+                crate::facts::image::identity::mountinfo_path(pid, proc_root),
                 walk,
             );
             (Some(b), l, Some(t))
@@ -355,7 +355,7 @@ pub fn gather(input: Input) -> ContainerFacts {
 
 /// The image's binaries, load facts and toolchains: from the image facts cache where the rootfs
 /// has an identity the host knows and an entry for it exists, else gathered (and stored where it
-/// has a key). `mountinfo`: the container's mount table ([`crate::facts::image_identity`]).
+/// has a key). `mountinfo`: the container's mount table ([`crate::facts::image::identity`]).
 #[allow(clippy::too_many_arguments)]
 fn image_facts_cached(
     bundle: &Bundle,

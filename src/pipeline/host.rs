@@ -21,7 +21,7 @@ pub fn host_facts(
             }
             Ok(p)
         }
-        None => Ok(crate::facts::nvml::gather(host_root, host_root == Path::new("/")).profile),
+        None => Ok(crate::facts::host::nvml::gather(host_root, host_root == Path::new("/")).profile),
     }
 }
 
@@ -62,8 +62,8 @@ pub fn host_facts_cached(
         p.device_majors = host::device_majors_from_proc(host_root);
         return p;
     }
-    let facts = crate::facts::nvml::gather(host_root, host_root == Path::new("/"));
-    if facts.source == crate::facts::nvml::FactSource::Nvml && !ttl.is_zero() {
+    let facts = crate::facts::host::nvml::gather(host_root, host_root == Path::new("/"));
+    if facts.source == crate::facts::host::nvml::FactSource::Nvml && !ttl.is_zero() {
         let c = Cached {
             key,
             time: now,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use crate::config::Config;
 use crate::facts::host::HostProfile;
-use crate::facts::probe_answer::ProbeAnswer;
+use crate::facts::probe::answer::ProbeAnswer;
 use crate::finding::Finding;
 use crate::input::bundle::Bundle;
 use crate::verdict::Verdict;

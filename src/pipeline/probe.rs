@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, ProbePolicy};
 use crate::facts::container;
 use crate::facts::host::HostProfile;
-use crate::facts::probe_answer::ProbeAnswer;
+use crate::facts::probe::answer::ProbeAnswer;
 use crate::facts::start_path::Stage;
 use crate::finding::{Finding, Severity};
 use crate::input::bundle::Bundle;
@@ -200,8 +200,8 @@ fn device_nodes(root: &Path) -> Vec<(String, u32, u32, u32, u64)> {
 /// `LD_LIBRARY_PATH` resolves to another file than the cache and default directories would
 /// (the child's own loader never saw that variable). Dependencies come before what needs them.
 fn preload_list(
-    with_ld: &crate::facts::loader::Loader,
-    without: &crate::facts::loader::Loader,
+    with_ld: &crate::facts::library_loading::loader::Loader,
+    without: &crate::facts::library_loading::loader::Loader,
     libcuda_host: &Path,
     companions: &[&str],
 ) -> Vec<PathBuf> {
@@ -211,7 +211,7 @@ fn preload_list(
         };
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         let bytes = std::cell::Cell::new(0);
-        crate::facts::elf_dynamic::read_needed(&f, size, &bytes)
+        crate::formats::elf_dynamic::read_needed(&f, size, &bytes)
             .ok()
             .flatten()
             .map(|d| d.needed)
@@ -251,7 +251,7 @@ fn probe_container(
     deadline: Duration,
 ) -> ProbeAnswer {
     use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
-    use crate::facts::probe_cache;
+    use crate::facts::probe::cache as probe_cache;
     let started = Instant::now();
     let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
         return ProbeAnswer::NoLibcuda;
@@ -261,7 +261,7 @@ fn probe_container(
     let seccomp_spec = linux.and_then(|l| l.seccomp().as_ref());
     let compile_seccomp = |spec: &mut ProbeSpec| -> Result<(), String> {
         if let Some(s) = seccomp_spec {
-            spec.seccomp = crate::facts::seccomp::compile(s)?;
+            spec.seccomp = crate::facts::probe::seccomp::compile(s)?;
         }
         Ok(())
     };
@@ -297,8 +297,8 @@ fn probe_container(
     };
     // Companions whose resolution the container's LD_LIBRARY_PATH changes: glibc reads it only
     // at process start, so the child loads these by path (see `probe_child`).
-    let loader = crate::facts::loader::Loader::from_image(&root, env_ld.as_deref());
-    let plain = crate::facts::loader::Loader::from_image(&root, None);
+    let loader = crate::facts::library_loading::loader::Loader::from_image(&root, env_ld.as_deref());
+    let plain = crate::facts::library_loading::loader::Loader::from_image(&root, None);
     let companion_names = [
         "libnvidia-ptxjitcompiler.so.1",
         "libnvidia-nvvm.so.4",

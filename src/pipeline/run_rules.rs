@@ -1,9 +1,9 @@
 //! Run the rules: every rule over one container's facts on one host. Rules are pure
 //! (`crate::rules`); this step only says which rules the caller's facts support ([`Scope`]).
 
-use crate::facts::binaries::BinaryFacts;
+use crate::facts::gpu_code::binaries::BinaryFacts;
 use crate::facts::host::HostProfile;
-use crate::facts::image_cache;
+use crate::facts::image::cache as image_cache;
 use crate::finding::Finding;
 use crate::pipeline::ContainerFacts;
 use crate::rules;
@@ -14,7 +14,7 @@ pub enum Scope {
     /// Every rule; `NVIDIA_REQUIRE_*` as the start path enforces it (the hook, `check`).
     All,
     /// At container creation (the NRI plugin): no rootfs yet, so the image's CUDA version is left
-    /// to the hook ([`rules::versions::not_mounted`]); `NVIDIA_REQUIRE_*` as the start path
+    /// to the hook ([`rules::versions::driver_compat::not_mounted`]); `NVIDIA_REQUIRE_*` as the start path
     /// enforces it, as the hook judges it (an unmet requirement on a CDI path is not a block).
     AtCreation,
     /// Before the real runtime ran (the runtime shim): only `NVIDIA_REQUIRE_*` (and the legacy
@@ -36,12 +36,12 @@ pub fn run(
         Scope::Requirements => c
             .image
             .as_ref()
-            .map(|image| rules::requirements::check(image, host))
+            .map(|image| rules::versions::requirements::check(image, host))
             .unwrap_or_default(),
     };
-    rules::requirements::on_path(&mut out, &c.start_path, enforce_requirements);
+    rules::versions::requirements::on_path(&mut out, &c.start_path, enforce_requirements);
     if scope == Scope::AtCreation {
-        rules::versions::not_mounted(&mut out);
+        rules::versions::driver_compat::not_mounted(&mut out);
     }
     out
 }
@@ -49,19 +49,19 @@ pub fn run(
 /// All rules over the facts.
 fn all(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     let devices = c.devices.as_ref().map_err(String::as_str);
-    let mut out = rules::devices::device_findings(&c.request, devices, &host.device_majors);
+    let mut out = rules::container::devices::device_findings(&c.request, devices, &host.device_majors);
     if let Some(image) = &c.image {
-        out.extend(rules::requirements::check(image, host));
-        out.extend(rules::versions::check(image, host));
+        out.extend(rules::versions::requirements::check(image, host));
+        out.extend(rules::versions::driver_compat::check(image, host));
     }
     if let Some(hs) = &c.hoststate {
-        out.extend(rules::hoststate::check(&c.request, hs, host));
+        out.extend(rules::host::check(&c.request, hs, host));
     }
     if let Some(h) = &c.headroom {
-        out.extend(rules::headroom::check(h, &c.request, host));
+        out.extend(rules::host::headroom::check(h, &c.request, host));
     }
     if let (Some(l), Some(image)) = (&c.load, &c.image) {
-        out.extend(rules::loading::check(l, image));
+        out.extend(rules::library_loading::cuda_libraries::check(l, image));
     }
     let judged = c
         .binaries
@@ -75,7 +75,7 @@ fn all(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     }
     // The container's CUDA_* variables (rules::cuda_env): a module of their own next to the
     // kernel rules, from the same facts.
-    out.extend(rules::cuda_env::check(
+    out.extend(rules::container::cuda_env::check(
         &c.env,
         devices,
         &c.request,
@@ -108,8 +108,8 @@ fn judge_binaries(
 ) -> image_cache::Judged {
     let driver = host.cuda_driver_version.as_deref().unwrap_or("");
     let judge = |b: &BinaryFacts| image_cache::Judged {
-        kernels: rules::kernels::image_findings(b, gpus, driver),
-        ptx_jit: rules::cuda_env::ptx_jit(env, &b.files, gpus, driver),
+        kernels: rules::gpu_code::image_findings(b, gpus, driver),
+        ptx_jit: rules::container::cuda_env::ptx_jit(env, &b.files, gpus, driver),
     };
     let Some(packed) = &b.packed else {
         return judge(b);
@@ -127,7 +127,7 @@ fn judge_binaries(
         // Damaged after it was stored: said, never judged as no GPU code (rules::kernels).
         None => {
             return image_cache::Judged {
-                kernels: vec![rules::kernels::not_unpacked()],
+                kernels: vec![rules::gpu_code::not_unpacked()],
                 ptx_jit: Vec::new(),
             };
         }
@@ -140,7 +140,7 @@ fn judge_binaries(
 /// The GPUs the container gets where that is known; else every GPU of the host (hosts are
 /// nearly always of one kind, and a mixed one is judged on each).
 fn container_gpus(c: &ContainerFacts, host: &HostProfile) -> Vec<crate::facts::host::Gpu> {
-    rules::hoststate::compute_mode::container_gpus(&c.request, host)
+    rules::host::compute_mode::container_gpus(&c.request, host)
         .filter(|g| !g.is_empty())
         .map(|g| g.into_iter().cloned().collect())
         .unwrap_or_else(|| host.gpus.clone())

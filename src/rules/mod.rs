@@ -1,14 +1,10 @@
 //! Rules: pure functions from facts to findings. No I/O here.
 
-pub mod cuda_env;
-pub mod devices;
-pub mod doctor;
-pub mod headroom;
-pub mod hoststate;
-pub mod kernels;
-pub mod loading;
+pub mod container;
+pub mod gpu_code;
+pub mod host;
+pub mod library_loading;
 pub mod probe;
-pub mod requirements;
 pub mod start_path;
 pub mod toolchains;
 pub mod versions;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cuda_preflight::facts::fatbin::{self, EntryKind, Format, Inventory, Variant};
+use cuda_preflight::formats::fatbin::{self, EntryKind, Format, Inventory, Variant};
 
 fn cache() -> PathBuf {
     std::env::var_os("CUDA_PREFLIGHT_CACHE")

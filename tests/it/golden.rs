@@ -446,8 +446,8 @@ fn block_message_and_report_golden() {
 /// the host the double answers success.
 #[test]
 fn host_context_is_created_by_the_probe_child() {
-    use cuda_preflight::facts::doctor::{HostProbe, host_probe};
-    use cuda_preflight::rules::doctor::{Status, probe_check};
+    use cuda_preflight::facts::host::doctor::{HostProbe, host_probe};
+    use cuda_preflight::rules::host::doctor::{Status, probe_check};
     assert!(
         !Path::new("/etc/cuda-double.conf").exists(),
         "the double would read the host's /etc/cuda-double.conf"

@@ -11,7 +11,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cuda_preflight::facts::{hoststate, image, loader::Loader, rootfs};
+use cuda_preflight::facts::host::state as hoststate;
+use cuda_preflight::facts::image::rootfs;
+use cuda_preflight::facts::library_loading::loader::Loader;
+use cuda_preflight::facts::versions::image_cuda as image;
 
 /// Far above what any case takes on an idle machine (< 1 s); the CI machine is shared.
 const DEADLINE: Duration = Duration::from_secs(60);

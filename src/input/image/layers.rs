@@ -3,7 +3,7 @@
 //!
 //! Layer entries are untrusted. Every write goes to a path built from normal components under the
 //! directory, with each parent checked to be a real directory there (a symlinked parent is
-//! resolved by [`crate::facts::rootfs::resolve`], which keeps it inside), and files are created
+//! resolved by [`crate::facts::image::rootfs::resolve`], which keeps it inside), and files are created
 //! with `O_EXCL | O_NOFOLLOW`, so neither `../` nor a link planted by an earlier entry leads out.
 //! Devices, FIFOs and sockets are never created; symlinks are recreated verbatim, since they are
 //! only ever followed later through `rootfs.rs`, which confines them.
@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::facts::rootfs;
+use crate::facts::image::rootfs;
 
 /// The refused entries listed by name in a finding; more are counted.
 const MAX_LISTED: usize = 20;

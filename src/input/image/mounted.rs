@@ -1,7 +1,7 @@
 //! `check --image REF --warm`: an image in Podman's store read where the engine keeps it
 //! (`podman image mount`), not from a saved copy. The rootfs is then the engine's own overlay
 //! of the image's layer directories — the identity its containers will have
-//! ([`crate::facts::image_identity`]) — so the check fills the scan cache their first start
+//! ([`crate::facts::image::identity`]) — so the check fills the scan cache their first start
 //! reads, and costs no copy of the image. Unmounted when dropped.
 
 use std::path::PathBuf;

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::facts::rootfs;
+use crate::facts::image::rootfs;
 
 /// Links followed from one archive member to another (`docker save` links repeated layers).
 const MAX_LINKS: usize = 16;
