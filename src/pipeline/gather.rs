@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::Config;
-use crate::facts::gpu_code::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::container::{self, DeviceView, GpuRequest};
+use crate::facts::gpu_code::binaries::{self, BinaryFacts, WalkSettings};
 use crate::facts::host::headroom::{self, HeadroomFacts};
 use crate::facts::host::state::{self as hoststate, HostState};
-use crate::facts::versions::image_cuda::{self as image, ImageFacts};
 use crate::facts::image::cache as image_cache;
 use crate::facts::library_loading::cuda_libraries::{self as linkage, LoadFacts};
 use crate::facts::start_path::{self, CdiHooks, Stage, StartPath};
 use crate::facts::toolchains::{self, ToolchainFacts};
+use crate::facts::versions::image_cuda::{self as image, ImageFacts};
 use crate::input::bundle::Bundle;
 
 /// Facts gathered about one container, handed to the rules.

@@ -21,7 +21,9 @@ pub fn host_facts(
             }
             Ok(p)
         }
-        None => Ok(crate::facts::host::nvml::gather(host_root, host_root == Path::new("/")).profile),
+        None => {
+            Ok(crate::facts::host::nvml::gather(host_root, host_root == Path::new("/")).profile)
+        }
     }
 }
 

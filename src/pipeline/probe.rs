@@ -250,8 +250,8 @@ fn probe_container(
     ctx: &ProbeContext,
     deadline: Duration,
 ) -> ProbeAnswer {
-    use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
     use crate::facts::probe::cache as probe_cache;
+    use crate::facts::probe::{self, ProbeResult, ProbeSpec, Rlimit};
     let started = Instant::now();
     let Some(libcuda) = facts.image.as_ref().and_then(|i| i.libcuda.as_ref()) else {
         return ProbeAnswer::NoLibcuda;
@@ -297,7 +297,8 @@ fn probe_container(
     };
     // Companions whose resolution the container's LD_LIBRARY_PATH changes: glibc reads it only
     // at process start, so the child loads these by path (see `probe_child`).
-    let loader = crate::facts::library_loading::loader::Loader::from_image(&root, env_ld.as_deref());
+    let loader =
+        crate::facts::library_loading::loader::Loader::from_image(&root, env_ld.as_deref());
     let plain = crate::facts::library_loading::loader::Loader::from_image(&root, None);
     let companion_names = [
         "libnvidia-ptxjitcompiler.so.1",

@@ -49,7 +49,8 @@ pub fn run(
 /// All rules over the facts.
 fn all(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     let devices = c.devices.as_ref().map_err(String::as_str);
-    let mut out = rules::container::devices::device_findings(&c.request, devices, &host.device_majors);
+    let mut out =
+        rules::container::devices::device_findings(&c.request, devices, &host.device_majors);
     if let Some(image) = &c.image {
         out.extend(rules::versions::requirements::check(image, host));
         out.extend(rules::versions::driver_compat::check(image, host));
@@ -177,10 +178,26 @@ mod tests {
         )
         .unwrap();
         for (scope, enforce, want) in [
-            (Scope::All, false, (FindingId::RequireNotEnforced, Severity::Info)),
-            (Scope::AtCreation, false, (FindingId::RequireNotEnforced, Severity::Info)),
-            (Scope::Requirements, false, (FindingId::RequireNotEnforced, Severity::Info)),
-            (Scope::AtCreation, true, (FindingId::RequireUnsatisfied, Severity::Block)),
+            (
+                Scope::All,
+                false,
+                (FindingId::RequireNotEnforced, Severity::Info),
+            ),
+            (
+                Scope::AtCreation,
+                false,
+                (FindingId::RequireNotEnforced, Severity::Info),
+            ),
+            (
+                Scope::Requirements,
+                false,
+                (FindingId::RequireNotEnforced, Severity::Info),
+            ),
+            (
+                Scope::AtCreation,
+                true,
+                (FindingId::RequireUnsatisfied, Severity::Block),
+            ),
         ] {
             let got: Vec<_> = run(&facts, &host, scope, enforce)
                 .into_iter()

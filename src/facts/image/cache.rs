@@ -700,11 +700,11 @@ pub fn lookup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::facts::gpu_code::binaries::WalkSettings;
     use crate::facts::container;
+    use crate::facts::gpu_code::binaries::WalkSettings;
     use crate::finding::Severity;
-    use crate::pipeline::{self, Input, Scope, Where};
     use crate::formats::fatbin::tests::{container as fatbin, elf_with_section};
+    use crate::pipeline::{self, Input, Scope, Where};
     use std::process::Command;
     use std::time::Duration;
 

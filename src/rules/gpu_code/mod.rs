@@ -41,9 +41,6 @@ pub use module_load::{
 };
 pub use ptx_jit::{needed_ptx_isa, ptx_targets};
 
-
-
-
 /// What a file carries, in one short phrase: `sass sm_80 x2, ptx sm_90 (ISA 9.5)`.
 pub fn carried(inv: &Inventory) -> String {
     let mut seen: Vec<(String, usize)> = Vec::new();

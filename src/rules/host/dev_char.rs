@@ -11,7 +11,6 @@
 use crate::facts::host::state::{DevCharLink, is_systemd_cgroups_path};
 use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 
-
 /// NVML's text when the device cgroup denies the GPU (nvidia-smi prints it verbatim).
 pub const NVML_UNKNOWN: &str = "Failed to initialize NVML: Unknown Error";
 

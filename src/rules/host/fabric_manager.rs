@@ -21,7 +21,6 @@
 use crate::facts::host::state::{FabricManager, NvSwitch};
 use crate::finding::{Finding, FindingId, Predicted, Severity};
 
-
 pub fn check(
     nvswitches: &Result<Vec<NvSwitch>, String>,
     fabric_manager: &Result<Option<FabricManager>, String>,

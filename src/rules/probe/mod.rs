@@ -2,11 +2,10 @@
 //! other facts — why.
 
 use crate::facts::container::{DeviceView, Node};
-use crate::facts::probe::{ProbeOutcome, ProbeResult};
 use crate::facts::probe::answer::ProbeAnswer;
+use crate::facts::probe::{ProbeOutcome, ProbeResult};
 use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
 use crate::knowledge;
-
 
 /// The driver's own words for `code`: our table where it knows the code, else what the driver's
 /// `cuGetErrorName` said.
