@@ -48,45 +48,34 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Hook(args) => hook::run_guarded(&args, std::io::stdin()),
-        Command::Check(args) => report(check::run(&args, &mut std::io::stdout().lock())),
-        Command::Facts(args) => report(facts::run(&args, &mut std::io::stdout().lock())),
-        Command::Scan(args) => report(scan::run(&args, &mut std::io::stdout().lock())),
-        Command::Report(args) => report(reports::run(&args, &mut std::io::stdout().lock())),
+        Command::Check(args) => report(check::run(&args, &mut stdout())),
+        Command::Facts(args) => report(facts::run(&args, &mut stdout())),
+        Command::Scan(args) => report(scan::run(&args, &mut stdout())),
+        Command::Report(args) => report(reports::run(&args, &mut stdout())),
         Command::ProbeChild => cuda_preflight::facts::probe::child::main(std::io::stdin()),
-        Command::Explain(args) => report(explain::run(&args, &mut std::io::stdout().lock())),
-        Command::Doctor(args) => report(doctor::run(&args, &mut std::io::stdout().lock())),
-        Command::Install(args) => report(install::run(&args, &mut std::io::stdout().lock())),
-        Command::Uninstall(args) => {
-            report(install::run_uninstall(&args, &mut std::io::stdout().lock()))
-        }
+        Command::Explain(args) => report(explain::run(&args, &mut stdout())),
+        Command::Doctor(args) => report(doctor::run(&args, &mut stdout())),
+        Command::Install(args) => report(install::run(&args, &mut stdout())),
+        Command::Uninstall(args) => report(install::run_uninstall(&args, &mut stdout())),
         Command::Nri(args) => report(nri::run(&args)),
         Command::Webhook(args) => report(webhook::run(&args)),
     };
     ExitCode::from(code as u8)
 }
 
+/// Standard output as every command writes it: a reader that closed it early (`… | head`) is a
+/// normal end, and the command's own exit code (a block is 1) stands.
+fn stdout() -> cuda_preflight::output::ClosedPipeOk<std::io::StdoutLock<'static>> {
+    cuda_preflight::output::ClosedPipeOk::new(std::io::stdout().lock())
+}
+
 /// Map a command's result to its exit code: bad input is 2, with one line naming what was wrong.
-/// A reader that closed our stdout early (`… | head`) is a normal end: exit 0, nothing said (Rust
-/// ignores SIGPIPE, so the write fails with EPIPE instead of killing us).
 fn report(r: anyhow::Result<i32>) -> i32 {
     match r {
         Ok(code) => code,
-        Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
             eprintln!("cuda-preflight: {e:#}");
             2
         }
     }
-}
-
-/// A write to a closed pipe, directly or inside serde_json's writer error.
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    use std::io::ErrorKind::BrokenPipe;
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == BrokenPipe)
-            || c.downcast_ref::<serde_json::Error>()
-                .and_then(|j| j.io_error_kind())
-                == Some(BrokenPipe)
-    })
 }

@@ -74,6 +74,9 @@ fn effective_stage(declared: Stage, state_pid: Option<i32>, parent: i32) -> Stag
 /// Exit code on a passed deadline and the message printed then; set before the timer is armed,
 /// read only by the signal handler.
 static TIMEOUT_EXIT: AtomicI32 = AtomicI32::new(0);
+/// The verdict's exit code once it is decided (-1 before): a panic while recording it must not
+/// turn it into `on_error`'s answer or overwrite its report.
+static DECIDED: AtomicI32 = AtomicI32::new(-1);
 static TIMEOUT_MSG: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
 
 #[allow(unsafe_code)]
@@ -158,6 +161,7 @@ fn guarded(args: &HookArgs, body: impl FnOnce() -> i32 + std::panic::UnwindSafe)
     use std::sync::{Arc, Mutex};
     let started = Instant::now();
     remember(None, None);
+    DECIDED.store(-1, Ordering::SeqCst);
     let this = std::thread::current().id();
     let caught: Arc<Mutex<Option<String>>> = Arc::default();
     let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
@@ -198,6 +202,15 @@ fn guarded(args: &HookArgs, body: impl FnOnce() -> i32 + std::panic::UnwindSafe)
                 .and_then(|mut c| c.take())
                 .unwrap_or_else(|| "the hook panicked".into());
             let err = crate::output::printable(&err);
+            let decided = DECIDED.load(Ordering::SeqCst);
+            if decided >= 0 {
+                // The verdict was decided and said before recording panicked: it stands.
+                let line = format!(
+                    "cuda-preflight: recording failed after the verdict ({err}); the verdict stands\n"
+                );
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                return decided;
+            }
             let (state, request) = IN_FLIGHT.with(|f| f.take());
             own_error(args, state.as_ref(), request.as_ref(), &err, started)
         }
@@ -346,6 +359,7 @@ pub const RECORDING_BUDGET_MS: u64 = 2000;
 /// says on stderr that recording was cut. Never longer than [`RECORDING_BUDGET_MS`], never past
 /// the hook's deadline by more than that.
 fn arm_recording_budget(code: i32, verdict: &str, id: &str, config: &Config, started: Instant) {
+    DECIDED.store(code, Ordering::SeqCst);
     let left = config
         .deadline_ms
         .saturating_sub(started.elapsed().as_millis() as u64);
@@ -467,6 +481,30 @@ mod tests {
             assert_eq!(report["verdict"], verdict);
             assert_eq!(report["findings"][0]["id"], "hook-error");
         }
+        // A panic after the verdict was decided (while recording it): the verdict stands, and
+        // no hook-error report replaces the verdict's.
+        let dir = tempfile::tempdir().unwrap();
+        let state_dir = dir.path().join("state");
+        let args = HookArgs {
+            settings: SettingsArgs {
+                config: None,
+                state_dir: Some(state_dir.clone()),
+                host_root: None,
+            },
+            ..Default::default()
+        };
+        let state = state::parse(
+            br#"{"ociVersion":"1.0.2","id":"c-late","status":"creating","pid":1,"bundle":"/b"}"#,
+        )
+        .unwrap();
+        let code = guarded(&args, || {
+            remember(Some(&state), None);
+            arm_recording_budget(1, "block", "c-late", &Config::default(), Instant::now());
+            panic!("while recording")
+        });
+        set_timer(0, 0, String::new());
+        assert_eq!(code, 1);
+        assert!(!state_dir.join("reports/c-late.json").exists());
         // No panic: the body's code, nothing recorded.
         let dir = tempfile::tempdir().unwrap();
         let args = HookArgs {

@@ -58,3 +58,49 @@ mod tests {
         }
     }
 }
+
+/// Standard output for a command whose exit code is its answer (`check`'s block is 1): a reader
+/// that goes away early (`… | head`) must not change that code, nor make the command fail. A
+/// write to a closed pipe (EPIPE: Rust ignores SIGPIPE) is taken as written and everything after
+/// it is dropped, so the command finishes and returns its own code; any other error is returned.
+pub struct ClosedPipeOk<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: std::io::Write> ClosedPipeOk<W> {
+    pub fn new(inner: W) -> ClosedPipeOk<W> {
+        ClosedPipeOk {
+            inner,
+            closed: false,
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ClosedPipeOk<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+}

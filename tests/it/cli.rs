@@ -461,48 +461,75 @@ fn a_missing_file_error_names_its_cause_once() {
     once("hook report", rep["error"].as_str().unwrap());
 }
 
-/// `cuda-preflight scan … | head -1`: a reader that closes the pipe early ends the command
-/// quietly with exit 0 (it was exit 2 and "Broken pipe"), in the table and in `--json`.
+/// A reader that closes our stdout early (`… | head`) ends the output quietly and leaves the
+/// command's own exit code: 0 for a loadable scan, 1 for a check that blocks (a closed pipe must
+/// never turn a block into a pass in a CI gate with `pipefail`).
 #[test]
-fn a_pipe_closed_early_is_a_quiet_exit_0() {
+fn a_pipe_closed_early_is_quiet_and_keeps_the_exit_code() {
     let ptx = repo().join("tests/data/h100-driver-13.0/r80-8.5.ptx");
     // Far more than a pipe holds (64 KiB): some write must meet the closed pipe.
     let paths = vec![ptx.as_os_str(); 4000];
-    for json in [false, true] {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("scan").args(json.then_some("--json")).args(&paths);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Read one line, then close the read end, as `head -1` does.
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
-        assert!(!first.is_empty());
-        drop(stdout);
-        let out = child.wait_with_output().unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(0), "json={json}: {err}");
-        assert!(err.is_empty(), "json={json}: {err}");
+    let t4 = repo().join("examples/hosts/t4-470.json");
+    let mut check: Vec<std::ffi::OsString> = ["check", "--bundle"].iter().map(Into::into).collect();
+    check.push(repo().join("examples/bundles/cuda13-image").into());
+    for _ in 0..400 {
+        check.push("--host-profile".into());
+        check.push(t4.clone().into());
+    }
+    let scan: Vec<std::ffi::OsString> = std::iter::once("scan".into())
+        .chain(paths.iter().map(|p| p.into()))
+        .collect();
+    for (args, want) in [(&scan, 0), (&check, 1)] {
+        for json in [false, true] {
+            let mut cmd = Command::new(BIN);
+            cmd.args(args.iter().take(1))
+                .args(json.then_some("--json"))
+                .args(args.iter().skip(1));
+            let mut child = cmd
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            // Read one line, then close the read end, as `head -1` does.
+            let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut first = String::new();
+            std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+            assert!(!first.is_empty());
+            drop(stdout);
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(want),
+                "{:?} json={json}: {err}",
+                args[0]
+            );
+            assert!(err.is_empty(), "json={json}: {err}");
+        }
     }
     // The same through a shell pipeline and the real `head`.
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(format!(
-            "{BIN} scan \"$@\" | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}"
-        ))
-        .arg("bash")
-        .args(&paths)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
-    assert!(
-        out.stderr.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (args, want) in [(&scan, "0"), (&check, "1")] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{BIN} \"$@\" | head -c 10 >/dev/null; echo ${{PIPESTATUS[0]}}"
+            ))
+            .arg("bash")
+            .args(args.iter())
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            want,
+            "{:?}",
+            args[0]
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// A hook whose stderr is a pipe nobody reads still exits with its verdict and records it: a

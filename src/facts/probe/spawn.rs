@@ -44,7 +44,6 @@ pub struct Spawned {
     pub into_cgroup: bool,
 }
 
-const CLONE_VFORK: u64 = 0x4000;
 const CLONE_PIDFD: u64 = 0x1000;
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
@@ -177,8 +176,10 @@ fn owned(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// `clone3` (vfork-style: this thread resumes once the child has exec'd or failed) then, in
-/// the child, `execve(path, [path, "probe-child"], [])` with `fds` at 0, 1, 2.
+/// `clone3` (fork-style, not vfork: a child that stalls before its `execve` — born into a frozen
+/// cgroup — must not hold this thread where the hook's deadline cannot reach it; the caller
+/// learns the exec's outcome from the report pipe, in an interruptible read) then, in the child,
+/// `execve(path, [path, "probe-child"], [])` with `fds` at 0, 1, 2.
 #[allow(unsafe_code)]
 fn clone3_exec(
     path: &CString,
@@ -195,7 +196,7 @@ fn clone3_exec(
     let empty = nix::sys::signal::SigSet::empty();
     let mut pidfd: libc::c_int = -1;
     let mut args = CloneArgs {
-        flags: CLONE_VFORK | CLONE_PIDFD | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
+        flags: CLONE_PIDFD | cgroup.map_or(0, |_| CLONE_INTO_CGROUP),
         pidfd: (&mut pidfd as *mut libc::c_int) as u64,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup.map_or(0, |fd| fd as u64),
