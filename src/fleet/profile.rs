@@ -105,6 +105,7 @@ fn synthetic_host(cc: &Version, brand: &str, driver: &Version, cuda: &Version) -
         ("geforce", "geforce")
     };
     HostProfile {
+        parsed: Default::default(),
         driver_version: Some(driver.to_string()),
         cuda_driver_version: Some(cuda.to_string()),
         device_majors: [("nvidia", 195), ("nvidia-uvm", 510), ("nvidia-caps", 511)]
