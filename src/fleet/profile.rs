@@ -139,7 +139,7 @@ pub fn image_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::gpu_code::image_findings(b, &host.gpus, driver_cuda));
     }
     if let Some(t) = &c.toolchains {
-        out.extend(rules::toolchains::check(t, &host.gpus, Some(driver_cuda)));
+        out.extend(rules::toolchains::check(t, &host.gpus, host.cuda_driver()));
     }
     out
 }

@@ -106,7 +106,7 @@ pub fn kernel_findings<'a>(
     let mut out = Vec::new();
     let mut groups: Vec<(ComputeCapability, Vec<&Gpu>)> = Vec::new();
     for g in gpus {
-        match parse_cc(&g.compute_capability) {
+        match g.cc() {
             Some(cc) => match groups.iter_mut().find(|(c, _)| *c == cc) {
                 Some((_, v)) => v.push(g),
                 None => groups.push((cc, vec![g])),
