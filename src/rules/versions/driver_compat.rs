@@ -48,7 +48,7 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
     if out.is_empty() {
         if let Some(v) = &image.toolkit_version {
             out.push((v.major_minor(), "/usr/local/cuda/version.json".to_string()));
-        } else if let Some(v) = image.cuda_version.as_deref().and_then(Version::parse) {
+        } else if let Some(v) = image.cuda_env_version() {
             out.push((v.major_minor(), "CUDA_VERSION".to_string()));
         }
     }

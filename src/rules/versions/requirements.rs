@@ -271,7 +271,7 @@ pub fn effective_requirements(image: &ImageFacts) -> Vec<(String, String)> {
         .map(|r| (r.name.clone(), r.value.clone()))
         .collect();
     if !out.iter().any(|(n, _)| n == "NVIDIA_REQUIRE_CUDA")
-        && let Some(v) = image.cuda_version.as_deref().and_then(Version::parse)
+        && let Some(v) = image.cuda_env_version()
     {
         out.push((
             "CUDA_VERSION (legacy image)".to_string(),
