@@ -109,7 +109,11 @@ fn judge_binaries(
 ) -> image_cache::Judged {
     let driver = host.cuda_driver_version.as_deref().unwrap_or("");
     let judge = |b: &BinaryFacts| image_cache::Judged {
-        kernels: rules::gpu_code::image_findings(b, gpus, driver),
+        kernels: rules::gpu_code::image_findings(
+            b,
+            gpus,
+            rules::gpu_code::DriverCuda::of_host(host),
+        ),
         ptx_jit: rules::container::cuda_env::ptx_jit(
             env,
             &b.files,
