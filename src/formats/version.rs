@@ -70,39 +70,6 @@ impl From<ComputeCapability> for (u32, u32) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_as_the_rules_always_did() {
-        let cuda: [(&str, Option<CudaVersion>); 6] = [
-            ("13.0", Some(CudaVersion(13, 0))),
-            (" 12.4 ", Some(CudaVersion(12, 4))),
-            ("12.4.1", None),
-            ("12", None),
-            ("", None),
-            ("x.1", None),
-        ];
-        for (s, want) in cuda {
-            assert_eq!(s.parse::<CudaVersion>().ok(), want, "{s:?}");
-        }
-        let cc: [(&str, Option<ComputeCapability>); 5] = [
-            ("9.0", Some(ComputeCapability(9, 0))),
-            ("sm_90", Some(ComputeCapability(9, 0))),
-            ("120", Some(ComputeCapability(12, 0))),
-            ("8.6", Some(ComputeCapability(8, 6))),
-            ("GPU", None),
-        ];
-        for (s, want) in cc {
-            assert_eq!(s.parse::<ComputeCapability>().ok(), want, "{s:?}");
-        }
-        assert!(CudaVersion(12, 10) > CudaVersion(12, 9));
-        assert_eq!(ComputeCapability(10, 0).to_string(), "10.0");
-        assert_eq!(CudaVersion(13, 1).to_string(), "13.1");
-    }
-}
-
 /// A value parsed from a fact's string the first time a rule asks for it, then kept: the JSON
 /// keeps its strings (a malformed one stays a string, and each rule says what it says of it
 /// today), while rules read the typed value. Keyed by the text it was parsed from, so a fact
@@ -146,5 +113,38 @@ impl<T: Clone> ParsedOnce<T> {
                 v
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_as_the_rules_always_did() {
+        let cuda: [(&str, Option<CudaVersion>); 6] = [
+            ("13.0", Some(CudaVersion(13, 0))),
+            (" 12.4 ", Some(CudaVersion(12, 4))),
+            ("12.4.1", None),
+            ("12", None),
+            ("", None),
+            ("x.1", None),
+        ];
+        for (s, want) in cuda {
+            assert_eq!(s.parse::<CudaVersion>().ok(), want, "{s:?}");
+        }
+        let cc: [(&str, Option<ComputeCapability>); 5] = [
+            ("9.0", Some(ComputeCapability(9, 0))),
+            ("sm_90", Some(ComputeCapability(9, 0))),
+            ("120", Some(ComputeCapability(12, 0))),
+            ("8.6", Some(ComputeCapability(8, 6))),
+            ("GPU", None),
+        ];
+        for (s, want) in cc {
+            assert_eq!(s.parse::<ComputeCapability>().ok(), want, "{s:?}");
+        }
+        assert!(CudaVersion(12, 10) > CudaVersion(12, 9));
+        assert_eq!(ComputeCapability(10, 0).to_string(), "10.0");
+        assert_eq!(CudaVersion(13, 1).to_string(), "13.1");
     }
 }
