@@ -101,6 +101,8 @@ pub struct Condition {
     pub key: Key,
     pub op: Op,
     pub value: String,
+    /// `value` as a version, parsed with the condition: `Some` for `cuda`, `driver`, `arch`.
+    pub version: Option<Version>,
 }
 
 /// One parsed condition, or why it does not parse. Kept per condition because the toolkit only
@@ -145,20 +147,22 @@ pub fn parse_condition(text: &str) -> ParsedCondition {
         "brand" => Key::Brand,
         _ => Key::Unknown(text[..k_end].to_string()),
     };
-    match key {
-        Key::Cuda | Key::Driver | Key::Arch if Version::parse(value).is_none() => {
-            return Err(ConditionError::BadVersion(err_text(), value.to_string()));
-        }
+    let version = match key {
+        Key::Cuda | Key::Driver | Key::Arch => match Version::parse(value) {
+            Some(v) => Some(v),
+            None => return Err(ConditionError::BadVersion(err_text(), value.to_string())),
+        },
         Key::Brand if !matches!(op, Op::Eq | Op::Ne) => {
             return Err(ConditionError::BadBrandOperator(err_text()));
         }
-        _ => {}
-    }
+        _ => None,
+    };
     Ok(Condition {
         text: text.to_string(),
         key,
         op,
         value: value.to_string(),
+        version,
     })
 }
 
@@ -201,12 +205,12 @@ fn eval_condition(c: &Condition, ctx: &Ctx) -> Outcome {
         let eq = host_value.eq_ignore_ascii_case(&c.value);
         if c.op == Op::Eq { eq } else { !eq }
     } else {
-        let (Some(h), Some(w)) = (host_version, Version::parse(&c.value)) else {
+        let (Some(h), Some(w)) = (host_version, &c.version) else {
             return Outcome::Unknown(vec![format!(
                 "{fact_name} ({host_value:?} is not a version)"
             )]);
         };
-        c.op.holds(h.cmp(&w))
+        c.op.holds(h.cmp(w))
     };
     if holds {
         Outcome::True
@@ -477,10 +481,9 @@ fn fix_for(failed: &[(String, String)], host: &HostProfile) -> String {
     for (c, _) in failed {
         if let Ok(Condition {
             key: Key::Cuda,
-            value,
+            version: Some(want),
             ..
         }) = parse_condition(c)
-            && let Some(want) = Version::parse(&value)
         {
             let need = toolkit_min_driver(&want)
                 .map(|r| format!("driver {} or newer ({})", r.min_driver, r.label))
