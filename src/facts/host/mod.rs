@@ -232,6 +232,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn typed_versions_parsed_once_and_never_stale() {
+        // A malformed version loads as today (a string) and reads as None, not an error.
+        let p: HostProfile = serde_json::from_str(
+            r#"{"driver_version":"580.95.05","cuda_driver_version":"13.x","gpus":[{"compute_capability":"sm_90"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.driver().map(|v| v.to_string()), Some("580.95.05".into()));
+        assert!(p.cuda_driver().is_none() && p.cuda_driver_release().is_none());
+        assert_eq!(p.gpus[0].cc(), Some(ComputeCapability(9, 0)));
+        assert!(
+            p.gpus[0].cc_version().is_none(),
+            "Version reads dotted numbers only"
+        );
+        // The JSON is the strings, unchanged by what was read.
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("parsed"), "{json}");
+        // A fact changed after it was read is read afresh; a clone starts empty and is equal.
+        let mut q = p.clone();
+        assert_eq!(p, q);
+        q.cuda_driver_version = Some("12.8".into());
+        assert_eq!(q.cuda_driver_release(), Some(CudaVersion(12, 8)));
+        q.cuda_driver_version = Some("13.0".into());
+        assert_eq!(q.cuda_driver_release(), Some(CudaVersion(13, 0)));
+        assert_eq!(q.cuda_driver().map(|v| v.to_string()), Some("13.0".into()));
+    }
+
+    #[test]
     fn proc_devices_of_the_h100_host() {
         // As read on the H100 machine (docs/facts.md).
         let text = "Character devices:\n  1 mem\n195 nvidia-frontend\n195 nvidia\n195 nvidiactl\n238 nvidia-uvm\n\
