@@ -89,7 +89,11 @@ pub fn run(args: &ScanArgs, out: &mut dyn Write) -> anyhow::Result<i32> {
     let findings = if gpus.is_empty() {
         Vec::new()
     } else {
-        kernels::kernel_findings(&files, &gpus, args.driver_cuda.as_deref().unwrap_or(""))
+        kernels::kernel_findings(
+            &files,
+            &gpus,
+            kernels::DriverCuda::parse(args.driver_cuda.as_deref().unwrap_or("")),
+        )
     };
 
     if args.json {

@@ -252,6 +252,7 @@ pub fn from_node_feature(obj: &Value) -> Option<NodeFacts> {
     Some(NodeFacts {
         node: node.to_string(),
         profile: HostProfile {
+            parsed: Default::default(),
             driver_version: s("driver_version"),
             cuda_driver_version: s("cuda_driver_version"),
             device_majors: BTreeMap::new(),
@@ -298,6 +299,7 @@ pub fn from_labels(node: &str, labels: &BTreeMap<String, String>) -> Option<Node
     Some(NodeFacts {
         node: node.to_string(),
         profile: HostProfile {
+            parsed: Default::default(),
             driver_version: Some(driver),
             cuda_driver_version: cuda,
             device_majors: BTreeMap::new(),
@@ -314,6 +316,7 @@ mod tests {
 
     fn profile(driver: &str, cuda: &str, ccs: &[(&str, &str)]) -> HostProfile {
         HostProfile {
+            parsed: Default::default(),
             driver_version: Some(driver.into()),
             cuda_driver_version: Some(cuda.into()),
             device_majors: BTreeMap::new(),

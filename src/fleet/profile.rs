@@ -105,6 +105,7 @@ fn synthetic_host(cc: &Version, brand: &str, driver: &Version, cuda: &Version) -
         ("geforce", "geforce")
     };
     HostProfile {
+        parsed: Default::default(),
         driver_version: Some(driver.to_string()),
         cuda_driver_version: Some(cuda.to_string()),
         device_majors: [("nvidia", 195), ("nvidia-uvm", 510), ("nvidia-caps", 511)]
@@ -126,7 +127,6 @@ fn synthetic_host(cc: &Version, brand: &str, driver: &Version, cuda: &Version) -
 /// host: what depends on the host's GPUs and driver, not on this machine's devices or state.
 pub fn image_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
     let mut out = Vec::new();
-    let driver_cuda = host.cuda_driver_version.as_deref().unwrap_or("");
     if let Some(image) = &c.image {
         out.extend(rules::versions::requirements::check(image, host));
         out.extend(rules::versions::driver_compat::check(image, host));
@@ -135,10 +135,14 @@ pub fn image_rules(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::library_loading::cuda_libraries::check(l, image));
     }
     if let Some(b) = &c.binaries {
-        out.extend(rules::gpu_code::image_findings(b, &host.gpus, driver_cuda));
+        out.extend(rules::gpu_code::image_findings(
+            b,
+            &host.gpus,
+            rules::gpu_code::DriverCuda::of_host(host),
+        ));
     }
     if let Some(t) = &c.toolchains {
-        out.extend(rules::toolchains::check(t, &host.gpus, Some(driver_cuda)));
+        out.extend(rules::toolchains::check(t, &host.gpus, host.cuda_driver()));
     }
     out
 }

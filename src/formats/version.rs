@@ -70,6 +70,52 @@ impl From<ComputeCapability> for (u32, u32) {
     }
 }
 
+/// A value parsed from a fact's string the first time a rule asks for it, then kept: the JSON
+/// keeps its strings (a malformed one stays a string, and each rule says what it says of it
+/// today), while rules read the typed value. Keyed by the text it was parsed from, so a fact
+/// changed after the first read is parsed afresh, never answered stale. Not part of the fact's
+/// identity: equal whatever it holds, empty when cloned, and skipped by serde.
+pub struct ParsedOnce<T>(std::sync::OnceLock<(String, T)>);
+
+impl<T> Default for ParsedOnce<T> {
+    fn default() -> Self {
+        ParsedOnce(std::sync::OnceLock::new())
+    }
+}
+
+impl<T> Clone for ParsedOnce<T> {
+    fn clone(&self) -> Self {
+        ParsedOnce::default()
+    }
+}
+
+impl<T> PartialEq for ParsedOnce<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> fmt::Debug for ParsedOnce<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ParsedOnce")
+    }
+}
+
+impl<T: Clone> ParsedOnce<T> {
+    /// The value of `text` as `parse` reads it: parsed on the first call, kept after.
+    pub fn get(&self, text: &str, parse: impl FnOnce(&str) -> T) -> T {
+        match self.0.get() {
+            Some((t, v)) if t == text => v.clone(),
+            Some(_) => parse(text),
+            None => {
+                let v = parse(text);
+                let _ = self.0.set((text.to_string(), v.clone()));
+                v
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -91,7 +91,7 @@ fn all(c: &ContainerFacts, host: &HostProfile) -> Vec<Finding> {
         out.extend(rules::toolchains::check(
             t,
             &container_gpus(c, host),
-            host.cuda_driver_version.as_deref(),
+            host.cuda_driver(),
         ));
     }
     out
@@ -109,8 +109,17 @@ fn judge_binaries(
 ) -> image_cache::Judged {
     let driver = host.cuda_driver_version.as_deref().unwrap_or("");
     let judge = |b: &BinaryFacts| image_cache::Judged {
-        kernels: rules::gpu_code::image_findings(b, gpus, driver),
-        ptx_jit: rules::container::cuda_env::ptx_jit(env, &b.files, gpus, driver),
+        kernels: rules::gpu_code::image_findings(
+            b,
+            gpus,
+            rules::gpu_code::DriverCuda::of_host(host),
+        ),
+        ptx_jit: rules::container::cuda_env::ptx_jit(
+            env,
+            &b.files,
+            gpus,
+            host.cuda_driver_release(),
+        ),
     };
     let Some(packed) = &b.packed else {
         return judge(b);

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::formats::version::{ComputeCapability, CudaVersion, ParsedOnce};
+use crate::knowledge::cuda::Version;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gpu {
     #[serde(default)]
@@ -50,6 +53,33 @@ pub struct Gpu {
     /// later ones remap rows and report NOT_SUPPORTED here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_pages_pending: Option<bool>,
+    /// `compute_capability` as rules read it, parsed once (not in the JSON).
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub parsed: GpuParsed,
+}
+
+/// A GPU's typed facts, parsed from its strings on first use: see [`ParsedOnce`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuParsed {
+    cc: ParsedOnce<Option<Version>>,
+    cc_pair: ParsedOnce<Option<ComputeCapability>>,
+}
+
+impl Gpu {
+    /// The compute capability as a dotted [`Version`] (`9.0`); `None` where the facts' string is
+    /// not one.
+    pub fn cc_version(&self) -> Option<Version> {
+        self.parsed.cc.get(&self.compute_capability, Version::parse)
+    }
+
+    /// The compute capability as `major.minor` (`9.0`, `sm_90`); `None` where the facts' string is
+    /// not one.
+    pub fn cc(&self) -> Option<ComputeCapability> {
+        self.parsed
+            .cc_pair
+            .get(&self.compute_capability, |s| s.parse().ok())
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -64,6 +94,18 @@ pub struct HostProfile {
     pub device_majors: BTreeMap<String, u32>,
     #[serde(default)]
     pub gpus: Vec<Gpu>,
+    /// The versions above as rules read them, parsed once (not in the JSON).
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub parsed: HostParsed,
+}
+
+/// A host's typed facts, parsed from its strings on first use: see [`ParsedOnce`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostParsed {
+    driver: ParsedOnce<Option<Version>>,
+    cuda_driver: ParsedOnce<Option<Version>>,
+    cuda_driver_pair: ParsedOnce<Option<CudaVersion>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +137,26 @@ impl HostProfile {
             path: path.to_path_buf(),
             error: source,
         })
+    }
+
+    /// The kernel-mode driver's version (`580.95.05`); `None` where unknown or not a version.
+    pub fn driver(&self) -> Option<Version> {
+        let s = self.driver_version.as_deref()?;
+        self.parsed.driver.get(s, Version::parse)
+    }
+
+    /// The highest CUDA version the driver supports, as a dotted [`Version`]; `None` where
+    /// unknown or not a version.
+    pub fn cuda_driver(&self) -> Option<Version> {
+        let s = self.cuda_driver_version.as_deref()?;
+        self.parsed.cuda_driver.get(s, Version::parse)
+    }
+
+    /// The highest CUDA version the driver supports, as `major.minor` (`13.0`; `13` or `13.0.1`
+    /// are not); `None` where unknown or not one.
+    pub fn cuda_driver_release(&self) -> Option<CudaVersion> {
+        let s = self.cuda_driver_version.as_deref()?;
+        self.parsed.cuda_driver_pair.get(s, |s| s.parse().ok())
     }
 
     pub fn major(&self, name: &str) -> Option<u32> {
@@ -168,6 +230,33 @@ pub fn parse_proc_devices(text: &str) -> BTreeMap<String, u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_versions_parsed_once_and_never_stale() {
+        // A malformed version loads as today (a string) and reads as None, not an error.
+        let p: HostProfile = serde_json::from_str(
+            r#"{"driver_version":"580.95.05","cuda_driver_version":"13.x","gpus":[{"compute_capability":"sm_90"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.driver().map(|v| v.to_string()), Some("580.95.05".into()));
+        assert!(p.cuda_driver().is_none() && p.cuda_driver_release().is_none());
+        assert_eq!(p.gpus[0].cc(), Some(ComputeCapability(9, 0)));
+        assert!(
+            p.gpus[0].cc_version().is_none(),
+            "Version reads dotted numbers only"
+        );
+        // The JSON is the strings, unchanged by what was read.
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("parsed"), "{json}");
+        // A fact changed after it was read is read afresh; a clone starts empty and is equal.
+        let mut q = p.clone();
+        assert_eq!(p, q);
+        q.cuda_driver_version = Some("12.8".into());
+        assert_eq!(q.cuda_driver_release(), Some(CudaVersion(12, 8)));
+        q.cuda_driver_version = Some("13.0".into());
+        assert_eq!(q.cuda_driver_release(), Some(CudaVersion(13, 0)));
+        assert_eq!(q.cuda_driver().map(|v| v.to_string()), Some("13.0".into()));
+    }
 
     #[test]
     fn proc_devices_of_the_h100_host() {

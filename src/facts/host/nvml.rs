@@ -103,6 +103,7 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
             .unwrap_or_default();
         let mem = d.memory_info().ok();
         gpus.push(Gpu {
+            parsed: Default::default(),
             index: d.index().unwrap_or(i),
             uuid: d.uuid().unwrap_or_default(),
             brand: brand_class(&nvml_brand, &name).to_string(),
@@ -129,6 +130,7 @@ pub fn from_nvml() -> Result<HostProfile, NvmlFactsError> {
         });
     }
     Ok(HostProfile {
+        parsed: Default::default(),
         driver_version: Some(driver),
         cuda_driver_version: Version::from_cuda_int(cuda).map(|v| v.to_string()),
         device_majors: Default::default(),

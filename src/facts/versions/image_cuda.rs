@@ -74,9 +74,26 @@ pub struct ImageFacts {
     /// The compat library the loader picks for `libcuda.so.1`, if it picks one.
     pub compat_in_use: Option<CompatLib>,
     pub notes: Vec<String>,
+    /// `cuda_version` as rules read it, parsed once (not in the JSON).
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub parsed: ImageParsed,
+}
+
+/// The image's typed facts, parsed from its strings on first use: see
+/// [`ParsedOnce`](crate::formats::version::ParsedOnce).
+#[derive(Debug, Clone, Default)]
+pub struct ImageParsed {
+    cuda_version: crate::formats::version::ParsedOnce<Option<Version>>,
 }
 
 impl ImageFacts {
+    /// `CUDA_VERSION` as a dotted [`Version`]; `None` where unset or not a version.
+    pub fn cuda_env_version(&self) -> Option<Version> {
+        let s = self.cuda_version.as_deref()?;
+        self.parsed.cuda_version.get(s, Version::parse)
+    }
+
     /// Go's `strconv.ParseBool` truth values, which nvidia-container-toolkit applies to
     /// `NVIDIA_DISABLE_REQUIRE`; any other value leaves the checks on.
     pub fn require_disabled(&self) -> bool {

@@ -227,21 +227,15 @@ pub fn ptx_jit(
     env: &[String],
     files: &[ScannedFile],
     gpus: &[Gpu],
-    driver_cuda: &str,
+    driver: Option<CudaVersion>,
 ) -> Vec<Finding> {
     let force = set_to_one(env, "CUDA_FORCE_PTX_JIT");
     let disable = set_to_one(env, "CUDA_DISABLE_PTX_JIT");
     if !force && !disable {
         return Vec::new();
     }
-    let driver_isa = driver_cuda
-        .parse::<CudaVersion>()
-        .ok()
-        .and_then(|d| crate::knowledge::max_ptx_isa_for_cuda(d.into()));
-    let mut ccs: Vec<ComputeCapability> = gpus
-        .iter()
-        .filter_map(|g| kernels::parse_cc(&g.compute_capability))
-        .collect();
+    let driver_isa = driver.and_then(|d| crate::knowledge::max_ptx_isa_for_cuda(d.into()));
+    let mut ccs: Vec<ComputeCapability> = gpus.iter().filter_map(|g| g.cc()).collect();
     ccs.sort();
     ccs.dedup();
     let mut out = Vec::new();
@@ -313,12 +307,7 @@ pub fn check(
         out.extend(visible_devices(v, &container_gpus(devices, request, host)));
     }
     if let Some(files) = files {
-        out.extend(ptx_jit(
-            env,
-            files,
-            gpus,
-            host.cuda_driver_version.as_deref().unwrap_or(""),
-        ));
+        out.extend(ptx_jit(env, files, gpus, host.cuda_driver_release()));
     }
     out
 }
@@ -602,7 +591,12 @@ mod tests {
             ),
         ];
         for (i, (env, f, want, code)) in cases.into_iter().enumerate() {
-            let out = ptx_jit(&env, std::slice::from_ref(&f), &h100, "13.0");
+            let out = ptx_jit(
+                &env,
+                std::slice::from_ref(&f),
+                &h100,
+                Some(CudaVersion(13, 0)),
+            );
             assert_eq!(crate::rules::ids(&out), want, "case {i}");
             if let Some(o) = out.first() {
                 assert_eq!(o.predicted.as_ref().and_then(|p| p.code), code, "case {i}");

@@ -26,7 +26,7 @@
 //! workload meets first (the headline), and its fix addresses that error (docs/fatbin-scan.md).
 
 use crate::facts::gpu_code::binaries::BinaryFacts;
-use crate::facts::host::Gpu;
+use crate::facts::host::{Gpu, HostProfile};
 use crate::finding::{Finding, FindingId, Predicted, Severity};
 use crate::formats::fatbin::{EntryKind, Inventory, ScannedFile};
 use crate::formats::version::{ComputeCapability, CudaVersion};
@@ -97,16 +97,45 @@ fn gpu_label(cc: ComputeCapability, gpus: &[&Gpu]) -> String {
     )
 }
 
+/// The driver's CUDA version as the facts spell it (quoted in findings) and as a release.
+#[derive(Debug, Clone, Copy)]
+pub struct DriverCuda<'a> {
+    pub text: &'a str,
+    pub release: Option<CudaVersion>,
+}
+
+impl<'a> DriverCuda<'a> {
+    /// The host's `cuda_driver_version` ("" where unknown), read once with the host.
+    pub fn of_host(host: &'a HostProfile) -> DriverCuda<'a> {
+        DriverCuda {
+            text: host.cuda_driver_version.as_deref().unwrap_or(""),
+            release: host.cuda_driver_release(),
+        }
+    }
+
+    /// A version given as text (a command-line argument, a test).
+    pub fn parse(text: &'a str) -> DriverCuda<'a> {
+        DriverCuda {
+            text,
+            release: text.parse::<CudaVersion>().ok(),
+        }
+    }
+}
+
 /// Findings for every scanned file on every GPU (GPUs of one compute capability judged once).
 pub fn kernel_findings<'a>(
     files: impl IntoIterator<Item = &'a ScannedFile>,
     gpus: &[Gpu],
-    driver_cuda: &str,
+    driver_cuda: DriverCuda<'_>,
 ) -> Vec<Finding> {
+    let DriverCuda {
+        text: driver_cuda,
+        release: driver,
+    } = driver_cuda;
     let mut out = Vec::new();
     let mut groups: Vec<(ComputeCapability, Vec<&Gpu>)> = Vec::new();
     for g in gpus {
-        match parse_cc(&g.compute_capability) {
+        match g.cc() {
             Some(cc) => match groups.iter_mut().find(|(c, _)| *c == cc) {
                 Some((_, v)) => v.push(g),
                 None => groups.push((cc, vec![g])),
@@ -129,7 +158,6 @@ pub fn kernel_findings<'a>(
         }
         return out;
     }
-    let driver = driver_cuda.parse::<CudaVersion>().ok();
     let driver_isa = driver.and_then(|d| knowledge::max_ptx_isa_for_cuda(d.into()));
     if driver.is_none() {
         out.push(Finding::skipped(
@@ -357,7 +385,7 @@ pub fn not_unpacked() -> Finding {
 
 /// The image's binaries (`facts::gpu_code::binaries`) judged on the container's GPUs, and what the walk
 /// did not reach: never a pass by omission.
-pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: &str) -> Vec<Finding> {
+pub fn image_findings(b: &BinaryFacts, gpus: &[Gpu], driver_cuda: DriverCuda<'_>) -> Vec<Finding> {
     // Libraries that load their kernels from a store of their own are not judged by their
     // fatbin (which can be a lone sm_75 helper module in a library that runs on every GPU).
     let (outside, judged): (Vec<&ScannedFile>, Vec<&ScannedFile>) = b.files.iter().partition(|f| {
@@ -610,7 +638,7 @@ mod tests {
                     ..gpu.clone()
                 },
             ],
-            "13.0",
+            DriverCuda::parse("13.0"),
         );
         let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(
@@ -641,11 +669,11 @@ mod tests {
             assert!(!x.evidence.is_empty() && !x.fix.is_empty(), "{x:?}");
         }
         assert_eq!(
-            kernel_findings(&files, &[], "13.0")[0].id,
+            kernel_findings(&files, &[], DriverCuda::parse("13.0"))[0].id,
             "kernels-skipped"
         );
         // Unknown driver: said so, and PTX is not held against it.
-        let f = kernel_findings(&files[..2], &[gpu], "");
+        let f = kernel_findings(&files[..2], &[gpu], DriverCuda::parse(""));
         let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -674,7 +702,11 @@ mod tests {
         };
         let ids = |f: &[Finding]| f.iter().map(|f| f.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(&image_findings(&b, std::slice::from_ref(&gpu), "13.0")),
+            ids(&image_findings(
+                &b,
+                std::slice::from_ref(&gpu),
+                DriverCuda::parse("13.0")
+            )),
             vec![FindingId::KernelImageMissing]
         );
         b.stopped = Some("file budget of 2 (scan_max_files)".into());
@@ -686,7 +718,7 @@ mod tests {
             count: 1,
             examples: vec!["/usr/lib/libx.so (FIFO)".into()],
         };
-        let f = image_findings(&b, &[gpu], "13.0");
+        let f = image_findings(&b, &[gpu], DriverCuda::parse("13.0"));
         assert_eq!(
             ids(&f),
             vec![
@@ -727,7 +759,7 @@ mod tests {
             compute_capability: "9.0".into(),
             ..Default::default()
         };
-        let f = image_findings(&b, &[gpu], "13.0");
+        let f = image_findings(&b, &[gpu], DriverCuda::parse("13.0"));
         let ids: Vec<&str> = f.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -862,7 +894,7 @@ mod tests {
                 compute_capability: cc.to_string(),
                 ..Default::default()
             };
-            let f = kernel_findings(*files, &[gpu], drv);
+            let f = kernel_findings(*files, &[gpu], DriverCuda::parse(drv));
             let blocks: Vec<&Finding> =
                 f.iter().filter(|f| f.severity == Severity::Block).collect();
             match first {
@@ -918,7 +950,7 @@ mod tests {
         let f = kernel_findings(
             std::slice::from_ref(&fa2),
             std::slice::from_ref(&gpu),
-            "12.8",
+            DriverCuda::parse("12.8"),
         );
         assert_eq!(f[0].id, FindingId::KernelImageMissing);
         // 8.8 is CUDA 12.9's ISA; 12.9's driver is 575.51.03 (cuda_driver_min.tsv).
@@ -932,7 +964,7 @@ mod tests {
             path: "/opt/app/libattn.so".into(),
             ..fa2.clone()
         };
-        let f = kernel_findings(&[other], &[gpu], "12.8");
+        let f = kernel_findings(&[other], &[gpu], DriverCuda::parse("12.8"));
         assert_eq!(f[0].id, FindingId::KernelImageMissing);
         assert!(
             f[0].fix
@@ -951,7 +983,7 @@ mod tests {
             compute_capability: "9.0".into(),
             ..Default::default()
         };
-        let f = kernel_findings(&[raw], &[h100], "13.0");
+        let f = kernel_findings(&[raw], &[h100], DriverCuda::parse("13.0"));
         assert_eq!(f[0].predicted.as_ref().unwrap().code, Some(222));
         assert!(
             f[0].fix.starts_with(

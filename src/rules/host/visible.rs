@@ -8,7 +8,6 @@
 use crate::facts::container::GpuRequest;
 use crate::facts::host::HostProfile;
 use crate::finding::{Api, Finding, FindingId, Predicted, Severity};
-use crate::knowledge::cuda::Version;
 
 /// The driver branch from which MIG devices are named `MIG-<uuid>`.
 const NEW_MIG_NAMING: u64 = 470;
@@ -65,7 +64,7 @@ pub fn check(request: &GpuRequest, host: &HostProfile) -> Vec<Finding> {
         return out;
     }
     let count = host.gpus.len();
-    let driver = host.driver_version.as_deref().and_then(Version::parse);
+    let driver = host.driver();
     for e in entries {
         if let Ok(i) = e.parse::<usize>() {
             if i >= count {

@@ -229,7 +229,7 @@ fn runtimes(load: &LoadFacts, image: &ImageFacts, out: &mut Vec<Finding>) {
         others.push((mm(v), "/usr/local/cuda/version.json".to_string()));
     }
     if let Some(s) = &image.cuda_version
-        && let Some(v) = Version::parse(s)
+        && let Some(v) = image.cuda_env_version()
         && !loaded.contains(&mm(&v))
     {
         others.push((mm(&v), format!("CUDA_VERSION={s}")));

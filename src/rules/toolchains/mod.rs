@@ -30,9 +30,9 @@ pub fn triton_gpu_name(triton: Option<&str>, cc: &Version) -> String {
     format!("sm_{sm}{}", if a { "a" } else { "" })
 }
 
-/// Findings for the image's toolchains on these GPUs and this driver (`cuda_driver_version`,
-/// `major.minor`).
-pub fn check(facts: &ToolchainFacts, gpus: &[Gpu], driver_cuda: Option<&str>) -> Vec<Finding> {
+/// Findings for the image's toolchains on these GPUs and this driver (the host's
+/// `cuda_driver_version`, [`HostProfile::cuda_driver`](crate::facts::host::HostProfile::cuda_driver)).
+pub fn check(facts: &ToolchainFacts, gpus: &[Gpu], driver: Option<Version>) -> Vec<Finding> {
     let mut out = Vec::new();
     let used: Vec<&Toolchain> = facts
         .toolchains
@@ -46,7 +46,7 @@ pub fn check(facts: &ToolchainFacts, gpus: &[Gpu], driver_cuda: Option<&str>) ->
     // One line per compute capability: a host of eight B200s is one finding, not eight.
     let mut ccs: Vec<(Version, Vec<&Gpu>)> = Vec::new();
     for g in gpus {
-        match Version::parse(&g.compute_capability) {
+        match g.cc_version() {
             Some(cc) => match ccs.iter_mut().find(|(c, _)| *c == cc) {
                 Some((_, v)) => v.push(g),
                 None => ccs.push((cc, vec![g])),
@@ -66,7 +66,6 @@ pub fn check(facts: &ToolchainFacts, gpus: &[Gpu], driver_cuda: Option<&str>) ->
             "the host facts list no GPU: the image's JIT toolchains (ptxas, NVRTC) are not judged",
         ));
     }
-    let driver = driver_cuda.and_then(Version::parse);
     if driver.is_none() {
         out.push(Finding::skipped(
             FindingId::ToolchainVersionSkipped,
@@ -456,7 +455,7 @@ mod tests {
                 notes: vec![],
             };
             let gpus: Vec<Gpu> = ccs.iter().map(|c| gpu(c)).collect();
-            let got = check(&facts, &gpus, driver);
+            let got = check(&facts, &gpus, driver.and_then(Version::parse));
             assert_eq!(crate::rules::ids(&got), want, "{name}: {got:#?}");
             if let Some(f) = got.first()
                 && !msg.is_empty()
@@ -480,7 +479,7 @@ mod tests {
                 ..gpu("10.0")
             })
             .collect();
-        let got = check(&facts, &gpus, Some("13.0"));
+        let got = check(&facts, &gpus, Version::parse("13.0"));
         assert_eq!(got.len(), 1, "{got:#?}");
         assert!(got[0].evidence.contains("(8 GPUs)"), "{}", got[0].evidence);
         assert!(

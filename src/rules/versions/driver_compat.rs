@@ -48,7 +48,7 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
     if out.is_empty() {
         if let Some(v) = &image.toolkit_version {
             out.push((v.major_minor(), "/usr/local/cuda/version.json".to_string()));
-        } else if let Some(v) = image.cuda_version.as_deref().and_then(Version::parse) {
+        } else if let Some(v) = image.cuda_env_version() {
             out.push((v.major_minor(), "CUDA_VERSION".to_string()));
         }
     }
@@ -57,10 +57,7 @@ pub fn image_cuda_versions(image: &ImageFacts) -> Vec<(Version, String)> {
 }
 
 fn host_cuda(host: &HostProfile, driver: &Version) -> Option<Version> {
-    host.cuda_driver_version
-        .as_deref()
-        .and_then(Version::parse)
-        .or_else(|| cuda_for_driver(driver))
+    host.cuda_driver().or_else(|| cuda_for_driver(driver))
 }
 
 /// What the forward-compat library in use does: `Some(cuda)` when it lifts the driver's CUDA
@@ -187,7 +184,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
         ));
     }
     let cudas = image_cuda_versions(image);
-    let Some(kmd) = host.driver_version.as_deref().and_then(Version::parse) else {
+    let Some(kmd) = host.driver() else {
         out.push(Finding::skipped(
             FindingId::CudaVersionSkipped,
             "the host's driver version is unknown",
@@ -273,7 +270,7 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
     // Compute capabilities: judged against the newest CUDA the image carries.
     if let Some((r, src)) = cudas.last() {
         for g in &host.gpus {
-            let Some(cc) = Version::parse(&g.compute_capability) else {
+            let Some(cc) = g.cc_version() else {
                 out.push(Finding::skipped(
                     FindingId::ComputeCapabilitySkipped,
                     format!("GPU {}: compute capability unknown", g.index),

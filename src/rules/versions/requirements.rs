@@ -101,6 +101,8 @@ pub struct Condition {
     pub key: Key,
     pub op: Op,
     pub value: String,
+    /// `value` as a version, parsed with the condition: `Some` for `cuda`, `driver`, `arch`.
+    pub version: Option<Version>,
 }
 
 /// One parsed condition, or why it does not parse. Kept per condition because the toolkit only
@@ -145,30 +147,35 @@ pub fn parse_condition(text: &str) -> ParsedCondition {
         "brand" => Key::Brand,
         _ => Key::Unknown(text[..k_end].to_string()),
     };
-    match key {
-        Key::Cuda | Key::Driver | Key::Arch if Version::parse(value).is_none() => {
-            return Err(ConditionError::BadVersion(err_text(), value.to_string()));
-        }
+    let version = match key {
+        Key::Cuda | Key::Driver | Key::Arch => match Version::parse(value) {
+            Some(v) => Some(v),
+            None => return Err(ConditionError::BadVersion(err_text(), value.to_string())),
+        },
         Key::Brand if !matches!(op, Op::Eq | Op::Ne) => {
             return Err(ConditionError::BadBrandOperator(err_text()));
         }
-        _ => {}
-    }
+        _ => None,
+    };
     Ok(Condition {
         text: text.to_string(),
         key,
         op,
         value: value.to_string(),
+        version,
     })
 }
 
 /// What one pass (the host, or one GPU) knows.
 struct Ctx<'a> {
-    cuda: Option<&'a str>,
-    driver: Option<&'a str>,
+    cuda: Option<Fact<'a>>,
+    driver: Option<Fact<'a>>,
     /// `None`: the host pass, where arch and brand hold (libnvidia-container's dev == NULL).
-    gpu: Option<(u32, Option<&'a str>, Option<&'a str>)>,
+    gpu: Option<(u32, Option<Fact<'a>>, Option<&'a str>)>,
 }
+
+/// A host fact as the profile spells it, and as a version where it is one.
+type Fact<'a> = (&'a str, Option<Version>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Outcome {
@@ -181,27 +188,29 @@ enum Outcome {
 }
 
 fn eval_condition(c: &Condition, ctx: &Ctx) -> Outcome {
-    let (fact_name, host_value) = match (&c.key, ctx.gpu) {
+    let (fact_name, host_value) = match (&c.key, &ctx.gpu) {
         (Key::Unknown(_), _) => return Outcome::True,
-        (Key::Cuda, _) => ("cuda".to_string(), ctx.cuda),
-        (Key::Driver, _) => ("driver".to_string(), ctx.driver),
+        (Key::Cuda, _) => ("cuda".to_string(), ctx.cuda.clone()),
+        (Key::Driver, _) => ("driver".to_string(), ctx.driver.clone()),
         (Key::Arch | Key::Brand, None) => return Outcome::True,
-        (Key::Arch, Some((i, arch, _))) => (format!("arch of GPU {i}"), arch),
-        (Key::Brand, Some((i, _, brand))) => (format!("brand of GPU {i}"), brand),
+        (Key::Arch, Some((i, arch, _))) => (format!("arch of GPU {i}"), arch.clone()),
+        (Key::Brand, Some((i, _, brand))) => {
+            (format!("brand of GPU {i}"), brand.map(|b| (b, None)))
+        }
     };
-    let Some(host_value) = host_value.filter(|v| !v.is_empty()) else {
+    let Some((host_value, host_version)) = host_value.filter(|(v, _)| !v.is_empty()) else {
         return Outcome::Unknown(vec![fact_name]);
     };
     let holds = if c.key == Key::Brand {
         let eq = host_value.eq_ignore_ascii_case(&c.value);
         if c.op == Op::Eq { eq } else { !eq }
     } else {
-        let (Some(h), Some(w)) = (Version::parse(host_value), Version::parse(&c.value)) else {
+        let (Some(h), Some(w)) = (host_version, &c.version) else {
             return Outcome::Unknown(vec![format!(
                 "{fact_name} ({host_value:?} is not a version)"
             )]);
         };
-        c.op.holds(h.cmp(&w))
+        c.op.holds(h.cmp(w))
     };
     if holds {
         Outcome::True
@@ -271,7 +280,7 @@ pub fn effective_requirements(image: &ImageFacts) -> Vec<(String, String)> {
         .map(|r| (r.name.clone(), r.value.clone()))
         .collect();
     if !out.iter().any(|(n, _)| n == "NVIDIA_REQUIRE_CUDA")
-        && let Some(v) = image.cuda_version.as_deref().and_then(Version::parse)
+        && let Some(v) = image.cuda_env_version()
     {
         out.push((
             "CUDA_VERSION (legacy image)".to_string(),
@@ -288,18 +297,23 @@ pub fn check(image: &ImageFacts, host: &HostProfile) -> Vec<Finding> {
         return out;
     }
     let disabled = image.require_disabled();
+    let cuda = host
+        .cuda_driver_version
+        .as_deref()
+        .map(|s| (s, host.cuda_driver()));
+    let driver = host.driver_version.as_deref().map(|s| (s, host.driver()));
     let mut contexts = vec![Ctx {
-        cuda: host.cuda_driver_version.as_deref(),
-        driver: host.driver_version.as_deref(),
+        cuda: cuda.clone(),
+        driver: driver.clone(),
         gpu: None,
     }];
     for g in &host.gpus {
         contexts.push(Ctx {
-            cuda: host.cuda_driver_version.as_deref(),
-            driver: host.driver_version.as_deref(),
+            cuda: cuda.clone(),
+            driver: driver.clone(),
             gpu: Some((
                 g.index,
-                Some(g.compute_capability.as_str()),
+                Some((g.compute_capability.as_str(), g.cc_version())),
                 Some(g.nvml_brand.as_str()),
             )),
         });
@@ -467,10 +481,9 @@ fn fix_for(failed: &[(String, String)], host: &HostProfile) -> String {
     for (c, _) in failed {
         if let Ok(Condition {
             key: Key::Cuda,
-            value,
+            version: Some(want),
             ..
         }) = parse_condition(c)
-            && let Some(want) = Version::parse(&value)
         {
             let need = toolkit_min_driver(&want)
                 .map(|r| format!("driver {} or newer ({})", r.min_driver, r.label))
